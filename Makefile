@@ -1,0 +1,38 @@
+# The two commands of the quick start: `make run` and `make test`. Each installs what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test lint typecheck unit system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch's CPU build; any other torch release pulls a multi-GB CUDA build.
+	$(BIN)/pip install -q 'torch==2.13.0'
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+## Run the gateway on its embedded single-host default (http://127.0.0.1:31313).
+run: $(STAMP)
+	$(BIN)/cortex-kernel serve
+
+## Lint, type-check and run the whole test suite (fails when no test ran).
+test: $(STAMP) system-deps lint typecheck unit
+
+system-deps:
+	scripts/install-system-deps
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -p randomly $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

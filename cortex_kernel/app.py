@@ -1,0 +1,110 @@
+"""The app factory: plugin contributions in, one Starlette app out.
+
+The app is assembled once, declaratively, from the :class:`AppPart` objects that plugins return
+from ``register_app_parts``; nothing is added after start-up. Errors that escape a handler are
+rendered in OpenAI's envelope here; dialect plugins render their own envelopes in their routes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from cortex_kernel.errors import CortexError, NotFound, openai_error_body, retry_headers
+from cortex_kernel.kernel import AppPart, Kernel
+from cortex_kernel.plugins import PluginError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(error: CortexError) -> Response:
+    """Render ``error`` as an OpenAI-envelope JSON response with its retry hint."""
+    return Response(
+        openai_error_body(error),
+        status_code=error.status,
+        media_type="application/json",
+        headers=retry_headers(error),
+    )
+
+
+async def _cortex_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CortexError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return error_response(NotFound(f"no route for {request.method} {request.url.path}"))
+    if exc.status_code == 405:
+        return error_response(
+            CortexError(
+                f"method {request.method} is not allowed on {request.url.path}",
+                status=405,
+                type="invalid_request_error",
+                code="method_not_allowed",
+            )
+        )
+    return error_response(CortexError(exc.detail, status=exc.status_code, type="invalid_request_error"))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(CortexError("internal error; see the daemon log", code="internal_error"))
+
+
+def collect_parts(kernel: Kernel) -> list[AppPart]:
+    """Ask every plugin for its parts for ``kernel.role``; flatten in plugin-call order."""
+    results = kernel.pm.hook.register_app_parts(role=kernel.role, kernel=kernel)
+    # pluggy calls the most recently registered plugin first; reverse for registration order.
+    return [part for result in reversed(results) if result for part in result]
+
+
+def _check_conflicts(parts: list[AppPart]) -> list[BaseRoute]:
+    claimed: dict[tuple[str, str], str] = {}
+    routes: list[BaseRoute] = []
+    for part in parts:
+        for route in part.routes:
+            if isinstance(route, Route):
+                for method in route.methods or {"GET"}:
+                    key = (method, route.path)
+                    if key in claimed:
+                        raise PluginError(
+                            f"{part.name!r} and {claimed[key]!r} both claim {method} {route.path}"
+                        )
+                    claimed[key] = part.name
+            routes.append(route)
+    return routes
+
+
+def create_app(kernel: Kernel, parts: list[AppPart] | None = None) -> Starlette:
+    """Build the ASGI app for ``kernel.role`` from plugin parts (or the ``parts`` given)."""
+    parts = collect_parts(kernel) if parts is None else parts
+    routes = _check_conflicts(parts)
+    middleware = [mw for part in parts for mw in part.middleware]
+    lifespans = [part.lifespan for part in parts if part.lifespan is not None]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for factory in lifespans:
+                await stack.enter_async_context(factory())
+            yield
+
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            CortexError: _cortex_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+    )

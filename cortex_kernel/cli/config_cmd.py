@@ -1,0 +1,101 @@
+"""``cortex-kernel config``: show the effective configuration, check a file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import msgspec
+
+from cortex_kernel.cli.context import parse_sets, state_from
+from cortex_kernel.cli.options import config_options
+from cortex_kernel.config.loader import LoadedConfig, load_config, search_paths
+from cortex_kernel.config.schema import ConfigKind
+
+KINDS = ["cortex", "neuron", "models"]
+
+
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(value, dict) and value:
+        rows: list[tuple[str, Any]] = []
+        for key, child in value.items():
+            rows.extend(_flatten(child, f"{prefix}{key}."))
+        return rows
+    return [(prefix.rstrip("."), value)]
+
+
+def _source(key: str, sources: dict[str, str]) -> str:
+    probe = key
+    while probe:
+        if probe in sources:
+            return sources[probe]
+        probe = probe.rpartition(".")[0]
+    children = {s for k, s in sources.items() if k.startswith(key + ".")}
+    return children.pop() if len(children) == 1 else "default"
+
+
+def render_show(loaded: LoadedConfig[Any]) -> list[tuple[str, Any, str]]:
+    """Rows of ``(dotted key, value, source)`` for the effective configuration."""
+    data = msgspec.to_builtins(loaded.value)
+    return [(key, value, _source(key, loaded.sources)) for key, value in _flatten(data)]
+
+
+@click.group("config")
+def config() -> None:
+    """Inspect and validate configuration files."""
+
+
+@config.command("show")
+@click.option("--kind", type=click.Choice(KINDS), default="cortex", show_default=True, help="Which file.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of annotated TOML-like lines.")
+@config_options
+@click.pass_context
+def show(ctx: click.Context, kind: ConfigKind, as_json: bool, config_path: Path | None, sets: tuple[str, ...]) -> None:
+    """Print the effective configuration and where each value came from.
+
+    Precedence, lowest first: defaults, the file, CORTEX_SECTION__KEY (NEURON_... for
+    neuron.toml) environment variables, then --set flags.
+    """
+    environ = state_from(ctx).environ
+    loaded = load_config(kind, config_path, environ=environ, overrides=parse_sets(sets))
+    rows = render_show(loaded)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "file": str(loaded.path) if loaded.path else None,
+                    "models_file": str(loaded.catalogue_path) if loaded.catalogue_path else None,
+                    "values": {key: {"value": value, "source": source} for key, value, source in rows},
+                },
+                indent=2,
+            )
+        )
+        return
+    searched = ", ".join(str(p) for p in search_paths(kind))
+    click.echo(f"# file: {loaded.path or f'none found (searched {searched})'}")
+    if kind != "models":
+        click.echo(f"# models: {loaded.catalogue_path or 'none'} ({len(loaded.catalogue.models)} models)")
+    for key, value, source in rows:
+        click.echo(f"{key} = {json.dumps(value)}  # {source}")
+
+
+@config.command("check")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--kind", type=click.Choice(KINDS), default=None, help="File kind; default: from its name.")
+@click.pass_context
+def check(ctx: click.Context, file: Path, kind: ConfigKind | None) -> None:
+    """Validate FILE (cortex.toml, neuron.toml or models.toml) without starting anything.
+
+    Exits 0 when the file is valid and 2 with one message naming the key otherwise.
+    """
+    if kind is None:
+        stem = file.name.split(".")[0]
+        kind = next((k for k in ("neuron", "models") if k in stem), "cortex")  # type: ignore[assignment]
+    assert kind is not None
+    # The environment must not make a broken file look valid, so only the file is read.
+    environ = {k: v for k, v in state_from(ctx).environ.items() if not k.startswith(("CORTEX_", "NEURON_"))}
+    loaded = load_config(kind, file, environ=environ)
+    count = len(loaded.catalogue.models)
+    click.echo(f"{file}: ok ({kind}; {count} model{'s' if count != 1 else ''} in catalogue)")

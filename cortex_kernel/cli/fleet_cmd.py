@@ -1,0 +1,115 @@
+"""Commands that inspect and steer a running gateway: ``status``, ``models``, ``load``, ``unload``."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+
+from cortex_kernel.cli.http import request_json
+
+DEFAULT_ENDPOINT = "http://127.0.0.1:31313"
+
+endpoint_option = click.option(
+    "-e",
+    "--endpoint",
+    default=DEFAULT_ENDPOINT,
+    show_default=True,
+    envvar="CORTEX_ENDPOINT",
+    help="Gateway base URL (env CORTEX_ENDPOINT).",
+)
+admin_key_option = click.option(
+    "--admin-key", envvar="CORTEX_ADMIN_KEY", default=None, help="Admin API key (env CORTEX_ADMIN_KEY)."
+)
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+def _model_rows(listing: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for entry in listing.get("data", []):
+        locations = entry.get("locations") or []
+        where = ", ".join(f"{loc.get('node')}({loc.get('state')})" for loc in locations) or "-"
+        rows.append([entry.get("id", "?"), str(entry.get("context_length") or "-"), where])
+    return rows
+
+
+@click.command("status")
+@endpoint_option
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+def status(endpoint: str, as_json: bool) -> None:
+    """Show fleet health and where each model is."""
+    health = request_json("GET", f"{endpoint}/health")
+    listing = request_json("GET", f"{endpoint}/v1/models")
+    if as_json:
+        click.echo(json.dumps({"health": health, "models": listing}, indent=2))
+        return
+    click.echo(f"fleet: {health.get('status', '?')}  {json.dumps(health.get('nodes', {}))}")
+    click.echo(_table(_model_rows(listing), ["MODEL", "CONTEXT", "LOCATIONS"]))
+
+
+@click.command("models")
+@endpoint_option
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+def models(endpoint: str, as_json: bool) -> None:
+    """List every model the fleet can serve, loaded or not."""
+    listing = request_json("GET", f"{endpoint}/v1/models")
+    if as_json:
+        click.echo(json.dumps(listing, indent=2))
+        return
+    click.echo(_table(_model_rows(listing), ["MODEL", "CONTEXT", "LOCATIONS"]))
+
+
+@click.command("load")
+@click.argument("model")
+@click.option("--node", default=None, help="Load on this node; default: let placement choose.")
+@click.option("--no-wait", is_flag=True, help="Return once the load has started.")
+@click.option("--timeout", type=float, default=1800.0, show_default=True, help="Seconds to wait.")
+@endpoint_option
+@admin_key_option
+def load(model: str, node: str | None, no_wait: bool, timeout: float, endpoint: str, admin_key: str | None) -> None:
+    """Load MODEL on a node (through the gateway's admin API), showing progress."""
+    reply = request_json("POST", f"{endpoint}/admin/models/load", {"model": model, "node": node}, token=admin_key)
+    click.echo(f"{model}: {reply.get('state', 'loading')} on {reply.get('node', node or '?')}")
+    if no_wait:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fleet = request_json("GET", f"{endpoint}/admin/fleet", token=admin_key)
+        state = _model_state(fleet, model, reply.get("node", node))
+        if state in ("ready", "failed"):
+            click.echo(f"{model}: {state}")
+            if state == "failed":
+                raise click.ClickException(f"loading {model} failed")
+            return
+        click.echo(f"{model}: {state or 'loading'}...")
+        time.sleep(1.0)
+    raise click.ClickException(f"{model} was not ready after {timeout:.0f}s")
+
+
+def _model_state(fleet: dict[str, Any], model: str, node: str | None) -> str | None:
+    for entry in fleet.get("nodes", []):
+        if node and entry.get("name") != node:
+            continue
+        for item in entry.get("models", []):
+            if item.get("id") == model:
+                return str(item.get("state"))
+    return None
+
+
+@click.command("unload")
+@click.argument("model")
+@click.option("--node", default=None, help="Unload only from this node; default: everywhere.")
+@endpoint_option
+@admin_key_option
+def unload(model: str, node: str | None, endpoint: str, admin_key: str | None) -> None:
+    """Unload MODEL (through the gateway's admin API)."""
+    reply = request_json("POST", f"{endpoint}/admin/models/unload", {"model": model, "node": node}, token=admin_key)
+    click.echo(f"{model}: {reply.get('state', 'unloaded')}")

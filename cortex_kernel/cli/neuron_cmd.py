@@ -1,0 +1,41 @@
+"""``cortex-kernel neuron``: run the per-host daemon that embeds inference engines."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+
+from cortex_kernel.app import create_app
+from cortex_kernel.cli.context import parse_sets, state_from
+from cortex_kernel.cli.options import config_options
+from cortex_kernel.config.addresses import parse_listen
+from cortex_kernel.config.loader import load_config
+from cortex_kernel.kernel import Kernel
+from cortex_kernel.serving import Listener, serve_forever
+
+
+@click.command("neuron")
+@config_options
+@click.option("--listen", default=None, metavar="HOST:PORT", help="Listen address (default 0.0.0.0:13131).")
+@click.option("-p", "--port", type=click.IntRange(0, 65535), default=None, help="Listen port only.")
+@click.pass_context
+def neuron(
+    ctx: click.Context, config_path: Path | None, sets: tuple[str, ...], listen: str | None, port: int | None
+) -> None:
+    """Run a neuron: the node daemon that loads models through harness plugins (port 13131).
+
+    The listener binds first; default models then load in the background, so the node is
+    reachable (and reports progress on /health) while they load.
+    """
+    state = state_from(ctx)
+    overrides = parse_sets(sets)
+    loaded = load_config("neuron", config_path, environ=state.environ, overrides=overrides)
+    address = parse_listen(listen or loaded.value.listen)
+    if port is not None:
+        address = address._replace(port=port)
+    pm = state.plugin_manager(tuple(loaded.value.plugins.block))
+    app = create_app(Kernel(role="neuron", config=loaded, pm=pm))
+    grace = loaded.value.shutdown_timeout_s
+    asyncio.run(serve_forever([Listener(app, address, "neuron")], grace))

@@ -1,0 +1,55 @@
+"""``cortex-kernel serve``: run the gateway (with an embedded local neuron when no fleet is set)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+
+from cortex_kernel.app import create_app
+from cortex_kernel.cli.context import parse_sets, state_from
+from cortex_kernel.cli.options import config_options
+from cortex_kernel.config.addresses import parse_listen
+from cortex_kernel.config.loader import load_config
+from cortex_kernel.embedded import embedded_setup
+from cortex_kernel.kernel import Kernel
+from cortex_kernel.serving import Listener, serve_forever
+
+
+@click.command("serve")
+@config_options
+@click.option("--listen", default=None, metavar="HOST:PORT", help="API listen address (gateway.listen).")
+@click.option(
+    "--metrics-listen", default=None, metavar="HOST:PORT", help="Metrics listen address (gateway.metrics_listen)."
+)
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    config_path: Path | None,
+    sets: tuple[str, ...],
+    listen: str | None,
+    metrics_listen: str | None,
+) -> None:
+    """Run the gateway: one OpenAI and Anthropic endpoint over every configured neuron.
+
+    With no [[neurons]] configured (for example on a fresh machine with no configuration at
+    all), the gateway starts one neuron in-process on loopback with the transformers harness
+    and a default catalogue, so `cortex-kernel serve` works out of the box.
+    """
+    state = state_from(ctx)
+    overrides = parse_sets(sets)
+    if listen:
+        overrides["gateway.listen"] = listen
+    if metrics_listen:
+        overrides["gateway.metrics_listen"] = metrics_listen
+    loaded = load_config("cortex", config_path, environ=state.environ, overrides=overrides)
+    pm = state.plugin_manager(tuple(loaded.value.plugins.block))
+    listeners: list[Listener] = []
+    if not loaded.value.neurons:
+        loaded, neuron_loaded, neuron_address = embedded_setup(loaded)
+        neuron_app = create_app(Kernel(role="neuron", config=neuron_loaded, pm=pm))
+        listeners.append(Listener(neuron_app, neuron_address, "embedded-neuron"))
+    gateway_app = create_app(Kernel(role="gateway", config=loaded, pm=pm))
+    listeners.insert(0, Listener(gateway_app, parse_listen(loaded.value.gateway.listen), "gateway"))
+    asyncio.run(serve_forever(listeners, loaded.value.gateway.shutdown_grace_s))

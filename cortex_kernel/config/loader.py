@@ -1,0 +1,401 @@
+"""The one configuration loader: defaults < file < environment < command-line flags.
+
+Search order for the file when no ``--config`` is given (first hit wins):
+
+1. the platformdirs *user* config dir (``~/.config/cortex/`` on Linux),
+2. the platformdirs *site* config dir (``/etc/xdg/cortex/``),
+3. ``/etc/cortex/`` (and ``/etc/neuron/`` for ``neuron.toml``, where the RPM installs it).
+
+Environment variables override file values: ``CORTEX_SECTION__KEY`` for ``cortex.toml`` and
+``NEURON_SECTION__KEY`` for ``neuron.toml`` (``__`` separates levels; values are read as TOML
+literals, falling back to plain strings). Only variables whose first segment names a top-level
+key are read, so unrelated ``CORTEX_*`` variables are left alone.
+
+``models.toml`` is found through ``models_config`` resolved against the directory of the file
+that names it, else next to that file, and never relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar, cast
+
+import msgspec
+import platformdirs
+
+from cortex_kernel.config.addresses import ENDPOINT_FORM, LISTEN_FORM, check_endpoint, parse_listen
+from cortex_kernel.config.errors import ConfigError
+from cortex_kernel.config.locate import json_path_to_key, locate_line
+from cortex_kernel.config.schema import (
+    ROOT_TYPES,
+    Catalogue,
+    ConfigBase,
+    ConfigKind,
+    CortexConfig,
+    NeuronConfig,
+)
+
+T = TypeVar("T", bound=ConfigBase)
+
+APP_NAME = "cortex"
+ENV_PREFIX: dict[ConfigKind, str] = {"cortex": "CORTEX_", "neuron": "NEURON_", "models": "CORTEX_MODELS_"}
+FILE_NAME: dict[ConfigKind, str] = {"cortex": "cortex.toml", "neuron": "neuron.toml", "models": "models.toml"}
+SYSTEM_DIRS: dict[ConfigKind, tuple[Path, ...]] = {
+    "cortex": (Path("/etc/cortex"),),
+    "neuron": (Path("/etc/neuron"), Path("/etc/cortex")),
+    "models": (Path("/etc/cortex"),),
+}
+
+
+@dataclass(frozen=True)
+class LoadedConfig(Generic[T]):
+    """A validated configuration plus where it came from.
+
+    ``sources`` maps each dotted key to ``default``, ``file PATH:LINE``, ``env NAME`` or
+    ``cli FLAG``, which is what ``cortex-kernel config show`` prints.
+    """
+
+    kind: ConfigKind
+    value: T
+    path: Path | None
+    sources: dict[str, str]
+    catalogue: Catalogue = field(default_factory=Catalogue)
+    catalogue_path: Path | None = None
+
+
+def search_paths(kind: ConfigKind) -> list[Path]:
+    """The candidate files for ``kind`` in search order (see the module docstring)."""
+    name = FILE_NAME[kind]
+    dirs = [
+        Path(platformdirs.user_config_dir(APP_NAME)),
+        Path(platformdirs.site_config_dir(APP_NAME)),
+        *SYSTEM_DIRS[kind],
+    ]
+    return [d / name for d in dirs]
+
+
+def find_config_file(kind: ConfigKind, explicit: Path | None) -> Path | None:
+    """Return the explicit path (which must exist) or the first file found in the search order."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError("file not found", source=explicit, expected=f"a readable {FILE_NAME[kind]}")
+        return explicit
+    for candidate in search_paths(kind):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read file: {exc.strerror}", source=path) from exc
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None)
+        message = str(exc).split(" (at line", 1)[0]
+        raise ConfigError(f"invalid TOML: {message}", source=path, line=line, expected="TOML syntax") from exc
+
+
+def parse_scalar(raw: str) -> Any:
+    """Read an environment or ``--set`` value as a TOML literal, else as a plain string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = target
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _merge(base: dict[str, Any], layer: Mapping[str, Any]) -> None:
+    for key, value in layer.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+
+
+def env_layer(kind: ConfigKind, environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Collect ``PREFIX_SECTION__KEY`` variables into a nested dict plus their sources."""
+    prefix = ENV_PREFIX[kind]
+    roots = set(ROOT_TYPES[kind].__struct_fields__)
+    layer: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(prefix):
+            continue
+        dotted = ".".join(part.lower() for part in name[len(prefix) :].split("__"))
+        if dotted.split(".", 1)[0] not in roots:
+            continue
+        value = parse_scalar(raw)
+        _set_dotted(layer, dotted, value)
+        for key in _flatten({dotted: value}) if not isinstance(value, dict) else _flatten(value, dotted + "."):
+            sources[key] = f"env {name}"
+    return layer, sources
+
+
+def _convert(
+    kind: ConfigKind,
+    data: dict[str, Any],
+    sources: Mapping[str, str],
+    texts: Mapping[str, str],
+) -> ConfigBase:
+    root = ROOT_TYPES[kind]
+    try:
+        return msgspec.convert(data, root, strict=True)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(exc, sources, texts) from exc
+
+
+def _validation_error(
+    exc: msgspec.ValidationError, sources: Mapping[str, str], texts: Mapping[str, str]
+) -> ConfigError:
+    message = str(exc)
+    problem, _, path = message.partition(" - at `")
+    key = json_path_to_key(path.rstrip("`")) if path else None
+    if problem.startswith("Object contains unknown field `"):
+        unknown = problem.split("`")[1]
+        key = f"{key}.{unknown}" if key else unknown
+        problem = "unknown key"
+        expected = "one of the documented keys (see docs/configuration.md)"
+    elif problem.startswith("Object missing required field `"):
+        missing = problem.split("`")[1]
+        key = f"{key}.{missing}" if key else missing
+        problem = "required key is missing"
+        expected = None
+    else:
+        expected = problem.removeprefix("Expected ").strip() if problem.startswith("Expected") else None
+        problem = "wrong type or value" if expected else problem
+    return _located(problem, key, expected, sources, texts)
+
+
+def _located(
+    problem: str,
+    key: str | None,
+    expected: str | None,
+    sources: Mapping[str, str],
+    texts: Mapping[str, str],
+) -> ConfigError:
+    """Attach the file (or env/cli origin) and line of ``key`` to an error."""
+    origin = _origin_of(key, sources)
+    line = None
+    if origin and origin.startswith("file "):
+        path = origin[5:].rsplit(":", 1)[0] if origin.count(":") else origin[5:]
+        origin = path
+        if path in texts and key:
+            line = locate_line(texts[path], key)
+    return ConfigError(problem, source=origin, key=key, line=line, expected=expected)
+
+
+def _origin_of(key: str | None, sources: Mapping[str, str]) -> str | None:
+    if key is None:
+        return next((s for s in sources.values() if s.startswith("file ")), None)
+    probe = key
+    while True:
+        for dotted, source in sources.items():
+            normalized = dotted
+            if normalized == probe or normalized.startswith(probe + ".") or probe.startswith(normalized + "."):
+                if source != "default":
+                    return source
+        cut = max(probe.rfind("."), probe.rfind("["))
+        if cut <= 0:
+            break
+        probe = probe[:cut]
+    files = [s for s in sources.values() if s.startswith("file ")]
+    return files[0] if files else None
+
+
+def _file_sources(path: Path, data: Mapping[str, Any], text: str) -> dict[str, str]:
+    sources: dict[str, str] = {}
+    for key in _flatten(data):
+        line = locate_line(text, key)
+        sources[key] = f"file {path}:{line}" if line else f"file {path}"
+    return sources
+
+
+def load_layers(
+    kind: ConfigKind,
+    path: Path | None,
+    *,
+    environ: Mapping[str, str],
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[ConfigBase, dict[str, str], dict[str, str]]:
+    """Merge the four layers for ``kind`` and validate; return value, sources and file texts."""
+    root = ROOT_TYPES[kind]
+    defaults = cast(dict[str, Any], msgspec.to_builtins(root())) if kind != "models" else {}
+    merged: dict[str, Any] = copy.deepcopy(defaults)
+    sources = dict.fromkeys(_flatten(defaults), "default")
+    texts: dict[str, str] = {}
+    if path is not None:
+        data, text = _read_toml(path)
+        texts[str(path)] = text
+        _merge(merged, data)
+        sources.update(_file_sources(path, data, text))
+    env_data, env_sources = env_layer(kind, environ)
+    _merge(merged, env_data)
+    sources.update(env_sources)
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(merged, dotted, value)
+        sources[dotted] = "cli"
+    value = _convert(kind, merged, sources, texts)
+    return value, sources, texts
+
+
+def _load_catalogue(path: Path | None) -> Catalogue:
+    if path is None:
+        return Catalogue()
+    value, sources, texts = load_layers("models", path, environ={})
+    catalogue = cast(Catalogue, value)
+    check_catalogue(catalogue, sources, texts)
+    return catalogue
+
+
+def resolve_catalogue_path(config_path: Path | None, models_config: str | None) -> Path | None:
+    """``models_config`` relative to the naming file's directory, else ``models.toml`` beside it."""
+    base = config_path.parent if config_path is not None else None
+    if models_config:
+        candidate = Path(models_config).expanduser()
+        if not candidate.is_absolute():
+            if base is None:
+                raise ConfigError(
+                    "a relative models_config needs a configuration file to be relative to",
+                    key="models_config",
+                    expected="an absolute path",
+                )
+            candidate = base / candidate
+        if not candidate.is_file():
+            raise ConfigError("models file not found", key="models_config", source=candidate)
+        return candidate
+    if base is not None and (base / "models.toml").is_file():
+        return base / "models.toml"
+    return None
+
+
+def check_catalogue(catalogue: Catalogue, sources: Mapping[str, str], texts: Mapping[str, str]) -> None:
+    """Cross-field checks of ``models.toml``: unique ids, aliases that point somewhere real."""
+    seen: set[str] = set()
+    for index, profile in enumerate(catalogue.models):
+        if profile.id in seen:
+            raise _located(
+                f"duplicate model id {profile.id!r}", f"models[{index}].id", "unique ids", sources, texts
+            )
+        seen.add(profile.id)
+    for alias, target in catalogue.aliases.items():
+        if alias in seen:
+            raise _located(
+                f"alias {alias!r} shadows a model id", f"aliases.{alias}", "a name no model uses", sources, texts
+            )
+        if target not in seen:
+            raise _located(
+                f"alias {alias!r} points to unknown model {target!r}",
+                f"aliases.{alias}",
+                "the id of a [[models]] entry",
+                sources,
+                texts,
+            )
+
+
+def _check_cortex(
+    config: CortexConfig, catalogue: Catalogue, sources: Mapping[str, str], texts: Mapping[str, str]
+) -> None:
+    for key in ("listen", "metrics_listen"):
+        try:
+            parse_listen(getattr(config.gateway, key))
+        except ValueError as exc:
+            raise _located(str(exc), f"gateway.{key}", LISTEN_FORM, sources, texts) from exc
+    names: set[str] = set()
+    for index, neuron in enumerate(config.neurons):
+        if neuron.name in names:
+            raise _located(
+                f"duplicate neuron name {neuron.name!r}", f"neurons[{index}].name", "unique names", sources, texts
+            )
+        names.add(neuron.name)
+        try:
+            check_endpoint(neuron.endpoint)
+        except ValueError as exc:
+            raise _located(str(exc), f"neurons[{index}].endpoint", ENDPOINT_FORM, sources, texts) from exc
+    if names:
+        for profile in catalogue.models:
+            unknown = [n for n in profile.pinned_on if n not in names]
+            if unknown:
+                raise ConfigError(
+                    f"model {profile.id!r} is pinned to unknown neuron {unknown[0]!r}",
+                    key="pinned_on",
+                    expected=f"one of {sorted(names)}",
+                )
+
+
+def _check_neuron(
+    config: NeuronConfig, catalogue: Catalogue, sources: Mapping[str, str], texts: Mapping[str, str]
+) -> None:
+    try:
+        parse_listen(config.listen)
+    except ValueError as exc:
+        raise _located(str(exc), "listen", LISTEN_FORM, sources, texts) from exc
+    for index, entry in enumerate(config.default_models):
+        if isinstance(entry, str) and catalogue.get(entry) is None:
+            raise _located(
+                f"default model {entry!r} is not in the catalogue",
+                f"default_models[{index}]",
+                "a model id from models.toml, or an inline profile table",
+                sources,
+                texts,
+            )
+
+
+def load_config(
+    kind: ConfigKind,
+    explicit: Path | None = None,
+    *,
+    environ: Mapping[str, str],
+    overrides: Mapping[str, Any] | None = None,
+    search: bool = True,
+) -> LoadedConfig[Any]:
+    """Load, merge and validate one configuration, and its catalogue for cortex and neuron files.
+
+    Raises :class:`ConfigError` for every problem; nothing here starts anything.
+    """
+    path = find_config_file(kind, explicit) if (explicit is not None or search) else None
+    value, sources, texts = load_layers(kind, path, environ=environ, overrides=overrides)
+    if kind == "models":
+        catalogue = cast(Catalogue, value)
+        check_catalogue(catalogue, sources, texts)
+        return LoadedConfig(kind, value, path, sources, catalogue, path)
+    models_config = cast(CortexConfig | NeuronConfig, value).models_config
+    try:
+        catalogue_path = resolve_catalogue_path(path, models_config)
+    except ConfigError as exc:
+        raise _located(exc.problem, "models_config", exc.expected, sources, texts) from exc
+    catalogue = _load_catalogue(catalogue_path)
+    if kind == "cortex":
+        _check_cortex(cast(CortexConfig, value), catalogue, sources, texts)
+    else:
+        _check_neuron(cast(NeuronConfig, value), catalogue, sources, texts)
+    return LoadedConfig(kind, value, path, sources, catalogue, catalogue_path)

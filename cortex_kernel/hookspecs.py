@@ -1,0 +1,70 @@
+"""Every hook a cortex-kernel plugin can implement.
+
+Hooks are *synchronous factories* called at start-up; the objects they return carry the async
+methods used while serving. No hook is called per request. An implementation may accept any
+subset of a hook's documented arguments (pluggy passes them by name).
+
+Plugins are found through the ``cortex_kernel`` entry-point group; see ``docs/plugins.md``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from cortex_kernel.harness import HarnessSpec
+    from cortex_kernel.kernel import AppPart, Kernel, Role
+
+PROJECT = "cortex_kernel"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add subcommands to the ``cortex-kernel`` command line.
+
+    Called once, when the CLI is assembled, before arguments are parsed. Implementations add
+    ``click`` commands to ``cli`` with ``cli.add_command``. Return value: ignored.
+
+    :param cli: the top-level ``cortex-kernel`` group.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def register_app_parts(role: Role, kernel: Kernel) -> list[AppPart] | None:
+    """Contribute routes, middleware and a lifespan to a daemon's ASGI app.
+
+    Called once per process by the app factory, when ``cortex-kernel serve`` (``role ==
+    "gateway"``) or ``cortex-kernel neuron`` (``role == "neuron"``) assembles its app. Return
+    the parts for ``role``, or ``None`` (or ``[]``) when the plugin has nothing for that role.
+    Two parts claiming the same method and path is a start-up error.
+
+    :param role: ``"gateway"`` or ``"neuron"``.
+    :param kernel: the start-up context (configuration, plugin manager).
+    :return: a list of :class:`cortex_kernel.kernel.AppPart`, or ``None``.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def register_harnesses() -> list[HarnessSpec] | None:
+    """Offer inference-engine harnesses to the neuron.
+
+    Called once by a neuron at start-up. Return :class:`cortex_kernel.harness.HarnessSpec`
+    objects; each names a harness (the ``harness`` key of a model profile) and a factory the
+    neuron calls with a :class:`cortex_kernel.harness.HarnessContext` when the harness is first
+    needed. Two plugins offering the same name is a start-up error; block one to choose.
+
+    :return: a list of harness specs, or ``None``.
+
+    .. versionadded:: 0.1
+    """

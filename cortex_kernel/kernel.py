@@ -1,0 +1,48 @@
+"""The objects the kernel hands to plugins: which daemon is starting, with what configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pluggy
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
+
+from cortex_kernel.config.loader import LoadedConfig
+
+Role = Literal["gateway", "neuron"]
+
+Lifespan = Callable[[], AbstractAsyncContextManager[None]]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """Start-up context passed to ``register_app_parts``.
+
+    ``role`` says which daemon is being assembled; ``config`` is that daemon's validated
+    configuration (``LoadedConfig[CortexConfig]`` for the gateway, ``LoadedConfig[NeuronConfig]``
+    for a neuron), including the model catalogue; ``pm`` lets a plugin call further hooks, such as
+    the neuron calling ``register_harnesses``.
+    """
+
+    role: Role
+    config: LoadedConfig[Any]
+    pm: pluggy.PluginManager
+
+
+@dataclass(frozen=True)
+class AppPart:
+    """One plugin's contribution to a daemon's ASGI app.
+
+    ``routes`` are mounted in plugin order; ``middleware`` wraps the whole app (outermost
+    first); ``lifespan`` is entered at start-up, in plugin order, and exited in reverse at
+    shutdown, so a part can start background tasks and release them.
+    """
+
+    name: str
+    routes: list[BaseRoute] = field(default_factory=list)
+    middleware: list[Middleware] = field(default_factory=list)
+    lifespan: Lifespan | None = None

@@ -1,0 +1,26 @@
+"""A pytest plugin (entry point ``pytest11``) giving plugin authors the kernel's fixtures.
+
+Fixtures:
+
+* ``cortex_pm`` — a fresh plugin manager with no entry points loaded, so a test registers only
+  the plugins it needs and never sees another test's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pluggy
+import pytest
+
+from cortex_kernel.plugins import build_plugin_manager
+
+
+@pytest.fixture
+def cortex_pm() -> Iterator[pluggy.PluginManager]:
+    """A plugin manager with the kernel's hookspecs and nothing else registered."""
+    pm = build_plugin_manager(load_entrypoints=False)
+    yield pm
+    for name, plugin in list(pm.list_name_plugin()):
+        if plugin is not None:
+            pm.unregister(plugin, name=name)

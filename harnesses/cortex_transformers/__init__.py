@@ -1,0 +1,1 @@
+"""The transformers harness: Hugging Face transformers + torch on CPU or CUDA."""

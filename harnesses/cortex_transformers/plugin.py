@@ -1,0 +1,23 @@
+"""Entry point of the transformers harness plugin."""
+
+from __future__ import annotations
+
+from cortex_kernel.harness import HarnessContext, HarnessSpec
+from cortex_kernel.hookspecs import hookimpl
+
+
+def _build(context: HarnessContext):  # type: ignore[no-untyped-def]
+    from cortex_transformers.harness import TransformersHarness
+
+    return TransformersHarness(context)
+
+
+@hookimpl(trylast=True)
+def register_harnesses() -> list[HarnessSpec]:
+    return [
+        HarnessSpec(
+            name="transformers",
+            factory=_build,
+            description="Hugging Face transformers + torch, on CPU or the profile's CUDA devices.",
+        )
+    ]

@@ -1,0 +1,1 @@
+"""The neuron daemon: per-host model lifecycle and OpenAI-compatible generation over harnesses."""
