@@ -1,0 +1,1 @@
+"""Rolling fleet deploys over ssh: ``cortex-kernel deploy --manifest FLEET.toml``."""
