@@ -12,10 +12,12 @@ import logging
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.typing import ASGIFramework
+from starlette.types import ASGIApp
 
 from cortex_kernel.config.addresses import ListenAddress
 
@@ -26,7 +28,7 @@ log = logging.getLogger(__name__)
 class Listener:
     """One app on one address."""
 
-    app: ASGIFramework
+    app: ASGIApp
     address: ListenAddress
     name: str
 
@@ -53,12 +55,15 @@ async def serve_forever(listeners: Sequence[Listener], grace_s: float) -> None:
     try:
         for listener in listeners:
             log.info("%s listening on %s", listener.name, listener.address.bind())
-        await asyncio.gather(
-            *(
-                hypercorn_serve(listener.app, _hypercorn_config(listener, grace_s), shutdown_trigger=stop.wait)
-                for listener in listeners
+        servers = [
+            hypercorn_serve(
+                cast(ASGIFramework, listener.app),
+                _hypercorn_config(listener, grace_s),
+                shutdown_trigger=stop.wait,
             )
-        )
+            for listener in listeners
+        ]
+        await asyncio.gather(*servers)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)

@@ -52,7 +52,9 @@ def config() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of annotated TOML-like lines.")
 @config_options
 @click.pass_context
-def show(ctx: click.Context, kind: ConfigKind, as_json: bool, config_path: Path | None, sets: tuple[str, ...]) -> None:
+def show(
+    ctx: click.Context, kind: ConfigKind, as_json: bool, config_path: Path | None, sets: tuple[str, ...]
+) -> None:
     """Print the effective configuration and where each value came from.
 
     Precedence, lowest first: defaults, the file, CORTEX_SECTION__KEY (NEURON_... for
@@ -92,8 +94,7 @@ def check(ctx: click.Context, file: Path, kind: ConfigKind | None) -> None:
     """
     if kind is None:
         stem = file.name.split(".")[0]
-        kind = next((k for k in ("neuron", "models") if k in stem), "cortex")  # type: ignore[assignment]
-    assert kind is not None
+        kind = "neuron" if "neuron" in stem else "models" if "models" in stem else "cortex"
     # The environment must not make a broken file look valid, so only the file is read.
     environ = {k: v for k, v in state_from(ctx).environ.items() if not k.startswith(("CORTEX_", "NEURON_"))}
     loaded = load_config(kind, file, environ=environ)

@@ -74,9 +74,12 @@ def models(endpoint: str, as_json: bool) -> None:
 @click.option("--timeout", type=float, default=1800.0, show_default=True, help="Seconds to wait.")
 @endpoint_option
 @admin_key_option
-def load(model: str, node: str | None, no_wait: bool, timeout: float, endpoint: str, admin_key: str | None) -> None:
+def load(
+    model: str, node: str | None, no_wait: bool, timeout: float, endpoint: str, admin_key: str | None
+) -> None:
     """Load MODEL on a node (through the gateway's admin API), showing progress."""
-    reply = request_json("POST", f"{endpoint}/admin/models/load", {"model": model, "node": node}, token=admin_key)
+    body = {"model": model, "node": node}
+    reply = request_json("POST", f"{endpoint}/admin/models/load", body, token=admin_key)
     click.echo(f"{model}: {reply.get('state', 'loading')} on {reply.get('node', node or '?')}")
     if no_wait:
         return
@@ -111,5 +114,6 @@ def _model_state(fleet: dict[str, Any], model: str, node: str | None) -> str | N
 @admin_key_option
 def unload(model: str, node: str | None, endpoint: str, admin_key: str | None) -> None:
     """Unload MODEL (through the gateway's admin API)."""
-    reply = request_json("POST", f"{endpoint}/admin/models/unload", {"model": model, "node": node}, token=admin_key)
+    body = {"model": model, "node": node}
+    reply = request_json("POST", f"{endpoint}/admin/models/unload", body, token=admin_key)
     click.echo(f"{model}: {reply.get('state', 'unloaded')}")

@@ -21,7 +21,7 @@ from cortex_kernel.serving import Listener, serve_forever
 @config_options
 @click.option("--listen", default=None, metavar="HOST:PORT", help="API listen address (gateway.listen).")
 @click.option(
-    "--metrics-listen", default=None, metavar="HOST:PORT", help="Metrics listen address (gateway.metrics_listen)."
+    "--metrics-listen", default=None, metavar="HOST:PORT", help="Metrics address (gateway.metrics_listen)."
 )
 @click.pass_context
 def serve(

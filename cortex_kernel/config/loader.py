@@ -98,8 +98,8 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
-        message = str(exc).split(" (at line", 1)[0]
+        message, _, position = str(exc).partition(" (at line ")
+        line = int(position.split(",", 1)[0]) if position[:1].isdigit() else None
         raise ConfigError(f"invalid TOML: {message}", source=path, line=line, expected="TOML syntax") from exc
 
 
@@ -156,9 +156,59 @@ def env_layer(kind: ConfigKind, environ: Mapping[str, str]) -> tuple[dict[str, A
             continue
         value = parse_scalar(raw)
         _set_dotted(layer, dotted, value)
-        for key in _flatten({dotted: value}) if not isinstance(value, dict) else _flatten(value, dotted + "."):
+        leaves = _flatten(value, dotted + ".") if isinstance(value, dict) else {dotted: value}
+        for key in leaves:
             sources[key] = f"env {name}"
     return layer, sources
+
+
+def _type_at(root: type[ConfigBase], key: str) -> Any:
+    """The msgspec type info of dotted ``key`` (list indices skipped) in ``root``, or ``None``."""
+    current: Any = msgspec.inspect.type_info(root)
+    for part in key.replace("]", "").replace("[", ".").split("."):
+        if part.isdigit() or not part:
+            continue
+        info = current
+        while isinstance(info, msgspec.inspect.ListType | msgspec.inspect.UnionType):
+            if isinstance(info, msgspec.inspect.ListType):
+                info = info.item_type
+            else:
+                structs = [t for t in info.types if isinstance(t, msgspec.inspect.StructType)]
+                if not structs:
+                    return None
+                info = structs[0]
+        if not isinstance(info, msgspec.inspect.StructType):
+            return None
+        field = next((f for f in info.fields if f.name == part), None)
+        if field is None:
+            return None
+        current = field.type
+    return current
+
+
+def _describe_type(info: Any) -> str | None:
+    """A short human form of a msgspec type, for the "expected" part of messages."""
+    if isinstance(info, msgspec.inspect.LiteralType):
+        return "one of " + ", ".join(repr(v) for v in info.values)
+    if isinstance(info, msgspec.inspect.UnionType):
+        parts = [_describe_type(t) for t in info.types]
+        return " or ".join(p for p in parts if p)
+    if isinstance(info, msgspec.inspect.StructType):
+        return "a table with keys " + ", ".join(f.name for f in info.fields)
+    if isinstance(info, msgspec.inspect.IntType | msgspec.inspect.FloatType):
+        noun = "an integer" if isinstance(info, msgspec.inspect.IntType) else "a number"
+        limits = ((">=", info.ge), (">", info.gt), ("<=", info.le), ("<", info.lt))
+        bounds = [f"{op} {v}" for op, v in limits if v is not None]
+        return f"{noun} {' and '.join(bounds)}".strip()
+    if isinstance(info, msgspec.inspect.ListType):
+        return f"a list of {_describe_type(info.item_type)}"
+    if isinstance(info, msgspec.inspect.DictType):
+        return "a table"
+    if isinstance(info, msgspec.inspect.NoneType):
+        return None
+    name = type(info).__name__.removesuffix("Type").lower()
+    nouns = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}
+    return nouns.get(name, name)
 
 
 def _convert(
@@ -171,11 +221,11 @@ def _convert(
     try:
         return msgspec.convert(data, root, strict=True)
     except msgspec.ValidationError as exc:
-        raise _validation_error(exc, sources, texts) from exc
+        raise _validation_error(root, exc, sources, texts) from exc
 
 
 def _validation_error(
-    exc: msgspec.ValidationError, sources: Mapping[str, str], texts: Mapping[str, str]
+    root: type[ConfigBase], exc: msgspec.ValidationError, sources: Mapping[str, str], texts: Mapping[str, str]
 ) -> ConfigError:
     message = str(exc)
     problem, _, path = message.partition(" - at `")
@@ -184,15 +234,21 @@ def _validation_error(
         unknown = problem.split("`")[1]
         key = f"{key}.{unknown}" if key else unknown
         problem = "unknown key"
-        expected = "one of the documented keys (see docs/configuration.md)"
+        info = _type_at(root, key.rpartition(".")[0]) if "." in key else msgspec.inspect.type_info(root)
+        described = _describe_type(info) if info is not None else None
+        expected = described.replace("a table with keys", "one of") if described else None
     elif problem.startswith("Object missing required field `"):
         missing = problem.split("`")[1]
         key = f"{key}.{missing}" if key else missing
         problem = "required key is missing"
         expected = None
     else:
-        expected = problem.removeprefix("Expected ").strip() if problem.startswith("Expected") else None
-        problem = "wrong type or value" if expected else problem
+        annotation = _type_at(root, key) if key else None
+        described = _describe_type(annotation) if annotation is not None else None
+        if problem.startswith("Expected"):
+            got = problem.rpartition(", got ")[2] if ", got " in problem else None
+            problem = f"wrong type (got {got})" if got else problem.replace("Expected", "must be", 1)
+        expected = described
     return _located(problem, key, expected, sources, texts)
 
 
@@ -220,10 +276,9 @@ def _origin_of(key: str | None, sources: Mapping[str, str]) -> str | None:
     probe = key
     while True:
         for dotted, source in sources.items():
-            normalized = dotted
-            if normalized == probe or normalized.startswith(probe + ".") or probe.startswith(normalized + "."):
-                if source != "default":
-                    return source
+            related = dotted == probe or dotted.startswith(probe + ".") or probe.startswith(dotted + ".")
+            if related and source != "default":
+                return source
         cut = max(probe.rfind("."), probe.rfind("["))
         if cut <= 0:
             break
@@ -268,13 +323,13 @@ def load_layers(
     return value, sources, texts
 
 
-def _load_catalogue(path: Path | None) -> Catalogue:
+def _load_catalogue(path: Path | None) -> tuple[Catalogue, dict[str, str], dict[str, str]]:
     if path is None:
-        return Catalogue()
+        return Catalogue(), {}, {}
     value, sources, texts = load_layers("models", path, environ={})
     catalogue = cast(Catalogue, value)
     check_catalogue(catalogue, sources, texts)
-    return catalogue
+    return catalogue, sources, texts
 
 
 def resolve_catalogue_path(config_path: Path | None, models_config: str | None) -> Path | None:
@@ -310,7 +365,11 @@ def check_catalogue(catalogue: Catalogue, sources: Mapping[str, str], texts: Map
     for alias, target in catalogue.aliases.items():
         if alias in seen:
             raise _located(
-                f"alias {alias!r} shadows a model id", f"aliases.{alias}", "a name no model uses", sources, texts
+                f"alias {alias!r} shadows a model id",
+                f"aliases.{alias}",
+                "a name no model uses",
+                sources,
+                texts,
             )
         if target not in seen:
             raise _located(
@@ -323,7 +382,11 @@ def check_catalogue(catalogue: Catalogue, sources: Mapping[str, str], texts: Map
 
 
 def _check_cortex(
-    config: CortexConfig, catalogue: Catalogue, sources: Mapping[str, str], texts: Mapping[str, str]
+    config: CortexConfig,
+    catalogue: Catalogue,
+    sources: Mapping[str, str],
+    texts: Mapping[str, str],
+    catalogue_origin: tuple[Mapping[str, str], Mapping[str, str]],
 ) -> None:
     for key in ("listen", "metrics_listen"):
         try:
@@ -334,7 +397,11 @@ def _check_cortex(
     for index, neuron in enumerate(config.neurons):
         if neuron.name in names:
             raise _located(
-                f"duplicate neuron name {neuron.name!r}", f"neurons[{index}].name", "unique names", sources, texts
+                f"duplicate neuron name {neuron.name!r}",
+                f"neurons[{index}].name",
+                "unique names",
+                sources,
+                texts,
             )
         names.add(neuron.name)
         try:
@@ -342,13 +409,14 @@ def _check_cortex(
         except ValueError as exc:
             raise _located(str(exc), f"neurons[{index}].endpoint", ENDPOINT_FORM, sources, texts) from exc
     if names:
-        for profile in catalogue.models:
+        for index, profile in enumerate(catalogue.models):
             unknown = [n for n in profile.pinned_on if n not in names]
             if unknown:
-                raise ConfigError(
+                raise _located(
                     f"model {profile.id!r} is pinned to unknown neuron {unknown[0]!r}",
-                    key="pinned_on",
-                    expected=f"one of {sorted(names)}",
+                    f"models[{index}].pinned_on",
+                    "names of [[neurons]] in cortex.toml: " + ", ".join(sorted(names)),
+                    *catalogue_origin,
                 )
 
 
@@ -393,9 +461,10 @@ def load_config(
         catalogue_path = resolve_catalogue_path(path, models_config)
     except ConfigError as exc:
         raise _located(exc.problem, "models_config", exc.expected, sources, texts) from exc
-    catalogue = _load_catalogue(catalogue_path)
+    catalogue, catalogue_sources, catalogue_texts = _load_catalogue(catalogue_path)
     if kind == "cortex":
-        _check_cortex(cast(CortexConfig, value), catalogue, sources, texts)
+        origin = (catalogue_sources, catalogue_texts)
+        _check_cortex(cast(CortexConfig, value), catalogue, sources, texts, origin)
     else:
         _check_neuron(cast(NeuronConfig, value), catalogue, sources, texts)
     return LoadedConfig(kind, value, path, sources, catalogue, catalogue_path)
