@@ -35,9 +35,14 @@ def state_from(ctx: click.Context) -> CliState:
     """Find (or create) the :class:`CliState` of the root context."""
     root = ctx.find_root()
     if not isinstance(root.obj, CliState):
-        params: dict[str, Any] = root.params
-        root.obj = CliState(blocked=tuple(params.get("block_plugin") or ()))
-    return root.obj
+        root.obj = CliState()
+    state: CliState = root.obj
+    params: dict[str, Any] = root.params
+    from_flags = tuple(params.get("block_plugin") or ())
+    if from_flags and not set(from_flags) <= set(state.blocked):
+        state.blocked = (*state.blocked, *from_flags)
+        state._pm = None
+    return state
 
 
 def parse_sets(values: tuple[str, ...]) -> dict[str, Any]:

@@ -1,0 +1,138 @@
+"""Bad configuration exits with status 2 and one message naming file, key, line and form."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def _single_error_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_unknown_key(run_cli, tmp_path):
+    path = _write(tmp_path / "cortex.toml", '[gateway]\nlisten = "0.0.0.0:31313"\nlistn = "x"\n')
+    result = run_cli("config", "check", str(path))
+    assert result.exit_code == 2
+    line = _single_error_line(result.output)
+    assert f"{path}:3: gateway.listn: unknown key" in line
+    assert "metrics_listen" in line  # the expected form lists the valid keys
+
+
+def test_wrong_type(run_cli, tmp_path):
+    path = _write(tmp_path / "cortex.toml", "[gateway]\nlisten = 31313\n")
+    result = run_cli("config", "check", str(path))
+    assert result.exit_code == 2
+    line = _single_error_line(result.output)
+    assert f"{path}:2: gateway.listen: wrong type (got `int`) (expected a string)" in line
+
+
+def test_unparseable_listen_address(run_cli, tmp_path):
+    path = _write(tmp_path / "cortex.toml", '[gateway]\nmetrics_listen = "localhost"\n')
+    result = run_cli("config", "check", str(path))
+    assert result.exit_code == 2
+    line = _single_error_line(result.output)
+    assert f"{path}:2: gateway.metrics_listen: cannot parse listen address 'localhost'" in line
+    assert "expected HOST:PORT" in line
+
+
+def test_out_of_range_port(run_cli, tmp_path):
+    path = _write(tmp_path / "neuron.toml", 'listen = "0.0.0.0:70000"\n')
+    result = run_cli("config", "check", str(path))
+    assert result.exit_code == 2
+    assert "listen: port 70000 is out of range" in _single_error_line(result.output)
+
+
+def test_duplicate_neuron_name(run_cli, tmp_path):
+    path = _write(
+        tmp_path / "cortex.toml",
+        """
+        [[neurons]]
+        name = "beast"
+        endpoint = "http://beast.internal:13131"
+
+        [[neurons]]
+        name = "beast"
+        endpoint = "http://benjy.internal:13131"
+        """,
+    )
+    result = run_cli("config", "check", str(path))
+    assert result.exit_code == 2
+    line = _single_error_line(result.output)
+    assert f"{path}:6: neurons[1].name: duplicate neuron name 'beast' (expected unique names)" in line
+
+
+def test_model_pinned_to_unknown_neuron(run_cli, tmp_path):
+    config = _write(tmp_path / "etc" / "cortex.toml", '[[neurons]]\nname = "beast"\nendpoint = "http://b:13131"\n')
+    models = _write(
+        tmp_path / "etc" / "models.toml",
+        '[[models]]\nid = "m"\nharness = "vllm"\n\n[[models]]\nid = "n"\nharness = "vllm"\npinned_on = ["nope"]\n',
+    )
+    result = run_cli("config", "check", str(config))
+    assert result.exit_code == 2
+    line = _single_error_line(result.output)
+    assert f"{models}:8: models[1].pinned_on: model 'n' is pinned to unknown neuron 'nope'" in line
+    assert "beast" in line
+
+
+def test_invalid_toml_syntax(run_cli, tmp_path):
+    path = _write(tmp_path / "cortex.toml", "[gateway]\nlisten = \n")
+    result = run_cli("config", "check", str(path))
+    assert result.exit_code == 2
+    assert f"{path}:2: invalid TOML" in _single_error_line(result.output)
+
+
+def test_bad_enum_value_lists_choices(run_cli, tmp_path):
+    path = _write(tmp_path / "cortex.toml", '[eviction]\nstrategy = "random"\n')
+    result = run_cli("config", "check", str(path))
+    assert result.exit_code == 2
+    assert "eviction.strategy" in result.output and "'lru', 'priority'" in result.output
+
+
+def test_unknown_key_from_environment_names_the_variable(run_cli):
+    result = run_cli("config", "show", env={"CORTEX_GATEWAY__LISTN": "0.0.0.0:1"})
+    assert result.exit_code == 2
+    assert "env CORTEX_GATEWAY__LISTN: gateway.listn: unknown key" in _single_error_line(result.output)
+
+
+def test_missing_explicit_file(run_cli, tmp_path):
+    result = run_cli("config", "show", "--config", str(tmp_path / "absent.toml"))
+    assert result.exit_code == 2
+    assert "absent.toml: file not found" in _single_error_line(result.output)
+
+
+@pytest.mark.parametrize("command", ["serve", "neuron"])
+def test_daemons_refuse_bad_configuration_before_starting(run_cli, tmp_path, command):
+    name = "cortex.toml" if command == "serve" else "neuron.toml"
+    key = "[gateway]\nlisten" if command == "serve" else "listen"
+    path = _write(tmp_path / name, f'{key} = "not-an-address"\n')
+    result = run_cli(command, "--config", str(path))
+    assert result.exit_code == 2
+    assert "cannot parse listen address" in _single_error_line(result.output)
+
+
+@pytest.mark.parametrize("name", ["cortex.example.toml", "neuron.example.toml", "models.example.toml"])
+def test_shipped_example_files_parse(run_cli, name):
+    result = run_cli("config", "check", str(ROOT / name))
+    assert result.exit_code == 0, result.output
+    assert result.output.endswith("ok" + result.output.split("ok", 1)[1])
+
+
+def test_alias_to_unknown_model(run_cli, tmp_path):
+    path = _write(tmp_path / "models.toml", '[[models]]\nid = "m"\nharness = "x"\n\n[aliases]\nfast = "zzz"\n')
+    result = run_cli("config", "check", str(path))
+    assert result.exit_code == 2
+    assert f"{path}:6: aliases.fast: alias 'fast' points to unknown model 'zzz'" in result.output
