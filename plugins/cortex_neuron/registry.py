@@ -1,0 +1,283 @@
+"""The models on this node and their lifecycle: absent → loading → ready ⇄ sleeping → unloading.
+
+Loads are single-flight per model id: the first caller starts one task, every later caller
+(including one that arrives while it runs) waits on that same task or returns at once. State
+changes happen only on the event loop, so no lock is needed; harness work that blocks runs in
+the harness's own threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from cortex_kernel.config.schema import AdmissionSection, Catalogue, ModelProfile
+from cortex_kernel.errors import BadRequest, CortexError, Forbidden, NotFound, Overloaded
+from cortex_kernel.harness import Harness, HarnessContext, HarnessSpec, ModelDescription
+from cortex_neuron.admission import AdmissionGate
+
+log = logging.getLogger(__name__)
+
+State = Literal["loading", "ready", "sleeping", "unloading", "failed"]
+
+
+@dataclass
+class ModelRecord:
+    """One model this neuron has been asked to hold."""
+
+    profile: ModelProfile
+    harness: str
+    gate: AdmissionGate
+    state: State = "loading"
+    error: str | None = None
+    description: ModelDescription | None = None
+    load_started: float = field(default_factory=time.time)
+    load_seconds: float | None = None
+    last_used: float | None = None
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def id(self) -> str:
+        return self.profile.id
+
+
+class ModelRegistry:
+    """Owns the harness instances and every model record of this neuron."""
+
+    def __init__(
+        self,
+        *,
+        specs: list[HarnessSpec],
+        catalogue: Catalogue,
+        admission: AdmissionSection,
+        allow_models: list[str] | None,
+        model_roots: list[Path],
+        cache_dir: Path,
+        harness_options: dict[str, dict[str, object]],
+    ) -> None:
+        names = [spec.name for spec in specs]
+        duplicates = {name for name in names if names.count(name) > 1}
+        if duplicates:
+            raise CortexError(f"harness offered twice: {', '.join(sorted(duplicates))}; block one plugin")
+        self._specs = {spec.name: spec for spec in specs}
+        self._harnesses: dict[str, Harness] = {}
+        self.catalogue = catalogue
+        self.admission = admission
+        self.allow_models = allow_models
+        self.model_roots = [root.resolve() for root in model_roots]
+        self.cache_dir = cache_dir
+        self.harness_options = harness_options
+        self.records: dict[str, ModelRecord] = {}
+        self.cycles = 0
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    @property
+    def harness_names(self) -> list[str]:
+        return sorted(self._specs)
+
+    def __iter__(self) -> Iterator[ModelRecord]:
+        return iter(list(self.records.values()))
+
+    def harness_for(self, name: str) -> Harness:
+        """The harness called ``name``, built on first use."""
+        harness = self._harnesses.get(name)
+        if harness is None:
+            spec = self._specs.get(name)
+            if spec is None:
+                known = ", ".join(self.harness_names) or "none"
+                raise BadRequest(
+                    f"unknown harness {name!r} (this neuron has: {known})", code="unknown_harness"
+                )
+            context = HarnessContext(
+                options=dict(self.harness_options.get(name, {})),
+                cache_dir=self.cache_dir,
+                model_roots=tuple(self.model_roots),
+            )
+            harness = spec.factory(context)
+            self._harnesses[name] = harness
+        return harness
+
+    def ready(self, model_id: str) -> tuple[ModelRecord, Harness]:
+        """The record and harness of a model that can serve now, or the error to answer with."""
+        record = self.records.get(model_id)
+        if record is None:
+            if self.catalogue.get(model_id) is not None:
+                raise NotFound(f"model {model_id!r} is not loaded on this neuron", code="model_not_loaded")
+            raise NotFound(f"model {model_id!r} does not exist on this neuron", code="model_not_found")
+        if record.state == "loading":
+            raise Overloaded(f"model {model_id!r} is loading", code="model_loading", retry_after=2)
+        if record.state == "sleeping":
+            raise Overloaded(
+                f"model {model_id!r} is asleep; wake it first", code="model_sleeping", retry_after=2
+            )
+        if record.state != "ready":
+            raise NotFound(f"model {model_id!r} is {record.state} on this neuron", code="model_not_loaded")
+        record.last_used = time.time()
+        return record, self.harness_for(record.harness)
+
+    # -- admission control of loads ---------------------------------------------------------
+
+    def resolve_profile(self, model_id: str, inline: ModelProfile | None) -> ModelProfile:
+        """Decide what to load: the catalogue's profile, or an inline one the caller sent.
+
+        Raises 403 when the id is not allowed here and when an inline profile would read
+        weights from a local path outside the configured model roots.
+        """
+        if self.allow_models is not None and not any(
+            fnmatch.fnmatchcase(model_id, p) for p in self.allow_models
+        ):
+            raise Forbidden(f"model {model_id!r} may not be loaded on this neuron", code="model_not_allowed")
+        known = self.catalogue.get(model_id)
+        profile = inline or known
+        if profile is None:
+            raise NotFound(
+                f"model {model_id!r} is not in this neuron's catalogue; send a profile to load it",
+                code="model_not_found",
+            )
+        if inline is not None and (known is None or inline.weights_source != known.weights_source):
+            self._check_source(inline.weights_source)
+        return profile
+
+    def _check_source(self, source: str) -> None:
+        if source.startswith("synthetic:"):
+            return
+        looks_local = source.startswith(("/", ".", "~")) or "\\" in source or source.count("/") > 1
+        if not looks_local:
+            return  # a hub id such as "org/name"
+        path = Path(source).expanduser()
+        resolved = path.resolve() if path.is_absolute() else None
+        if resolved is None or not any(resolved.is_relative_to(root) for root in self.model_roots):
+            raise Forbidden(
+                f"source {source!r} is outside this neuron's model roots",
+                code="source_not_allowed",
+                param="source",
+            )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def load(self, profile: ModelProfile) -> ModelRecord:
+        """Start loading ``profile`` (or join the load in progress); return its record at once."""
+        record = self.records.get(profile.id)
+        if record is not None and record.state in ("loading", "ready", "sleeping"):
+            return record
+        if record is not None and record.state == "unloading":
+            raise Overloaded(f"model {profile.id!r} is unloading", code="model_unloading", retry_after=2)
+        harness = self.harness_for(profile.harness)  # unknown harness: 400 before any state changes
+        record = ModelRecord(
+            profile=profile,
+            harness=profile.harness,
+            gate=AdmissionGate(
+                self.admission.max_in_flight, self.admission.max_queued, self.admission.max_wait_s
+            ),
+        )
+        self.records[profile.id] = record
+        record.task = asyncio.get_running_loop().create_task(
+            self._load(record, harness), name=f"load {profile.id}"
+        )
+        return record
+
+    async def _load(self, record: ModelRecord, harness: Harness) -> None:
+        started = time.monotonic()
+        try:
+            record.description = await harness.load(record.profile)
+        except asyncio.CancelledError:
+            record.state, record.error = "failed", "load cancelled"
+            raise
+        except CortexError as exc:
+            record.state, record.error = "failed", exc.message
+            log.warning("loading %s failed: %s", record.id, exc.message)
+            return
+        except Exception as exc:
+            record.state, record.error = "failed", f"{type(exc).__name__}: {exc}"
+            log.exception("loading %s failed", record.id)
+            return
+        record.state, record.error = "ready", None
+        record.load_seconds = time.monotonic() - started
+        self.cycles += 1
+        log.info("loaded %s with %s in %.2fs", record.id, record.harness, record.load_seconds)
+
+    async def wait_loaded(self, record: ModelRecord) -> ModelRecord:
+        """Wait for ``record``'s load to finish (however it ends)."""
+        if record.task is not None:
+            await asyncio.shield(record.task)
+        return record
+
+    async def unload(self, model_id: str) -> State | Literal["absent"]:
+        """Unload ``model_id``; a load in progress is cancelled first. Idempotent."""
+        record = self.records.get(model_id)
+        if record is None:
+            return "absent"
+        if record.state == "unloading":
+            return "unloading"
+        if record.task is not None and not record.task.done():
+            record.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await record.task
+        previous = record.state
+        record.state = "unloading"
+        try:
+            if previous in ("ready", "sleeping", "loading"):
+                await self.harness_for(record.harness).unload(model_id)
+        except Exception as exc:
+            record.state, record.error = "failed", f"unload failed: {exc}"
+            log.exception("unloading %s failed", model_id)
+            raise CortexError(f"unloading {model_id!r} failed: {exc}", code="unload_failed") from exc
+        del self.records[model_id]
+        self.cycles += 1
+        return "absent"
+
+    async def set_sleep(self, model_id: str, asleep: bool) -> State:
+        """Sleep or wake a model through its harness."""
+        record = self.records.get(model_id)
+        if record is None:
+            raise NotFound(f"model {model_id!r} is not loaded on this neuron", code="model_not_loaded")
+        harness = self.harness_for(record.harness)
+        if not harness.supports_sleep:
+            raise BadRequest(f"harness {record.harness!r} cannot sleep models", code="sleep_not_supported")
+        wanted: State = "sleeping" if asleep else "ready"
+        if record.state == wanted:
+            return wanted
+        if record.state not in ("ready", "sleeping"):
+            raise Overloaded(
+                f"model {model_id!r} is {record.state}", code=f"model_{record.state}", retry_after=2
+            )
+        if asleep and (record.gate.in_flight or record.gate.queued):
+            raise Overloaded(f"model {model_id!r} has requests in flight", code="model_busy", retry_after=2)
+        await (harness.sleep(model_id) if asleep else harness.wake(model_id))
+        record.state = wanted
+        return wanted
+
+    async def shutdown(self, timeout_s: float) -> None:
+        """Unload everything, bounded by ``timeout_s`` in total."""
+        ids = list(self.records)
+        if not ids:
+            return
+
+        async def unload_quietly(model_id: str) -> None:
+            try:
+                await self.unload(model_id)
+            except Exception:
+                log.exception("unloading %s at shutdown failed", model_id)
+
+        try:
+            await asyncio.wait_for(asyncio.gather(*(unload_quietly(i) for i in ids)), timeout_s)
+        except TimeoutError:
+            log.error("shutdown: unloading %s did not finish within %.0fs", ", ".join(ids), timeout_s)
+
+
+def profile_for(entry: str | ModelProfile, catalogue: Catalogue) -> ModelProfile:
+    """A ``default_models`` entry as a profile (the loader has already checked ids exist)."""
+    if isinstance(entry, ModelProfile):
+        return entry
+    profile = catalogue.get(entry)
+    if profile is None:
+        raise NotFound(f"default model {entry!r} is not in the catalogue", code="model_not_found")
+    return profile
