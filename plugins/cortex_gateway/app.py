@@ -1,0 +1,98 @@
+"""Assembling the gateway: fleet, poller, placement, pass-through routes and the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cortex_gateway.catalogue_view import merged_models
+from cortex_gateway.fleet import Fleet, Node
+from cortex_gateway.placement import Placement
+from cortex_gateway.poller import Poller
+from cortex_gateway.proxy import Forwarder
+from cortex_kernel.config.schema import CortexConfig
+from cortex_kernel.kernel import AppPart, Kernel
+
+_encode = msgspec.json.Encoder().encode
+
+
+def json_response(body: object, status: int = 200) -> Response:
+    return Response(_encode(body), status_code=status, media_type="application/json")
+
+
+def gateway_part(kernel: Kernel) -> AppPart:
+    config: CortexConfig = kernel.config.value
+    catalogue = kernel.config.catalogue
+    fleet = Fleet([Node(name=n.name, endpoint=n.endpoint.rstrip("/")) for n in config.neurons])
+    headers = {"content-type": "application/json"}
+    if config.gateway.neuron_token:
+        headers["authorization"] = f"Bearer {config.gateway.neuron_token}"
+    state: dict[str, object] = {}
+
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        connector = aiohttp.TCPConnector(limit=1024, limit_per_host=512, keepalive_timeout=60)
+        async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+            poller = Poller(fleet, session, headers)
+            placement = Placement(fleet, catalogue, session, headers)
+            state["forwarder"] = Forwarder(
+                placement,
+                catalogue,
+                session,
+                headers,
+                max_body_bytes=config.gateway.max_body_bytes,
+                stall_timeout_s=config.gateway.stream_stall_timeout_s,
+            )
+            state["placement"] = placement
+            await poller.poll_once()
+            poller.start()
+            try:
+                yield
+            finally:
+                await poller.stop()
+
+    def forwarder() -> Forwarder:
+        value = state["forwarder"]
+        assert isinstance(value, Forwarder)
+        return value
+
+    async def chat(request: Request) -> Response:
+        return await forwarder().handle(request, "/v1/chat/completions")
+
+    async def completions(request: Request) -> Response:
+        return await forwarder().handle(request, "/v1/completions")
+
+    async def embeddings(request: Request) -> Response:
+        return await forwarder().handle(request, "/v1/embeddings")
+
+    async def models(request: Request) -> Response:
+        return json_response({"object": "list", "data": merged_models(fleet, catalogue)})
+
+    async def health(request: Request) -> Response:
+        nodes = list(fleet)
+        up = len(fleet.up_nodes())
+        status = "ok" if nodes and up == len(nodes) else "degraded" if up else "impaired"
+        ready = {m for n in fleet.up_nodes() for m, model in n.models.items() if model.state == "ready"}
+        return json_response(
+            {
+                "status": status,
+                "nodes": {"up": up, "total": len(nodes)},
+                "models": {"ready": len(ready), "catalogue": len(catalogue.models)},
+            }
+        )
+
+    routes = [
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/", health, methods=["GET", "HEAD"]),
+    ]
+    return AppPart(name="gateway", routes=routes, lifespan=lifespan)

@@ -1,0 +1,55 @@
+"""The merged ``/v1/models``: every catalogue model, loaded or not, plus what neurons report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cortex_gateway.fleet import Fleet
+from cortex_kernel.config.schema import Catalogue
+
+
+def merged_models(fleet: Fleet, catalogue: Catalogue) -> list[dict[str, Any]]:
+    """OpenAI model entries with our fields: locations per node, context length, aliases."""
+    ids = [profile.id for profile in catalogue.models]
+    for node in fleet:
+        ids.extend(model_id for model_id in node.models if model_id not in ids)
+    aliases_of: dict[str, list[str]] = {}
+    for alias, target in catalogue.aliases.items():
+        aliases_of.setdefault(target, []).append(alias)
+    created = int(fleet.started)
+    entries = []
+    for model_id in ids:
+        profile = catalogue.get(model_id)
+        locations = [
+            {"node": node.name, "state": node.models[model_id].state}
+            for node in fleet
+            if node.up and model_id in node.models
+        ]
+        context = next(
+            (
+                n.models[model_id].context_length
+                for n in fleet
+                if model_id in n.models and n.models[model_id].context_length
+            ),
+            profile.context_length if profile else None,
+        )
+        entry: dict[str, Any] = {
+            "id": model_id,
+            "object": "model",
+            "created": created,
+            "owned_by": "cortex",
+            "loaded": any(loc["state"] == "ready" for loc in locations),
+            "locations": locations,
+            "context_length": context,
+            "aliases": sorted(aliases_of.get(model_id, [])),
+        }
+        if profile is not None:
+            entry["task"] = profile.task
+            if profile.description:
+                entry["description"] = profile.description
+        entries.append(entry)
+    by_id = {entry["id"]: entry for entry in entries}
+    for alias, target in sorted(catalogue.aliases.items()):
+        base = by_id.get(target, {})
+        entries.append({**base, "id": alias, "alias_of": target, "aliases": []})
+    return entries

@@ -1,0 +1,82 @@
+"""What the gateway knows about the fleet: soft state rebuilt from polling, never persisted.
+
+Only the poller writes node state, and it does so on the event loop after its network reads
+have finished, so routing never waits on a lock held across I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class NodeModel:
+    """A model as one neuron last reported it."""
+
+    id: str
+    state: str
+    in_flight: int = 0
+    queued: int = 0
+    context_length: int | None = None
+    memory_bytes: int | None = None
+    last_used: float | None = None
+
+    @property
+    def load(self) -> int:
+        return self.in_flight + self.queued
+
+
+@dataclass
+class Node:
+    """One neuron: its address, whether it answers, and what it holds."""
+
+    name: str
+    endpoint: str
+    up: bool = False
+    failures: int = 0
+    last_poll: float | None = None
+    last_error: str | None = None
+    discovery: dict[str, Any] | None = None
+    models: dict[str, NodeModel] = field(default_factory=dict)
+    in_flight: dict[str, int] = field(default_factory=dict)
+
+    def devices(self) -> list[dict[str, Any]]:
+        devices: list[dict[str, Any]] = (self.discovery or {}).get("devices") or []
+        return devices
+
+    def model_load(self, model_id: str) -> int:
+        """Requests on ``model_id`` here: the neuron's last report plus what we sent since."""
+        reported = self.models.get(model_id)
+        return (reported.load if reported else 0) + self.in_flight.get(model_id, 0)
+
+
+class Fleet:
+    """All nodes by name, in configuration order."""
+
+    def __init__(self, nodes: list[Node], down_after: int = 3) -> None:
+        self.nodes = {node.name: node for node in nodes}
+        self.down_after = down_after
+        self.started = time.time()
+
+    def __iter__(self) -> Any:
+        return iter(self.nodes.values())
+
+    def up_nodes(self) -> list[Node]:
+        return [node for node in self.nodes.values() if node.up]
+
+    def replicas(self, model_id: str, states: tuple[str, ...] = ("ready",)) -> list[Node]:
+        """Up nodes where ``model_id`` is in one of ``states``."""
+        return [
+            node
+            for node in self.nodes.values()
+            if node.up and (m := node.models.get(model_id)) is not None and m.state in states
+        ]
+
+    def least_loaded(self, model_id: str) -> Node | None:
+        """Among ready replicas, the one with the fewest in-flight + queued; ties by name."""
+        ready = self.replicas(model_id)
+        if not ready:
+            return None
+        return min(ready, key=lambda node: (node.model_load(model_id), node.name))

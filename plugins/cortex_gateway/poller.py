@@ -1,0 +1,101 @@
+"""Polling neurons: discovery once per (re)connection, models and health every interval.
+
+Every neuron is polled concurrently, each request with its own timeout. A node goes down after
+``down_after`` consecutive failures (one slow poll must not take out the only node with a model)
+and comes back up on the first success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import aiohttp
+
+from cortex_gateway.fleet import Fleet, Node, NodeModel
+
+log = logging.getLogger(__name__)
+
+
+class Poller:
+    """Keeps :class:`Fleet` current."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        session: aiohttp.ClientSession,
+        headers: dict[str, str],
+        interval_s: float = 2.0,
+        timeout_s: float = 5.0,
+    ) -> None:
+        self.fleet = fleet
+        self.session = session
+        self.headers = headers
+        self.interval_s = interval_s
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._task: asyncio.Task[None] | None = None
+        self.polled = asyncio.Event()
+
+    async def _get(self, node: Node, path: str) -> Any:
+        async with self.session.get(
+            f"{node.endpoint}{path}", headers=self.headers, timeout=self.timeout
+        ) as reply:
+            reply.raise_for_status()
+            return await reply.json()
+
+    async def poll_node(self, node: Node) -> None:
+        """One poll of one node; updates its state only after all reads are done."""
+        try:
+            discovery = node.discovery if node.up and node.discovery else await self._get(node, "/discovery")
+            models, health = await asyncio.gather(self._get(node, "/models"), self._get(node, "/health"))
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            node.failures += 1
+            node.last_error = f"{type(exc).__name__}: {exc}"
+            if node.up and node.failures >= self.fleet.down_after:
+                log.warning("node %s is down: %s", node.name, node.last_error)
+                node.up = False
+                node.discovery = None
+            return
+        live = health.get("models", {})
+        node.models = {
+            entry["id"]: NodeModel(
+                id=entry["id"],
+                state=entry.get("state", "ready"),
+                in_flight=live.get(entry["id"], {}).get("in_flight", entry.get("in_flight", 0)),
+                queued=live.get(entry["id"], {}).get("queued", entry.get("queued", 0)),
+                context_length=entry.get("context_length"),
+                memory_bytes=entry.get("memory_bytes"),
+                last_used=entry.get("last_used"),
+            )
+            for entry in models.get("data", [])
+        }
+        if not node.up:
+            log.info("node %s is up", node.name)
+        node.discovery = discovery
+        node.up, node.failures, node.last_error = True, 0, None
+        node.last_poll = time.time()
+
+    async def poll_once(self) -> None:
+        await asyncio.gather(*(self.poll_node(node) for node in self.fleet))
+        self.polled.set()
+
+    async def _run(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                await self.poll_once()
+            except Exception:  # a bug in one poll must not stop polling
+                log.exception("poll failed")
+            await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="poller")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

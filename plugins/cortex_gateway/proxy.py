@@ -1,0 +1,155 @@
+"""OpenAI pass-through: forward the body bytes, stream the reply back unchanged.
+
+Only ``model`` and ``stream`` are decoded from the request (and ``model`` is rewritten only when
+the client used an alias). Client credentials are never forwarded; the gateway presents its own
+neuron token. The upstream timeout is per read (a stall), never a total cap, so long
+generations are not cut off. If a node fails before sending its first byte, the request is
+retried on another ready node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from cortex_gateway.fleet import Node
+from cortex_gateway.placement import Placement
+from cortex_kernel.config.schema import Catalogue
+from cortex_kernel.errors import BadRequest, CortexError, PayloadTooLarge, UnprocessableEntity, UpstreamError
+
+log = logging.getLogger(__name__)
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "content-encoding",
+        "date",
+        "server",
+    }
+)
+
+
+class RoutingFields(msgspec.Struct):
+    """The only fields the gateway reads from an OpenAI request."""
+
+    model: str
+    stream: bool = False
+
+
+_routing_decoder = msgspec.json.Decoder(RoutingFields)
+
+
+def routing_fields(body: bytes) -> RoutingFields:
+    try:
+        return _routing_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        message, _, path = str(exc).partition(" - at `")
+        param = path.rstrip("`").removeprefix("$.") or None
+        if "missing required field" in message:
+            raise BadRequest("request body needs a 'model'", code="missing_model", param="model") from exc
+        raise UnprocessableEntity(f"invalid request: {message}", param=param) from exc
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"malformed JSON body: {exc}", code="invalid_json") from exc
+
+
+class Forwarder:
+    """Sends OpenAI requests to neurons and relays their answers."""
+
+    def __init__(
+        self,
+        placement: Placement,
+        catalogue: Catalogue,
+        session: aiohttp.ClientSession,
+        headers: dict[str, str],
+        *,
+        max_body_bytes: int,
+        stall_timeout_s: float,
+        max_attempts: int = 3,
+    ) -> None:
+        self.placement = placement
+        self.catalogue = catalogue
+        self.session = session
+        self.headers = headers
+        self.max_body_bytes = max_body_bytes
+        self.timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=stall_timeout_s)
+        self.max_attempts = max_attempts
+
+    async def read_body(self, request: Request) -> bytes:
+        content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if content_type != "application/json" and not content_type.endswith("+json"):
+            raise CortexError(
+                f"unsupported content type {content_type!r}; send application/json",
+                status=415,
+                type="invalid_request_error",
+                code="unsupported_media_type",
+            )
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise PayloadTooLarge(f"request body is larger than {self.max_body_bytes} bytes")
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise PayloadTooLarge(f"request body is larger than {self.max_body_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def handle(self, request: Request, path: str) -> Response:
+        body = await self.read_body(request)
+        fields = routing_fields(body)
+        target = self.catalogue.aliases.get(fields.model)
+        if target is not None:
+            document = msgspec.json.decode(body)
+            document["model"] = target
+            body = msgspec.json.encode(document)
+        model = target or fields.model
+        tried: set[str] = set()
+        last_error: Exception | None = None
+        for _ in range(self.max_attempts):
+            node = await self.placement.node_for(model, frozenset(tried))
+            try:
+                upstream = await self._open(node, path, body)
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                log.warning("node %s failed before responding: %s", node.name, exc)
+                tried.add(node.name)
+                last_error = exc
+                continue
+            return self._relay(node, model, upstream)
+        raise UpstreamError(f"no node answered for {model!r}: {last_error}", code="upstream_unavailable")
+
+    async def _open(self, node: Node, path: str, body: bytes) -> aiohttp.ClientResponse:
+        return await self.session.post(
+            f"{node.endpoint}{path}", data=body, headers=self.headers, timeout=self.timeout
+        )
+
+    def _relay(self, node: Node, model: str, upstream: aiohttp.ClientResponse) -> Response:
+        headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+        node.in_flight[model] = node.in_flight.get(model, 0) + 1
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in upstream.content.iter_any():
+                    yield chunk
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("stream from %s broke: %s", node.name, exc)
+            finally:
+                node.in_flight[model] -= 1
+                with contextlib.suppress(Exception):
+                    upstream.close()
+
+        return StreamingResponse(body(), status_code=upstream.status, headers=headers)
