@@ -16,7 +16,9 @@ from cortex_kernel.cli import build_cli
 from .conftest import write_distribution
 
 
-def _all_commands(group: click.Group, ctx: click.Context, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+def _all_commands(
+    group: click.Group, ctx: click.Context, prefix: tuple[str, ...] = ()
+) -> list[tuple[str, ...]]:
     found = []
     for name in group.list_commands(ctx):
         command = group.get_command(ctx, name)
@@ -56,7 +58,9 @@ def test_root_help_and_version(run_cli):
 def test_console_script_in_a_fresh_process(clean_env):
     """The installed entry point works outside the test process (no state shared)."""
     exe = Path(sys.executable).with_name("cortex-kernel")
-    out = subprocess.run([str(exe), "plugins", "--json"], env=clean_env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [str(exe), "plugins", "--json"], env=clean_env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     plugins = {p["name"]: p for p in json.loads(out.stdout)}
     assert {"neuron", "transformers", "deploy"} <= set(plugins)
@@ -80,7 +84,9 @@ def test_third_party_plugin_is_listed_and_adds_a_command(tmp_path, clean_env):
     site = write_distribution(tmp_path / "site")
     env = {**clean_env, "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
     exe = Path(sys.executable).with_name("cortex-kernel")
-    listed = subprocess.run([str(exe), "plugins", "--json"], env=env, capture_output=True, text=True, timeout=60)
+    listed = subprocess.run(
+        [str(exe), "plugins", "--json"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert listed.returncode == 0, listed.stderr
     plugins = {p["name"]: p for p in json.loads(listed.stdout)}
     assert plugins["hello"]["distribution"] == "cortex-hello"

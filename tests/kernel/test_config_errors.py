@@ -76,7 +76,9 @@ def test_duplicate_neuron_name(run_cli, tmp_path):
 
 
 def test_model_pinned_to_unknown_neuron(run_cli, tmp_path):
-    config = _write(tmp_path / "etc" / "cortex.toml", '[[neurons]]\nname = "beast"\nendpoint = "http://b:13131"\n')
+    config = _write(
+        tmp_path / "etc" / "cortex.toml", '[[neurons]]\nname = "beast"\nendpoint = "http://b:13131"\n'
+    )
     models = _write(
         tmp_path / "etc" / "models.toml",
         '[[models]]\nid = "m"\nharness = "vllm"\n\n[[models]]\nid = "n"\nharness = "vllm"\npinned_on = ["nope"]\n',
@@ -132,7 +134,9 @@ def test_shipped_example_files_parse(run_cli, name):
 
 
 def test_alias_to_unknown_model(run_cli, tmp_path):
-    path = _write(tmp_path / "models.toml", '[[models]]\nid = "m"\nharness = "x"\n\n[aliases]\nfast = "zzz"\n')
+    path = _write(
+        tmp_path / "models.toml", '[[models]]\nid = "m"\nharness = "x"\n\n[aliases]\nfast = "zzz"\n'
+    )
     result = run_cli("config", "check", str(path))
     assert result.exit_code == 2
     assert f"{path}:6: aliases.fast: alias 'fast' points to unknown model 'zzz'" in result.output

@@ -46,7 +46,9 @@ def test_cli_level_beats_environment(run_cli, tmp_path):
 
 
 def test_neuron_file_uses_its_own_prefix(run_cli):
-    values = _values(run_cli("config", "show", "--kind", "neuron", "--json", env={"NEURON_LISTEN": "0.0.0.0:9"}))
+    values = _values(
+        run_cli("config", "show", "--kind", "neuron", "--json", env={"NEURON_LISTEN": "0.0.0.0:9"})
+    )
     assert values["listen"] == {"value": "0.0.0.0:9", "source": "env NEURON_LISTEN"}
 
 

@@ -23,7 +23,9 @@ def _keys(info: msgspec.inspect.Type, prefix: str = "") -> list[str]:
                 inner = structs[0] if structs and name != "default_models" else inner
             if isinstance(inner, msgspec.inspect.StructType):
                 keys.extend(_keys(inner, name + "."))
-            elif isinstance(inner, msgspec.inspect.ListType) and isinstance(inner.item_type, msgspec.inspect.StructType):
+            elif isinstance(inner, msgspec.inspect.ListType) and isinstance(
+                inner.item_type, msgspec.inspect.StructType
+            ):
                 keys.append(name)
                 keys.extend(_keys(inner.item_type, name + "[]."))
             else:

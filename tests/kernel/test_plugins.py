@@ -127,7 +127,12 @@ def test_errors_use_the_openai_envelope(cortex_pm):
     assert busy_response.status_code == 503
     assert busy_response.headers["retry-after"] == "3"
     assert busy_response.json() == {
-        "error": {"message": "model is busy", "type": "overloaded_error", "code": "service_unavailable", "param": None}
+        "error": {
+            "message": "model is busy",
+            "type": "overloaded_error",
+            "code": "service_unavailable",
+            "param": None,
+        }
     }
     missing = client.get("/nowhere")
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"

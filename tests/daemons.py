@@ -1,0 +1,153 @@
+"""Real daemons on loopback for tests: start ``cortex-kernel`` processes and wait until they answer."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+EXE = str(Path(sys.executable).with_name("cortex-kernel"))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_json(method: str, url: str, body: Any = None, token: str | None = None, timeout: float = 30.0):
+    """(status, decoded body, headers) of one request; never raises on HTTP errors."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("content-type", "application/json")
+    if token:
+        request.add_header("authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+            return response.status, (json.loads(raw) if raw else None), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            decoded = json.loads(raw)
+        except ValueError:
+            decoded = raw.decode(errors="replace")
+        return exc.code, decoded, dict(exc.headers)
+
+
+class Daemon:
+    """One ``cortex-kernel`` process, its port and its log."""
+
+    def __init__(self, args: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.port = port
+        self.log = log
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Daemon:
+        handle = self.log.open("ab")
+        self.process = subprocess.Popen(
+            [EXE, *self.args], stdout=handle, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+        )
+        handle.close()
+        return self
+
+    def wait_healthy(self, timeout: float = 60.0, path: str = "/health") -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.process.returncode}:\n{self.log_text()}")
+            with contextlib.suppress(OSError):
+                status, body, _ = http_json("GET", self.url + path, timeout=2)
+                if status == 200:
+                    return body
+            time.sleep(0.05)
+        raise AssertionError(f"daemon not healthy after {timeout}s:\n{self.log_text()}")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, wait, then SIGKILL; return the exit status."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait(10)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+
+def write_toml(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def toml_str(value: str | Path) -> str:
+    return json.dumps(str(value))
+
+
+class LineStream:
+    """A streamed HTTP response read line by line (``http.client``; closing it drops the connection)."""
+
+    def __init__(self, url: str, method: str = "GET", body: Any = None, timeout: float = 30.0) -> None:
+        import http.client
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"content-type": "application/json"} if data is not None else {}
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        self.connection.request(method, path, body=data, headers=headers)
+        self.response = self.connection.getresponse()
+        self.status = self.response.status
+
+    def __iter__(self):
+        while True:
+            line = self.response.readline()
+            if not line:
+                return
+            text = line.decode().rstrip("\r\n")
+            if text:
+                yield text
+
+    def close(self) -> None:
+        import socket as _socket
+
+        with contextlib.suppress(OSError):
+            if self.connection.sock is not None:
+                self.connection.sock.shutdown(_socket.SHUT_RDWR)
+        self.connection.close()
+
+    def __enter__(self) -> LineStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

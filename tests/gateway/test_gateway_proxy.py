@@ -1,0 +1,99 @@
+"""A real gateway in front of a real neuron: merged catalogue, cold load, pass-through, errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import openai
+import pytest
+
+from tests.daemons import Daemon, free_port, http_json, toml_str, write_toml
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def fleet(tmp_path, start_neuron, tiny_chat_model, tiny_embed_model):
+    from tests.neuron.conftest import models_toml
+
+    neuron = start_neuron()
+    port = free_port()
+    etc = tmp_path / "gateway"
+    write_toml(
+        etc / "models.toml",
+        models_toml(tiny_chat_model, tiny_embed_model) + '\n[aliases]\nsmall = "tiny-chat"\n',
+    )
+    config = write_toml(
+        etc / "cortex.toml",
+        f'[gateway]\nlisten = "127.0.0.1:{port}"\n\n[[neurons]]\nname = "n1"\nendpoint = {toml_str(neuron.url)}\n',
+    )
+    gateway = Daemon(["serve", "--config", str(config)], port, etc / "gateway.log").start()
+    gateway.wait_healthy()
+    yield gateway, neuron
+    gateway.stop()
+
+
+def test_catalogue_lists_unloaded_models_and_aliases(fleet):
+    gateway, _ = fleet
+    status, listing, _ = http_json("GET", f"{gateway.url}/v1/models")
+    assert status == 200
+    entries = {entry["id"]: entry for entry in listing["data"]}
+    assert {"tiny-chat", "tiny-embed", "never-loaded", "small"} <= set(entries)
+    assert entries["tiny-chat"]["loaded"] is False
+    assert entries["tiny-chat"]["aliases"] == ["small"]
+    assert entries["small"]["alias_of"] == "tiny-chat"
+    assert {"object", "created", "owned_by"} <= set(entries["tiny-chat"])
+
+
+def test_first_requests_cold_load_exactly_once(fleet):
+    gateway, neuron = fleet
+
+    async def run():
+        client = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="none", max_retries=0, timeout=120)
+        return await asyncio.gather(
+            *(
+                client.chat.completions.create(
+                    model="small", messages=[{"role": "user", "content": f"hi {i}"}], max_tokens=4
+                )
+                for i in range(20)
+            )
+        )
+
+    replies = asyncio.run(run())
+    assert all(reply.choices[0].finish_reason in ("stop", "length", "tool_calls") for reply in replies)
+    assert {reply.model for reply in replies} == {"tiny-chat"}  # the alias was rewritten
+    health = http_json("GET", f"{neuron.url}/health")[1]
+    assert health["lifecycle_cycles"] == 1  # twenty first requests, one load
+    assert health["models"]["tiny-chat"] == {"state": "ready", "in_flight": 0, "queued": 0}
+
+
+def test_streaming_pass_through_and_embeddings(fleet):
+    gateway, _ = fleet
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="client-key", max_retries=0, timeout=120)
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny-chat",
+            messages=[{"role": "user", "content": "stream please"}],
+            max_tokens=6,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    vectors = client.embeddings.create(model="tiny-embed", input="embed me")
+    assert len(vectors.data) == 1 and len(vectors.data[0].embedding) > 0
+
+
+def test_gateway_errors_use_the_openai_envelope(fleet):
+    gateway, _ = fleet
+    chat = f"{gateway.url}/v1/chat/completions"
+    status, body, _ = http_json(
+        "POST", chat, {"model": "nope", "messages": [{"role": "user", "content": "x"}]}
+    )
+    assert status == 404 and body["error"]["code"] == "model_not_found"
+    status, body, _ = http_json("POST", chat, {"messages": []})
+    assert status == 400 and body["error"]["code"] == "missing_model"
+    status, body, _ = http_json("POST", chat, {"model": 5})
+    assert status == 422 and body["error"]["param"] == "model"
+    status, health, _ = http_json("GET", f"{gateway.url}/health")
+    assert health["status"] == "ok" and health["nodes"] == {"up": 1, "total": 1}

@@ -1,0 +1,72 @@
+"""Real neuron processes on loopback, serving the tiny synthetic models through the real harness."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemons import Daemon, free_port, toml_str, write_toml
+
+TOKEN = "neuron-test-token"
+
+
+def models_toml(chat: Path, embed: Path) -> str:
+    return f"""
+[[models]]
+id = "tiny-chat"
+harness = "transformers"
+source = {toml_str(chat)}
+min_devices = 0
+vram_mb = 16
+
+[[models]]
+id = "tiny-embed"
+harness = "transformers"
+source = {toml_str(embed)}
+task = "embedding"
+min_devices = 0
+
+[[models]]
+id = "never-loaded"
+harness = "transformers"
+source = {toml_str(chat)}
+min_devices = 0
+"""
+
+
+@pytest.fixture
+def start_neuron(
+    tmp_path: Path, tiny_chat_model: Path, tiny_embed_model: Path
+) -> Iterator[Callable[..., Daemon]]:
+    """Start a neuron with a catalogue of the tiny models; extra TOML lines go into neuron.toml."""
+    started: list[Daemon] = []
+
+    def start(extra: str = "", token: str | None = None, default_models: str = "[]") -> Daemon:
+        port = free_port()
+        home = tmp_path / f"neuron-{port}"
+        roots = sorted({str(tiny_chat_model.parent), str(tiny_embed_model.parent)})
+        write_toml(home / "models.toml", models_toml(tiny_chat_model, tiny_embed_model))
+        config = write_toml(
+            home / "neuron.toml",
+            f"""
+listen = "127.0.0.1:{port}"
+name = "test-neuron"
+cache_dir = {toml_str(home / "cache")}
+model_roots = {roots!r}
+default_models = {default_models}
+{f"token = {toml_str(token)}" if token else ""}
+{extra}
+""".replace("'", '"'),
+        )
+        daemon = Daemon(
+            ["neuron", "--config", str(config)], port, home / "neuron.log", env={"HF_HUB_OFFLINE": "1"}
+        )
+        started.append(daemon.start())
+        daemon.wait_healthy()
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()
