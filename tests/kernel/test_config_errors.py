@@ -81,7 +81,8 @@ def test_model_pinned_to_unknown_neuron(run_cli, tmp_path):
     )
     models = _write(
         tmp_path / "etc" / "models.toml",
-        '[[models]]\nid = "m"\nharness = "vllm"\n\n[[models]]\nid = "n"\nharness = "vllm"\npinned_on = ["nope"]\n',
+        '[[models]]\nid = "m"\nharness = "vllm"\n\n'
+        '[[models]]\nid = "n"\nharness = "vllm"\npinned_on = ["nope"]\n',
     )
     result = run_cli("config", "check", str(config))
     assert result.exit_code == 2
