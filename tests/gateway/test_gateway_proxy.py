@@ -25,7 +25,8 @@ def fleet(tmp_path, start_neuron, tiny_chat_model, tiny_embed_model):
     )
     config = write_toml(
         etc / "cortex.toml",
-        f'[gateway]\nlisten = "127.0.0.1:{port}"\n\n[[neurons]]\nname = "n1"\nendpoint = {toml_str(neuron.url)}\n',
+        f'[gateway]\nlisten = "127.0.0.1:{port}"\n\n'
+        f'[[neurons]]\nname = "n1"\nendpoint = {toml_str(neuron.url)}\n',
     )
     gateway = Daemon(["serve", "--config", str(config)], port, etc / "gateway.log").start()
     gateway.wait_healthy()

@@ -178,7 +178,7 @@ def test_client_disconnect_stops_generation_and_frees_the_slot(start_neuron):
     assert health(neuron)["models"]["tiny-chat"]["in_flight"] == 0
     assert released_after < 0.1, f"slot released {released_after * 1000:.0f} ms after the client left"
     # Generation really stopped: the neuron can serve a fresh request at once.
-    status, reply, _ = http_json(
+    status, _, _ = http_json(
         "POST", f"{neuron.url}/v1/chat/completions", {**body, "stream": False, "max_tokens": 2}
     )
     assert status == 200
