@@ -16,6 +16,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
+    from cortex_kernel.dialect import Dialect
     from cortex_kernel.harness import HarnessSpec
     from cortex_kernel.kernel import AppPart, Kernel, Role
 
@@ -65,6 +66,22 @@ def register_harnesses() -> list[HarnessSpec] | None:
     needed. Two plugins offering the same name is a start-up error; block one to choose.
 
     :return: a list of harness specs, or ``None``.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def register_dialects() -> list[Dialect] | None:
+    """Offer API dialects to the gateway.
+
+    Called once by the gateway at start-up, when it assembles its app. Return objects satisfying
+    :class:`cortex_kernel.dialect.Dialect`; the gateway calls each one's ``routes(upstream)``
+    with an :class:`cortex_kernel.dialect.Upstream` and mounts the routes, and asks each one's
+    ``render_models`` to answer ``GET /v1/models`` in its own shape. OpenAI chat, completions
+    and embeddings are served by the gateway itself; a dialect must not claim those paths.
+
+    :return: a list of dialects, or ``None``.
 
     .. versionadded:: 0.1
     """

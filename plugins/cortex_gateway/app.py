@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -15,8 +16,8 @@ from cortex_gateway.catalogue_view import merged_models
 from cortex_gateway.fleet import Fleet, Node
 from cortex_gateway.placement import Placement
 from cortex_gateway.poller import Poller
-from cortex_gateway.proxy import Forwarder
-from cortex_kernel.config.schema import CortexConfig
+from cortex_gateway.proxy import Forwarder, NeuronReply
+from cortex_kernel.config.schema import Catalogue, CortexConfig
 from cortex_kernel.kernel import AppPart, Kernel
 
 _encode = msgspec.json.Encoder().encode
@@ -24,6 +25,24 @@ _encode = msgspec.json.Encoder().encode
 
 def json_response(body: object, status: int = 200) -> Response:
     return Response(_encode(body), status_code=status, media_type="application/json")
+
+
+class GatewayUpstream:
+    """The :class:`cortex_kernel.dialect.Upstream` handed to dialect plugins."""
+
+    def __init__(self, forwarder: Callable[[], Forwarder], fleet: Fleet, catalogue: Catalogue) -> None:
+        self._forwarder = forwarder
+        self._fleet = fleet
+        self._catalogue = catalogue
+
+    def resolve(self, model: str) -> str:
+        return self._catalogue.aliases.get(model, model)
+
+    async def open(self, path: str, model: str, body: bytes) -> NeuronReply:
+        return await self._forwarder().open(path, self.resolve(model), body)
+
+    def models(self) -> list[dict[str, Any]]:
+        return merged_models(self._fleet, self._catalogue)
 
 
 def gateway_part(kernel: Kernel) -> AppPart:
@@ -34,6 +53,7 @@ def gateway_part(kernel: Kernel) -> AppPart:
     if config.gateway.neuron_token:
         headers["authorization"] = f"Bearer {config.gateway.neuron_token}"
     state: dict[str, object] = {}
+    dialects = [d for result in kernel.pm.hook.register_dialects() if result for d in result]
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
@@ -72,7 +92,12 @@ def gateway_part(kernel: Kernel) -> AppPart:
         return await forwarder().handle(request, "/v1/embeddings")
 
     async def models(request: Request) -> Response:
-        return json_response({"object": "list", "data": merged_models(fleet, catalogue)})
+        entries = merged_models(fleet, catalogue)
+        for dialect in dialects:
+            rendered = dialect.render_models(request, entries)
+            if rendered is not None:
+                return rendered
+        return json_response({"object": "list", "data": entries})
 
     async def health(request: Request) -> Response:
         nodes = list(fleet)
@@ -95,4 +120,7 @@ def gateway_part(kernel: Kernel) -> AppPart:
         Route("/health", health, methods=["GET"]),
         Route("/", health, methods=["GET", "HEAD"]),
     ]
+    upstream = GatewayUpstream(forwarder, fleet, catalogue)
+    for dialect in dialects:
+        routes.extend(dialect.routes(upstream))
     return AppPart(name="gateway", routes=routes, lifespan=lifespan)

@@ -109,47 +109,75 @@ class Forwarder:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    def resolve(self, model: str) -> str:
+        return self.catalogue.aliases.get(model, model)
+
     async def handle(self, request: Request, path: str) -> Response:
         body = await self.read_body(request)
         fields = routing_fields(body)
-        target = self.catalogue.aliases.get(fields.model)
-        if target is not None:
+        model = self.resolve(fields.model)
+        if model != fields.model:
             document = msgspec.json.decode(body)
-            document["model"] = target
+            document["model"] = model
             body = msgspec.json.encode(document)
-        model = target or fields.model
+        reply = await self.open(path, model, body)
+        return StreamingResponse(reply.chunks(), status_code=reply.status, headers=dict(reply.headers))
+
+    async def open(self, path: str, model: str, body: bytes) -> NeuronReply:
+        """POST ``body`` to a node that serves ``model``, retrying another before the first byte."""
         tried: set[str] = set()
         last_error: Exception | None = None
         for _ in range(self.max_attempts):
             node = await self.placement.node_for(model, frozenset(tried))
             try:
-                upstream = await self._open(node, path, body)
+                upstream = await self.session.post(
+                    f"{node.endpoint}{path}", data=body, headers=self.headers, timeout=self.timeout
+                )
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                 log.warning("node %s failed before responding: %s", node.name, exc)
                 tried.add(node.name)
                 last_error = exc
                 continue
-            return self._relay(node, model, upstream)
+            return NeuronReply(node, model, upstream)
         raise UpstreamError(f"no node answered for {model!r}: {last_error}", code="upstream_unavailable")
 
-    async def _open(self, node: Node, path: str, body: bytes) -> aiohttp.ClientResponse:
-        return await self.session.post(
-            f"{node.endpoint}{path}", data=body, headers=self.headers, timeout=self.timeout
-        )
 
-    def _relay(self, node: Node, model: str, upstream: aiohttp.ClientResponse) -> Response:
-        headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+class NeuronReply:
+    """An open reply from a neuron (satisfies :class:`cortex_kernel.dialect.UpstreamReply`).
+
+    While it is open it counts as in flight on its node, so replica choice between polls sees
+    the requests the gateway itself sent.
+    """
+
+    def __init__(self, node: Node, model: str, upstream: aiohttp.ClientResponse) -> None:
+        self.node = node.name
+        self._node = node
+        self._model = model
+        self._upstream = upstream
+        self.status = upstream.status
+        self.headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
         node.in_flight[model] = node.in_flight.get(model, 0) + 1
+        self._open = True
 
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in upstream.content.iter_any():
-                    yield chunk
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                log.warning("stream from %s broke: %s", node.name, exc)
-            finally:
-                node.in_flight[model] -= 1
-                with contextlib.suppress(Exception):
-                    upstream.close()
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._upstream.content.iter_any():
+                yield chunk
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("stream from %s broke: %s", self.node, exc)
+            raise UpstreamError(f"node {self.node} stopped answering: {exc}") from exc
+        finally:
+            self.close()
 
-        return StreamingResponse(body(), status_code=upstream.status, headers=headers)
+    async def read(self) -> bytes:
+        try:
+            return await self._upstream.read()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self._node.in_flight[self._model] -= 1
+            with contextlib.suppress(Exception):
+                self._upstream.close()

@@ -186,3 +186,49 @@ def test_hook_register_harnesses(cortex_pm):
     cortex_pm.register(Plugin(), name="p")
     specs = [spec for result in cortex_pm.hook.register_harnesses() if result for spec in result]
     assert [spec.name for spec in specs] == ["fake"]
+
+
+def test_hook_register_dialects(cortex_pm):
+    """A dialect's routes are mounted on the gateway and it may answer /v1/models in its shape."""
+    from starlette.responses import JSONResponse
+
+    from cortex_kernel.dialect import Dialect, Upstream
+
+    seen: list[Upstream] = []
+
+    class Shouty:
+        name = "shouty"
+
+        def routes(self, upstream):
+            seen.append(upstream)
+
+            async def hello(request):
+                return JSONResponse({"models": [m["id"].upper() for m in upstream.models()]})
+
+            return [Route("/shout", hello)]
+
+        def render_models(self, request, models):
+            if request.headers.get("x-shout"):
+                return JSONResponse({"shouted": [m["id"].upper() for m in models]})
+            return None
+
+    class Plugin:
+        @hookimpl
+        def register_dialects(self):
+            return [Shouty()]
+
+    import cortex_gateway.plugin as gateway_plugin
+
+    cortex_pm.register(gateway_plugin, name="gateway")
+    cortex_pm.register(Plugin(), name="shouty")
+    from cortex_kernel.config.schema import Catalogue, ModelProfile
+
+    catalogue = Catalogue(models=[ModelProfile(id="m1", harness="x")])
+    kernel = Kernel(
+        role="gateway", config=LoadedConfig("cortex", CortexConfig(), None, {}, catalogue), pm=cortex_pm
+    )
+    with TestClient(create_app(kernel)) as client:
+        assert client.get("/shout").json() == {"models": ["M1"]}
+        assert client.get("/v1/models", headers={"x-shout": "1"}).json() == {"shouted": ["M1"]}
+        assert client.get("/v1/models").json()["data"][0]["id"] == "m1"
+    assert isinstance(Shouty(), Dialect) and isinstance(seen[0], Upstream)

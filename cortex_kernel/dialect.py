@@ -1,0 +1,73 @@
+"""The dialect seam: a plugin that speaks another API in front of the neurons' OpenAI chat.
+
+The gateway owns routing (placement, cold loads, retries) and the connection to neurons; a
+dialect owns its wire format. The gateway hands each dialect an :class:`Upstream` when it
+mounts the dialect's routes, so a dialect translates its request to OpenAI chat, calls
+:meth:`Upstream.open`, and translates the neuron's reply (or SSE stream) back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+
+@runtime_checkable
+class UpstreamReply(Protocol):
+    """An open reply from a neuron: status and headers now, the body as it arrives."""
+
+    status: int
+    headers: Mapping[str, str]
+    node: str
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives (SSE bytes for a streamed request)."""
+        ...
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        ...
+
+    def close(self) -> None:
+        """Drop the connection; the neuron stops generating."""
+        ...
+
+
+@runtime_checkable
+class Upstream(Protocol):
+    """What the gateway offers a dialect."""
+
+    def resolve(self, model: str) -> str:
+        """The concrete model id for ``model`` (aliases resolved)."""
+        ...
+
+    async def open(self, path: str, model: str, body: bytes) -> UpstreamReply:
+        """Route ``body`` for ``model`` to a neuron and POST it to ``path`` (e.g.
+        ``/v1/chat/completions``), cold-loading the model if needed. Raises
+        :class:`cortex_kernel.errors.CortexError` when no node can serve (404 unknown model,
+        503 with ``retry_after`` when busy or loading, 502 when nodes fail)."""
+        ...
+
+    def models(self) -> list[dict[str, Any]]:
+        """The merged catalogue, as the OpenAI ``/v1/models`` entries (with our fields)."""
+        ...
+
+
+@runtime_checkable
+class Dialect(Protocol):
+    """An API dialect served by the gateway."""
+
+    name: str
+
+    def routes(self, upstream: Upstream) -> list[BaseRoute]:
+        """Routes to mount on the gateway; called once at start-up."""
+        ...
+
+    def render_models(self, request: Request, models: list[dict[str, Any]]) -> Response | None:
+        """Answer ``GET /v1/models`` in this dialect's shape when ``request`` asks for it
+        (e.g. an ``anthropic-version`` header), else ``None``."""
+        ...
