@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import click
 
     from cortex_kernel.dialect import Dialect
+    from cortex_kernel.eviction import Evictor
     from cortex_kernel.harness import HarnessSpec
     from cortex_kernel.kernel import AppPart, Kernel, Role
 
@@ -82,6 +83,22 @@ def register_dialects() -> list[Dialect] | None:
     and embeddings are served by the gateway itself; a dialect must not claim those paths.
 
     :return: a list of dialects, or ``None``.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def register_evictors() -> list[Evictor] | None:
+    """Offer eviction strategies to the gateway.
+
+    Called once by the gateway at start-up. Return objects satisfying
+    :class:`cortex_kernel.eviction.Evictor`; the one whose ``name`` equals ``[eviction]
+    strategy`` in ``cortex.toml`` is used when a model must be loaded on a node without room.
+    Two evictors with the same name is a start-up error. The gateway only offers residents that
+    are idle and not pinned to the node, and rejects a choice that frees too little or too much.
+
+    :return: a list of evictors, or ``None``.
 
     .. versionadded:: 0.1
     """

@@ -1,0 +1,1 @@
+"""Built-in eviction strategies: ``lru`` and ``priority``."""
