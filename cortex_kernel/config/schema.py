@@ -44,7 +44,7 @@ class GatewaySection(ConfigBase):
 class EvictionSection(ConfigBase):
     """``[eviction]``: how room is made on a node for an incoming model."""
 
-    strategy: Literal["lru", "priority"] = "lru"
+    strategy: str = "lru"
     defrag_after_cycles: NonNegativeInt = 0
 
 
@@ -144,6 +144,7 @@ class NeuronConfig(ConfigBase):
     allow_models: list[str] | None = None
     model_roots: list[str] = msgspec.field(default_factory=list)
     cache_dir: str | None = None
+    memory_budget_mb: PositiveInt | None = None
     default_models: list[str | ModelProfile] = msgspec.field(default_factory=list)
     harnesses: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     admission: AdmissionSection = msgspec.field(default_factory=AdmissionSection)

@@ -17,8 +17,11 @@ from cortex_gateway.fleet import Fleet, Node
 from cortex_gateway.placement import Placement
 from cortex_gateway.poller import Poller
 from cortex_gateway.proxy import Forwarder, NeuronReply
+from cortex_kernel.config.errors import ConfigError
 from cortex_kernel.config.schema import Catalogue, CortexConfig
+from cortex_kernel.eviction import Evictor
 from cortex_kernel.kernel import AppPart, Kernel
+from cortex_kernel.plugins import PluginError
 
 _encode = msgspec.json.Encoder().encode
 
@@ -45,6 +48,23 @@ class GatewayUpstream:
         return merged_models(self._fleet, self._catalogue)
 
 
+def select_evictor(kernel: Kernel, strategy: str) -> Evictor:
+    """The evictor named by ``[eviction] strategy``; a configuration error if none is."""
+    offered = [e for result in kernel.pm.hook.register_evictors() if result for e in result]
+    names = [e.name for e in offered]
+    if len(names) != len(set(names)):
+        raise PluginError(f"two evictors share a name: {sorted(names)}; block one plugin")
+    for evictor in offered:
+        if evictor.name == strategy:
+            return evictor
+    raise ConfigError(
+        f"unknown eviction strategy {strategy!r}",
+        source=kernel.config.sources.get("eviction.strategy", "default").removeprefix("file "),
+        key="eviction.strategy",
+        expected="one of " + ", ".join(repr(n) for n in sorted(names)) if names else "an evictor plugin",
+    )
+
+
 def gateway_part(kernel: Kernel) -> AppPart:
     config: CortexConfig = kernel.config.value
     catalogue = kernel.config.catalogue
@@ -54,13 +74,14 @@ def gateway_part(kernel: Kernel) -> AppPart:
         headers["authorization"] = f"Bearer {config.gateway.neuron_token}"
     state: dict[str, object] = {}
     dialects = [d for result in kernel.pm.hook.register_dialects() if result for d in result]
+    evictor = select_evictor(kernel, config.eviction.strategy)
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=1024, limit_per_host=512, keepalive_timeout=60)
         async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
             poller = Poller(fleet, session, headers)
-            placement = Placement(fleet, catalogue, session, headers)
+            placement = Placement(fleet, catalogue, session, headers, evictor=evictor)
             state["forwarder"] = Forwarder(
                 placement,
                 catalogue,

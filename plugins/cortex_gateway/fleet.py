@@ -41,10 +41,26 @@ class Node:
     discovery: dict[str, Any] | None = None
     models: dict[str, NodeModel] = field(default_factory=dict)
     in_flight: dict[str, int] = field(default_factory=dict)
+    pending: dict[str, NodeModel] = field(default_factory=dict)
+    last_routed: dict[str, float] = field(default_factory=dict)
+    budget_bytes: int | None = None
+    available_bytes: int | None = None
+    device_free_bytes: int | None = None
+    cycles: int = 0
+    draining: bool = False
 
     def devices(self) -> list[dict[str, Any]]:
         devices: list[dict[str, Any]] = (self.discovery or {}).get("devices") or []
         return devices
+
+    def last_used(self, model_id: str) -> float | None:
+        """The later of the neuron's record and the gateway's own last routing."""
+        reported = self.models.get(model_id)
+        times = [t for t in (reported.last_used if reported else None, self.last_routed.get(model_id)) if t]
+        return max(times) if times else None
+
+    def busy(self, model_id: str) -> bool:
+        return self.model_load(model_id) > 0
 
     def model_load(self, model_id: str) -> int:
         """Requests on ``model_id`` here: the neuron's last report plus what we sent since."""
@@ -66,12 +82,16 @@ class Fleet:
     def up_nodes(self) -> list[Node]:
         return [node for node in self.nodes.values() if node.up]
 
+    def routable(self) -> list[Node]:
+        """Up and not being drained."""
+        return [node for node in self.nodes.values() if node.up and not node.draining]
+
     def replicas(self, model_id: str, states: tuple[str, ...] = ("ready",)) -> list[Node]:
         """Up nodes where ``model_id`` is in one of ``states``."""
         return [
             node
-            for node in self.nodes.values()
-            if node.up and (m := node.models.get(model_id)) is not None and m.state in states
+            for node in self.routable()
+            if (m := node.models.get(model_id)) is not None and m.state in states
         ]
 
     def least_loaded(self, model_id: str) -> Node | None:

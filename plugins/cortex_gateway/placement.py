@@ -16,40 +16,21 @@ import msgspec
 from cortex_gateway.fleet import Fleet, Node, NodeModel
 from cortex_kernel.config.schema import Catalogue, ModelProfile
 from cortex_kernel.errors import CortexError, NotFound, Overloaded
+from cortex_kernel.eviction import EvictionRequest, Evictor, Resident, checked_choice
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 
 
-def _free_bytes(node: Node) -> int | None:
-    devices = node.devices()
-    if not devices:
-        return None
-    return sum(int(d.get("memory_free_bytes", 0)) for d in devices)
-
-
 def eligible(node: Node, profile: ModelProfile) -> bool:
     """Whether ``profile`` may run on ``node`` at all (ignoring what is loaded there now)."""
-    if not node.up or (profile.pinned_on and node.name not in profile.pinned_on):
+    if not node.up or node.draining or (profile.pinned_on and node.name not in profile.pinned_on):
         return False
-    devices = node.devices()
     if profile.min_devices == 0:
         return True
-    big_enough = [
-        d
-        for d in devices
-        if profile.min_device_vram_mb is None
-        or d.get("memory_total_bytes", 0) >= profile.min_device_vram_mb * MIB
-    ]
+    floor = (profile.min_device_vram_mb or 0) * MIB
+    big_enough = [d for d in node.devices() if d.get("memory_total_bytes", 0) >= floor]
     return len(big_enough) >= profile.min_devices
-
-
-def fits_free(node: Node, profile: ModelProfile) -> bool:
-    """Whether ``profile``'s declared memory fits what the node reports free now."""
-    if profile.vram_mb is None:
-        return True
-    free = _free_bytes(node)
-    return free is None or free >= profile.vram_mb * MIB
 
 
 class Placement:
@@ -62,9 +43,11 @@ class Placement:
         session: aiohttp.ClientSession,
         headers: dict[str, str],
         *,
+        evictor: Evictor | None = None,
         load_timeout_s: float = 1800.0,
         max_waiters: int = 512,
     ) -> None:
+        self.evictor = evictor
         self.fleet = fleet
         self.catalogue = catalogue
         self.session = session
@@ -74,6 +57,7 @@ class Placement:
         self._loads: dict[str, asyncio.Task[Node]] = {}
         self._waiters = 0
         self.cold_starts = 0
+        self.evictions = 0
 
     async def node_for(self, model_id: str, exclude: frozenset[str] = frozenset()) -> Node:
         """A node where ``model_id`` is ready, loading it first if needed."""
@@ -114,32 +98,119 @@ class Placement:
             return None
         return min(ready, key=lambda node: (node.model_load(model_id), node.name))
 
-    def candidates(self, profile: ModelProfile, exclude: frozenset[str] = frozenset()) -> list[Node]:
-        """Eligible nodes, a free fit before a tight one, then by name."""
-        nodes = [n for n in self.fleet if n.name not in exclude and eligible(n, profile)]
-        return sorted(nodes, key=lambda n: (not fits_free(n, profile), n.name))
+    # -- memory accounting -------------------------------------------------------------------
+
+    def declared_bytes(self, node: Node, model_id: str) -> int:
+        """Memory ``model_id`` takes: its profile's ``vram_mb``, else what the neuron measured."""
+        profile = self.catalogue.get(model_id)
+        if profile is not None and profile.vram_mb is not None:
+            return profile.vram_mb * MIB
+        reported = node.models.get(model_id)
+        return (reported.memory_bytes or 0) if reported else 0
+
+    def free_bytes(self, node: Node) -> int | None:
+        """Room left for models on ``node``, or ``None`` when the node reports no figure.
+
+        With a ``memory_budget_mb`` on the neuron, the budget minus what residents declare;
+        otherwise the GPUs' (or, on CPU hosts, RAM's) free memory minus loads still starting.
+        """
+        if node.budget_bytes is not None:
+            return node.budget_bytes - sum(self.declared_bytes(node, m) for m in node.models)
+        measured = node.device_free_bytes if node.device_free_bytes is not None else node.available_bytes
+        if measured is None:
+            return None
+        return measured - sum(self.declared_bytes(node, m) for m in node.pending if m in node.models)
+
+    def residents(self, node: Node) -> tuple[Resident, ...]:
+        return tuple(
+            Resident(
+                id=model_id,
+                memory_bytes=self.declared_bytes(node, model_id),
+                last_used=node.last_used(model_id),
+                priority=profile.residency_priority if (profile := self.catalogue.get(model_id)) else 100,
+                busy=node.busy(model_id) or model.state != "ready",
+                pinned_here=bool(profile and node.name in profile.pinned_on),
+            )
+            for model_id, model in node.models.items()
+        )
+
+    # -- placement -----------------------------------------------------------------------------
+
+    def plan(
+        self, profile: ModelProfile, exclude: frozenset[str] = frozenset()
+    ) -> list[tuple[Node, list[str]]]:
+        """Where ``profile`` could load, best first: free fits (by name), then fits after eviction
+        (fewest victims, then name). Each entry names the residents to unload first."""
+        incoming = self.declared_bytes_for(profile)
+        fits: list[tuple[tuple[int, int, str], Node, list[str]]] = []
+        for node in self.fleet:
+            if node.name in exclude or not eligible(node, profile):
+                continue
+            free = self.free_bytes(node)
+            needed = incoming - free if free is not None else 0
+            if needed <= 0:
+                fits.append(((0, 0, node.name), node, []))
+                continue
+            if self.evictor is None:
+                continue
+            request = EvictionRequest(
+                node=node.name,
+                incoming=profile.id,
+                incoming_priority=profile.residency_priority,
+                needed_bytes=needed,
+                residents=self.residents(node),
+            )
+            victims = checked_choice(self.evictor, request)
+            if victims is not None:
+                fits.append(((1, len(victims), node.name), node, victims))
+        return [(node, victims) for _, node, victims in sorted(fits, key=lambda item: item[0])]
+
+    @staticmethod
+    def declared_bytes_for(profile: ModelProfile) -> int:
+        return (profile.vram_mb or 0) * MIB
 
     async def _cold_load(self, profile: ModelProfile, exclude: frozenset[str]) -> Node:
-        # A load already running on some node (e.g. started by an operator) is joined, not repeated.
+        # A load already running somewhere (an operator's, or a default model) is joined.
         loading = [n for n in self.fleet.replicas(profile.id, ("loading",)) if n.name not in exclude]
-        nodes = loading + [n for n in self.candidates(profile, exclude) if n not in loading]
-        if not nodes:
+        plans = [(node, []) for node in loading] or self.plan(profile, exclude)
+        if not plans:
             raise Overloaded(f"no node can host {profile.id!r} now", code="no_capacity", retry_after=10)
         last: CortexError | None = None
-        for node in nodes:
+        for node, victims in plans:
             try:
+                for victim in victims:
+                    await self.unload_on(node, victim, reason="evicted")
                 await self.load_on(node, profile)
                 self.cold_starts += 1
                 return node
             except CortexError as exc:
-                log.warning("loading %s on %s failed: %s", profile.id, node.name, exc.message)
+                log.warning("placing %s on %s failed: %s", profile.id, node.name, exc.message)
                 last = exc
         assert last is not None
         raise last
 
+    async def unload_on(self, node: Node, model_id: str, reason: str = "requested") -> None:
+        """Ask ``node`` to unload ``model_id``; the model is shown ``unloading`` meanwhile."""
+        current = node.models.get(model_id)
+        if current is not None:
+            current.state = "unloading"
+        log.info("unloading %s from %s (%s)", model_id, node.name, reason)
+        try:
+            async with self.session.post(
+                f"{node.endpoint}/models/unload", json={"model": model_id}, headers=self.headers
+            ) as reply:
+                if reply.status >= 400:
+                    text = await reply.text()
+                    raise CortexError(f"node {node.name} refused to unload {model_id!r}: {text}", status=502)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise CortexError(f"node {node.name} unreachable while unloading: {exc}", status=502) from exc
+        node.models.pop(model_id, None)
+        if reason == "evicted":
+            self.evictions += 1
+
     async def load_on(self, node: Node, profile: ModelProfile) -> None:
         """Ask ``node`` to load ``profile`` and wait until it is ready there."""
-        node.models[profile.id] = NodeModel(id=profile.id, state="loading")
+        node.models[profile.id] = node.pending[profile.id] = NodeModel(id=profile.id, state="loading")
         body = {"profile": msgspec.to_builtins(profile), "wait": True}
         timeout = aiohttp.ClientTimeout(total=self.load_timeout_s, connect=10)
         try:
@@ -156,6 +227,8 @@ class Placement:
             raise CortexError(
                 f"node {node.name} unreachable while loading: {exc}", status=502, code="load_failed"
             ) from exc
+        finally:
+            node.pending.pop(profile.id, None)
         node.models[profile.id] = NodeModel(
             id=profile.id,
             state="ready",

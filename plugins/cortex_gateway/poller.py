@@ -72,6 +72,15 @@ class Poller:
             )
             for entry in models.get("data", [])
         }
+        # Loads and unloads the gateway started but the neuron does not show yet stay visible.
+        for model_id, pending in node.pending.items():
+            node.models.setdefault(model_id, pending)
+        memory = health.get("memory") or {}
+        node.budget_bytes = memory.get("budget_bytes")
+        node.available_bytes = memory.get("available_bytes")
+        devices = health.get("devices") or []
+        node.device_free_bytes = sum(d.get("memory_free_bytes", 0) for d in devices) if devices else None
+        node.cycles = int(health.get("lifecycle_cycles", 0))
         if not node.up:
             log.info("node %s is up", node.name)
         node.discovery = discovery

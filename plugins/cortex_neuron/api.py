@@ -22,7 +22,7 @@ from cortex_kernel.config.schema import NeuronConfig
 from cortex_kernel.errors import BadRequest, CortexError
 from cortex_kernel.harness import Delta, Harness
 from cortex_kernel.openai_wire import ChatRequest, CompletionRequest, EmbeddingRequest, check_chat_request
-from cortex_neuron.discovery import Discovery, discover
+from cortex_neuron.discovery import Discovery, discover, read_devices
 from cortex_neuron.metrics import NeuronMetrics
 from cortex_neuron.registry import ModelRecord, ModelRegistry, profile_for
 from cortex_neuron.requests import ClientGone, decode_body, until_disconnect
@@ -143,6 +143,11 @@ class NeuronAPI:
                 "lifecycle_cycles": self.registry.cycles,
                 "rss_bytes": _rss_bytes(),
                 "max_rss_bytes": usage.ru_maxrss * 1024,
+                "memory": {
+                    "budget_bytes": budget * 1024 * 1024 if (budget := self.config.memory_budget_mb) else None,
+                    "available_bytes": _available_ram_bytes(),
+                },
+                "devices": await asyncio.to_thread(_device_memory),
             }
         )
 
@@ -344,3 +349,27 @@ def _rss_bytes() -> int | None:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _available_ram_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _device_memory() -> list[dict[str, Any]]:
+    devices, _, _, _ = read_devices()
+    return [
+        {
+            "index": d.index,
+            "memory_free_bytes": d.memory_free_bytes,
+            "memory_used_bytes": d.memory_used_bytes,
+            "utilization_pct": d.utilization_pct,
+        }
+        for d in devices
+    ]

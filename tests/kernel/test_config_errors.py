@@ -98,11 +98,16 @@ def test_invalid_toml_syntax(run_cli, tmp_path):
     assert f"{path}:2: invalid TOML" in _single_error_line(result.output)
 
 
-def test_bad_enum_value_lists_choices(run_cli, tmp_path):
-    path = _write(tmp_path / "cortex.toml", '[eviction]\nstrategy = "random"\n')
-    result = run_cli("config", "check", str(path))
+def test_unknown_eviction_strategy_lists_the_evictors_installed(run_cli, tmp_path):
+    path = _write(
+        tmp_path / "cortex.toml",
+        '[eviction]\nstrategy = "random"\n\n[[neurons]]\nname = "a"\nendpoint = "http://127.0.0.1:9"\n',
+    )
+    result = run_cli("serve", "--config", str(path))
     assert result.exit_code == 2
-    assert "eviction.strategy" in result.output and "'lru', 'priority'" in result.output
+    line = _single_error_line(result.output)
+    assert f"{path}:2: eviction.strategy: unknown eviction strategy 'random'" in line
+    assert "'lru', 'priority'" in line
 
 
 def test_unknown_key_from_environment_names_the_variable(run_cli):
