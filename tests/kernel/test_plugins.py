@@ -217,9 +217,11 @@ def test_hook_register_dialects(cortex_pm):
         def register_dialects(self):
             return [Shouty()]
 
+    import cortex_evictors.plugin as evictors_plugin
     import cortex_gateway.plugin as gateway_plugin
 
     cortex_pm.register(gateway_plugin, name="gateway")
+    cortex_pm.register(evictors_plugin, name="evictors")
     cortex_pm.register(Plugin(), name="shouty")
     from cortex_kernel.config.schema import Catalogue, ModelProfile
 
