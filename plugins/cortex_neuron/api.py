@@ -125,6 +125,7 @@ class NeuronAPI:
 
     async def health(self, request: Request) -> Response:
         usage = resource.getrusage(resource.RUSAGE_SELF)
+        budget = self.config.memory_budget_mb
         models = {
             record.id: {
                 "state": record.state,
@@ -144,7 +145,7 @@ class NeuronAPI:
                 "rss_bytes": _rss_bytes(),
                 "max_rss_bytes": usage.ru_maxrss * 1024,
                 "memory": {
-                    "budget_bytes": budget * 1024 * 1024 if (budget := self.config.memory_budget_mb) else None,
+                    "budget_bytes": budget * 1024 * 1024 if budget else None,
                     "available_bytes": _available_ram_bytes(),
                 },
                 "devices": await asyncio.to_thread(_device_memory),

@@ -170,7 +170,7 @@ class ModelRegistry:
             return record
         if record is not None and record.state == "unloading":
             raise Overloaded(f"model {profile.id!r} is unloading", code="model_unloading", retry_after=2)
-        harness = self.harness_for(profile.harness)  # unknown harness: 400 before any state changes
+        self.spec_for(profile.harness)  # an unknown harness is a 400 before any state changes
         record = ModelRecord(
             profile=profile,
             harness=profile.harness,
@@ -179,9 +179,7 @@ class ModelRegistry:
             ),
         )
         self.records[profile.id] = record
-        record.task = asyncio.get_running_loop().create_task(
-            self._load(record, harness), name=f"load {profile.id}"
-        )
+        record.task = asyncio.get_running_loop().create_task(self._load(record), name=f"load {profile.id}")
         return record
 
     async def _load(self, record: ModelRecord, harness: Harness) -> None:
@@ -224,8 +222,9 @@ class ModelRegistry:
         previous = record.state
         record.state = "unloading"
         try:
-            if previous in ("ready", "sleeping", "loading"):
-                await self.harness_for(record.harness).unload(model_id)
+            harness = self._harnesses.get(record.harness)
+            if harness is not None and previous in ("ready", "sleeping", "loading", "failed"):
+                await harness.unload(model_id)
         except Exception as exc:
             record.state, record.error = "failed", f"unload failed: {exc}"
             log.exception("unloading %s failed", model_id)
