@@ -86,23 +86,33 @@ class ModelRegistry:
     def __iter__(self) -> Iterator[ModelRecord]:
         return iter(list(self.records.values()))
 
+    def spec_for(self, name: str) -> HarnessSpec:
+        spec = self._specs.get(name)
+        if spec is None:
+            known = ", ".join(self.harness_names) or "none"
+            raise BadRequest(f"unknown harness {name!r} (this neuron has: {known})", code="unknown_harness")
+        return spec
+
     def harness_for(self, name: str) -> Harness:
-        """The harness called ``name``, built on first use."""
+        """The harness called ``name``; it exists once a model of that harness was loaded."""
         harness = self._harnesses.get(name)
         if harness is None:
-            spec = self._specs.get(name)
-            if spec is None:
-                known = ", ".join(self.harness_names) or "none"
-                raise BadRequest(
-                    f"unknown harness {name!r} (this neuron has: {known})", code="unknown_harness"
-                )
+            raise NotFound(f"harness {name!r} has no models on this neuron", code="model_not_loaded")
+        return harness
+
+    async def _build_harness(self, name: str) -> Harness:
+        """Build ``name`` on first use, in a thread: harness imports (torch, vLLM) take seconds
+        and must not stall the event loop that answers ``/health``."""
+        harness = self._harnesses.get(name)
+        if harness is None:
+            spec = self.spec_for(name)
             context = HarnessContext(
                 options=dict(self.harness_options.get(name, {})),
                 cache_dir=self.cache_dir,
                 model_roots=tuple(self.model_roots),
             )
-            harness = spec.factory(context)
-            self._harnesses[name] = harness
+            built = await asyncio.to_thread(spec.factory, context)
+            harness = self._harnesses.setdefault(name, built)
         return harness
 
     def ready(self, model_id: str) -> tuple[ModelRecord, Harness]:
@@ -182,9 +192,10 @@ class ModelRegistry:
         record.task = asyncio.get_running_loop().create_task(self._load(record), name=f"load {profile.id}")
         return record
 
-    async def _load(self, record: ModelRecord, harness: Harness) -> None:
+    async def _load(self, record: ModelRecord) -> None:
         started = time.monotonic()
         try:
+            harness = await self._build_harness(record.harness)
             record.description = await harness.load(record.profile)
         except asyncio.CancelledError:
             record.state, record.error = "failed", "load cancelled"
