@@ -130,3 +130,27 @@ def retry_headers(error: CortexError) -> dict[str, str]:
     if error.retry_after is None:
         return {}
     return {"retry-after": str(max(1, round(error.retry_after)))}
+
+
+# Anthropic's error types by HTTP status, for the Anthropic envelope.
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "api_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_body(error: CortexError) -> bytes:
+    """Encode ``error`` as Anthropic's ``{"type": "error", "error": {type, message}}``."""
+    kind = ANTHROPIC_TYPES.get(error.status, "api_error" if error.status >= 500 else "invalid_request_error")
+    return _encoder.encode({"type": "error", "error": {"type": kind, "message": error.message}})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from cortex_kernel.cli.context import parse_sets, state_from
 from cortex_kernel.cli.options import config_options
 from cortex_kernel.config.loader import LoadedConfig, load_config, search_paths
 from cortex_kernel.config.schema import ConfigKind
+from cortex_kernel.keys import key_digest
 
 KINDS = ["cortex", "neuron", "models"]
 
@@ -100,3 +102,13 @@ def check(ctx: click.Context, file: Path, kind: ConfigKind | None) -> None:
     loaded = load_config(kind, file, environ=environ)
     count = len(loaded.catalogue.models)
     click.echo(f"{file}: ok ({kind}; {count} model{'s' if count != 1 else ''} in catalogue)")
+
+
+@config.command("hash-key")
+@click.argument("key", required=False)
+def hash_key(key: str | None) -> None:
+    """Print the digest to store in [auth] api_keys or admin_keys for KEY (read from stdin if absent)."""
+    secret = key if key is not None else sys.stdin.readline().strip()
+    if not secret:
+        raise click.BadParameter("empty key", param_hint="KEY")
+    click.echo(key_digest(secret))

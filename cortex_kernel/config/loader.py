@@ -18,6 +18,7 @@ that names it, else next to that file, and never relative to the working directo
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from cortex_kernel.config.schema import (
 )
 
 T = TypeVar("T", bound=ConfigBase)
+KEY_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 APP_NAME = "cortex"
 ENV_PREFIX: dict[ConfigKind, str] = {"cortex": "CORTEX_", "neuron": "NEURON_", "models": "CORTEX_MODELS_"}
@@ -393,6 +395,16 @@ def _check_cortex(
             parse_listen(getattr(config.gateway, key))
         except ValueError as exc:
             raise _located(str(exc), f"gateway.{key}", LISTEN_FORM, sources, texts) from exc
+    for group in ("api_keys", "admin_keys"):
+        for index, digest in enumerate(getattr(config.auth, group)):
+            if not KEY_DIGEST.match(digest):
+                raise _located(
+                    "keys are stored as digests, not in clear",
+                    f"auth.{group}[{index}]",
+                    "sha256:<64 hex digits> (see `cortex-kernel config hash-key`)",
+                    sources,
+                    texts,
+                )
     names: set[str] = set()
     for index, neuron in enumerate(config.neurons):
         if neuron.name in names:

@@ -55,6 +55,14 @@ class NeuronEndpoint(ConfigBase):
     endpoint: str
 
 
+class AuthSection(ConfigBase):
+    """``[auth]``: client and admin keys, stored as ``sha256:HEX`` digests, never in clear."""
+
+    require_api_key: bool = False
+    api_keys: list[str] = msgspec.field(default_factory=list)
+    admin_keys: list[str] = msgspec.field(default_factory=list)
+
+
 class PluginsSection(ConfigBase):
     """``[plugins]``: operator switches over the plugin set."""
 
@@ -68,6 +76,7 @@ class CortexConfig(ConfigBase):
     eviction: EvictionSection = msgspec.field(default_factory=EvictionSection)
     neurons: list[NeuronEndpoint] = msgspec.field(default_factory=list)
     models_config: str | None = None
+    auth: AuthSection = msgspec.field(default_factory=AuthSection)
     plugins: PluginsSection = msgspec.field(default_factory=PluginsSection)
 
 

@@ -1,17 +1,26 @@
-"""Assembling the gateway: fleet, poller, placement, pass-through routes and the lifespan."""
+"""Assembling the gateway: fleet, poller, placement, pass-through, admin, auth and lifespan.
+
+Objects that need the running event loop (the aiohttp session and what uses it) are built in
+the lifespan and kept on one :class:`Runtime`; routes are declared up front and reach them
+through it, so the app is assembled once and never changed after start-up.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import msgspec
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
+from cortex_gateway.admin import Admin
+from cortex_gateway.auth import GatewayAuth
 from cortex_gateway.catalogue_view import merged_models
 from cortex_gateway.fleet import Fleet, Node
 from cortex_gateway.placement import Placement
@@ -19,6 +28,8 @@ from cortex_gateway.poller import Poller
 from cortex_gateway.proxy import Forwarder, NeuronReply
 from cortex_kernel.config.errors import ConfigError
 from cortex_kernel.config.schema import Catalogue, CortexConfig
+from cortex_kernel.dialect import Dialect
+from cortex_kernel.errors import Overloaded
 from cortex_kernel.eviction import Evictor
 from cortex_kernel.kernel import AppPart, Kernel
 from cortex_kernel.plugins import PluginError
@@ -30,11 +41,25 @@ def json_response(body: object, status: int = 200) -> Response:
     return Response(_encode(body), status_code=status, media_type="application/json")
 
 
+@dataclass
+class Runtime:
+    """What the gateway builds at start-up; ``None`` only before the lifespan has run."""
+
+    placement: Placement | None = None
+    forwarder: Forwarder | None = None
+    admin: Admin | None = None
+
+    def ready(self) -> tuple[Placement, Forwarder, Admin]:
+        if self.placement is None or self.forwarder is None or self.admin is None:
+            raise Overloaded("the gateway is starting", code="starting", retry_after=1)
+        return self.placement, self.forwarder, self.admin
+
+
 class GatewayUpstream:
     """The :class:`cortex_kernel.dialect.Upstream` handed to dialect plugins."""
 
-    def __init__(self, forwarder: Callable[[], Forwarder], fleet: Fleet, catalogue: Catalogue) -> None:
-        self._forwarder = forwarder
+    def __init__(self, runtime: Runtime, fleet: Fleet, catalogue: Catalogue) -> None:
+        self._runtime = runtime
         self._fleet = fleet
         self._catalogue = catalogue
 
@@ -42,7 +67,8 @@ class GatewayUpstream:
         return self._catalogue.aliases.get(model, model)
 
     async def open(self, path: str, model: str, body: bytes) -> NeuronReply:
-        return await self._forwarder().open(path, self.resolve(model), body)
+        _, forwarder, _ = self._runtime.ready()
+        return await forwarder.open(path, self.resolve(model), body)
 
     def models(self) -> list[dict[str, Any]]:
         return merged_models(self._fleet, self._catalogue)
@@ -72,9 +98,9 @@ def gateway_part(kernel: Kernel) -> AppPart:
     headers = {"content-type": "application/json"}
     if config.gateway.neuron_token:
         headers["authorization"] = f"Bearer {config.gateway.neuron_token}"
-    state: dict[str, object] = {}
-    dialects = [d for result in kernel.pm.hook.register_dialects() if result for d in result]
+    dialects: list[Dialect] = [d for result in kernel.pm.hook.register_dialects() if result for d in result]
     evictor = select_evictor(kernel, config.eviction.strategy)
+    runtime = Runtime()
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
@@ -82,7 +108,8 @@ def gateway_part(kernel: Kernel) -> AppPart:
         async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
             poller = Poller(fleet, session, headers)
             placement = Placement(fleet, catalogue, session, headers, evictor=evictor)
-            state["forwarder"] = Forwarder(
+            runtime.placement = placement
+            runtime.forwarder = Forwarder(
                 placement,
                 catalogue,
                 session,
@@ -90,7 +117,7 @@ def gateway_part(kernel: Kernel) -> AppPart:
                 max_body_bytes=config.gateway.max_body_bytes,
                 stall_timeout_s=config.gateway.stream_stall_timeout_s,
             )
-            state["placement"] = placement
+            runtime.admin = Admin(fleet, catalogue, placement)
             await poller.poll_once()
             poller.start()
             try:
@@ -98,19 +125,20 @@ def gateway_part(kernel: Kernel) -> AppPart:
             finally:
                 await poller.stop()
 
-    def forwarder() -> Forwarder:
-        value = state["forwarder"]
-        assert isinstance(value, Forwarder)
-        return value
+    def forward(path: str) -> Any:
+        async def endpoint(request: Request) -> Response:
+            _, forwarder, _ = runtime.ready()
+            return await forwarder.handle(request, path)
 
-    async def chat(request: Request) -> Response:
-        return await forwarder().handle(request, "/v1/chat/completions")
+        return endpoint
 
-    async def completions(request: Request) -> Response:
-        return await forwarder().handle(request, "/v1/completions")
+    def admin(name: str) -> Any:
+        async def endpoint(request: Request) -> Response:
+            _, _, handlers = runtime.ready()
+            response: Response = await getattr(handlers, name)(request)
+            return response
 
-    async def embeddings(request: Request) -> Response:
-        return await forwarder().handle(request, "/v1/embeddings")
+        return endpoint
 
     async def models(request: Request) -> Response:
         entries = merged_models(fleet, catalogue)
@@ -133,15 +161,20 @@ def gateway_part(kernel: Kernel) -> AppPart:
             }
         )
 
-    routes = [
-        Route("/v1/chat/completions", chat, methods=["POST"]),
-        Route("/v1/completions", completions, methods=["POST"]),
-        Route("/v1/embeddings", embeddings, methods=["POST"]),
+    routes: list[BaseRoute] = [
+        Route("/v1/chat/completions", forward("/v1/chat/completions"), methods=["POST"]),
+        Route("/v1/completions", forward("/v1/completions"), methods=["POST"]),
+        Route("/v1/embeddings", forward("/v1/embeddings"), methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/", health, methods=["GET", "HEAD"]),
+        Route("/admin/fleet", admin("fleet_state"), methods=["GET"]),
+        Route("/admin/models/load", admin("load"), methods=["POST"]),
+        Route("/admin/models/unload", admin("unload"), methods=["POST"]),
+        Route("/admin/nodes/{name}/drain", admin("drain"), methods=["POST"]),
     ]
-    upstream = GatewayUpstream(forwarder, fleet, catalogue)
+    upstream = GatewayUpstream(runtime, fleet, catalogue)
     for dialect in dialects:
         routes.extend(dialect.routes(upstream))
-    return AppPart(name="gateway", routes=routes, lifespan=lifespan)
+    middleware = [Middleware(GatewayAuth, auth=config.auth)]
+    return AppPart(name="gateway", routes=routes, middleware=middleware, lifespan=lifespan)

@@ -20,8 +20,9 @@ from starlette.responses import Response, StreamingResponse
 
 from cortex_gateway.fleet import Node
 from cortex_gateway.placement import Placement
+from cortex_kernel.bodies import read_body
 from cortex_kernel.config.schema import Catalogue
-from cortex_kernel.errors import BadRequest, CortexError, PayloadTooLarge, UnprocessableEntity, UpstreamError
+from cortex_kernel.errors import BadRequest, UnprocessableEntity, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -88,32 +89,11 @@ class Forwarder:
         self.timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=stall_timeout_s)
         self.max_attempts = max_attempts
 
-    async def read_body(self, request: Request) -> bytes:
-        content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-        if content_type != "application/json" and not content_type.endswith("+json"):
-            raise CortexError(
-                f"unsupported content type {content_type!r}; send application/json",
-                status=415,
-                type="invalid_request_error",
-                code="unsupported_media_type",
-            )
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise PayloadTooLarge(f"request body is larger than {self.max_body_bytes} bytes")
-        chunks = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise PayloadTooLarge(f"request body is larger than {self.max_body_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
     def resolve(self, model: str) -> str:
         return self.catalogue.aliases.get(model, model)
 
     async def handle(self, request: Request, path: str) -> Response:
-        body = await self.read_body(request)
+        body = await read_body(request, self.max_body_bytes)
         fields = routing_fields(body)
         model = self.resolve(fields.model)
         if model != fields.model:

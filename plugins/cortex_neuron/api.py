@@ -18,6 +18,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from cortex_kernel.bodies import decode_body
 from cortex_kernel.config.schema import NeuronConfig
 from cortex_kernel.errors import BadRequest, CortexError
 from cortex_kernel.harness import Delta, Harness
@@ -25,7 +26,7 @@ from cortex_kernel.openai_wire import ChatRequest, CompletionRequest, EmbeddingR
 from cortex_neuron.discovery import Discovery, discover, read_devices
 from cortex_neuron.metrics import NeuronMetrics
 from cortex_neuron.registry import ModelRecord, ModelRegistry, profile_for
-from cortex_neuron.requests import ClientGone, decode_body, until_disconnect
+from cortex_neuron.requests import ClientGone, until_disconnect
 from cortex_neuron.responses import (
     ChunkWriter,
     DeltaPump,

@@ -1,0 +1,64 @@
+"""Reading JSON request bodies the same way everywhere.
+
+Malformed JSON is a 400 (``invalid_json``), a field of the wrong type a 422 naming the field, a
+body that is not JSON by content type a 415, one over the size limit a 413 — before any handler
+logic runs.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import msgspec
+from starlette.requests import Request
+
+from cortex_kernel.errors import BadRequest, CortexError, PayloadTooLarge, UnprocessableEntity
+
+T = TypeVar("T")
+
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+
+def check_content_type(request: Request) -> None:
+    """Accept ``application/json`` (and ``+json`` types); a missing header counts as JSON."""
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if content_type not in ("application/json", "") and not content_type.endswith("+json"):
+        raise CortexError(
+            f"unsupported content type {content_type!r}; send application/json",
+            status=415,
+            type="invalid_request_error",
+            code="unsupported_media_type",
+        )
+
+
+async def read_body(request: Request, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The raw body, refusing more than ``max_bytes`` without reading it all."""
+    check_content_type(request)
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_json(body: bytes, kind: type[T]) -> T:
+    """Decode ``body`` into ``kind`` with the status codes described above."""
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        message, _, path = str(exc).partition(" - at `")
+        param = path.rstrip("`").removeprefix("$.") or None
+        raise UnprocessableEntity(f"invalid request: {message}", param=param) from exc
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"malformed JSON body: {exc}", code="invalid_json") from exc
+
+
+async def decode_body(request: Request, kind: type[T], max_bytes: int = DEFAULT_MAX_BYTES) -> T:
+    """Read and decode a JSON body into ``kind``."""
+    return decode_json(await read_body(request, max_bytes), kind)

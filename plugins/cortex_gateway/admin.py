@@ -1,0 +1,140 @@
+"""The admin surface: fleet state, load/unload on a node, draining a node (used by the CLI)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from cortex_gateway.fleet import Fleet, Node
+from cortex_gateway.placement import Placement, eligible
+from cortex_kernel.bodies import decode_body
+from cortex_kernel.config.schema import Catalogue
+from cortex_kernel.errors import BadRequest, CortexError, NotFound, Overloaded
+
+log = logging.getLogger(__name__)
+_encode = msgspec.json.Encoder().encode
+
+
+class ModelOnNode(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    model: str
+    node: str | None = None
+
+
+class Drain(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    drain: bool = True
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(_encode(body), status_code=status, media_type="application/json")
+
+
+class Admin:
+    """Handlers bound to the gateway's fleet and placement."""
+
+    def __init__(self, fleet: Fleet, catalogue: Catalogue, placement: Placement) -> None:
+        self.fleet = fleet
+        self.catalogue = catalogue
+        self.placement = placement
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _node(self, name: str) -> Node:
+        node = self.fleet.nodes.get(name)
+        if node is None:
+            raise NotFound(
+                f"unknown node {name!r}; nodes: {', '.join(self.fleet.nodes)}", code="node_not_found"
+            )
+        return node
+
+    def node_json(self, node: Node) -> dict[str, Any]:
+        return {
+            "name": node.name,
+            "endpoint": node.endpoint,
+            "up": node.up,
+            "draining": node.draining,
+            "failures": node.failures,
+            "last_error": node.last_error,
+            "last_poll": node.last_poll,
+            "devices": node.devices(),
+            "memory": {
+                "budget_bytes": node.budget_bytes,
+                "available_bytes": node.available_bytes,
+                "free_bytes": self.placement.free_bytes(node),
+            },
+            "lifecycle_cycles": node.cycles,
+            "models": [
+                {
+                    "id": model.id,
+                    "state": model.state,
+                    "in_flight": node.model_load(model.id),
+                    "last_used": node.last_used(model.id),
+                    "memory_bytes": self.placement.declared_bytes(node, model.id),
+                }
+                for model in node.models.values()
+            ],
+        }
+
+    async def fleet_state(self, request: Request) -> Response:
+        return _json(
+            {
+                "nodes": [self.node_json(node) for node in self.fleet],
+                "cold_starts": self.placement.cold_starts,
+                "evictions": self.placement.evictions,
+            }
+        )
+
+    async def load(self, request: Request) -> Response:
+        body = await decode_body(request, ModelOnNode)
+        model = self.catalogue.aliases.get(body.model, body.model)
+        profile = self.catalogue.get(model)
+        if profile is None:
+            raise NotFound(f"model {model!r} is not in the catalogue", code="model_not_found", param="model")
+        if body.node is not None:
+            node = self._node(body.node)
+            if not eligible(node, profile):
+                raise BadRequest(f"{model!r} cannot run on {node.name!r} (down, draining or not eligible)")
+            target = node
+        else:
+            plans = self.placement.plan(profile)
+            if not plans:
+                raise Overloaded(f"no node can host {model!r} now", code="no_capacity", retry_after=10)
+            target = plans[0][0]
+        existing = target.models.get(model)
+        if existing is not None and existing.state in ("loading", "ready"):
+            return _json({"model": model, "node": target.name, "state": existing.state})
+        self._spawn(self._load(target, profile.id))
+        return _json({"model": model, "node": target.name, "state": "loading"}, 202)
+
+    async def _load(self, node: Node, model: str) -> None:
+        profile = self.catalogue.get(model)
+        assert profile is not None
+        plans = [victims for plan_node, victims in self.placement.plan(profile) if plan_node is node]
+        try:
+            for victim in plans[0] if plans else []:
+                await self.placement.unload_on(node, victim, reason="evicted")
+            await self.placement.load_on(node, profile)
+        except CortexError as exc:
+            log.warning("admin load of %s on %s failed: %s", model, node.name, exc.message)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def unload(self, request: Request) -> Response:
+        body = await decode_body(request, ModelOnNode)
+        model = self.catalogue.aliases.get(body.model, body.model)
+        nodes = [self._node(body.node)] if body.node else [n for n in self.fleet if model in n.models]
+        for node in nodes:
+            await self.placement.unload_on(node, model)
+        return _json({"model": model, "nodes": [n.name for n in nodes], "state": "unloaded"})
+
+    async def drain(self, request: Request) -> Response:
+        node = self._node(request.path_params["name"])
+        body = await decode_body(request, Drain) if await request.body() else Drain()
+        node.draining = body.drain
+        return _json(self.node_json(node))

@@ -1,0 +1,60 @@
+"""Client and admin authentication for the gateway, as pure ASGI middleware.
+
+Client keys (``[auth] api_keys``) guard the API when ``require_api_key`` is set; without it any
+key is accepted, because OpenAI clients send placeholder tokens. The admin surface needs one of
+``admin_keys`` when any are configured, and otherwise answers only loopback clients. Errors come
+in the envelope of the dialect that was called.
+"""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from cortex_kernel.config.schema import AuthSection
+from cortex_kernel.errors import CortexError, Forbidden, Unauthorized, anthropic_error_body, openai_error_body
+from cortex_kernel.keys import KeySet, presented_key
+
+PUBLIC = frozenset({"/", "/health"})
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def wants_anthropic(path: str, headers: dict[bytes, bytes]) -> bool:
+    """Anthropic clients call /v1/messages or announce themselves with ``anthropic-version``."""
+    return path.startswith("/v1/messages") or b"anthropic-version" in headers
+
+
+def error_for(path: str, headers: dict[bytes, bytes], error: CortexError) -> Response:
+    anthropic = wants_anthropic(path, headers)
+    body = anthropic_error_body(error) if anthropic else openai_error_body(error)
+    return Response(body, status_code=error.status, media_type="application/json")
+
+
+class GatewayAuth:
+    """Checks keys before any handler runs; per-request state stays inside ``__call__``."""
+
+    def __init__(self, app: ASGIApp, auth: AuthSection) -> None:
+        self.app = app
+        self.require = auth.require_api_key
+        self.clients = KeySet(auth.api_keys)
+        self.admins = KeySet(auth.admin_keys)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC:
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        headers = dict(scope["headers"])
+        error: CortexError | None = None
+        if path.startswith("/admin"):
+            if self.admins:
+                if not self.admins.accepts(presented_key(headers)):
+                    error = Unauthorized("an admin key is required for /admin")
+            elif (scope.get("client") or ("", 0))[0] not in LOOPBACK:
+                error = Forbidden("the admin API answers loopback clients only until admin_keys are set")
+        elif self.require and not self.clients.accepts(presented_key(headers)):
+            error = Unauthorized("missing or unknown API key")
+        if error is not None:
+            await error_for(path, headers, error)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
