@@ -47,14 +47,22 @@ async def read_body(request: Request, max_bytes: int = DEFAULT_MAX_BYTES) -> byt
     return b"".join(chunks)
 
 
+def error_param(exc: msgspec.ValidationError) -> str | None:
+    """The dotted name of the field a validation error is about (``messages[0].role``)."""
+    message, _, path = str(exc).partition(" - at `")
+    where = path.rstrip("`").removeprefix("$").removeprefix(".")
+    if message.startswith(("Object missing required field `", "Object contains unknown field `")):
+        field = message.split("`")[1]
+        where = f"{where}.{field}" if where else field
+    return where or None
+
+
 def decode_json(body: bytes, kind: type[T]) -> T:
     """Decode ``body`` into ``kind`` with the status codes described above."""
     try:
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as exc:
-        message, _, path = str(exc).partition(" - at `")
-        param = path.rstrip("`").removeprefix("$.") or None
-        raise UnprocessableEntity(f"invalid request: {message}", param=param) from exc
+        raise UnprocessableEntity(f"invalid request: {exc}", param=error_param(exc)) from exc
     except msgspec.DecodeError as exc:
         raise BadRequest(f"malformed JSON body: {exc}", code="invalid_json") from exc
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -44,10 +45,12 @@ class Placement:
         headers: dict[str, str],
         *,
         evictor: Evictor | None = None,
+        refresh: Callable[[], Awaitable[None]] | None = None,
         load_timeout_s: float = 1800.0,
         max_waiters: int = 512,
     ) -> None:
         self.evictor = evictor
+        self.refresh = refresh
         self.fleet = fleet
         self.catalogue = catalogue
         self.session = session
@@ -170,6 +173,14 @@ class Placement:
         return (profile.vram_mb or 0) * MIB
 
     async def _cold_load(self, profile: ModelProfile, exclude: frozenset[str]) -> Node:
+        # What we know may be a poll old (a node that just came up, a model that just loaded):
+        # look again before deciding that nothing can serve.
+        if not self.fleet.routable() or not self.plan(profile, exclude):
+            if self.refresh is not None:
+                await self.refresh()
+            node = self._ready(profile.id, exclude)
+            if node is not None:
+                return node
         # A load already running somewhere (an operator's, or a default model) is joined.
         loading = [n for n in self.fleet.replicas(profile.id, ("loading",)) if n.name not in exclude]
         plans = [(node, []) for node in loading] or self.plan(profile, exclude)

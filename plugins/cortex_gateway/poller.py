@@ -38,6 +38,9 @@ class Poller:
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._task: asyncio.Task[None] | None = None
         self.polled = asyncio.Event()
+        self._refreshing: asyncio.Future[None] | None = None
+        self._last_refresh = 0.0
+        self.min_refresh_s = 0.25
 
     async def _get(self, node: Node, path: str) -> Any:
         async with self.session.get(
@@ -90,6 +93,16 @@ class Poller:
     async def poll_once(self) -> None:
         await asyncio.gather(*(self.poll_node(node) for node in self.fleet))
         self.polled.set()
+
+    async def refresh(self) -> None:
+        """Poll now, on behalf of a request that found nothing to route to; concurrent callers
+        share one poll, and polls closer together than ``min_refresh_s`` are not repeated."""
+        if self._refreshing is None or self._refreshing.done():
+            if time.monotonic() - self._last_refresh < self.min_refresh_s:
+                return
+            self._last_refresh = time.monotonic()
+            self._refreshing = asyncio.ensure_future(self.poll_once())
+        await asyncio.shield(self._refreshing)
 
     async def _run(self) -> None:
         while True:

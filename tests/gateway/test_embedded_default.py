@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import openai
 import pytest
 
 from tests.daemons import Daemon, LineStream, free_port, http_json
@@ -10,7 +9,7 @@ from tests.daemons import Daemon, LineStream, free_port, http_json
 pytestmark = pytest.mark.slow
 
 
-def test_serve_with_no_configuration_answers_models_and_a_streamed_chat(tmp_path):
+def test_serve_with_no_configuration_answers_models_and_a_streamed_chat(tmp_path, openai_client):
     port = free_port()
     env = {
         "HOME": str(tmp_path / "home"),
@@ -43,7 +42,7 @@ def test_serve_with_no_configuration_answers_models_and_a_streamed_chat(tmp_path
         assert lines[-1] == "data: [DONE]"
         assert all(line.startswith("data: ") for line in lines)
 
-        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="none", max_retries=0, timeout=120)
+        client = openai_client(f"{gateway.url}/v1")
         chunks = list(
             client.chat.completions.create(
                 model="cortex-smoke-tiny",

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-import openai
 import pytest
 
 from tests.daemons import Daemon, free_port, http_json, toml_str, write_toml
+from tests.fleet_fixtures import gather_with_client, models_toml
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def fleet(tmp_path, start_neuron, tiny_chat_model, tiny_embed_model):
-    from tests.neuron.conftest import models_toml
 
     neuron = start_neuron()
     port = free_port()
@@ -49,18 +48,15 @@ def test_catalogue_lists_unloaded_models_and_aliases(fleet):
 def test_first_requests_cold_load_exactly_once(fleet):
     gateway, neuron = fleet
 
-    async def run():
-        client = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="none", max_retries=0, timeout=120)
-        return await asyncio.gather(
-            *(
-                client.chat.completions.create(
-                    model="small", messages=[{"role": "user", "content": f"hi {i}"}], max_tokens=4
-                )
-                for i in range(20)
+    def requests(client):
+        return [
+            client.chat.completions.create(
+                model="small", messages=[{"role": "user", "content": f"hi {i}"}], max_tokens=4
             )
-        )
+            for i in range(20)
+        ]
 
-    replies = asyncio.run(run())
+    replies = asyncio.run(gather_with_client(f"{gateway.url}/v1", requests))
     assert all(reply.choices[0].finish_reason in ("stop", "length", "tool_calls") for reply in replies)
     assert {reply.model for reply in replies} == {"tiny-chat"}  # the alias was rewritten
     health = http_json("GET", f"{neuron.url}/health")[1]
@@ -68,9 +64,9 @@ def test_first_requests_cold_load_exactly_once(fleet):
     assert health["models"]["tiny-chat"] == {"state": "ready", "in_flight": 0, "queued": 0}
 
 
-def test_streaming_pass_through_and_embeddings(fleet):
+def test_streaming_pass_through_and_embeddings(fleet, openai_client):
     gateway, _ = fleet
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="client-key", max_retries=0, timeout=120)
+    client = openai_client(f"{gateway.url}/v1", api_key="client-key")
     chunks = list(
         client.chat.completions.create(
             model="tiny-chat",

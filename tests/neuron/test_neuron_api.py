@@ -9,6 +9,7 @@ import openai
 import pytest
 
 from tests.daemons import LineStream, http_json
+from tests.fleet_fixtures import gather_with_client
 
 pytestmark = pytest.mark.slow
 
@@ -23,14 +24,14 @@ def health(neuron, token: str | None = None):
     return http_json("GET", f"{neuron.url}/health", token=token)[1]
 
 
-def test_load_stream_embed_unload(start_neuron):
+def test_load_stream_embed_unload(start_neuron, openai_client):
     neuron = start_neuron()
     baseline = health(neuron)["rss_bytes"]
     status, body, _ = load(neuron, "tiny-chat")
     assert status == 200 and body["state"] == "ready"
     assert body["memory_bytes"] > 0 and body["context_length"] > 0
 
-    client = openai.OpenAI(base_url=f"{neuron.url}/v1", api_key="unused", max_retries=0)
+    client = openai_client(f"{neuron.url}/v1")
     stream = client.chat.completions.create(
         model="tiny-chat",
         messages=[{"role": "user", "content": "Say something."}],
@@ -126,11 +127,7 @@ def test_twenty_concurrent_requests_all_complete_within_the_bounds(start_neuron)
     neuron = start_neuron("[admission]\nmax_in_flight = 4\nmax_queued = 16\nmax_wait_s = 60\n")
     load(neuron, "tiny-chat")
 
-    async def run():
-        client = openai.AsyncOpenAI(base_url=f"{neuron.url}/v1", api_key="unused", max_retries=0, timeout=120)
-        return await asyncio.gather(*(_chat(client, i) for i in range(20)))
-
-    results = asyncio.run(run())
+    results = asyncio.run(gather_with_client(f"{neuron.url}/v1", lambda c: [_chat(c, i) for i in range(20)]))
     assert all(isinstance(r, int) and r > 0 for r in results), results
     assert health(neuron)["models"]["tiny-chat"] == {"state": "ready", "in_flight": 0, "queued": 0}
 
@@ -139,11 +136,7 @@ def test_requests_past_the_queue_bound_get_503_with_retry_after(start_neuron):
     neuron = start_neuron("[admission]\nmax_in_flight = 1\nmax_queued = 3\nmax_wait_s = 60\n")
     load(neuron, "tiny-chat")
 
-    async def run():
-        client = openai.AsyncOpenAI(base_url=f"{neuron.url}/v1", api_key="unused", max_retries=0, timeout=120)
-        return await asyncio.gather(*(_chat(client, i) for i in range(20)))
-
-    results = asyncio.run(run())
+    results = asyncio.run(gather_with_client(f"{neuron.url}/v1", lambda c: [_chat(c, i) for i in range(20)]))
     served = [r for r in results if isinstance(r, int)]
     rejected = [r for r in results if isinstance(r, openai.APIStatusError)]
     assert len(served) + len(rejected) == 20

@@ -70,7 +70,7 @@ def test_bad_requests_get_documented_errors(start_neuron):
         assert len(numbers) >= 2  # the limit and the prompt's size
 
     status, reply, _ = http_json(
-        "POST", f"{neuron.url}/models/load", {"profile": {"id": "x", "harness": "nope"}}
+        "POST", f"{neuron.url}/models/load", {"profile": {"id": "tiny-x", "harness": "nope"}}
     )
     assert (status, _envelope(reply)["code"]) == (400, "unknown_harness")
     status, reply, _ = http_json(

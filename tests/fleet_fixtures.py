@@ -1,10 +1,12 @@
-"""Real neuron processes on loopback, serving the tiny synthetic models through the real harness."""
+"""Shared fixtures: real neuron processes on loopback serving the tiny synthetic models, and SDK
+clients that are always closed (loaded from tests/conftest.py through ``pytest_plugins``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import openai
 import pytest
 
 from tests.daemons import Daemon, free_port, toml_str, write_toml
@@ -70,3 +72,28 @@ default_models = {default_models}
     yield start
     for daemon in started:
         daemon.stop()
+
+
+@pytest.fixture
+def openai_client() -> Iterator[Callable[..., openai.OpenAI]]:
+    """Build ``openai.OpenAI`` clients for a base URL; all are closed after the test."""
+    clients: list[openai.OpenAI] = []
+
+    def build(base_url: str, api_key: str = "unused") -> openai.OpenAI:
+        client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=120)
+        clients.append(client)
+        return client
+
+    yield build
+    for client in clients:
+        client.close()
+
+
+async def gather_with_client(
+    base_url: str, work: Callable[[openai.AsyncOpenAI], list], api_key: str = "unused"
+):
+    """Run the coroutines ``work(client)`` returns concurrently with one async client, then close it."""
+    import asyncio
+
+    async with openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=120) as client:
+        return await asyncio.gather(*work(client))
