@@ -101,7 +101,11 @@ class Forwarder:
             document["model"] = model
             body = msgspec.json.encode(document)
         reply = await self.open(path, model, body)
-        return StreamingResponse(reply.chunks(), status_code=reply.status, headers=dict(reply.headers))
+        if fields.stream and reply.status == 200:
+            return StreamingResponse(reply.chunks(), status_code=reply.status, headers=dict(reply.headers))
+        # A whole JSON reply (or an error) is relayed in one piece: cheaper than a stream.
+        payload = await reply.read()
+        return Response(payload, status_code=reply.status, headers=dict(reply.headers))
 
     async def open(self, path: str, model: str, body: bytes) -> NeuronReply:
         """POST ``body`` to a node that serves ``model``, retrying another before the first byte."""

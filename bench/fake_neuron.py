@@ -1,0 +1,88 @@
+"""A fast fake neuron for gateway benchmarks: the routes the gateway polls plus an OpenAI
+upstream that streams pre-encoded chunks, paced or as fast as it can.
+
+Run: python bench/fake_neuron.py --port 18001 [--gap-ms 10] [--tokens 64]
+It is a benchmark instrument, not a test double: it never runs in the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+
+from aiohttp import web
+
+MODEL = "bench-model"
+
+
+def chunk(i: int) -> bytes:
+    body = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": MODEL,
+        "choices": [{"index": 0, "delta": {"content": f" tok{i}"}, "finish_reason": None}],
+    }
+    return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+
+def build_app(tokens: int, gap_s: float) -> web.Application:
+    chunks = [chunk(i) for i in range(tokens)]
+    done = b"data: [DONE]\n\n"
+    completion = json.dumps(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": 0,
+            "model": MODEL,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "x" * 64}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 8, "completion_tokens": tokens, "total_tokens": 8 + tokens},
+        }
+    ).encode()
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if not body.get("stream"):
+            return web.Response(body=completion, content_type="application/json")
+        response = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
+        await response.prepare(request)
+        for piece in chunks:
+            await response.write(piece)
+            if gap_s:
+                await asyncio.sleep(gap_s)
+        await response.write(done)
+        return response
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": MODEL, "state": "ready", "context_length": 4096}]})
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "models": {MODEL: {"state": "ready", "in_flight": 0, "queued": 0}}})
+
+    async def discovery(request: web.Request) -> web.Response:
+        return web.json_response({"hostname": "bench", "devices": [], "harnesses": ["fake"]})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/models", models)
+    app.router.add_get("/health", health)
+    app.router.add_get("/discovery", discovery)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--gap-ms", type=float, default=0.0)
+    parser.add_argument("--cpu", type=int, default=None)
+    args = parser.parse_args()
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    web.run_app(build_app(args.tokens, args.gap_ms / 1000), host="127.0.0.1", port=args.port, print=None)
+
+
+if __name__ == "__main__":
+    main()

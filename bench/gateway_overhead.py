@@ -1,0 +1,173 @@
+"""What the gateway adds: TTFT (p50/p99) and throughput relative to calling the upstream directly.
+
+Side by side in one run, interleaved (direct, gateway, direct, gateway, ...) so machine noise
+hits both equally. The gateway is pinned to CPU 0; the fake neuron and the load generator to
+CPU 1 (on a machine with at least two cores).
+
+    .venv/bin/python bench/gateway_overhead.py            # all scenarios
+    .venv/bin/python bench/gateway_overhead.py --rounds 5 --scenario paced
+
+Scenarios: paced (64 streams, 64 tokens, 10 ms apart), unpaced (32 streams of 64 tokens as fast
+as the upstream sends), plain (non-streaming requests at concurrency 32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+HERE = Path(__file__).resolve().parent
+EXE = str(Path(sys.executable).with_name("cortex-kernel"))
+BODY_STREAM = b'{"model":"bench-model","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+BODY_PLAIN = b'{"model":"bench-model","messages":[{"role":"user","content":"hi"}]}'
+
+
+@dataclass
+class Result:
+    ttft: list[float] = field(default_factory=list)
+    tokens: int = 0
+    requests: int = 0
+    seconds: float = 0.0
+
+    def rate(self) -> float:
+        return (self.tokens or self.requests) / self.seconds
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def wait_up(url: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(300):
+            try:
+                async with session.get(url) as reply:
+                    if reply.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def one_stream(session: aiohttp.ClientSession, url: str, result: Result) -> None:
+    started = time.perf_counter()
+    first = None
+    async with session.post(url, data=BODY_STREAM, headers={"content-type": "application/json"}) as reply:
+        assert reply.status == 200, reply.status
+        async for line in reply.content:
+            if line.startswith(b"data: {"):
+                if first is None:
+                    first = time.perf_counter() - started
+                result.tokens += 1
+    assert first is not None
+    result.ttft.append(first)
+
+
+async def one_plain(session: aiohttp.ClientSession, url: str, result: Result, count: int) -> None:
+    for _ in range(count):
+        async with session.post(url, data=BODY_PLAIN, headers={"content-type": "application/json"}) as reply:
+            await reply.read()
+            assert reply.status == 200
+            result.requests += 1
+
+
+async def run_round(base: str, scenario: str, concurrency: int, per_worker: int) -> Result:
+    result = Result()
+    url = f"{base}/v1/chat/completions"
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        if scenario == "plain":
+            await asyncio.gather(*(one_plain(session, url, result, per_worker) for _ in range(concurrency)))
+        else:
+            await asyncio.gather(*(one_stream(session, url, result) for _ in range(concurrency)))
+        result.seconds = time.perf_counter() - started
+    return result
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def start(args: list[str], cpu: int | None, log: Path) -> subprocess.Popen[bytes]:
+    prefix = ["taskset", "-c", str(cpu)] if cpu is not None and os.cpu_count() and os.cpu_count() > 1 else []
+    return subprocess.Popen([*prefix, *args], stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+async def scenario_run(name: str, rounds: int, workdir: Path) -> None:
+    gap = {"paced": 10.0, "unpaced": 0.0, "plain": 0.0}[name]
+    concurrency = {"paced": 64, "unpaced": 32, "plain": 32}[name]
+    upstream_port, gateway_port = free_port(), free_port()
+    upstream = start(
+        [sys.executable, str(HERE / "fake_neuron.py"), "--port", str(upstream_port), "--gap-ms", str(gap)],
+        1,
+        workdir / f"upstream-{name}.log",
+    )
+    config = workdir / f"cortex-{name}.toml"
+    config.write_text(
+        f'[gateway]\nlisten = "127.0.0.1:{gateway_port}"\n\n'
+        f'[[neurons]]\nname = "fake"\nendpoint = "http://127.0.0.1:{upstream_port}"\n'
+    )
+    gateway = start([EXE, "--log-level", "warning", "serve", "--config", str(config)], 0, workdir / f"gw-{name}.log")
+    try:
+        direct, via = f"http://127.0.0.1:{upstream_port}", f"http://127.0.0.1:{gateway_port}"
+        await wait_up(f"{direct}/health")
+        await wait_up(f"{via}/health")
+        await run_round(via, name, 4, 4)  # warm connections and code paths
+        await run_round(direct, name, 4, 4)
+        results: dict[str, list[Result]] = {"direct": [], "gateway": []}
+        for _ in range(rounds):
+            results["direct"].append(await run_round(direct, name, concurrency, 50))
+            results["gateway"].append(await run_round(via, name, concurrency, 50))
+        report(name, results)
+    finally:
+        gateway.terminate()
+        upstream.terminate()
+        gateway.wait(30)
+        upstream.wait(30)
+
+
+def report(name: str, results: dict[str, list[Result]]) -> None:
+    rate = {k: statistics.median(r.rate() for r in v) for k, v in results.items()}
+    unit = "req/s" if name == "plain" else "tokens/s"
+    print(f"\n== {name} ==")
+    print(f"throughput  direct {rate['direct']:10.1f} {unit}   gateway {rate['gateway']:10.1f} {unit}"
+          f"   ratio {rate['gateway'] / rate['direct']:.3f}")
+    if name != "plain":
+        ttft = {k: [t for r in v for t in r.ttft] for k, v in results.items()}
+        for q, label in ((0.5, "p50"), (0.99, "p99")):
+            d, g = pct(ttft["direct"], q) * 1000, pct(ttft["gateway"], q) * 1000
+            print(f"TTFT {label}    direct {d:8.2f} ms   gateway {g:8.2f} ms   added {g - d:+8.2f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--scenario", choices=["paced", "unpaced", "plain", "all"], default="all")
+    args = parser.parse_args()
+    if os.cpu_count() and os.cpu_count() > 1:
+        os.sched_setaffinity(0, {1})
+    names = ["paced", "unpaced", "plain"] if args.scenario == "all" else [args.scenario]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            asyncio.run(scenario_run(name, args.rounds, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()
