@@ -97,3 +97,32 @@ async def gather_with_client(
 
     async with openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=120) as client:
         return await asyncio.gather(*work(client))
+
+
+@pytest.fixture
+def start_gateway(
+    tmp_path: Path, tiny_chat_model: Path, tiny_embed_model: Path
+) -> Iterator[Callable[..., Daemon]]:
+    """Start a gateway over the given neurons with the tiny-model catalogue (plus extra TOML)."""
+    started: list[Daemon] = []
+
+    def start(neurons: dict[str, Daemon], extra: str = "", catalogue_extra: str = "") -> Daemon:
+        port = free_port()
+        etc = tmp_path / f"gateway-{port}"
+        catalogue = models_toml(tiny_chat_model, tiny_embed_model) + catalogue_extra
+        write_toml(etc / "models.toml", catalogue)
+        entries = "".join(
+            f'\n[[neurons]]\nname = "{name}"\nendpoint = {toml_str(neuron.url)}\n'
+            for name, neuron in neurons.items()
+        )
+        config = write_toml(
+            etc / "cortex.toml", f'[gateway]\nlisten = "127.0.0.1:{port}"\n{extra}\n{entries}'
+        )
+        daemon = Daemon(["serve", "--config", str(config)], port, etc / "gateway.log").start()
+        started.append(daemon)
+        daemon.wait_healthy()
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()

@@ -41,18 +41,67 @@ def _model_rows(listing: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _mib(value: Any) -> str:
+    return f"{int(value) // (1024 * 1024)} MiB" if isinstance(value, int) else "-"
+
+
+def _ago(timestamp: Any) -> str:
+    if not isinstance(timestamp, int | float):
+        return "-"
+    seconds = max(0, int(time.time() - timestamp))
+    return f"{seconds}s ago" if seconds < 120 else f"{seconds // 60}m ago"
+
+
+def render_fleet(health: dict[str, Any], fleet: dict[str, Any]) -> str:
+    """The ``status`` tables: one row per node, one per model on a node."""
+    nodes = fleet.get("nodes", [])
+    node_rows = [
+        [
+            n["name"],
+            ("draining" if n.get("draining") else "up") if n.get("up") else "down",
+            str(len(n.get("devices") or [])),
+            _mib((n.get("memory") or {}).get("free_bytes")),
+            str(len(n.get("models") or [])),
+            n.get("last_error") or "",
+        ]
+        for n in nodes
+    ]
+    model_rows = [
+        [
+            m["id"],
+            n["name"],
+            m.get("state", "?"),
+            str(m.get("in_flight", 0)),
+            _mib(m.get("memory_bytes")),
+            _ago(m.get("last_used")),
+        ]
+        for n in nodes
+        for m in n.get("models") or []
+    ]
+    lines = [
+        f"fleet {health.get('status', '?')}: {health.get('nodes', {}).get('up', '?')}/"
+        f"{health.get('nodes', {}).get('total', '?')} nodes up, "
+        f"{fleet.get('cold_starts', 0)} cold starts, {fleet.get('evictions', 0)} evictions",
+        "",
+        _table(node_rows, ["NODE", "STATE", "GPUS", "FREE", "MODELS", "LAST ERROR"]),
+    ]
+    if model_rows:
+        lines += ["", _table(model_rows, ["MODEL", "NODE", "STATE", "IN FLIGHT", "MEMORY", "LAST USED"])]
+    return "\n".join(lines)
+
+
 @click.command("status")
 @endpoint_option
+@admin_key_option
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
-def status(endpoint: str, as_json: bool) -> None:
-    """Show fleet health and where each model is."""
+def status(endpoint: str, admin_key: str | None, as_json: bool) -> None:
+    """Show fleet health: nodes, their memory, and every model with its state."""
     health = request_json("GET", f"{endpoint}/health")
-    listing = request_json("GET", f"{endpoint}/v1/models")
+    fleet = request_json("GET", f"{endpoint}/admin/fleet", token=admin_key)
     if as_json:
-        click.echo(json.dumps({"health": health, "models": listing}, indent=2))
+        click.echo(json.dumps({"health": health, "fleet": fleet}, indent=2))
         return
-    click.echo(f"fleet: {health.get('status', '?')}  {json.dumps(health.get('nodes', {}))}")
-    click.echo(_table(_model_rows(listing), ["MODEL", "CONTEXT", "LOCATIONS"]))
+    click.echo(render_fleet(health, fleet))
 
 
 @click.command("models")

@@ -6,31 +6,17 @@ import asyncio
 
 import pytest
 
-from tests.daemons import Daemon, free_port, http_json, toml_str, write_toml
-from tests.fleet_fixtures import gather_with_client, models_toml
+from tests.daemons import http_json
+from tests.fleet_fixtures import gather_with_client
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def fleet(tmp_path, start_neuron, tiny_chat_model, tiny_embed_model):
-
+def fleet(start_neuron, start_gateway):
     neuron = start_neuron()
-    port = free_port()
-    etc = tmp_path / "gateway"
-    write_toml(
-        etc / "models.toml",
-        models_toml(tiny_chat_model, tiny_embed_model) + '\n[aliases]\nsmall = "tiny-chat"\n',
-    )
-    config = write_toml(
-        etc / "cortex.toml",
-        f'[gateway]\nlisten = "127.0.0.1:{port}"\n\n'
-        f'[[neurons]]\nname = "n1"\nendpoint = {toml_str(neuron.url)}\n',
-    )
-    gateway = Daemon(["serve", "--config", str(config)], port, etc / "gateway.log").start()
-    gateway.wait_healthy()
-    yield gateway, neuron
-    gateway.stop()
+    gateway = start_gateway({"n1": neuron}, catalogue_extra='\n[aliases]\nsmall = "tiny-chat"\n')
+    return gateway, neuron
 
 
 def test_catalogue_lists_unloaded_models_and_aliases(fleet):
@@ -94,3 +80,29 @@ def test_gateway_errors_use_the_openai_envelope(fleet):
     assert status == 422 and body["error"]["param"] == "model"
     status, health, _ = http_json("GET", f"{gateway.url}/health")
     assert health["status"] == "ok" and health["nodes"] == {"up": 1, "total": 1}
+
+
+def test_status_command_renders_the_fleet(fleet):
+    import subprocess
+
+    from tests.daemons import EXE
+
+    gateway, _ = fleet
+    http_json(
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        {"model": "tiny-chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2},
+        timeout=120,
+    )
+    out = subprocess.run(
+        [EXE, "status", "--endpoint", gateway.url], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert "fleet ok: 1/1 nodes up, 1 cold starts, 0 evictions" in out.stdout
+    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines() if line.strip()}
+    assert rows["n1"][1] == "up"
+    assert rows["tiny-chat"][1:3] == ["n1", "ready"]
+    as_json = subprocess.run(
+        [EXE, "status", "--json", "--endpoint", gateway.url], capture_output=True, text=True, timeout=60
+    )
+    assert '"nodes"' in as_json.stdout
