@@ -1,0 +1,167 @@
+"""Placement across real neurons: eviction victims, pinned and busy survivors, failover, rejoin.
+
+Each neuron gets a ``memory_budget_mb`` and every model a declared ``vram_mb`` so the gateway's
+memory arithmetic, and therefore every placement, is deterministic.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.daemons import LineStream, http_json, toml_str
+
+pytestmark = pytest.mark.slow
+
+
+def _catalogue(chat, models: dict[str, str]) -> str:
+    """``[[models]]`` entries named ``models`` (id → extra TOML), all backed by the tiny chat model."""
+    return "".join(
+        f'\n[[models]]\nid = "{name}"\nharness = "transformers"\nsource = {toml_str(chat)}\n'
+        f"min_devices = 0\nvram_mb = 60\n{extra}\n"
+        for name, extra in models.items()
+    )
+
+
+def _ask(gateway, model: str, max_tokens: int = 2):
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens}
+    return http_json("POST", f"{gateway.url}/v1/chat/completions", body, timeout=120)
+
+
+def _resident(neuron) -> set[str]:
+    return set(http_json("GET", f"{neuron.url}/health")[1]["models"])
+
+
+def _fleet(gateway) -> dict:
+    return http_json("GET", f"{gateway.url}/admin/fleet")[1]
+
+
+def test_lru_evicts_the_least_recent_and_spares_pinned_and_busy(start_neuron, start_gateway, tiny_chat_model):
+    neuron = start_neuron("memory_budget_mb = 130\n")
+    catalogue = _catalogue(tiny_chat_model, {"pin": 'pinned_on = ["n1"]', "a": "", "b": "", "c": "", "d": ""})
+    gateway = start_gateway({"n1": neuron}, extra='[eviction]\nstrategy = "lru"\n', catalogue_extra=catalogue)
+
+    assert _ask(gateway, "pin")[0] == 200
+    assert _ask(gateway, "a")[0] == 200
+    assert _resident(neuron) >= {"pin", "a"}
+    # No room for b: a is the only idle, unpinned resident, so a goes.
+    assert _ask(gateway, "b")[0] == 200
+    assert "a" not in _resident(neuron) and {"pin", "b"} <= _resident(neuron)
+
+    # Keep b busy with a long stream; c then has nothing it may evict.
+    body = {
+        "model": "b",
+        "messages": [{"role": "user", "content": "go"}],
+        "max_tokens": 30000,
+        "stream": True,
+    }
+    stream = LineStream(f"{gateway.url}/v1/chat/completions", "POST", body, timeout=120)
+    lines = iter(stream)
+    next(lines)
+    deadline = time.monotonic() + 10
+    while http_json("GET", f"{neuron.url}/health")[1]["models"]["b"]["in_flight"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(2.5)  # let the gateway's poll see b in flight
+    status, reply, headers = _ask(gateway, "c")
+    assert (
+        status == 503
+        and reply["error"]["code"] == "no_capacity"
+        and "retry-after" in {k.lower() for k in headers}
+    )
+    assert {"pin", "b"} <= _resident(neuron)
+    stream.close()
+
+    # Once b is idle again it is the least recently used and makes room for c.
+    deadline = time.monotonic() + 10
+    while http_json("GET", f"{neuron.url}/health")[1]["models"]["b"]["in_flight"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(2.5)
+    assert _ask(gateway, "c")[0] == 200
+    assert _resident(neuron) == {"pin", "c"}
+    assert _fleet(gateway)["evictions"] == 2
+
+
+def test_priority_evicts_only_at_or_below_the_incoming_priority(start_neuron, start_gateway, tiny_chat_model):
+    neuron = start_neuron("memory_budget_mb = 130\n")
+    catalogue = _catalogue(
+        tiny_chat_model,
+        {
+            "flagship": "priority = 200",
+            "low": "priority = 50",
+            "mid": "priority = 100",
+            "peer": "priority = 100",
+            "tiny": "priority = 10",
+        },
+    )
+    gateway = start_gateway(
+        {"n1": neuron}, extra='[eviction]\nstrategy = "priority"\n', catalogue_extra=catalogue
+    )
+    assert _ask(gateway, "flagship")[0] == 200
+    assert _ask(gateway, "low")[0] == 200
+    assert _ask(gateway, "mid")[0] == 200  # evicts low (50 <= 100), never flagship (200)
+    assert _resident(neuron) == {"flagship", "mid"}
+    assert _ask(gateway, "peer")[0] == 200  # equal priority counts: peers swap
+    assert _resident(neuron) == {"flagship", "peer"}
+    status, reply, _ = _ask(gateway, "tiny")  # 10 may evict nothing here
+    assert status == 503 and reply["error"]["code"] == "no_capacity"
+    assert _resident(neuron) == {"flagship", "peer"}
+
+
+def test_a_dead_node_fails_over_and_rejoins(start_neuron, start_gateway, tiny_chat_model):
+    first = start_neuron()
+    second = start_neuron()
+    gateway = start_gateway({"n1": first, "n2": second})
+    assert _ask(gateway, "tiny-chat")[0] == 200
+    placed = "n1" if "tiny-chat" in _resident(first) else "n2"
+    victim, survivor = (first, second) if placed == "n1" else (second, first)
+
+    victim.kill()
+    status, reply, _ = _ask(gateway, "tiny-chat")
+    assert status == 200, reply
+    assert "tiny-chat" in _resident(survivor)
+
+    deadline = time.monotonic() + 30
+    while http_json("GET", f"{gateway.url}/health")[1]["nodes"]["up"] != 1:
+        assert time.monotonic() < deadline, "the dead node was never marked down"
+        time.sleep(0.2)
+
+    victim.start().wait_healthy()
+    deadline = time.monotonic() + 30
+    while http_json("GET", f"{gateway.url}/health")[1]["nodes"]["up"] != 2:
+        assert time.monotonic() < deadline, "the node did not rejoin"
+        time.sleep(0.2)
+    assert http_json("GET", f"{gateway.url}/health")[1]["status"] == "ok"
+
+
+def test_admin_errors_and_drain(start_neuron, start_gateway):
+    neuron = start_neuron()
+    gateway = start_gateway({"n1": neuron})
+    status, reply, _ = http_json(
+        "POST", f"{gateway.url}/admin/models/load", {"model": "tiny-chat", "node": "nope"}
+    )
+    assert status == 404 and reply["error"]["code"] == "node_not_found"
+    status, reply, _ = http_json("POST", f"{gateway.url}/admin/models/load", {"model": "ghost"})
+    assert status == 404 and reply["error"]["code"] == "model_not_found"
+    status, reply, _ = http_json(
+        "POST", f"{gateway.url}/admin/models/load", {"model": "tiny-chat", "node": "n1"}
+    )
+    assert status == 202 and reply["node"] == "n1"
+    deadline = time.monotonic() + 60
+    while (
+        "tiny-chat" not in _resident(neuron)
+        or http_json("GET", f"{neuron.url}/health")[1]["models"]["tiny-chat"]["state"] != "ready"
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    status, reply, _ = http_json("POST", f"{gateway.url}/admin/nodes/n1/drain", {"drain": True})
+    assert status == 200 and reply["draining"] is True
+    status, reply, _ = _ask(gateway, "tiny-chat")
+    assert status == 503  # a draining node takes no new traffic
+    http_json("POST", f"{gateway.url}/admin/nodes/n1/drain", {"drain": False})
+    assert _ask(gateway, "tiny-chat")[0] == 200
+    status, reply, _ = http_json("POST", f"{gateway.url}/admin/models/unload", {"model": "tiny-chat"})
+    assert status == 200 and reply["nodes"] == ["n1"]
+    assert "tiny-chat" not in _resident(neuron)
