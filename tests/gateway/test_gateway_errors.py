@@ -1,0 +1,130 @@
+"""Gateway error paths: dialect-correct 4xx, auth, disconnects; in-flight counters back to zero."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+
+import pytest
+
+from cortex_kernel.keys import key_digest
+from tests.daemons import LineStream, http_json
+
+pytestmark = pytest.mark.slow
+
+CLIENT_KEY = "client-secret"
+ADMIN_KEY = "admin-secret"
+
+
+def _post_raw(url: str, data: bytes, content_type: str = "application/json", headers: dict | None = None):
+    request = urllib.request.Request(url, data=data, method="POST")
+    request.add_header("content-type", content_type)
+    for key, value in (headers or {}).items():
+        request.add_header(key, value)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read(), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers)
+
+
+@pytest.fixture
+def secured(start_neuron, start_gateway):
+    neuron = start_neuron(token="neuron-token")
+    extra = (
+        'neuron_token = "neuron-token"\nmax_body_bytes = 4096\n\n[auth]\nrequire_api_key = true\n'
+        f'api_keys = ["{key_digest(CLIENT_KEY)}"]\nadmin_keys = ["{key_digest(ADMIN_KEY)}"]\n'
+    )
+    return start_gateway({"n1": neuron}, extra=extra), neuron
+
+
+def _in_flight_zero(gateway, neuron):
+    fleet = http_json("GET", f"{gateway.url}/admin/fleet", token=ADMIN_KEY)[1]
+    assert all(m["in_flight"] == 0 for n in fleet["nodes"] for m in n["models"]), fleet
+    models = http_json("GET", f"{neuron.url}/health")[1]["models"]
+    assert all(m["in_flight"] == 0 and m["queued"] == 0 for m in models.values()), models
+
+
+def test_bad_input_gets_openai_4xx_and_leaks_nothing(secured):
+    import json
+
+    gateway, neuron = secured
+    chat = f"{gateway.url}/v1/chat/completions"
+    auth = {"authorization": f"Bearer {CLIENT_KEY}"}
+    good = {"model": "tiny-chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+    assert _post_raw(chat, json.dumps(good).encode(), headers=auth)[0] == 200
+
+    cases = [
+        (b'{"model": "tiny-chat", "messages": [', "application/json", 400, "invalid_json"),
+        (b'{"messages": []}', "application/json", 400, "missing_model"),
+        (b'{"model": "ghost", "messages": []}', "application/json", 404, "model_not_found"),
+        (b"model=tiny-chat", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+        (
+            b'{"model": "tiny-chat", "messages": [], "pad": "' + b"x" * 5000 + b'"}',
+            "application/json",
+            413,
+            "request_too_large",
+        ),
+        (json.dumps({**good, "max_tokens": -1}).encode(), "application/json", 400, "invalid_value"),
+    ]
+    for data, content_type, want_status, want_code in cases:
+        status, raw, _ = _post_raw(chat, data, content_type, headers=auth)
+        body = json.loads(raw)
+        assert (status, body["error"]["code"]) == (want_status, want_code), (data[:60], body)
+        assert set(body["error"]) == {"message", "type", "code", "param"}
+    assert gateway.alive() and neuron.alive()
+    _in_flight_zero(gateway, neuron)
+
+
+def test_keys_are_checked_and_client_credentials_never_reach_neurons(secured):
+    gateway, neuron = secured
+    body = {"model": "tiny-chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+    chat = f"{gateway.url}/v1/chat/completions"
+    status, reply, _ = http_json("POST", chat, body)
+    assert status == 401 and reply["error"]["type"] == "authentication_error"
+    status, reply, _ = http_json("POST", chat, body, token="wrong")
+    assert status == 401
+    # The neuron wants its own token; the client's key works only because the gateway presents it.
+    status, reply, _ = http_json("POST", chat, body, token=CLIENT_KEY)
+    assert status == 200
+    assert http_json("POST", f"{neuron.url}/v1/chat/completions", body, token=CLIENT_KEY)[0] == 401
+    import json
+
+    status, raw, _ = _post_raw(chat, json.dumps(body).encode(), headers={"x-api-key": CLIENT_KEY})
+    assert status == 200
+    # Anthropic callers get Anthropic's envelope.
+    status, raw, _ = _post_raw(
+        f"{gateway.url}/v1/messages", b"{}", headers={"anthropic-version": "2023-06-01"}
+    )
+    assert status == 401
+    assert json.loads(raw) == {
+        "type": "error",
+        "error": {"type": "authentication_error", "message": "missing or unknown API key"},
+    }
+    # The admin surface needs the admin key, and the client key is not one.
+    assert http_json("GET", f"{gateway.url}/admin/fleet")[0] == 401
+    assert http_json("GET", f"{gateway.url}/admin/fleet", token=CLIENT_KEY)[0] == 401
+    assert http_json("GET", f"{gateway.url}/admin/fleet", token=ADMIN_KEY)[0] == 200
+    assert http_json("GET", f"{gateway.url}/health")[0] == 200  # public
+
+
+def test_client_disconnect_cancels_the_upstream_generation(start_neuron, start_gateway):
+    neuron = start_neuron()
+    gateway = start_gateway({"n1": neuron})
+    body = {
+        "model": "tiny-chat",
+        "messages": [{"role": "user", "content": "go"}],
+        "max_tokens": 30000,
+        "stream": True,
+    }
+    with LineStream(f"{gateway.url}/v1/chat/completions", "POST", body, timeout=120) as stream:
+        lines = iter(stream)
+        next(lines)
+        next(lines)
+        assert http_json("GET", f"{neuron.url}/health")[1]["models"]["tiny-chat"]["in_flight"] == 1
+    deadline = time.monotonic() + 5
+    while http_json("GET", f"{neuron.url}/health")[1]["models"]["tiny-chat"]["in_flight"]:
+        assert time.monotonic() < deadline, "the neuron kept generating for a client that left"
+        time.sleep(0.01)
+    fleet = http_json("GET", f"{gateway.url}/admin/fleet")[1]
+    assert fleet["nodes"][0]["models"][0]["in_flight"] == 0
