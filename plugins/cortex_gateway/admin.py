@@ -84,6 +84,7 @@ class Admin:
                 "nodes": [self.node_json(node) for node in self.fleet],
                 "cold_starts": self.placement.cold_starts,
                 "evictions": self.placement.evictions,
+                "defrag_restarts": self.placement.defrag_restarts,
             }
         )
 

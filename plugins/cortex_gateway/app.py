@@ -107,7 +107,15 @@ def gateway_part(kernel: Kernel) -> AppPart:
         connector = aiohttp.TCPConnector(limit=1024, limit_per_host=512, keepalive_timeout=60)
         async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
             poller = Poller(fleet, session, headers)
-            placement = Placement(fleet, catalogue, session, headers, evictor=evictor, refresh=poller.refresh)
+            placement = Placement(
+                fleet,
+                catalogue,
+                session,
+                headers,
+                evictor=evictor,
+                refresh=poller.refresh,
+                defrag_after_cycles=config.eviction.defrag_after_cycles,
+            )
             runtime.placement = placement
             runtime.forwarder = Forwarder(
                 placement,

@@ -46,11 +46,15 @@ class Placement:
         *,
         evictor: Evictor | None = None,
         refresh: Callable[[], Awaitable[None]] | None = None,
+        defrag_after_cycles: int = 0,
         load_timeout_s: float = 1800.0,
         max_waiters: int = 512,
     ) -> None:
         self.evictor = evictor
         self.refresh = refresh
+        self.defrag_after_cycles = defrag_after_cycles
+        self.defrag_restarts = 0
+        self._defrags: dict[str, asyncio.Task[None]] = {}
         self.fleet = fleet
         self.catalogue = catalogue
         self.session = session
@@ -216,8 +220,61 @@ class Placement:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise CortexError(f"node {node.name} unreachable while unloading: {exc}", status=502) from exc
         node.models.pop(model_id, None)
+        node.cycles += 1
         if reason == "evicted":
             self.evictions += 1
+        self._maybe_defrag(node)
+
+    # -- defragmentation ---------------------------------------------------------------------
+
+    def _maybe_defrag(self, node: Node) -> None:
+        """After ``defrag_after_cycles`` loads and unloads, drain ``node`` and restart its engines."""
+        if (
+            not self.defrag_after_cycles
+            or node.cycles < self.defrag_after_cycles
+            or node.name in self._defrags
+        ):
+            return
+        task = asyncio.get_running_loop().create_task(self._defrag(node), name=f"defrag {node.name}")
+        self._defrags[node.name] = task
+        task.add_done_callback(lambda _: self._defrags.pop(node.name, None))
+
+    async def _defrag(self, node: Node, idle_timeout_s: float = 300.0, settle_s: float = 1.0) -> None:
+        log.info(
+            "node %s reached %d load/unload cycles: draining to restart its engines", node.name, node.cycles
+        )
+        node.draining = True
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + idle_timeout_s
+            timeout = aiohttp.ClientTimeout(total=self.load_timeout_s, connect=10)
+            while loop.time() < deadline:
+                # Idle twice, a settle period apart: the request whose load triggered this is
+                # still on its way to being counted when the task first runs.
+                if any(node.busy(m) for m in node.models):
+                    await asyncio.sleep(0.2)
+                    continue
+                await asyncio.sleep(settle_s)
+                if any(node.busy(m) for m in node.models):
+                    continue
+                async with self.session.post(
+                    f"{node.endpoint}/engines/restart", headers=self.headers, timeout=timeout
+                ) as reply:
+                    await reply.read()
+                    if reply.status == 503:  # something slipped in; wait for it and try again
+                        await asyncio.sleep(0.5)
+                        continue
+                    if reply.status >= 400:
+                        log.warning("node %s refused to restart engines: HTTP %s", node.name, reply.status)
+                        return
+                node.cycles = 0
+                self.defrag_restarts += 1
+                return
+            log.warning("node %s did not go idle; defragmentation skipped", node.name)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("restarting engines on %s failed: %s", node.name, exc)
+        finally:
+            node.draining = False
 
     async def load_on(self, node: Node, profile: ModelProfile) -> None:
         """Ask ``node`` to load ``profile`` and wait until it is ready there."""
@@ -240,6 +297,8 @@ class Placement:
             ) from exc
         finally:
             node.pending.pop(profile.id, None)
+        node.cycles += 1
+        self._maybe_defrag(node)
         node.models[profile.id] = NodeModel(
             id=profile.id,
             state="ready",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -113,15 +114,22 @@ class Forwarder:
         last_error: Exception | None = None
         for _ in range(self.max_attempts):
             node = await self.placement.node_for(model, frozenset(tried))
+            # Counted from before the request leaves, so a drain never misses a request in transit.
+            node.in_flight[model] = node.in_flight.get(model, 0) + 1
+            node.last_routed[model] = time.time()
             try:
                 upstream = await self.session.post(
                     f"{node.endpoint}{path}", data=body, headers=self.headers, timeout=self.timeout
                 )
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                node.in_flight[model] -= 1
                 log.warning("node %s failed before responding: %s", node.name, exc)
                 tried.add(node.name)
                 last_error = exc
                 continue
+            except BaseException:
+                node.in_flight[model] -= 1
+                raise
             return NeuronReply(node, model, upstream)
         raise UpstreamError(f"no node answered for {model!r}: {last_error}", code="upstream_unavailable")
 
@@ -140,8 +148,7 @@ class NeuronReply:
         self._upstream = upstream
         self.status = upstream.status
         self.headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
-        node.in_flight[model] = node.in_flight.get(model, 0) + 1
-        self._open = True
+        self._open = True  # the caller counted this request in flight before sending it
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:

@@ -211,6 +211,10 @@ class NeuronAPI:
         body = await decode_body(request, ModelRequest)
         return json_response({"id": body.model, "state": await self.registry.set_sleep(body.model, False)})
 
+    async def restart_engines(self, request: Request) -> Response:
+        restarted = await self.registry.restart_engines()
+        return json_response({"restarted": restarted, "lifecycle_cycles": self.registry.cycles})
+
     async def metrics_route(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -336,6 +340,7 @@ class NeuronAPI:
             Route("/models/unload", self.unload, methods=["POST"]),
             Route("/models/sleep", self.sleep, methods=["POST"]),
             Route("/models/wake", self.wake, methods=["POST"]),
+            Route("/engines/restart", self.restart_engines, methods=["POST"]),
             Route("/metrics", self.metrics_route, methods=["GET"]),
             Route("/v1/models", self.openai_models, methods=["GET"]),
             Route("/v1/chat/completions", self.chat, methods=["POST"]),

@@ -265,6 +265,24 @@ class ModelRegistry:
         record.state = wanted
         return wanted
 
+    async def restart_engines(self) -> list[str]:
+        """Unload and reload every resident model, then start counting cycles afresh.
+
+        Repeated loads and unloads fragment device memory in some engines; a restart returns
+        it. The gateway drains the node first, so nothing is in flight.
+        """
+        busy = [r.id for r in self if r.gate.in_flight or r.gate.queued]
+        if busy:
+            raise Overloaded(f"models still in use: {', '.join(busy)}", code="node_busy", retry_after=5)
+        profiles = [r.profile for r in self if r.state in ("ready", "sleeping")]
+        for profile in profiles:
+            await self.unload(profile.id)
+        records = [self.load(profile) for profile in profiles]
+        for record in records:
+            await self.wait_loaded(record)
+        self.cycles = 0
+        return [r.id for r in records if r.state == "ready"]
+
     async def shutdown(self, timeout_s: float) -> None:
         """Unload everything, bounded by ``timeout_s`` in total."""
         ids = list(self.records)

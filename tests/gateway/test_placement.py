@@ -165,3 +165,22 @@ def test_admin_errors_and_drain(start_neuron, start_gateway):
     status, reply, _ = http_json("POST", f"{gateway.url}/admin/models/unload", {"model": "tiny-chat"})
     assert status == 200 and reply["nodes"] == ["n1"]
     assert "tiny-chat" not in _resident(neuron)
+
+
+def test_defrag_after_cycles_drains_and_restarts_the_node(start_neuron, start_gateway, tiny_chat_model):
+    neuron = start_neuron("memory_budget_mb = 100\n")
+    catalogue = _catalogue(tiny_chat_model, {"a": "", "b": ""})
+    gateway = start_gateway(
+        {"n1": neuron}, extra="[eviction]\ndefrag_after_cycles = 3\n", catalogue_extra=catalogue
+    )
+    assert _ask(gateway, "a")[0] == 200  # cycle 1: load a
+    assert _ask(gateway, "b")[0] == 200  # cycles 2 and 3: evict a, load b -> defragment
+    deadline = time.monotonic() + 60
+    while _fleet(gateway)["defrag_restarts"] < 1:
+        assert time.monotonic() < deadline, "the node was never restarted"
+        time.sleep(0.1)
+    health = http_json("GET", f"{neuron.url}/health")[1]
+    assert health["lifecycle_cycles"] == 0
+    assert health["models"] == {"b": {"state": "ready", "in_flight": 0, "queued": 0}}
+    assert not _fleet(gateway)["nodes"][0]["draining"]
+    assert _ask(gateway, "b")[0] == 200

@@ -1,0 +1,127 @@
+"""Errors in Anthropic's envelope, and neuron (OpenAI-envelope) errors turned into ours.
+
+Everything raised on this dialect's routes is a :class:`cortex_kernel.errors.CortexError`; the
+routes render it here, because the kernel's own handler would answer in OpenAI's envelope.
+
+Status choices:
+
+* every client mistake the API reports as 400 (bad JSON, wrong types, 415, 422, 409) is
+  ``400 invalid_request_error``; 401/403/404/413/429 keep their Anthropic types;
+* "no capacity now" (a model loading, a queue full, a node out of memory: the kernel's 503
+  ``overloaded_error``) is **529 overloaded_error with Retry-After**. 529 is what Anthropic
+  itself sends, what the SDKs map to ``OverloadedError``, and what Claude Code treats as
+  "overloaded, retry"; the SDKs honour Retry-After on any retried status;
+* other 5xx keep their status (500, 502 upstream failure) as ``api_error``; 504 is
+  ``timeout_error``.
+
+A prompt that does not fit the model answers 400 with the real API's wording,
+``prompt is too long: N tokens > M maximum``, which clients such as Claude Code recognise and
+answer by compacting the conversation.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+import msgspec
+from starlette.responses import Response
+
+from cortex_anthropic.chat_protocol import OpenAIErrorEnvelope
+from cortex_anthropic.protocol import ErrorBody, ErrorEvent
+from cortex_kernel.errors import BadRequest, CortexError, retry_headers
+
+OVERLOADED_STATUS = 529
+
+_TYPES_BY_STATUS = {
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    OVERLOADED_STATUS: "overloaded_error",
+}
+_NEURON_TOO_LONG = re.compile(r"maximum context length is (\d+) tokens, but the prompt has (\d+) tokens")
+
+_encode = msgspec.json.Encoder().encode
+_envelope_decoder = msgspec.json.Decoder(OpenAIErrorEnvelope)
+
+
+def new_request_id() -> str:
+    """A ``req_…`` id, sent as the ``request-id`` header and inside error bodies."""
+    return "req_" + secrets.token_hex(12)
+
+
+def anthropic_status(error: CortexError) -> tuple[int, str]:
+    """The HTTP status and Anthropic ``error.type`` for ``error``."""
+    status = error.status
+    if status == 503 or error.type == "overloaded_error":
+        status = OVERLOADED_STATUS
+    elif 400 <= status < 500 and status not in _TYPES_BY_STATUS:
+        status = 400
+    elif status < 400:
+        status = 500
+    return status, _TYPES_BY_STATUS.get(status, "invalid_request_error" if status == 400 else "api_error")
+
+
+def error_event(error: CortexError, request_id: str | None = None) -> ErrorEvent:
+    """``error`` as the envelope ``{"type": "error", "error": {type, message}}``."""
+    _, kind = anthropic_status(error)
+    return ErrorEvent(error=ErrorBody(type=kind, message=error.message), request_id=request_id)
+
+
+def error_response(error: CortexError, request_id: str) -> Response:
+    """An HTTP error response in Anthropic's envelope, with Retry-After when there is a hint."""
+    status, _ = anthropic_status(error)
+    headers = {"request-id": request_id, **retry_headers(error)}
+    return Response(
+        _encode(error_event(error, request_id)),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def prompt_too_long(prompt_tokens: int, context_length: int) -> BadRequest:
+    """The real API's wording: the maximum is the largest prompt that leaves room for output."""
+    return BadRequest(
+        f"prompt is too long: {prompt_tokens} tokens > {context_length - 1} maximum",
+        code="context_length_exceeded",
+        param="messages",
+    )
+
+
+def from_neuron(status: int, body: bytes, retry_after: str | None) -> CortexError:
+    """A neuron's OpenAI-envelope error reply (or a bare status) as a :class:`CortexError`."""
+    retry = float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None
+    try:
+        error = _envelope_decoder.decode(body).error
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return CortexError(f"the model server answered HTTP {status}", status=status, retry_after=retry)
+    if error.code == "context_length_exceeded":
+        numbers = _NEURON_TOO_LONG.search(error.message)
+        if numbers is not None:
+            return prompt_too_long(int(numbers.group(2)), int(numbers.group(1)))
+        return BadRequest(f"prompt is too long: {error.message}", code=error.code, param="messages")
+    return CortexError(
+        error.message or f"the model server answered HTTP {status}",
+        status=status,
+        type=error.type or None,
+        code=error.code,
+        param=error.param,
+        retry_after=retry,
+    )
+
+
+def from_stream_error(message: str, kind: str | None, code: str | None) -> CortexError:
+    """An error frame inside a neuron's stream (sent after its 200 headers)."""
+    status = {"overloaded_error": 503, "invalid_request_error": 400, "not_found_error": 404}.get(
+        kind or "", 500
+    )
+    if code == "context_length_exceeded":
+        numbers = _NEURON_TOO_LONG.search(message)
+        if numbers is not None:
+            return prompt_too_long(int(numbers.group(2)), int(numbers.group(1)))
+    return CortexError(message or "generation failed", status=status, type=kind, code=code)
