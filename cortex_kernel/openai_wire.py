@@ -45,6 +45,7 @@ class ChatRequest(msgspec.Struct, kw_only=True):
     top_logprobs: int | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     reasoning_effort: str | None = None
+    ignore_eos: bool = False
     user: str | None = None
 
     @property
@@ -73,6 +74,7 @@ class CompletionRequest(msgspec.Struct, kw_only=True):
     stop: str | list[str] | None = None
     n: int = 1
     echo: bool = False
+    ignore_eos: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
 

@@ -115,6 +115,7 @@ def test_client_disconnect_cancels_the_upstream_generation(start_neuron, start_g
         "model": "tiny-chat",
         "messages": [{"role": "user", "content": "go"}],
         "max_tokens": 30000,
+        "ignore_eos": True,
         "stream": True,
     }
     with LineStream(f"{gateway.url}/v1/chat/completions", "POST", body, timeout=120) as stream:

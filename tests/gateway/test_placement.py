@@ -54,6 +54,7 @@ def test_lru_evicts_the_least_recent_and_spares_pinned_and_busy(start_neuron, st
         "model": "b",
         "messages": [{"role": "user", "content": "go"}],
         "max_tokens": 30000,
+        "ignore_eos": True,
         "stream": True,
     }
     stream = LineStream(f"{gateway.url}/v1/chat/completions", "POST", body, timeout=120)

@@ -156,6 +156,7 @@ def test_client_disconnect_stops_generation_and_frees_the_slot(start_neuron):
         "model": "tiny-chat",
         "messages": [{"role": "user", "content": "go on forever"}],
         "max_tokens": 30000,
+        "ignore_eos": True,
         "stream": True,
     }
     with LineStream(f"{neuron.url}/v1/chat/completions", "POST", body) as r:

@@ -1,0 +1,183 @@
+"""The packaged systemd units, sysusers files and firewalld services, as shipped in the RPMs.
+
+``systemd-analyze verify`` runs with ``--root`` on the unpacked package, so ExecStart points
+at the packaged venv script itself (no stub). The root also gets copies of this machine's
+targets and slices, which the units' default dependencies name.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.rpm.conftest import PACKAGES
+
+UNIT = {"cortex-kernel": "cortex-kernel.service", "cortex-neuron-cpu": "cortex-neuron.service"}
+UNIT["cortex-neuron-vllm"] = UNIT["cortex-neuron-cpu"]
+EXEC_START = {
+    "cortex-kernel.service": (
+        "/usr/lib/cortex-kernel/bin/cortex-kernel serve --config /etc/cortex/cortex.toml"
+    ),
+    "cortex-neuron.service": (
+        "/usr/lib/cortex-neuron/bin/cortex-kernel neuron --config /etc/neuron/neuron.toml"
+    ),
+}
+# systemd-analyze security's exposure score (0 = locked down, 10 = unprotected): at most this.
+EXPOSURE = {"cortex-kernel": 2.0, "cortex-neuron-cpu": 2.5, "cortex-neuron-vllm": 2.5}
+HOST_UNITS = Path("/usr/lib/systemd/system")
+
+
+@pytest.fixture(scope="session")
+def systemd_analyze() -> str:
+    path = shutil.which("systemd-analyze")
+    if path is None:
+        pytest.skip("needs systemd-analyze (scripts/install-system-deps installs systemd)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def unit_roots(unpacked, tmp_path_factory) -> dict[str, Path]:
+    """Unpacked packages plus the targets and slices their units depend on by default."""
+    roots = {}
+    for name, tree in unpacked.items():
+        root = tmp_path_factory.mktemp(f"unit-root-{name}")
+        shutil.copytree(tree, root, dirs_exist_ok=True, symlinks=True)
+        for dependency in (*HOST_UNITS.glob("*.target"), *HOST_UNITS.glob("*.slice")):
+            shutil.copy2(dependency, root / "usr/lib/systemd/system" / dependency.name, follow_symlinks=False)
+        roots[name] = root
+    return roots
+
+
+def directives(path: Path) -> dict[str, list[str]]:
+    """``{key: [values in order]}`` of a unit file (keys repeat in systemd units)."""
+    found: dict[str, list[str]] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if line and not line.startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            found.setdefault(key, []).append(value)
+    return found
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_systemd_analyze_verify_accepts_the_unit(systemd_analyze, unit_roots, name):
+    done = subprocess.run(
+        [systemd_analyze, "verify", f"--root={unit_roots[name]}", UNIT[name]],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # Warnings (an unknown key, a bad value) exit 0 but print: they count as failures here.
+    assert (done.returncode, done.stdout + done.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_exposure_score(systemd_analyze, unit_roots, name):
+    done = subprocess.run(
+        [
+            systemd_analyze, "security", "--offline=yes", f"--root={unit_roots[name]}",
+            f"--threshold={int(EXPOSURE[name] * 10)}", "--no-pager", UNIT[name],
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    score = float(done.stdout.rsplit("Overall exposure level for", 1)[1].split(":")[1].split()[0])
+    assert score <= EXPOSURE[name], done.stdout
+    assert done.returncode == 0, done.stdout[-2000:]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_units_are_hardened(unpacked, name):
+    unit = directives(unpacked[name] / "usr/lib/systemd/system" / UNIT[name])
+
+    assert unit["ExecStart"] == [EXEC_START[UNIT[name]]]
+    for key, value in {
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "Restart": "on-failure",
+        "CapabilityBoundingSet": "",
+        "Type": "exec",
+    }.items():
+        assert unit[key] == [value], key
+    assert unit["User"] == unit["Group"] == [unit["StateDirectory"][0].split()[0]]
+    assert unit["CacheDirectory"]
+    assert unit["TimeoutStopSec"]
+    # With Type=exec (or simple) systemd considers the unit started at exec; a start timeout
+    # would never cover model loading, so none is set (the daemons bind first instead).
+    assert "TimeoutStartSec" not in unit
+
+
+def test_gateway_has_no_devices(unpacked):
+    unit = directives(unpacked["cortex-kernel"] / "usr/lib/systemd/system/cortex-kernel.service")
+    assert unit["PrivateDevices"] == ["yes"]
+    assert unit["MemoryDenyWriteExecute"] == ["yes"]
+
+
+def test_vllm_neuron_may_open_nvidia_devices_only(unpacked):
+    tree = unpacked["cortex-neuron-vllm"]
+    unit = directives(tree / "usr/lib/systemd/system/cortex-neuron.service")
+
+    assert unit["DevicePolicy"] == ["closed"]
+    assert unit["DeviceAllow"] and all(entry.startswith("char-nvidia") for entry in unit["DeviceAllow"])
+    assert unit["SupplementaryGroups"] == ["video render"]
+    assert "PrivateDevices" not in unit  # it would hide /dev/nvidia*
+    assert not (tree / "usr/lib/systemd/system/cortex-neuron.service.d").exists()
+
+
+def test_cpu_neuron_drops_device_access(unpacked):
+    dropin = directives(
+        unpacked["cortex-neuron-cpu"] / "usr/lib/systemd/system/cortex-neuron.service.d/50-cpu-flavour.conf"
+    )
+    assert dropin == {"PrivateDevices": ["yes"], "DeviceAllow": [""], "SupplementaryGroups": [""]}
+
+
+@pytest.mark.parametrize(
+    ("name", "user", "home", "groups"),
+    [
+        ("cortex-kernel", "cortex", "/var/lib/cortex", set()),
+        ("cortex-neuron-cpu", "neuron", "/var/lib/neuron", set()),
+        ("cortex-neuron-vllm", "neuron", "/var/lib/neuron", {"video", "render"}),
+    ],
+)
+def test_sysusers_create_the_service_account(unpacked, tmp_path, name, user, home, groups):
+    if shutil.which("systemd-sysusers") is None:
+        pytest.skip("needs systemd-sysusers")
+    (tmp_path / "etc").mkdir()
+    files = sorted((unpacked[name] / "usr/lib/sysusers.d").glob("*.conf"))
+
+    subprocess.run(
+        ["systemd-sysusers", f"--root={tmp_path}", *map(str, files)], check=True, capture_output=True
+    )
+
+    passwd = {
+        line.split(":")[0]: line.split(":") for line in (tmp_path / "etc/passwd").read_text().splitlines()
+    }
+    assert passwd[user][5:7] == [home, "/usr/sbin/nologin"]
+    members = {
+        line.split(":")[0]
+        for line in (tmp_path / "etc/group").read_text().splitlines()
+        if user in line.split(":")[3]
+    }
+    assert members == groups
+
+
+@pytest.mark.parametrize(
+    ("name", "service", "ports"),
+    [
+        ("cortex-kernel", "cortex-kernel", {"31313/tcp", "31314/tcp"}),
+        ("cortex-neuron-cpu", "cortex-neuron", {"13131/tcp"}),
+    ],
+)
+def test_firewalld_services(unpacked, name, service, ports):
+    tree = ET.parse(unpacked[name] / f"usr/lib/firewalld/services/{service}.xml").getroot()
+
+    assert tree.tag == "service"
+    assert tree.findtext("short") == service
+    assert {f"{port.get('port')}/{port.get('protocol')}" for port in tree.iter("port")} == ports
