@@ -1,6 +1,6 @@
 """What the rollout asks of one host, each question answered with one or two commands.
 
-These are the original rollout script's helpers (``installed_nvr``, ``ensure_lair_repo``,
+These are the original rollout script's helpers (``installed_nvr``, its repo bootstrap,
 ``needs_update``) with their later fixes, on top of a :class:`Transport`. Nothing here
 decides what to do next; :mod:`cortex_deploy.rollout` does.
 """
