@@ -19,7 +19,7 @@ Rules, from the API and from what clients do with the events:
   ``model_context_window_exceeded`` when the output budget had been cut to what the context
   left (the API's own answer when input plus ``max_tokens`` overshoot the window); any tool call
   → ``tool_use``; ``content_filter`` → ``refusal``; otherwise ``end_turn``. A stream that ends
-  without a finish reason is an error, not a quiet ``end_turn``.
+  without a finish reason, or with ``error``, is an error, not a quiet ``end_turn``.
 * Usage: ``input_tokens`` excludes the cached prompt tokens, reported in
   ``cache_read_input_tokens``; ``output_tokens`` is at least 1. When the dialect itself cut the
   stream at a stop sequence there is no usage chunk: the input is the count taken before the
@@ -158,9 +158,16 @@ class EventTranslator:
             self._ensure(events, "text")
             events.append(ContentBlockDelta(index=self._blocks - 1, delta=TextDelta(text=text)))
 
+    def _release_text(self, events: list[StreamEvent]) -> None:
+        """Send the text held back as a possible start of a stop sequence: a visible-text segment
+        ends where reasoning or a tool call begins, and stop sequences do not span those."""
+        self._text(events, self._scanner.flush())
+
     def _ensure(self, events: list[StreamEvent], kind: Literal["text", "thinking"]) -> None:
         if self._open == kind:
             return
+        if kind != "text":
+            self._release_text(events)
         self._close(events)
         block: TextContent | ThinkingContent = (
             TextContent(text="") if kind == "text" else ThinkingContent(thinking="", signature="")
@@ -203,6 +210,7 @@ class EventTranslator:
             events.append(ContentBlockDelta(index=call.block, delta=InputJsonDelta(partial_json=arguments)))
 
     def _open_tool(self, events: list[StreamEvent], index: int, call: _Call) -> None:
+        self._release_text(events)
         self._close(events)
         assert call.name is not None
         call.id = call.id or new_tool_use_id()
@@ -232,6 +240,8 @@ class EventTranslator:
             self._text(events, self._scanner.flush())
         if self._finish is None and not self.stopped:
             raise UpstreamError("the model server's stream ended before the reply finished")
+        if self._finish == "error" and not self.stopped:
+            raise UpstreamError("the model server reported that generation failed")
         for index, call in sorted(self._calls.items()):
             if call.block is None:
                 raise UpstreamError(

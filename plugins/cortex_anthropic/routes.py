@@ -1,6 +1,6 @@
 """The dialect's endpoints: decode, call the neuron, encode, stream. Nothing else lives here.
 
-Every endpoint runs inside :meth:`AnthropicRoutes._answer`, which renders any error in
+Every endpoint is wrapped by :meth:`AnthropicRoutes._handler`, which renders any error in
 Anthropic's envelope (the kernel's handler would use OpenAI's) and tags the response with a
 ``request-id``. The query string is ignored (Claude Code sends ``?beta=true``), as are unknown
 body fields and ``anthropic-beta`` values, which are only logged at debug level.
@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from cortex_anthropic.auth import Authenticator
@@ -32,7 +32,7 @@ from cortex_anthropic.protocol import (
     MessagesRequest,
     StreamEvent,
 )
-from cortex_anthropic.streaming import sse_body
+from cortex_anthropic.streaming import EventStreamResponse, sse_body
 from cortex_anthropic.translate import generation_request, invalid, prompt_request, shows_reasoning
 from cortex_kernel.dialect import Upstream
 from cortex_kernel.errors import BadRequest, CortexError, NotFound, PayloadTooLarge, openai_error_body
@@ -147,22 +147,27 @@ class AnthropicRoutes:
         )
         translator = EventTranslator(model, stops=plan.stops, show_reasoning=shows_reasoning(params))
         events: AsyncIterator[StreamEvent]
+        connection: Connection | None = None
         if params.max_tokens == 0:
             events = prewarm_events(translator, await prewarm(self.neuron, plan))
         else:
             # A cold model is loaded inside connect(); a stream starts first so it can ping
             # meanwhile. Otherwise connect now, so refusals keep their HTTP status.
-            connection: Connection | None = None
             if not (params.stream and not entry.get("loaded")):
                 connection = await self.neuron.connect(plan)
             events = message_events(self.neuron, plan, translator, connection)
+        # The events generator closes the neuron stream when it ends, but a generator that never
+        # started (the client left first) runs no cleanup: close it here as well (idempotent).
+        close = connection.reply.close if connection is not None else None
         if params.stream:
-            return StreamingResponse(
-                sse_body(events, self.ping_every_s),
-                media_type="text/event-stream",
-                headers={"cache-control": "no-cache", "x-accel-buffering": "no", "request-id": request_id},
+            return EventStreamResponse(
+                sse_body(events, self.ping_every_s), on_close=close, headers={"request-id": request_id}
             )
-        return json_response(await until_disconnect(request, folded(events)), request_id)
+        try:
+            return json_response(await until_disconnect(request, folded(events)), request_id)
+        finally:
+            if close is not None:
+                close()
 
     async def count_tokens(self, request: Request, request_id: str) -> Response:
         params = decode_request(await self._body(request), CountTokensRequest)

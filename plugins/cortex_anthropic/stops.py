@@ -50,6 +50,7 @@ class StopScanner:
         return pending[: len(pending) - keep]
 
     def flush(self) -> str:
-        """At the end of generation, release the withheld tail (it did not become a stop)."""
+        """Release the withheld tail: the text it might have continued has ended (generation
+        finished, or reasoning or a tool call began), so it did not become a stop."""
         pending, self._pending = self._pending, ""
         return "" if self.matched is not None else pending

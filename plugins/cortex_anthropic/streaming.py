@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import msgspec
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from cortex_anthropic.chat_protocol import ChatChunk
 from cortex_anthropic.errors import error_event, from_stream_error
@@ -114,3 +116,32 @@ async def sse_body(events: AsyncIterator[StreamEvent], ping_every_s: float) -> A
         yield sse_frame(
             error_event(CortexError("internal error; see the gateway log", code="internal_error"))
         )
+
+
+class EventStreamResponse(StreamingResponse):
+    """A ``text/event-stream`` response that runs ``on_close`` however it ends.
+
+    Starlette never starts the body generator when the client is gone before the first byte,
+    and a generator that never started runs no ``finally``; ``on_close`` covers that case.
+    """
+
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        *,
+        on_close: Callable[[], None] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            content,
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})},
+        )
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self._on_close is not None:
+                self._on_close()

@@ -95,7 +95,7 @@ _json = msgspec.json.Encoder()
 def invalid(path: str, exc: msgspec.ValidationError) -> BadRequest:
     """A 400 naming the field, from msgspec's ``"problem - at `$.x`"`` message."""
     problem, _, where = str(exc).partition(" - at `$")
-    field = f"{path}{where.rstrip('`')}" if path or where else ""
+    field = f"{path}{where.rstrip('`')}".lstrip(".")
     return BadRequest(f"{field}: {problem}" if field else problem, param=field or None)
 
 
@@ -345,6 +345,8 @@ def shows_reasoning(params: PromptParams) -> bool:
 def prompt_request(params: PromptParams, model: str) -> ChatCompletionRequest:
     """The OpenAI request that renders the same prompt as ``params`` (for counting and as the base
     of a generation request)."""
+    if not params.messages:
+        raise BadRequest("messages: at least one message is required", param="messages")
     messages = chat_messages(params.system, params.messages)
     tools = function_tools(params.tools)
     choice, parallel = tool_choice(params.tool_choice) if tools else (UNSET, UNSET)

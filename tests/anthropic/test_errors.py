@@ -109,6 +109,7 @@ def test_an_embedding_model_is_a_bad_request(make_gateway):
         (b'{"model": "scripted", "messages": []}', "max_tokens"),
         (b'{"model": "scripted", "max_tokens": "many", "messages": []}', "max_tokens"),
         (b'{"model": "scripted", "max_tokens": -1, "messages": []}', "max_tokens"),
+        (b'{"model": "scripted", "max_tokens": 5, "messages": []}', "at least one message"),
         (
             b'{"model": "scripted", "max_tokens": 5, "messages": [{"role": "robot", "content": "x"}]}',
             "messages[0].role",
