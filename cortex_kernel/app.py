@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from cortex_kernel.errors import CortexError, NotFound, openai_error_body, retry_headers
-from cortex_kernel.kernel import AppPart, Kernel
+from cortex_kernel.kernel import AppPart, Kernel, ListenerName
 from cortex_kernel.plugins import PluginError
 
 log = logging.getLogger(__name__)
@@ -84,9 +84,12 @@ def _check_conflicts(parts: list[AppPart]) -> list[BaseRoute]:
     return routes
 
 
-def create_app(kernel: Kernel, parts: list[AppPart] | None = None) -> Starlette:
-    """Build the ASGI app for ``kernel.role`` from plugin parts (or the ``parts`` given)."""
+def create_app(
+    kernel: Kernel, parts: list[AppPart] | None = None, listener: ListenerName = "api"
+) -> Starlette:
+    """Build the ASGI app for ``kernel.role`` and ``listener`` from plugin parts (or ``parts``)."""
     parts = collect_parts(kernel) if parts is None else parts
+    parts = [part for part in parts if part.listener == listener]
     routes = _check_conflicts(parts)
     middleware = [mw for part in parts for mw in part.middleware]
     lifespans = [part.lifespan for part in parts if part.lifespan is not None]

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import click
 
     from cortex_kernel.dialect import Dialect
+    from cortex_kernel.events import EventSink
     from cortex_kernel.eviction import Evictor
     from cortex_kernel.harness import HarnessSpec
     from cortex_kernel.kernel import AppPart, Kernel, Role
@@ -99,6 +100,26 @@ def register_evictors() -> list[Evictor] | None:
     are idle and not pinned to the node, and rejects a choice that frees too little or too much.
 
     :return: a list of evictors, or ``None``.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def register_event_sinks(role: Role, kernel: Kernel) -> list[EventSink] | None:
+    """Subscribe to the request and lifecycle events a daemon emits.
+
+    Called once by the gateway at start-up (``role == "gateway"``). Return objects satisfying
+    :class:`cortex_kernel.events.EventSink`; each gets every
+    :class:`cortex_kernel.events.RequestFinished`, ``ModelLoaded``, ``ModelUnloaded``,
+    ``DefragRestarted`` and ``PollFailed``, synchronously, on the event loop. ``handle`` must
+    return quickly; an exception is logged and the event goes on to the next sink. A metrics
+    plugin typically also returns an ``AppPart`` from ``register_app_parts`` to expose what it
+    counts.
+
+    :param role: the daemon emitting events.
+    :param kernel: the start-up context.
+    :return: a list of sinks, or ``None``.
 
     .. versionadded:: 0.1
     """

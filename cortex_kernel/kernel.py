@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute
 from cortex_kernel.config.loader import LoadedConfig
 
 Role = Literal["gateway", "neuron"]
+ListenerName = Literal["api", "metrics"]
 
 Lifespan = Callable[[], AbstractAsyncContextManager[None]]
 
@@ -39,10 +40,13 @@ class AppPart:
 
     ``routes`` are mounted in plugin order; ``middleware`` wraps the whole app (outermost
     first); ``lifespan`` is entered at start-up, in plugin order, and exited in reverse at
-    shutdown, so a part can start background tasks and release them.
+    shutdown, so a part can start background tasks and release them. ``listener`` says which
+    app the part belongs to: the API (``gateway.listen`` / the neuron's ``listen``) or the
+    gateway's separate metrics listener (``gateway.metrics_listen``).
     """
 
     name: str
     routes: list[BaseRoute] = field(default_factory=list)
     middleware: list[Middleware] = field(default_factory=list)
     lifespan: Lifespan | None = None
+    listener: ListenerName = "api"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cortex_kernel.app import create_app
+from cortex_kernel.app import collect_parts, create_app
 from cortex_kernel.cli.context import parse_sets, state_from
 from cortex_kernel.cli.options import config_options
 from cortex_kernel.config.addresses import parse_listen
@@ -50,6 +50,11 @@ def serve(
         loaded, neuron_loaded, neuron_address = embedded_setup(loaded)
         neuron_app = create_app(Kernel(role="neuron", config=neuron_loaded, pm=pm))
         listeners.append(Listener(neuron_app, neuron_address, "embedded-neuron"))
-    gateway_app = create_app(Kernel(role="gateway", config=loaded, pm=pm))
+    kernel = Kernel(role="gateway", config=loaded, pm=pm)
+    parts = collect_parts(kernel)
+    gateway_app = create_app(kernel, parts)
     listeners.insert(0, Listener(gateway_app, parse_listen(loaded.value.gateway.listen), "gateway"))
+    if any(part.listener == "metrics" for part in parts):
+        metrics_app = create_app(kernel, parts, listener="metrics")
+        listeners.append(Listener(metrics_app, parse_listen(loaded.value.gateway.metrics_listen), "metrics"))
     asyncio.run(serve_forever(listeners, loaded.value.gateway.shutdown_grace_s))

@@ -30,6 +30,7 @@ from cortex_kernel.config.errors import ConfigError
 from cortex_kernel.config.schema import Catalogue, CortexConfig
 from cortex_kernel.dialect import Dialect
 from cortex_kernel.errors import Overloaded
+from cortex_kernel.events import EventBus
 from cortex_kernel.eviction import Evictor
 from cortex_kernel.kernel import AppPart, Kernel
 from cortex_kernel.plugins import PluginError
@@ -56,9 +57,10 @@ class Runtime:
 
 
 class GatewayUpstream:
-    """The :class:`cortex_kernel.dialect.Upstream` handed to dialect plugins."""
+    """The :class:`cortex_kernel.dialect.Upstream` handed to one dialect plugin."""
 
-    def __init__(self, runtime: Runtime, fleet: Fleet, catalogue: Catalogue) -> None:
+    def __init__(self, runtime: Runtime, fleet: Fleet, catalogue: Catalogue, dialect: str) -> None:
+        self._dialect = dialect
         self._runtime = runtime
         self._fleet = fleet
         self._catalogue = catalogue
@@ -68,7 +70,7 @@ class GatewayUpstream:
 
     async def open(self, path: str, model: str, body: bytes) -> NeuronReply:
         _, forwarder, _ = self._runtime.ready()
-        return await forwarder.open(path, self.resolve(model), body)
+        return await forwarder.open(path, self.resolve(model), body, dialect=self._dialect)
 
     def models(self) -> list[dict[str, Any]]:
         return merged_models(self._fleet, self._catalogue)
@@ -100,13 +102,15 @@ def gateway_part(kernel: Kernel) -> AppPart:
         headers["authorization"] = f"Bearer {config.gateway.neuron_token}"
     dialects: list[Dialect] = [d for result in kernel.pm.hook.register_dialects() if result for d in result]
     evictor = select_evictor(kernel, config.eviction.strategy)
+    sinks = kernel.pm.hook.register_event_sinks(role="gateway", kernel=kernel)
+    events = EventBus(sink for result in sinks if result for sink in result)
     runtime = Runtime()
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=1024, limit_per_host=512, keepalive_timeout=60)
         async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
-            poller = Poller(fleet, session, headers)
+            poller = Poller(fleet, session, headers, events=events)
             placement = Placement(
                 fleet,
                 catalogue,
@@ -115,6 +119,7 @@ def gateway_part(kernel: Kernel) -> AppPart:
                 evictor=evictor,
                 refresh=poller.refresh,
                 defrag_after_cycles=config.eviction.defrag_after_cycles,
+                events=events,
             )
             runtime.placement = placement
             runtime.forwarder = Forwarder(
@@ -124,6 +129,7 @@ def gateway_part(kernel: Kernel) -> AppPart:
                 headers,
                 max_body_bytes=config.gateway.max_body_bytes,
                 stall_timeout_s=config.gateway.stream_stall_timeout_s,
+                events=events,
             )
             runtime.admin = Admin(fleet, catalogue, placement)
             await poller.poll_once()
@@ -181,8 +187,7 @@ def gateway_part(kernel: Kernel) -> AppPart:
         Route("/admin/models/unload", admin("unload"), methods=["POST"]),
         Route("/admin/nodes/{name}/drain", admin("drain"), methods=["POST"]),
     ]
-    upstream = GatewayUpstream(runtime, fleet, catalogue)
     for dialect in dialects:
-        routes.extend(dialect.routes(upstream))
+        routes.extend(dialect.routes(GatewayUpstream(runtime, fleet, catalogue, dialect.name)))
     middleware = [Middleware(GatewayAuth, auth=config.auth)]
     return AppPart(name="gateway", routes=routes, middleware=middleware, lifespan=lifespan)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import msgspec
@@ -17,6 +18,7 @@ import msgspec
 from cortex_gateway.fleet import Fleet, Node, NodeModel
 from cortex_kernel.config.schema import Catalogue, ModelProfile
 from cortex_kernel.errors import CortexError, NotFound, Overloaded
+from cortex_kernel.events import DefragRestarted, EventBus, ModelLoaded, ModelUnloaded
 from cortex_kernel.eviction import EvictionRequest, Evictor, Resident, checked_choice
 
 log = logging.getLogger(__name__)
@@ -47,12 +49,14 @@ class Placement:
         evictor: Evictor | None = None,
         refresh: Callable[[], Awaitable[None]] | None = None,
         defrag_after_cycles: int = 0,
+        events: EventBus | None = None,
         load_timeout_s: float = 1800.0,
         max_waiters: int = 512,
     ) -> None:
         self.evictor = evictor
         self.refresh = refresh
         self.defrag_after_cycles = defrag_after_cycles
+        self.events = events or EventBus()
         self.defrag_restarts = 0
         self._defrags: dict[str, asyncio.Task[None]] = {}
         self.fleet = fleet
@@ -68,9 +72,16 @@ class Placement:
 
     async def node_for(self, model_id: str, exclude: frozenset[str] = frozenset()) -> Node:
         """A node where ``model_id`` is ready, loading it first if needed."""
+        node, _ = await self.node_for_request(model_id, exclude)
+        return node
+
+    async def node_for_request(
+        self, model_id: str, exclude: frozenset[str] = frozenset()
+    ) -> tuple[Node, bool]:
+        """Like :meth:`node_for`, also saying whether this request waited for a load."""
         node = self._ready(model_id, exclude)
         if node is not None:
-            return node
+            return node, False
         task = self._loads.get(model_id)
         if task is None:
             profile = self.catalogue.get(model_id)
@@ -91,7 +102,7 @@ class Placement:
             )
         self._waiters += 1
         try:
-            return await asyncio.wait_for(asyncio.shield(task), self.load_timeout_s)
+            return await asyncio.wait_for(asyncio.shield(task), self.load_timeout_s), True
         except TimeoutError:
             raise Overloaded(
                 f"model {model_id!r} is still loading", code="model_loading", retry_after=10
@@ -204,7 +215,9 @@ class Placement:
         assert last is not None
         raise last
 
-    async def unload_on(self, node: Node, model_id: str, reason: str = "requested") -> None:
+    async def unload_on(
+        self, node: Node, model_id: str, reason: Literal["requested", "evicted"] = "requested"
+    ) -> None:
         """Ask ``node`` to unload ``model_id``; the model is shown ``unloading`` meanwhile."""
         current = node.models.get(model_id)
         if current is not None:
@@ -223,6 +236,8 @@ class Placement:
         node.cycles += 1
         if reason == "evicted":
             self.evictions += 1
+        strategy = self.evictor.name if reason == "evicted" and self.evictor is not None else None
+        self.events.emit(ModelUnloaded(node=node.name, model=model_id, reason=reason, strategy=strategy))
         self._maybe_defrag(node)
 
     # -- defragmentation ---------------------------------------------------------------------
@@ -269,6 +284,7 @@ class Placement:
                         return
                 node.cycles = 0
                 self.defrag_restarts += 1
+                self.events.emit(DefragRestarted(node=node.name))
                 return
             log.warning("node %s did not go idle; defragmentation skipped", node.name)
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -280,6 +296,7 @@ class Placement:
         """Ask ``node`` to load ``profile`` and wait until it is ready there."""
         node.models[profile.id] = node.pending[profile.id] = NodeModel(id=profile.id, state="loading")
         body = {"profile": msgspec.to_builtins(profile), "wait": True}
+        started = time.perf_counter()
         timeout = aiohttp.ClientTimeout(total=self.load_timeout_s, connect=10)
         try:
             async with self.session.post(
@@ -289,15 +306,23 @@ class Placement:
                 if reply.status >= 400:
                     message = payload.get("error", {}).get("message", f"HTTP {reply.status}")
                     node.models.pop(profile.id, None)
+                    seconds = time.perf_counter() - started
+                    self.events.emit(ModelLoaded(node=node.name, model=profile.id, seconds=seconds, ok=False))
                     raise CortexError(f"node {node.name}: {message}", status=502, code="load_failed")
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             node.models.pop(profile.id, None)
+            self.events.emit(
+                ModelLoaded(node=node.name, model=profile.id, seconds=time.perf_counter() - started, ok=False)
+            )
             raise CortexError(
                 f"node {node.name} unreachable while loading: {exc}", status=502, code="load_failed"
             ) from exc
         finally:
             node.pending.pop(profile.id, None)
         node.cycles += 1
+        self.events.emit(
+            ModelLoaded(node=node.name, model=profile.id, seconds=time.perf_counter() - started, ok=True)
+        )
         self._maybe_defrag(node)
         node.models[profile.id] = NodeModel(
             id=profile.id,

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from cortex_gateway.fleet import Fleet, Node, NodeModel
+from cortex_kernel.events import EventBus, PollFailed
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,9 @@ class Poller:
         headers: dict[str, str],
         interval_s: float = 2.0,
         timeout_s: float = 5.0,
+        events: EventBus | None = None,
     ) -> None:
+        self.events = events or EventBus()
         self.fleet = fleet
         self.session = session
         self.headers = headers
@@ -57,6 +60,7 @@ class Poller:
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             node.failures += 1
             node.last_error = f"{type(exc).__name__}: {exc}"
+            self.events.emit(PollFailed(node=node.name, error=type(exc).__name__))
             if node.up and node.failures >= self.fleet.down_after:
                 log.warning("node %s is down: %s", node.name, node.last_error)
                 node.up = False

@@ -18,12 +18,15 @@ import aiohttp
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from cortex_gateway.fleet import Node
 from cortex_gateway.placement import Placement
+from cortex_gateway.tap import RequestTap
 from cortex_kernel.bodies import read_body
 from cortex_kernel.config.schema import Catalogue
-from cortex_kernel.errors import BadRequest, UnprocessableEntity, UpstreamError
+from cortex_kernel.errors import BadRequest, CortexError, UnprocessableEntity, UpstreamError
+from cortex_kernel.events import EventBus
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +84,9 @@ class Forwarder:
         max_body_bytes: int,
         stall_timeout_s: float,
         max_attempts: int = 3,
+        events: EventBus | None = None,
     ) -> None:
+        self.events = events or EventBus()
         self.placement = placement
         self.catalogue = catalogue
         self.session = session
@@ -93,27 +98,68 @@ class Forwarder:
     def resolve(self, model: str) -> str:
         return self.catalogue.aliases.get(model, model)
 
+    def label(self, model: str) -> str:
+        """``model`` if the fleet knows it, else ``unknown``: metric labels stay a bounded set."""
+        if self.catalogue.get(model) is not None or any(model in n.models for n in self.placement.fleet):
+            return model
+        return "unknown"
+
     async def handle(self, request: Request, path: str) -> Response:
-        body = await read_body(request, self.max_body_bytes)
-        fields = routing_fields(body)
+        started = time.perf_counter()
+        try:
+            body = await read_body(request, self.max_body_bytes)
+            fields = routing_fields(body)
+        except CortexError as exc:
+            RequestTap(self.events, dialect="openai", endpoint=path, model="unknown", started=started).finish(
+                exc.status, exc.code
+            )
+            raise
         model = self.resolve(fields.model)
         if model != fields.model:
             document = msgspec.json.decode(body)
             document["model"] = model
             body = msgspec.json.encode(document)
-        reply = await self.open(path, model, body)
+        reply = await self.open(path, model, body, started=started, streamed=fields.stream)
         if fields.stream and reply.status == 200:
-            return StreamingResponse(reply.chunks(), status_code=reply.status, headers=dict(reply.headers))
+            return RelayStream(reply)
         # A whole JSON reply (or an error) is relayed in one piece: cheaper than a stream.
         payload = await reply.read()
         return Response(payload, status_code=reply.status, headers=dict(reply.headers))
 
-    async def open(self, path: str, model: str, body: bytes) -> NeuronReply:
+    async def open(
+        self,
+        path: str,
+        model: str,
+        body: bytes,
+        *,
+        dialect: str = "openai",
+        started: float | None = None,
+        streamed: bool = False,
+    ) -> NeuronReply:
         """POST ``body`` to a node that serves ``model``, retrying another before the first byte."""
+        tap = RequestTap(
+            self.events,
+            dialect=dialect,
+            endpoint=path,
+            model=self.label(model),
+            started=started if started is not None else time.perf_counter(),
+        )
+        tap.streamed = streamed
+        try:
+            return await self._open(path, model, body, tap)
+        except CortexError as exc:
+            tap.finish(exc.status, exc.code)
+            raise
+
+    async def _open(self, path: str, model: str, body: bytes, tap: RequestTap) -> NeuronReply:
         tried: set[str] = set()
         last_error: Exception | None = None
         for _ in range(self.max_attempts):
-            node = await self.placement.node_for(model, frozenset(tried))
+            waiting = time.perf_counter()
+            node, cold = await self.placement.node_for_request(model, frozenset(tried))
+            tap.waited_s += time.perf_counter() - waiting
+            tap.cold_start = tap.cold_start or cold
+            tap.node = node.name
             # Counted from before the request leaves, so a drain never misses a request in transit.
             node.in_flight[model] = node.in_flight.get(model, 0) + 1
             node.last_routed[model] = time.time()
@@ -125,13 +171,32 @@ class Forwarder:
                 node.in_flight[model] -= 1
                 log.warning("node %s failed before responding: %s", node.name, exc)
                 tried.add(node.name)
+                tap.failovers += 1
                 last_error = exc
                 continue
             except BaseException:
                 node.in_flight[model] -= 1
                 raise
-            return NeuronReply(node, model, upstream)
+            return NeuronReply(node, model, upstream, tap)
         raise UpstreamError(f"no node answered for {model!r}: {last_error}", code="upstream_unavailable")
+
+
+class RelayStream(StreamingResponse):
+    """Streams a neuron's reply and closes it however the response ends.
+
+    A generator that was never started (the client left before the first byte) never runs its
+    ``finally``; closing here keeps the in-flight count and the upstream connection honest.
+    """
+
+    def __init__(self, reply: NeuronReply) -> None:
+        super().__init__(reply.chunks(), status_code=reply.status, headers=dict(reply.headers))
+        self._reply = reply
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._reply.close()
 
 
 class NeuronReply:
@@ -141,7 +206,8 @@ class NeuronReply:
     the requests the gateway itself sent.
     """
 
-    def __init__(self, node: Node, model: str, upstream: aiohttp.ClientResponse) -> None:
+    def __init__(self, node: Node, model: str, upstream: aiohttp.ClientResponse, tap: RequestTap) -> None:
+        self._tap = tap
         self.node = node.name
         self._node = node
         self._model = model
@@ -149,22 +215,38 @@ class NeuronReply:
         self.status = upstream.status
         self.headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
         self._open = True  # the caller counted this request in flight before sending it
+        self._error: str | None = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        self._tap.streamed = True
+        tap = self._tap.chunk
         try:
             async for chunk in self._upstream.content.iter_any():
+                tap(chunk)
                 yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("stream from %s broke: %s", self.node, exc)
+            self._error = "upstream_broken"
             raise UpstreamError(f"node {self.node} stopped answering: {exc}") from exc
         finally:
             self.close()
 
     async def read(self) -> bytes:
         try:
-            return await self._upstream.read()
+            payload = await self._upstream.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._error = "upstream_broken"
+            raise UpstreamError(f"node {self.node} stopped answering: {exc}") from exc
         finally:
             self.close()
+        self._tap.chunk(payload)
+        self._tap.finish(self.status, self._error_code())
+        return payload
+
+    def _error_code(self) -> str | None:
+        if self._error is not None:
+            return self._error
+        return None if self.status < 400 else f"upstream_{self.status}"
 
     def close(self) -> None:
         if self._open:
@@ -172,3 +254,5 @@ class NeuronReply:
             self._node.in_flight[self._model] -= 1
             with contextlib.suppress(Exception):
                 self._upstream.close()
+            if self._tap.streamed or self._error is not None:
+                self._tap.finish(self.status if self._error is None else 502, self._error_code())

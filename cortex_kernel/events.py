@@ -1,0 +1,92 @@
+"""Request and lifecycle events: how the gateway tells metrics (and any other sink) what happened.
+
+The gateway emits one :class:`RequestFinished` per request, however it ended, and one event per
+lifecycle change. Sinks are plugins (``register_event_sinks``); they receive events
+synchronously on the event loop and must return quickly (update counters, enqueue — never
+block). A sink that raises is logged and skipped; it cannot break a request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Literal, Protocol, runtime_checkable
+
+import msgspec
+
+log = logging.getLogger(__name__)
+
+Dialect = Literal["openai", "anthropic"]
+
+
+class RequestFinished(msgspec.Struct, kw_only=True, frozen=True):
+    """One client request, from arrival to its last byte.
+
+    Times are seconds from the request's arrival. ``first_token_s`` is the first content byte of
+    the reply (streamed or not); ``model`` is the concrete id (``unknown`` when the request named
+    no model the fleet knows, so labels stay bounded).
+    """
+
+    dialect: Dialect
+    endpoint: str
+    model: str
+    node: str | None
+    status: int
+    error: str | None = None
+    streamed: bool = False
+    duration_s: float
+    first_token_s: float | None = None
+    waited_s: float = 0.0
+    cold_start: bool = False
+    failovers: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    inter_token_s: tuple[float, ...] = ()
+
+
+class ModelLoaded(msgspec.Struct, kw_only=True, frozen=True):
+    node: str
+    model: str
+    seconds: float
+    ok: bool
+
+
+class ModelUnloaded(msgspec.Struct, kw_only=True, frozen=True):
+    node: str
+    model: str
+    reason: Literal["requested", "evicted"]
+    strategy: str | None = None
+
+
+class DefragRestarted(msgspec.Struct, kw_only=True, frozen=True):
+    node: str
+
+
+class PollFailed(msgspec.Struct, kw_only=True, frozen=True):
+    node: str
+    error: str
+
+
+Event = RequestFinished | ModelLoaded | ModelUnloaded | DefragRestarted | PollFailed
+
+
+@runtime_checkable
+class EventSink(Protocol):
+    """Receives every event; must not block."""
+
+    def handle(self, event: Event) -> None: ...
+
+
+class EventBus:
+    """Fans events out to sinks, isolating the emitter from a failing sink."""
+
+    def __init__(self, sinks: Iterable[EventSink] = ()) -> None:
+        self.sinks = list(sinks)
+
+    def emit(self, event: Event) -> None:
+        for sink in self.sinks:
+            try:
+                sink.handle(event)
+            except Exception:
+                log.exception("event sink %r failed on %s", sink, type(event).__name__)
