@@ -37,7 +37,9 @@ def build_app(tokens: int, gap_s: float) -> web.Application:
             "object": "chat.completion",
             "created": 0,
             "model": MODEL,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "x" * 64}, "finish_reason": "stop"}],
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "x" * 64}, "finish_reason": "stop"}
+            ],
             "usage": {"prompt_tokens": 8, "completion_tokens": tokens, "total_tokens": 8 + tokens},
         }
     ).encode()
@@ -46,7 +48,9 @@ def build_app(tokens: int, gap_s: float) -> web.Application:
         body = await request.json()
         if not body.get("stream"):
             return web.Response(body=completion, content_type="application/json")
-        response = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
+        response = web.StreamResponse(
+            headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
+        )
         await response.prepare(request)
         for piece in chunks:
             await response.write(piece)
@@ -56,10 +60,14 @@ def build_app(tokens: int, gap_s: float) -> web.Application:
         return response
 
     async def models(request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": MODEL, "state": "ready", "context_length": 4096}]})
+        return web.json_response(
+            {"object": "list", "data": [{"id": MODEL, "state": "ready", "context_length": 4096}]}
+        )
 
     async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "models": {MODEL: {"state": "ready", "in_flight": 0, "queued": 0}}})
+        return web.json_response(
+            {"status": "ok", "models": {MODEL: {"state": "ready", "in_flight": 0, "queued": 0}}}
+        )
 
     async def discovery(request: web.Request) -> web.Response:
         return web.json_response({"hostname": "bench", "devices": [], "harnesses": ["fake"]})

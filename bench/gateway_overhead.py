@@ -124,7 +124,9 @@ async def scenario_run(name: str, rounds: int, workdir: Path) -> None:
         f'[gateway]\nlisten = "127.0.0.1:{gateway_port}"\n\n'
         f'[[neurons]]\nname = "fake"\nendpoint = "http://127.0.0.1:{upstream_port}"\n'
     )
-    gateway = start([EXE, "--log-level", "warning", "serve", "--config", str(config)], 0, workdir / f"gw-{name}.log")
+    gateway = start(
+        [EXE, "--log-level", "warning", "serve", "--config", str(config)], 0, workdir / f"gw-{name}.log"
+    )
     try:
         direct, via = f"http://127.0.0.1:{upstream_port}", f"http://127.0.0.1:{gateway_port}"
         await wait_up(f"{direct}/health")
@@ -147,8 +149,10 @@ def report(name: str, results: dict[str, list[Result]]) -> None:
     rate = {k: statistics.median(r.rate() for r in v) for k, v in results.items()}
     unit = "req/s" if name == "plain" else "tokens/s"
     print(f"\n== {name} ==")
-    print(f"throughput  direct {rate['direct']:10.1f} {unit}   gateway {rate['gateway']:10.1f} {unit}"
-          f"   ratio {rate['gateway'] / rate['direct']:.3f}")
+    print(
+        f"throughput  direct {rate['direct']:10.1f} {unit}   gateway {rate['gateway']:10.1f} {unit}"
+        f"   ratio {rate['gateway'] / rate['direct']:.3f}"
+    )
     if name != "plain":
         ttft = {k: [t for r in v for t in r.ttft] for k, v in results.items()}
         for q, label in ((0.5, "p50"), (0.99, "p99")):
@@ -157,7 +161,9 @@ def report(name: str, results: dict[str, list[Result]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--scenario", choices=["paced", "unpaced", "plain", "all"], default="all")
     args = parser.parse_args()
