@@ -68,7 +68,35 @@ class PollFailed(msgspec.Struct, kw_only=True, frozen=True):
     error: str
 
 
-Event = RequestFinished | ModelLoaded | ModelUnloaded | DefragRestarted | PollFailed
+class DeviceSnapshot(msgspec.Struct, kw_only=True, frozen=True):
+    index: int
+    memory_used_bytes: int | None = None
+    memory_free_bytes: int | None = None
+    utilization_pct: int | None = None
+
+
+class ModelSnapshot(msgspec.Struct, kw_only=True, frozen=True):
+    model: str
+    state: str
+    in_flight: int
+    queued: int
+
+
+class NodeSnapshot(msgspec.Struct, kw_only=True, frozen=True):
+    node: str
+    up: bool
+    draining: bool
+    devices: tuple[DeviceSnapshot, ...] = ()
+    models: tuple[ModelSnapshot, ...] = ()
+
+
+class FleetPolled(msgspec.Struct, kw_only=True, frozen=True):
+    """The fleet as the gateway sees it after each poll (every few seconds)."""
+
+    nodes: tuple[NodeSnapshot, ...]
+
+
+Event = RequestFinished | ModelLoaded | ModelUnloaded | DefragRestarted | PollFailed | FleetPolled
 
 
 @runtime_checkable

@@ -43,6 +43,7 @@ class Node:
     in_flight: dict[str, int] = field(default_factory=dict)
     pending: dict[str, NodeModel] = field(default_factory=dict)
     last_routed: dict[str, float] = field(default_factory=dict)
+    device_health: list[dict[str, Any]] = field(default_factory=list)
     budget_bytes: int | None = None
     available_bytes: int | None = None
     device_free_bytes: int | None = None

@@ -16,7 +16,14 @@ from typing import Any
 import aiohttp
 
 from cortex_gateway.fleet import Fleet, Node, NodeModel
-from cortex_kernel.events import EventBus, PollFailed
+from cortex_kernel.events import (
+    DeviceSnapshot,
+    EventBus,
+    FleetPolled,
+    ModelSnapshot,
+    NodeSnapshot,
+    PollFailed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +93,7 @@ class Poller:
         node.budget_bytes = memory.get("budget_bytes")
         node.available_bytes = memory.get("available_bytes")
         devices = health.get("devices") or []
+        node.device_health = devices
         node.device_free_bytes = sum(d.get("memory_free_bytes", 0) for d in devices) if devices else None
         node.cycles = int(health.get("lifecycle_cycles", 0))
         if not node.up:
@@ -97,6 +105,7 @@ class Poller:
     async def poll_once(self) -> None:
         await asyncio.gather(*(self.poll_node(node) for node in self.fleet))
         self.polled.set()
+        self.events.emit(FleetPolled(nodes=tuple(snapshot(node) for node in self.fleet)))
 
     async def refresh(self) -> None:
         """Poll now, on behalf of a request that found nothing to route to; concurrent callers
@@ -125,3 +134,25 @@ class Poller:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+def snapshot(node: Node) -> NodeSnapshot:
+    """What a metrics sink needs of a node, decoupled from the gateway's own objects."""
+    return NodeSnapshot(
+        node=node.name,
+        up=node.up,
+        draining=node.draining,
+        devices=tuple(
+            DeviceSnapshot(
+                index=int(d.get("index", i)),
+                memory_used_bytes=d.get("memory_used_bytes"),
+                memory_free_bytes=d.get("memory_free_bytes"),
+                utilization_pct=d.get("utilization_pct"),
+            )
+            for i, d in enumerate(node.device_health)
+        ),
+        models=tuple(
+            ModelSnapshot(model=m.id, state=m.state, in_flight=node.model_load(m.id), queued=m.queued)
+            for m in node.models.values()
+        ),
+    )
