@@ -7,8 +7,10 @@ CPU 1 (on a machine with at least two cores).
     .venv/bin/python bench/gateway_overhead.py            # all scenarios
     .venv/bin/python bench/gateway_overhead.py --rounds 5 --scenario paced
 
-Scenarios: paced (64 streams, 64 tokens, 10 ms apart), unpaced (32 streams of 64 tokens as fast
-as the upstream sends), plain (non-streaming requests at concurrency 32).
+Scenarios (closed loop: each worker sends its next request when the last one ends):
+paced (64 workers streaming 64 tokens 10 ms apart, starts staggered over one stream's length,
+3 streams each), unpaced (32 workers streaming 64 tokens as fast as the upstream sends, 10
+each), plain (32 workers sending non-streaming requests, 50 each).
 """
 
 from __future__ import annotations
@@ -86,7 +88,16 @@ async def one_plain(session: aiohttp.ClientSession, url: str, result: Result, co
             result.requests += 1
 
 
+async def stream_worker(
+    session: aiohttp.ClientSession, url: str, result: Result, delay: float, count: int
+) -> None:
+    await asyncio.sleep(delay)  # staggered starts: steady load, not one thundering burst
+    for _ in range(count):
+        await one_stream(session, url, result)
+
+
 async def run_round(base: str, scenario: str, concurrency: int, per_worker: int) -> Result:
+    """Closed loop: ``concurrency`` workers, each with its own keep-alive connection."""
     result = Result()
     url = f"{base}/v1/chat/completions"
     connector = aiohttp.TCPConnector(limit=0)
@@ -95,7 +106,13 @@ async def run_round(base: str, scenario: str, concurrency: int, per_worker: int)
         if scenario == "plain":
             await asyncio.gather(*(one_plain(session, url, result, per_worker) for _ in range(concurrency)))
         else:
-            await asyncio.gather(*(one_stream(session, url, result) for _ in range(concurrency)))
+            spread = 0.64 if scenario == "paced" else 0.0
+            await asyncio.gather(
+                *(
+                    stream_worker(session, url, result, spread * i / concurrency, per_worker)
+                    for i in range(concurrency)
+                )
+            )
         result.seconds = time.perf_counter() - started
     return result
 
@@ -134,9 +151,10 @@ async def scenario_run(name: str, rounds: int, workdir: Path) -> None:
         await run_round(via, name, 4, 4)  # warm connections and code paths
         await run_round(direct, name, 4, 4)
         results: dict[str, list[Result]] = {"direct": [], "gateway": []}
+        per_worker = {"paced": 3, "unpaced": 10, "plain": 50}[name]
         for _ in range(rounds):
-            results["direct"].append(await run_round(direct, name, concurrency, 50))
-            results["gateway"].append(await run_round(via, name, concurrency, 50))
+            results["direct"].append(await run_round(direct, name, concurrency, per_worker))
+            results["gateway"].append(await run_round(via, name, concurrency, per_worker))
         report(name, results)
     finally:
         gateway.terminate()
