@@ -95,7 +95,9 @@ class ConformanceSkip(Exception):
 
 
 @dataclass
-class _Subject:
+class CheckSubject:
+    """What a check runs against: a harness with ``profile`` loaded (``description`` from load)."""
+
     harness: Harness
     profile: ModelProfile
     options: ConformanceOptions
@@ -155,7 +157,7 @@ async def _expect_not_found(action: Callable[[], Awaitable[Any]], what: str) -> 
 # -- checks on a chat model ----------------------------------------------------------------------
 
 
-async def check_describe(subject: _Subject) -> None:
+async def check_describe(subject: CheckSubject) -> None:
     """``load`` returned a description, and ``describe`` agrees with the profile."""
     loaded = subject.description
     assert isinstance(loaded, ModelDescription), "load() must return a ModelDescription"
@@ -168,14 +170,14 @@ async def check_describe(subject: _Subject) -> None:
         assert described.memory_bytes >= 0, "memory_bytes must not be negative"
 
 
-async def check_chat_stream(subject: _Subject) -> None:
+async def check_chat_stream(subject: CheckSubject) -> None:
     """A chat streams deltas that end with one finish_reason and exact, positive usage."""
     request = subject.chat_request()
     deltas = await _collect(subject.harness.chat(subject.model_id, request))
     _check_stream(deltas, subject.options.max_tokens)
 
 
-async def check_complete_stream(subject: _Subject) -> None:
+async def check_complete_stream(subject: CheckSubject) -> None:
     """A raw completion obeys the same stream rules as a chat."""
     request = CompletionRequest(
         model=subject.model_id,
@@ -187,7 +189,7 @@ async def check_complete_stream(subject: _Subject) -> None:
     _check_stream(deltas, subject.options.max_tokens)
 
 
-async def check_count_tokens(subject: _Subject) -> None:
+async def check_count_tokens(subject: CheckSubject) -> None:
     """``count_tokens`` equals the ``prompt_tokens`` that the same chat request reports."""
     request = subject.chat_request()
     counted = await subject.harness.count_tokens(subject.model_id, request)
@@ -199,7 +201,7 @@ async def check_count_tokens(subject: _Subject) -> None:
     )
 
 
-async def check_close_stops(subject: _Subject) -> None:
+async def check_close_stops(subject: CheckSubject) -> None:
     """Closing a stream, or cancelling its consumer, stops the work within ``stop_timeout_s``."""
     timeout = subject.options.stop_timeout_s
     request = subject.chat_request(max_tokens=subject.options.long_max_tokens)
@@ -231,7 +233,7 @@ async def check_close_stops(subject: _Subject) -> None:
     _check_stream(await _collect(subject.harness.chat(subject.model_id, subject.chat_request())), 10**9)
 
 
-async def check_context_length(subject: _Subject) -> None:
+async def check_context_length(subject: CheckSubject) -> None:
     """A prompt longer than the context raises ContextLengthExceeded with the exact count."""
     limit = subject.harness.describe(subject.model_id).context_length
     if limit is None or limit > subject.options.context_probe_limit:
@@ -257,7 +259,7 @@ async def check_context_length(subject: _Subject) -> None:
     raise AssertionError(f"a {counted}-token prompt did not raise ContextLengthExceeded (limit {limit})")
 
 
-async def check_unknown_model(subject: _Subject) -> None:
+async def check_unknown_model(subject: CheckSubject) -> None:
     """Every per-model method raises NotFound for a model that was never loaded."""
     missing = f"{subject.model_id}-not-loaded-conformance"
     harness = subject.harness
@@ -273,7 +275,7 @@ async def check_unknown_model(subject: _Subject) -> None:
     await _expect_not_found(describe, "describe() of an unknown model")
 
 
-async def check_unload(subject: _Subject) -> None:
+async def check_unload(subject: CheckSubject) -> None:
     """After ``unload``, the model is gone: chat and describe raise NotFound."""
     await subject.harness.unload(subject.model_id)
     request = subject.chat_request()
@@ -290,7 +292,7 @@ async def check_unload(subject: _Subject) -> None:
 # -- checks on an embedding model ---------------------------------------------------------------
 
 
-async def check_embeddings(subject: _Subject) -> None:
+async def check_embeddings(subject: CheckSubject) -> None:
     """Vectors: one per input, one width, unit length when normalised, positive token count."""
     inputs = list(subject.options.embedding_inputs)
     for normalize in (True, False):
@@ -308,7 +310,7 @@ async def check_embeddings(subject: _Subject) -> None:
     assert len(single.vectors[0]) == len(result.vectors[0]), "vector width depends on the batch"
 
 
-Check = Callable[[_Subject], Awaitable[None]]
+Check = Callable[[CheckSubject], Awaitable[None]]
 
 # Order matters for run_conformance: one load serves them all, and unloading comes last.
 CHAT_CHECKS: dict[str, Check] = {
@@ -328,13 +330,13 @@ EMBEDDING_CHECKS: dict[str, Check] = {
 }
 
 
-async def _run_check(name: str, check: Check, subject: _Subject) -> CheckResult:
+async def _run_check(name: str, check: Check, subject: CheckSubject) -> CheckResult:
     subject.notes.clear()
     try:
         await check(subject)
     except ConformanceSkip as exc:
         return CheckResult(name, "skipped", str(exc))
-    except (AssertionError, CortexError, TimeoutError) as exc:
+    except Exception as exc:  # a harness bug is a failed check, not a crashed suite
         return CheckResult(name, "failed", f"{type(exc).__name__}: {exc}")
     return CheckResult(name, "passed", "; ".join(subject.notes))
 
@@ -346,7 +348,7 @@ async def _run_group(
     profile: ModelProfile,
     options: ConformanceOptions,
 ) -> list[CheckResult]:
-    subject = _Subject(harness=harness, profile=profile, options=options)
+    subject = CheckSubject(harness=harness, profile=profile, options=options)
     try:
         subject.description = await harness.load(profile)
     except Exception as exc:
@@ -377,7 +379,7 @@ def _run_one(
     checks: dict[str, Check], name: str, harness: Harness, profile: ModelProfile, options: ConformanceOptions
 ) -> None:
     async def body() -> None:
-        subject = _Subject(harness=harness, profile=profile, options=options)
+        subject = CheckSubject(harness=harness, profile=profile, options=options)
         subject.description = await harness.load(profile)
         try:
             await checks[name](subject)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from cortex_kernel.harness import HarnessContext, HarnessSpec
+from cortex_kernel.harness import Harness, HarnessContext, HarnessSpec
 from cortex_kernel.hookspecs import hookimpl
 
 
-def _build(context: HarnessContext):  # type: ignore[no-untyped-def]
+def _build(context: HarnessContext) -> Harness:
     from cortex_transformers.harness import TransformersHarness
 
     return TransformersHarness(context)

@@ -58,6 +58,25 @@ async def test_usage_is_exact(loaded):
     assert deltas[-1].finish_reason == "length"
 
 
+async def test_default_output_limit_comes_from_options_then_checkpoint(harness, tiny_chat_model):
+    request = ChatRequest(model="a", messages=[{"role": "user", "content": "Hi"}], temperature=0)
+    await harness.load(
+        ModelProfile(id="a", harness="transformers", source=str(tiny_chat_model), min_devices=0)
+    )
+    deltas = await collect(harness.chat("a", request))
+    assert deltas[-1].usage.completion_tokens <= 512  # the synthetic checkpoint's max_new_tokens
+    profile = ModelProfile(
+        id="b",
+        harness="transformers",
+        source=str(tiny_chat_model),
+        min_devices=0,
+        options={"default_max_tokens": 5},
+    )
+    await harness.load(profile)
+    deltas = await collect(harness.chat("b", request))
+    assert deltas[-1].usage.completion_tokens <= 5
+
+
 async def test_max_completion_tokens_wins_over_max_tokens(loaded):
     deltas = await collect(
         loaded.chat(MODEL, chat_request(max_tokens=20, max_completion_tokens=3, temperature=0))
