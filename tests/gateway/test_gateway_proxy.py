@@ -106,3 +106,27 @@ def test_status_command_renders_the_fleet(fleet):
         [EXE, "status", "--json", "--endpoint", gateway.url], capture_output=True, text=True, timeout=60
     )
     assert '"nodes"' in as_json.stdout
+
+
+def test_load_and_unload_commands_show_progress(fleet):
+    import subprocess
+
+    from tests.daemons import EXE
+
+    gateway, neuron = fleet
+    out = subprocess.run(
+        [EXE, "load", "tiny-embed", "--endpoint", gateway.url], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "tiny-embed: loading on n1" and lines[-1] == "tiny-embed: ready"
+    assert http_json("GET", f"{neuron.url}/health")[1]["models"]["tiny-embed"]["state"] == "ready"
+    out = subprocess.run(
+        [EXE, "unload", "tiny-embed", "--endpoint", gateway.url], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "tiny-embed: unloaded"
+    assert "tiny-embed" not in http_json("GET", f"{neuron.url}/health")[1]["models"]
+    missing = subprocess.run(
+        [EXE, "load", "ghost", "--endpoint", gateway.url], capture_output=True, text=True, timeout=60
+    )
+    assert missing.returncode == 1 and "HTTP 404" in missing.stderr

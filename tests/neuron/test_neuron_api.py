@@ -176,3 +176,12 @@ def test_client_disconnect_stops_generation_and_frees_the_slot(start_neuron):
         "POST", f"{neuron.url}/v1/chat/completions", {**body, "stream": False, "max_tokens": 2}
     )
     assert status == 200
+
+
+def test_sigterm_unloads_models_and_exits_within_the_bound(start_neuron):
+    neuron = start_neuron("shutdown_timeout_s = 10\n")
+    load(neuron, "tiny-chat")
+    started = time.monotonic()
+    assert neuron.stop(timeout=30) == 0
+    assert time.monotonic() - started < 15
+    assert "did not finish" not in neuron.log_text()  # the bounded unload completed
