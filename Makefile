@@ -30,6 +30,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict $(wildcard plugins/cortex_*) $(wildcard harnesses/cortex_*)
 
 unit: $(STAMP)
 	$(BIN)/pytest -p randomly $(PYTEST_ARGS)

@@ -20,9 +20,20 @@ from starlette.routing import BaseRoute
 class UpstreamReply(Protocol):
     """An open reply from a neuron: status and headers now, the body as it arrives."""
 
-    status: int
-    headers: Mapping[str, str]
-    node: str
+    @property
+    def status(self) -> int:
+        """The neuron's HTTP status."""
+        ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The neuron's response headers, hop-by-hop ones removed."""
+        ...
+
+    @property
+    def node(self) -> str:
+        """The node that answered."""
+        ...
 
     def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives (SSE bytes for a streamed request)."""

@@ -108,11 +108,11 @@ class TransformersHarness:
 
     def __init__(self, context: HarnessContext) -> None:
         # Progress bars on a daemon's stderr are noise in its journal; logs say what loaded.
-        from huggingface_hub.utils import disable_progress_bars
+        import huggingface_hub.utils
         from transformers.utils import logging as transformers_logging
 
-        disable_progress_bars()
-        transformers_logging.disable_progress_bar()
+        huggingface_hub.utils.disable_progress_bars()  # type: ignore[attr-defined]
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         self._context = context
         self._models: dict[str, _Loaded] = {}
         self._load_locks: dict[str, asyncio.Lock] = {}

@@ -28,7 +28,7 @@ from cortex_gateway.poller import Poller
 from cortex_gateway.proxy import Forwarder, NeuronReply
 from cortex_kernel.config.errors import ConfigError
 from cortex_kernel.config.schema import Catalogue, CortexConfig
-from cortex_kernel.dialect import Dialect
+from cortex_kernel.dialect import Dialect, UpstreamReply
 from cortex_kernel.errors import Overloaded
 from cortex_kernel.events import EventBus
 from cortex_kernel.eviction import Evictor
@@ -68,7 +68,7 @@ class GatewayUpstream:
     def resolve(self, model: str) -> str:
         return self._catalogue.aliases.get(model, model)
 
-    async def open(self, path: str, model: str, body: bytes) -> NeuronReply:
+    async def open(self, path: str, model: str, body: bytes) -> UpstreamReply:
         _, forwarder, _ = self._runtime.ready()
         return await forwarder.open(path, self.resolve(model), body, dialect=self._dialect)
 
@@ -84,7 +84,8 @@ def select_evictor(kernel: Kernel, strategy: str) -> Evictor:
         raise PluginError(f"two evictors share a name: {sorted(names)}; block one plugin")
     for evictor in offered:
         if evictor.name == strategy:
-            return evictor
+            chosen: Evictor = evictor
+            return chosen
     raise ConfigError(
         f"unknown eviction strategy {strategy!r}",
         source=kernel.config.sources.get("eviction.strategy", "default").removeprefix("file "),

@@ -198,7 +198,7 @@ class Placement:
                 return node
         # A load already running somewhere (an operator's, or a default model) is joined.
         loading = [n for n in self.fleet.replicas(profile.id, ("loading",)) if n.name not in exclude]
-        plans = [(node, []) for node in loading] or self.plan(profile, exclude)
+        plans: list[tuple[Node, list[str]]] = [(node, []) for node in loading] or self.plan(profile, exclude)
         if not plans:
             raise Overloaded(f"no node can host {profile.id!r} now", code="no_capacity", retry_after=10)
         last: CortexError | None = None
