@@ -25,7 +25,8 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from cortex_kernel.errors import CortexError, Overloaded
-from cortex_transformers.detokenizer import IncrementalDetokenizer, StopMatcher
+from cortex_kernel.stop_sequences import StopMatcher
+from cortex_transformers.detokenizer import IncrementalDetokenizer
 from cortex_transformers.sampling import SamplingParams, logits_processors
 
 # How long closing a stream waits for its worker to notice. A decode step is milliseconds, but a

@@ -24,6 +24,12 @@ Rules, from the API and from what clients do with the events:
   ``cache_read_input_tokens``; ``output_tokens`` is at least 1. When the dialect itself cut the
   stream at a stop sequence there is no usage chunk: the input is the count taken before the
   request, and the output is estimated as the number of content chunks received.
+
+Stop sequences are matched here, in the gateway, not by the neuron: a neuron given OpenAI
+``stop`` strings truncates the text and answers ``finish_reason: "stop"`` exactly as for a
+natural end of turn, so Anthropic's ``stop_reason: "stop_sequence"`` and the matched sequence
+could not be told apart afterwards. On a match the dialect closes the neuron's stream, which
+stops generation there. Stop sequences apply to visible text only.
 """
 
 from __future__ import annotations
@@ -52,8 +58,8 @@ from cortex_anthropic.protocol import (
     ToolUseContent,
     Usage,
 )
-from cortex_anthropic.stops import StopScanner
 from cortex_kernel.errors import UpstreamError
+from cortex_kernel.stop_sequences import StopMatcher
 
 BlockKind = Literal["text", "thinking", "tool_use"]
 
@@ -94,7 +100,7 @@ class EventTranslator:
     ) -> None:
         self.model = model
         self.message_id = message_id or new_message_id()
-        self._scanner = StopScanner(stops)
+        self._scanner = StopMatcher(stops)
         self._show_reasoning = show_reasoning
         self._blocks = 0
         self._open: BlockKind | None = None

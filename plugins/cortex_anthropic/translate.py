@@ -22,7 +22,7 @@ The choices, each made so that a chat template sees everything the model should 
   run on a local model and are dropped (logged at debug).
 * ``thinking`` switches the template's reasoning on or off (``enable_thinking``); with no
   ``thinking`` field it is off, as Claude's is. ``stop_sequences`` are *not* sent upstream: the
-  dialect matches them itself (see :mod:`cortex_anthropic.stops`), so it can say which one
+  dialect matches them itself (see :mod:`cortex_anthropic.events`), so it can say which one
   matched.
 * A conversation that ends with an assistant turn is a prefill: the template is asked to
   continue that message (``continue_final_message``) instead of opening a new one.

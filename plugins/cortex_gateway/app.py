@@ -25,7 +25,7 @@ from cortex_gateway.catalogue_view import merged_models
 from cortex_gateway.fleet import Fleet, Node
 from cortex_gateway.placement import Placement
 from cortex_gateway.poller import Poller
-from cortex_gateway.proxy import Forwarder, NeuronReply
+from cortex_gateway.proxy import Forwarder
 from cortex_kernel.config.errors import ConfigError
 from cortex_kernel.config.schema import Catalogue, CortexConfig
 from cortex_kernel.dialect import Dialect, UpstreamReply

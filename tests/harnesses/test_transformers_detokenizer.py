@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from cortex_transformers.detokenizer import IncrementalDetokenizer, StopMatcher, decoder_for
+from cortex_kernel.stop_sequences import StopMatcher
+from cortex_transformers.detokenizer import IncrementalDetokenizer, decoder_for
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,9 @@
-"""Matching ``stop_sequences`` in the gateway, so the reply can say which one matched.
+"""Stop sequences in streamed text, shared by harnesses and dialects.
 
-Anthropic reports ``stop_reason: "stop_sequence"`` together with the sequence that matched. A
-neuron given OpenAI ``stop`` strings truncates the text and answers ``finish_reason: "stop"``,
-exactly as it does for a natural end of turn, so the two cannot be told apart afterwards. The
-dialect therefore keeps the stop strings to itself and scans the visible text as it streams:
-text that could be the start of a stop string is held back until it is proven not to be one, so
-a client never sees part of a sequence that is then cut off. On a match the dialect closes the
-neuron's stream, which stops generation there (the neuron treats it as a client that left).
-
-Stop sequences apply to visible text only, not to reasoning or tool-call arguments.
+Text that could be the start of a stop string is held back until it is proven not to be one, so
+a client never sees part of a sequence that is then cut off; on a match, everything from the
+stop string on is dropped and :attr:`StopMatcher.matched` says which sequence it was (Anthropic
+reports it as ``stop_sequence``).
 """
 
 from __future__ import annotations
@@ -16,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-class StopScanner:
+class StopMatcher:
     """Finds the first stop string in streamed text and withholds anything that may start one."""
 
     def __init__(self, stops: Sequence[str]) -> None:
