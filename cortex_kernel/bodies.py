@@ -17,6 +17,7 @@ from cortex_kernel.errors import BadRequest, CortexError, PayloadTooLarge, Unpro
 T = TypeVar("T")
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DRAIN_SLACK_BYTES = 1024 * 1024
 
 
 def check_content_type(request: Request) -> None:
@@ -35,15 +36,20 @@ async def read_body(request: Request, max_bytes: int = DEFAULT_MAX_BYTES) -> byt
     """The raw body, refusing more than ``max_bytes`` without reading it all."""
     check_content_type(request)
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
+    # A body far over the limit is refused unread; a modest overrun is read (and dropped) first,
+    # so the client, still sending, gets a clean 413 instead of a reset connection.
+    if declared and declared.isdigit() and int(declared) > max_bytes + DRAIN_SLACK_BYTES:
         raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
     chunks = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
-        chunks.append(chunk)
+        if size > max_bytes + DRAIN_SLACK_BYTES:
+            break
+        if size <= max_bytes:
+            chunks.append(chunk)
+    if size > max_bytes:
+        raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
     return b"".join(chunks)
 
 
