@@ -24,7 +24,7 @@ from cortex_kernel.errors import BadRequest, CortexError
 from cortex_kernel.harness import Delta, Harness
 from cortex_kernel.openai_wire import ChatRequest, CompletionRequest, EmbeddingRequest, check_chat_request
 from cortex_neuron.discovery import Discovery, discover, read_devices
-from cortex_neuron.metrics import NeuronMetrics
+from cortex_neuron.metrics import GenerationTimer, NeuronMetrics
 from cortex_neuron.registry import ModelRecord, ModelRegistry, profile_for
 from cortex_neuron.requests import ClientGone, until_disconnect
 from cortex_neuron.responses import (
@@ -189,10 +189,7 @@ class NeuronAPI:
         profile = self.registry.resolve_profile(model_id, body.profile)
         record = self.registry.load(profile)
         if body.wait:
-            started = time.monotonic()
             await self.registry.wait_loaded(record)
-            result = "ok" if record.state == "ready" else "error"
-            self.metrics.load_seconds.labels(record.harness, result).observe(time.monotonic() - started)
             if record.state == "failed":
                 raise CortexError(f"loading {model_id!r} failed: {record.error}", code="load_failed")
         status = 200 if record.state == "ready" else 202
@@ -216,6 +213,13 @@ class NeuronAPI:
         return json_response({"restarted": restarted, "lifecycle_cycles": self.registry.cycles})
 
     async def metrics_route(self, request: Request) -> Response:
+        budget = self.config.memory_budget_mb
+        self.metrics.host.refresh(
+            rss=_rss_bytes(),
+            available=_available_ram_bytes(),
+            budget=budget * 1024 * 1024 if budget else None,
+            devices=await asyncio.to_thread(_device_memory),
+        )
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # -- OpenAI ---------------------------------------------------------------------------------
@@ -261,23 +265,27 @@ class NeuronAPI:
             self.metrics.requests.labels("_other", endpoint, f"{exc.status // 100}xx").inc()
             raise
         stack = AsyncExitStack()
+        arrived = time.monotonic()
         try:
             await stack.enter_async_context(record.gate.admit())
         except CortexError:
             self.metrics.rejections.labels(model).inc()
             self.metrics.requests.labels(model, endpoint, "5xx").inc()
             raise
+        admitted = time.monotonic()
+        self.metrics.queue_wait.labels(model).observe(admitted - arrived)
+        timer = self.metrics.timer(model, admitted)
         try:
             deltas = self._deltas(harness, model, body)
             if stream:
-                pump = DeltaPump(self._counted(deltas, model))
+                pump = DeltaPump(self._counted(deltas, model, timer))
                 stack.push_async_callback(pump.close)
                 await pump.raise_early_error(EARLY_ERROR_WINDOW_S)
                 writer = ChunkWriter("chat" if kind == "chat" else "text", model, include_usage)
                 self.metrics.requests.labels(model, endpoint, "2xx").inc()
                 return GuardedStream(sse_stream(pump, writer), stack)
             async with stack:
-                result = await until_disconnect(request, aggregate(self._counted(deltas, model)))
+                result = await until_disconnect(request, aggregate(self._counted(deltas, model, timer)))
             self.metrics.requests.labels(model, endpoint, "2xx").inc()
             build = chat_completion if kind == "chat" else text_completion
             return json_response(build(model, result))
@@ -298,13 +306,17 @@ class NeuronAPI:
             return harness.chat(model, body)
         return harness.complete(model, body)
 
-    async def _counted(self, deltas: AsyncIterator[Delta], model: str) -> AsyncIterator[Delta]:
+    async def _counted(
+        self, deltas: AsyncIterator[Delta], model: str, timer: GenerationTimer
+    ) -> AsyncIterator[Delta]:
         try:
             async for delta in deltas:
+                timer.delta(delta, time.monotonic())
                 if delta.usage is not None:
                     self.metrics.tokens.labels(model, "prompt").inc(delta.usage.prompt_tokens)
                     self.metrics.tokens.labels(model, "completion").inc(delta.usage.completion_tokens)
                 yield delta
+            timer.finished(time.monotonic())
         finally:
             await deltas.aclose()  # type: ignore[attr-defined]
 

@@ -13,7 +13,7 @@ import contextlib
 import fnmatch
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -26,6 +26,8 @@ from cortex_neuron.admission import AdmissionGate
 log = logging.getLogger(__name__)
 
 State = Literal["loading", "ready", "sleeping", "unloading", "failed"]
+Transition = Literal["loaded", "load_failed", "slept", "woke"]
+TransitionObserver = Callable[["ModelRecord", Transition, float], None]
 
 
 @dataclass
@@ -76,6 +78,12 @@ class ModelRegistry:
         self.harness_options = harness_options
         self.records: dict[str, ModelRecord] = {}
         self.cycles = 0
+        # Told of every finished load and every sleep or wake, with its duration (the metrics).
+        self.on_transition: TransitionObserver | None = None
+
+    def _notify(self, record: ModelRecord, transition: Transition, seconds: float) -> None:
+        if self.on_transition is not None:
+            self.on_transition(record, transition, seconds)
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -199,18 +207,22 @@ class ModelRegistry:
             record.description = await harness.load(record.profile)
         except asyncio.CancelledError:
             record.state, record.error = "failed", "load cancelled"
+            self._notify(record, "load_failed", time.monotonic() - started)
             raise
         except CortexError as exc:
             record.state, record.error = "failed", exc.message
             log.warning("loading %s failed: %s", record.id, exc.message)
+            self._notify(record, "load_failed", time.monotonic() - started)
             return
         except Exception as exc:
             record.state, record.error = "failed", f"{type(exc).__name__}: {exc}"
             log.exception("loading %s failed", record.id)
+            self._notify(record, "load_failed", time.monotonic() - started)
             return
         record.state, record.error = "ready", None
         record.load_seconds = time.monotonic() - started
         self.cycles += 1
+        self._notify(record, "loaded", record.load_seconds)
         log.info("loaded %s with %s in %.2fs", record.id, record.harness, record.load_seconds)
 
     async def wait_loaded(self, record: ModelRecord) -> ModelRecord:
@@ -261,8 +273,10 @@ class ModelRegistry:
             )
         if asleep and (record.gate.in_flight or record.gate.queued):
             raise Overloaded(f"model {model_id!r} has requests in flight", code="model_busy", retry_after=2)
+        started = time.monotonic()
         await (harness.sleep(model_id) if asleep else harness.wake(model_id))
         record.state = wanted
+        self._notify(record, "slept" if asleep else "woke", time.monotonic() - started)
         return wanted
 
     async def restart_engines(self) -> list[str]:

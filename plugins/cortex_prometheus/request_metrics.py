@@ -1,0 +1,174 @@
+"""What one finished request adds: counts, latencies, token figures, waits, cold starts, failovers.
+
+Everything is derived from one :class:`cortex_kernel.events.RequestFinished`, so the figures
+agree with each other (a request counted is the request whose latency was observed) and no
+handler has to know that metrics exist.
+
+Latency and token histograms only see requests that succeeded (status below 400): a 404 answered
+in a millisecond would otherwise pull every percentile down. Failures are counted by reason in
+``cortex_request_errors_total``; ``cortex_request_duration_seconds`` keeps a ``status`` label so
+the time failures take stays visible.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from cortex_kernel.events import RequestFinished
+from cortex_prometheus import buckets
+from cortex_prometheus.labels import GENERATION_ENDPOINTS, Guards, endpoint_label, status_class
+
+PER_REQUEST = ["model", "node", "dialect"]
+
+
+class RequestMetrics:
+    """The per-request families, registered in one gateway's registry."""
+
+    def __init__(self, registry: CollectorRegistry, guards: Guards) -> None:
+        self.guards = guards
+        self.requests = Counter(
+            "cortex_requests",
+            "Requests finished, by model, node, dialect, upstream endpoint and status class.",
+            [*PER_REQUEST, "endpoint", "status"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "cortex_request_errors",
+            "Requests that failed, by reason (an error code such as model_not_found or upstream_503).",
+            [*PER_REQUEST, "endpoint", "reason"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "cortex_request_duration_seconds",
+            "Time from a request's arrival to its last byte, streams included.",
+            [*PER_REQUEST, "endpoint", "status"],
+            buckets=buckets.REQUEST_SECONDS,
+            registry=registry,
+        )
+        self.ttft = Histogram(
+            "cortex_time_to_first_token_seconds",
+            "Time from arrival to the first byte of the reply's content (the whole body when not streamed).",
+            [*PER_REQUEST, "stream"],
+            buckets=buckets.TTFT_SECONDS,
+            registry=registry,
+        )
+        self.inter_token = Histogram(
+            "cortex_inter_token_latency_seconds",
+            "Gaps between consecutive chunks of a streamed reply, as the gateway relayed them.",
+            PER_REQUEST,
+            buckets=buckets.INTER_TOKEN_SECONDS,
+            registry=registry,
+        )
+        self.tokens_per_second = Histogram(
+            "cortex_output_tokens_per_second",
+            "Completion tokens per second of generation, after the first token when streamed.",
+            PER_REQUEST,
+            buckets=buckets.TOKENS_PER_SECOND,
+            registry=registry,
+        )
+        self.prompt_sizes = Histogram(
+            "cortex_request_prompt_tokens",
+            "Prompt tokens per request, from the reply's usage.",
+            PER_REQUEST,
+            buckets=buckets.TOKEN_COUNTS,
+            registry=registry,
+        )
+        self.completion_sizes = Histogram(
+            "cortex_request_completion_tokens",
+            "Completion tokens per request, from the reply's usage.",
+            PER_REQUEST,
+            buckets=buckets.TOKEN_COUNTS,
+            registry=registry,
+        )
+        self.prompt_tokens = Counter(
+            "cortex_prompt_tokens", "Prompt tokens processed.", PER_REQUEST, registry=registry
+        )
+        self.completion_tokens = Counter(
+            "cortex_completion_tokens", "Completion tokens generated.", PER_REQUEST, registry=registry
+        )
+        self.cached_tokens = Counter(
+            "cortex_cached_prompt_tokens",
+            "Prompt tokens served from a prefix cache (counted in cortex_prompt_tokens_total too).",
+            PER_REQUEST,
+            registry=registry,
+        )
+        self.wait = Histogram(
+            "cortex_request_wait_seconds",
+            "Time a request waited for a ready node, including any model load it waited for.",
+            PER_REQUEST,
+            buckets=buckets.WAIT_SECONDS,
+            registry=registry,
+        )
+        self.cold_starts = Counter(
+            "cortex_cold_starts",
+            "Requests that had to wait for their model to be loaded.",
+            PER_REQUEST,
+            registry=registry,
+        )
+        self.failovers = Counter(
+            "cortex_failovers",
+            "Nodes that failed before answering and were replaced by another for the same request.",
+            PER_REQUEST,
+            registry=registry,
+        )
+
+    def record(self, event: RequestFinished) -> None:
+        guards = self.guards
+        labels = (guards.model(event.model), guards.node_or_none(event.node), guards.dialect(event.dialect))
+        endpoint = endpoint_label(event.endpoint)
+        status = status_class(event.status)
+        self.requests.labels(*labels, endpoint, status).inc()
+        self.duration.labels(*labels, endpoint, status).observe(event.duration_s)
+        failed = event.status >= 400 or event.error is not None
+        if failed:
+            reason = guards.reason(event.error or f"http_{event.status}")
+            self.errors.labels(*labels, endpoint, reason).inc()
+        if event.node is not None or event.waited_s > 0:
+            # Present at zero for every routed request, so a rate over them is 0, not "no data".
+            self.wait.labels(*labels).observe(event.waited_s)
+            self.cold_starts.labels(*labels).inc(1 if event.cold_start else 0)
+            self.failovers.labels(*labels).inc(event.failovers)
+        if failed:
+            return
+        self._tokens(labels, event)
+        if endpoint in GENERATION_ENDPOINTS:
+            self._generation(labels, event)
+
+    def _tokens(self, labels: tuple[str, str, str], event: RequestFinished) -> None:
+        if event.prompt_tokens is not None:
+            self.prompt_tokens.labels(*labels).inc(event.prompt_tokens)
+            self.prompt_sizes.labels(*labels).observe(event.prompt_tokens)
+            self.cached_tokens.labels(*labels).inc(event.cached_tokens or 0)
+        if event.completion_tokens is not None:
+            self.completion_tokens.labels(*labels).inc(event.completion_tokens)
+
+    def _generation(self, labels: tuple[str, str, str], event: RequestFinished) -> None:
+        if event.first_token_s is not None:
+            self.ttft.labels(*labels, "true" if event.streamed else "false").observe(event.first_token_s)
+        if event.inter_token_s:
+            child = self.inter_token.labels(*labels)
+            for gap in event.inter_token_s:
+                child.observe(gap)
+        completion = event.completion_tokens
+        if completion is None:
+            return
+        self.completion_sizes.labels(*labels).observe(completion)
+        rate = output_rate(event)
+        if rate is not None:
+            self.tokens_per_second.labels(*labels).observe(rate)
+
+
+def output_rate(event: RequestFinished) -> float | None:
+    """Completion tokens per second of generation.
+
+    Streamed: the tokens after the first, over the time after the first chunk, so prefill (and
+    any cold load) does not count as slow generation. Not streamed, or a stream that arrived in
+    one piece: all tokens over the whole request, the only span there is.
+    """
+    tokens = event.completion_tokens or 0
+    if tokens <= 0:
+        return None
+    first = event.first_token_s
+    if event.streamed and first is not None and tokens > 1 and event.duration_s > first:
+        return (tokens - 1) / (event.duration_s - first)
+    return tokens / event.duration_s if event.duration_s > 0 else None
