@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Sequence
+import socket
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
@@ -48,6 +49,8 @@ def _hypercorn_config(listener: Listener, grace_s: float) -> HypercornConfig:
 
 async def serve_forever(listeners: Sequence[Listener], grace_s: float) -> None:
     """Serve every listener until SIGTERM/SIGINT, then drain within ``grace_s`` seconds."""
+    for listener in listeners:
+        _check_bindable(listener.address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -67,3 +70,27 @@ async def serve_forever(listeners: Sequence[Listener], grace_s: float) -> None:
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+
+
+def _check_bindable(address: ListenAddress) -> None:
+    """Fail before any listener starts when one address is taken, so a half-started daemon
+    never has to unwind the others (and nothing but one clear line reaches the operator)."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address.host, address.port))
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {address.bind()}: {exc.strerror or exc}") from exc
+
+
+class ListenError(Exception):
+    """A listener could not bind; the CLI reports it in one line and exits non-zero."""
+
+
+def run_until_signalled(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` to completion, turning a failed bind into :class:`ListenError`."""
+    try:
+        asyncio.run(main)
+    except OSError as exc:
+        raise ListenError(f"cannot listen: {exc.strerror or exc}") from exc

@@ -115,6 +115,8 @@ def start_gateway(
             f'\n[[neurons]]\nname = "{name}"\nendpoint = {toml_str(neuron.url)}\n'
             for name, neuron in neurons.items()
         )
+        if "metrics_listen" not in extra:  # never the fixed default port: tests must not collide
+            extra = f'metrics_listen = "127.0.0.1:{free_port()}"\n{extra}'
         config = write_toml(
             etc / "cortex.toml", f'[gateway]\nlisten = "127.0.0.1:{port}"\n{extra}\n{entries}'
         )

@@ -11,6 +11,7 @@ from cortex_kernel._version import package_version
 from cortex_kernel.cli.context import state_from
 from cortex_kernel.config.errors import ConfigError
 from cortex_kernel.plugins import PluginError
+from cortex_kernel.serving import ListenError
 
 EXIT_CONFIG = 2
 
@@ -47,6 +48,9 @@ class KernelGroup(click.Group):
         except (ConfigError, PluginError) as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(EXIT_CONFIG)
+        except ListenError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
 
 
 def _configure_logging(level: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import click
@@ -13,7 +12,7 @@ from cortex_kernel.cli.options import config_options
 from cortex_kernel.config.addresses import parse_listen
 from cortex_kernel.config.loader import load_config
 from cortex_kernel.kernel import Kernel
-from cortex_kernel.serving import Listener, serve_forever
+from cortex_kernel.serving import Listener, run_until_signalled, serve_forever
 
 
 @click.command("neuron")
@@ -38,4 +37,4 @@ def neuron(
     pm = state.plugin_manager(tuple(loaded.value.plugins.block))
     app = create_app(Kernel(role="neuron", config=loaded, pm=pm))
     grace = loaded.value.shutdown_timeout_s
-    asyncio.run(serve_forever([Listener(app, address, "neuron")], grace))
+    run_until_signalled(serve_forever([Listener(app, address, "neuron")], grace))

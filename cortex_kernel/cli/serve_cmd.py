@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import click
@@ -14,7 +13,7 @@ from cortex_kernel.config.addresses import parse_listen
 from cortex_kernel.config.loader import load_config
 from cortex_kernel.embedded import embedded_setup
 from cortex_kernel.kernel import Kernel
-from cortex_kernel.serving import Listener, serve_forever
+from cortex_kernel.serving import Listener, run_until_signalled, serve_forever
 
 
 @click.command("serve")
@@ -57,4 +56,4 @@ def serve(
     if any(part.listener == "metrics" for part in parts):
         metrics_app = create_app(kernel, parts, listener="metrics")
         listeners.append(Listener(metrics_app, parse_listen(loaded.value.gateway.metrics_listen), "metrics"))
-    asyncio.run(serve_forever(listeners, loaded.value.gateway.shutdown_grace_s))
+    run_until_signalled(serve_forever(listeners, loaded.value.gateway.shutdown_grace_s))

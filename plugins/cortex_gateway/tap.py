@@ -49,6 +49,14 @@ def find_usage(tail: bytes) -> _Usage | None:
     return None
 
 
+_ROLE_FRAME = b'"delta":{"role":"assistant","content":""}'
+
+
+def _role_only(data: bytes) -> bool:
+    """Whether ``data`` is just the opening SSE frame that announces the assistant role."""
+    return data.count(b"data: ") == 1 and _ROLE_FRAME in data
+
+
 class RequestTap:
     """Timing and usage of one request, emitted once when it ends."""
 
@@ -72,6 +80,8 @@ class RequestTap:
     def chunk(self, data: bytes) -> None:
         now = time.perf_counter()
         if self._first is None:
+            if _role_only(data):
+                return  # the neuron's opening frame carries no token; TTFT is the first token
             self._first = now
         elif len(self._gaps) < MAX_GAPS:
             self._gaps.append(now - self._last)

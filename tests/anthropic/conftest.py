@@ -151,7 +151,7 @@ claude-haiku = "tiny-chat"
     write_toml(etc / "models.toml", catalogue)
     gateway_config = write_toml(
         etc / "cortex.toml",
-        f'[gateway]\nlisten = "127.0.0.1:{gateway_port}"\n\n'
+        f'[gateway]\nlisten = "127.0.0.1:{gateway_port}"\nmetrics_listen = "127.0.0.1:{free_port()}"\n\n'
         f'[[neurons]]\nname = "n1"\nendpoint = "http://127.0.0.1:{neuron_port}"\n',
     )
     neuron = Daemon(

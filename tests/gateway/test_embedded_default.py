@@ -19,7 +19,8 @@ def test_serve_with_no_configuration_answers_models_and_a_streamed_chat(tmp_path
         "HF_HUB_OFFLINE": "1",
         "HF_HOME": str(tmp_path / "hf"),
     }
-    gateway = Daemon(["serve", "--listen", f"127.0.0.1:{port}"], port, tmp_path / "serve.log", env=env)
+    args = ["serve", "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{free_port()}"]
+    gateway = Daemon(args, port, tmp_path / "serve.log", env=env)
     gateway.start()
     try:
         gateway.wait_healthy(timeout=120)

@@ -129,7 +129,7 @@ def test_real_traffic_emits_request_and_lifecycle_events(
     write_toml(tmp_path / "etc" / "models.toml", models_toml(tiny_chat_model, tiny_embed_model))
     config = write_toml(
         tmp_path / "etc" / "cortex.toml",
-        f'[gateway]\nlisten = "127.0.0.1:{port}"\n\n'
+        f'[gateway]\nlisten = "127.0.0.1:{port}"\nmetrics_listen = "127.0.0.1:{free_port()}"\n\n'
         f'[[neurons]]\nname = "n1"\nendpoint = {toml_str(neuron.url)}\n',
     )
     env = {"PYTHONPATH": os.pathsep.join([str(site), *sys.path])}

@@ -45,7 +45,8 @@ def test_sigterm_cuts_a_stream_that_outlasts_the_grace_bound(tmp_path):
     site = write_distribution(tmp_path / "site")
     config = write_toml(
         tmp_path / "cortex.toml",
-        f'[gateway]\nlisten = "127.0.0.1:{port}"\nshutdown_grace_s = 0.5\n\n'
+        f'[gateway]\nlisten = "127.0.0.1:{port}"\nmetrics_listen = "127.0.0.1:{free_port()}"\n'
+        "shutdown_grace_s = 0.5\n\n"
         f'[[neurons]]\nname = "n"\nendpoint = "http://127.0.0.1:9"\n',
     )
     env = {"PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
