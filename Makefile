@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck unit system-deps clean
+.PHONY: run test lint typecheck unit test-vllm system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ run: $(STAMP)
 	$(BIN)/cortex-kernel serve
 
 ## Lint, type-check and run the whole test suite (fails when no test ran).
-test: $(STAMP) system-deps lint typecheck unit
+test: $(STAMP) system-deps lint typecheck unit test-vllm
 
 system-deps:
 	scripts/install-system-deps
@@ -30,10 +30,17 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
-	$(BIN)/mypy --strict $(wildcard plugins/cortex_*) $(wildcard harnesses/cortex_*)
+	$(BIN)/mypy --strict $(wildcard plugins/cortex_*) $(filter-out harnesses/cortex_vllm,$(wildcard harnesses/cortex_*))
 
 unit: $(STAMP)
 	$(BIN)/pytest -p randomly $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+## vLLM harness: type-check and test it in a vLLM environment cached outside the clone
+## (scripts/vllm-env; the first run on a machine installs vLLM, several GB).
+test-vllm: $(STAMP)
+	python="$$(scripts/vllm-env)" && \
+	$(BIN)/mypy --strict --python-executable "$$python" harnesses/cortex_vllm && \
+	"$$python" -m pytest -p randomly tests/vllm $(PYTEST_ARGS)

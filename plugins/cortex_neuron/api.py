@@ -127,14 +127,17 @@ class NeuronAPI:
     async def health(self, request: Request) -> Response:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         budget = self.config.memory_budget_mb
-        models = {
-            record.id: {
+        models: dict[str, dict[str, Any]] = {}
+        for record in self.registry:
+            entry: dict[str, Any] = {
                 "state": record.state,
                 "in_flight": record.gate.in_flight,
                 "queued": record.gate.queued,
             }
-            for record in self.registry
-        }
+            engine = self.registry.engine_stats(record)
+            if engine is not None:
+                entry["engine"] = engine  # the engine's own queue and KV-cache figures (vLLM)
+            models[record.id] = entry
         return json_response(
             {
                 "status": "ok",

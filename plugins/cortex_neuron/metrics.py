@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from cortex_kernel.harness import Delta
@@ -38,6 +38,35 @@ QUEUE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
 TOKENS_PER_SECOND_BUCKETS = (1, 2, 5, 10, 20, 30, 40, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000)
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800)
 WAKE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+# Engine stats (from a harness's optional ``engine_stats``) → metric name, kind, help.
+ENGINE_METRICS: dict[str, tuple[str, str, str]] = {
+    "requests_running": ("cortex_neuron_engine_requests_running", "gauge", "Requests the engine is running."),
+    "requests_waiting": ("cortex_neuron_engine_requests_waiting", "gauge", "Requests waiting in the engine."),
+    "kv_cache_usage_ratio": (
+        "cortex_neuron_engine_kv_cache_usage_ratio",
+        "gauge",
+        "KV-cache blocks in use, 0-1.",
+    ),
+    "prefix_cache_queries_total": (
+        "cortex_neuron_engine_prefix_cache_queries",
+        "counter",
+        "Prefix-cache lookups.",
+    ),
+    "prefix_cache_hits_total": ("cortex_neuron_engine_prefix_cache_hits", "counter", "Prefix-cache hits."),
+    "preemptions_total": ("cortex_neuron_engine_preemptions", "counter", "Requests preempted by the engine."),
+    "prompt_tokens_total": (
+        "cortex_neuron_engine_prompt_tokens",
+        "counter",
+        "Prompt tokens the engine processed.",
+    ),
+    "generation_tokens_total": (
+        "cortex_neuron_engine_generation_tokens",
+        "counter",
+        "Tokens the engine generated.",
+    ),
+}
 
 
 class _LiveCollector(Collector):
@@ -77,6 +106,22 @@ class _LiveCollector(Collector):
             if record.description and record.description.memory_bytes is not None:
                 memory.add_metric([record.id], record.description.memory_bytes)
         yield from (in_flight, queued, max_in_flight, max_queued, state, memory, cycles)
+        yield from self._engine_families()
+
+    def _engine_families(self) -> Iterator[Metric]:
+        """Gauges and counters read from engines that keep their own stats (vLLM)."""
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        for record in self._registry:
+            stats = self._registry.engine_stats(record)
+            for key, (name, kind, text) in ENGINE_METRICS.items():
+                if stats is None or key not in stats:
+                    continue
+                family = families.get(name)
+                if family is None:
+                    cls = GaugeMetricFamily if kind == "gauge" else CounterMetricFamily
+                    family = families[name] = cls(name, text, labels=["model"])
+                family.add_metric([record.id], float(stats[key]))
+        yield from families.values()
 
 
 class HostCollector(Collector):

@@ -279,6 +279,21 @@ class ModelRegistry:
         self._notify(record, "slept" if asleep else "woke", time.monotonic() - started)
         return wanted
 
+    def engine_stats(self, record: ModelRecord) -> dict[str, float] | None:
+        """The engine's own gauges for a loaded model (running, waiting, KV-cache use), when
+        its harness keeps any (``engine_stats`` is optional in the harness contract)."""
+        if record.state not in ("ready", "sleeping"):
+            return None
+        harness = self._harnesses.get(record.harness)
+        read = getattr(harness, "engine_stats", None)
+        if read is None:
+            return None
+        try:
+            stats: dict[str, float] = read(record.id)
+        except CortexError:
+            return None
+        return stats
+
     async def restart_engines(self) -> list[str]:
         """Unload and reload every resident model, then start counting cycles afresh.
 

@@ -1,0 +1,59 @@
+"""Engine gauges a harness keeps (vLLM's running/waiting/KV cache) reach /metrics and /health."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import generate_latest
+
+from cortex_kernel.config.schema import AdmissionSection, Catalogue, ModelProfile
+from cortex_kernel.harness import HarnessSpec, ModelDescription
+from cortex_neuron.metrics import NeuronMetrics
+from cortex_neuron.registry import ModelRegistry
+
+
+class EngineStatsHarness:
+    """A test double for an engine-backed harness: only what the registry calls here."""
+
+    name = "engine"
+    supports_sleep = False
+
+    def __init__(self, context):
+        pass
+
+    async def load(self, profile):
+        return ModelDescription(context_length=64)
+
+    async def unload(self, model_id):
+        pass
+
+    def engine_stats(self, model_id):
+        return {
+            "requests_running": 2.0,
+            "requests_waiting": 1.0,
+            "kv_cache_usage_ratio": 0.25,
+            "preemptions_total": 3.0,
+        }
+
+
+def test_engine_stats_are_exported(tmp_path):
+    registry = ModelRegistry(
+        specs=[HarnessSpec(name="engine", factory=EngineStatsHarness)],
+        catalogue=Catalogue(models=[ModelProfile(id="m", harness="engine", min_devices=0)]),
+        admission=AdmissionSection(),
+        allow_models=None,
+        model_roots=[],
+        cache_dir=tmp_path,
+        harness_options={},
+    )
+
+    async def load():
+        await registry.wait_loaded(registry.load(registry.catalogue.models[0]))
+
+    asyncio.run(load())
+    record = registry.records["m"]
+    assert registry.engine_stats(record)["requests_waiting"] == 1.0
+    text = generate_latest(NeuronMetrics(registry).registry).decode()
+    assert 'cortex_neuron_engine_requests_running{model="m"} 2.0' in text
+    assert 'cortex_neuron_engine_kv_cache_usage_ratio{model="m"} 0.25' in text
+    assert 'cortex_neuron_engine_preemptions_total{model="m"} 3.0' in text

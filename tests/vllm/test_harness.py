@@ -1,0 +1,301 @@
+"""The vLLM harness over ``ScriptedAsyncLLM``: lifecycle, streaming, aborts, locks and memory checks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+pytest.importorskip("vllm", reason="vllm is not installed")
+
+from cortex_kernel.config.schema import ModelProfile
+from cortex_kernel.errors import BadRequest, Conflict, CortexError, NotFound
+from cortex_kernel.harness import Harness
+from cortex_kernel.openai_wire import ChatRequest, CompletionRequest
+from cortex_vllm.harness import cuda_initialized_here
+from tests.vllm.scripted import GIB
+
+
+def chat(model="tiny-vllm", content="Say hello.", **fields):
+    return ChatRequest(model=model, messages=[{"role": "user", "content": content}], **fields)
+
+
+async def collect(stream):
+    return [delta async for delta in stream]
+
+
+def variant(profile, **changes):
+    fields = {name: getattr(profile, name) for name in profile.__struct_fields__}
+    return ModelProfile(**{**fields, **changes})
+
+
+@pytest.fixture(autouse=True)
+def _no_visible_devices(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+async def test_load_starts_one_engine_and_describes_the_model(harness, scripted, vllm_profile):
+    assert isinstance(harness, Harness)
+    described = await harness.load(vllm_profile)
+    await harness.load(vllm_profile)
+    assert len(scripted.engines) == 1
+    assert described.context_length == 4096
+    assert described.devices == [0]
+    assert described.memory_bytes == 2 * GIB  # what NVML saw appear while the engine started
+    assert {"chat", "completions", "tools", "reasoning"} <= set(described.capabilities)
+    args = scripted.last.args
+    assert args.served_model_name == ["tiny-vllm"]
+    assert args.max_model_len == 4096
+    assert args.enable_sleep_mode is True
+
+
+async def test_a_chat_streams_with_exact_usage(harness, scripted, vllm_profile):
+    scripted.script.reply = "Hello there, friend."
+    scripted.script.cached_tokens = 6
+    await harness.load(vllm_profile)
+    request = chat(max_tokens=50, temperature=0.2)
+    deltas = await collect(harness.chat("tiny-vllm", request))
+    text = "".join(d.text + d.reasoning for d in deltas)
+    assert text.strip() == "Hello there, friend."
+    final = deltas[-1]
+    assert final.finish_reason == "stop"
+    assert final.usage.prompt_tokens == await harness.count_tokens("tiny-vllm", request)
+    assert final.usage.cached_tokens == 6
+    _, prompt, params, kwargs = scripted.last.generated[-1]
+    rendered = scripted.last.get_tokenizer().decode(prompt["prompt_token_ids"])
+    assert rendered.endswith("<|im_start|>user\nSay hello.<|im_end|>\n<|im_start|>assistant\n")
+    assert (params.max_tokens, params.temperature) == (50, 0.2)
+    assert "reasoning_ended" in kwargs
+
+
+async def test_a_reply_cut_by_max_tokens_finishes_with_length(harness, vllm_profile):
+    await harness.load(vllm_profile)
+    deltas = await collect(harness.chat("tiny-vllm", chat(max_tokens=5)))
+    assert deltas[-1].finish_reason == "length"
+    assert deltas[-1].usage.completion_tokens == 5
+
+
+async def test_closing_the_stream_aborts_the_request(harness, scripted, vllm_profile):
+    scripted.script.step_s = 0.01
+    await harness.load(vllm_profile)
+    stream = harness.chat("tiny-vllm", chat(max_tokens=400))
+    await stream.__anext__()
+    await stream.aclose()
+    request_id = scripted.last.generated[-1][0]
+    assert request_id in scripted.last.aborted
+    assert scripted.last.get_num_unfinished_requests() == 0
+
+
+async def test_cancelling_the_consumer_aborts_the_request(harness, scripted, vllm_profile):
+    scripted.script.step_s = 0.01
+    await harness.load(vllm_profile)
+    started = asyncio.Event()
+
+    async def consume():
+        async for _ in harness.chat("tiny-vllm", chat(max_tokens=400)):
+            started.set()
+
+    task = asyncio.create_task(consume())
+    await started.wait()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert scripted.last.generated[-1][0] in scripted.last.aborted
+
+
+async def test_sleep_and_wake_use_vllm_sleep_mode(harness, scripted, vllm_profile):
+    await harness.load(vllm_profile)
+    await harness.sleep("tiny-vllm")
+    await harness.sleep("tiny-vllm")  # idempotent
+    asleep = harness.describe("tiny-vllm")
+    assert asleep.devices == []
+    assert asleep.memory_bytes == GIB // 4
+    with pytest.raises(Conflict) as caught:
+        await collect(harness.chat("tiny-vllm", chat()))
+    assert caught.value.code == "model_sleeping"
+    assert await harness.count_tokens("tiny-vllm", chat()) > 0
+    assert harness.engine_stats("tiny-vllm")["sleeping"] == 1.0
+    await harness.wake("tiny-vllm")
+    assert scripted.last.calls == ["sleep(1)", "wake_up(['weights'])", "wake_up(['kv_cache'])"]
+    awake = harness.describe("tiny-vllm")
+    assert (awake.devices, awake.memory_bytes) == ([0], 2 * GIB)
+    assert (await collect(harness.chat("tiny-vllm", chat(max_tokens=3))))[-1].finish_reason == "length"
+
+
+async def test_sleep_ends_an_in_flight_stream_with_a_conflict(harness, scripted, vllm_profile):
+    scripted.script.step_s = 0.01
+    await harness.load(vllm_profile)
+    stream = harness.chat("tiny-vllm", chat(max_tokens=400))
+    await stream.__anext__()
+    await harness.sleep("tiny-vllm")
+    with pytest.raises(Conflict):
+        await collect(stream)
+
+
+async def test_a_model_loaded_without_sleep_mode_cannot_sleep(harness, vllm_profile):
+    await harness.load(variant(vllm_profile, options={"sleep_mode": False}))
+    with pytest.raises(BadRequest) as caught:
+        await harness.sleep("tiny-vllm")
+    assert caught.value.code == "sleep_not_supported"
+
+
+async def test_unload_shuts_the_engine_down_and_the_memory_comes_back(harness, scripted, vllm_profile):
+    await harness.load(vllm_profile)
+    engine = scripted.last
+    await harness.unload("tiny-vllm")
+    await harness.unload("tiny-vllm")  # a model that is not loaded: a no-op
+    assert engine.calls == ["shutdown"]
+    assert scripted.probe.used[0] == GIB
+    with pytest.raises(NotFound):
+        harness.describe("tiny-vllm")
+
+
+async def test_unload_ends_in_flight_streams_with_not_found(harness, scripted, vllm_profile):
+    scripted.script.step_s = 0.01
+    await harness.load(vllm_profile)
+    stream = harness.chat("tiny-vllm", chat(max_tokens=400))
+    await stream.__anext__()
+    await harness.unload("tiny-vllm")
+    with pytest.raises(NotFound):
+        await collect(stream)
+
+
+async def test_unload_reports_memory_nvml_does_not_see_released(harness, scripted, vllm_profile):
+    scripted.script.leak_on_shutdown = True
+    await harness.load(variant(vllm_profile, options={"unload_timeout_s": 0.3}))
+    with pytest.raises(CortexError) as caught:
+        await harness.unload("tiny-vllm")
+    assert caught.value.code == "memory_not_released"
+    assert "GPU 0: 2048 MiB" in caught.value.message
+    with pytest.raises(NotFound):
+        harness.describe("tiny-vllm")  # gone from the harness all the same
+
+
+async def test_unloading_an_asleep_model_expects_only_what_it_still_held(harness, scripted, vllm_profile):
+    await harness.load(vllm_profile)
+    await harness.sleep("tiny-vllm")
+    await harness.unload("tiny-vllm")
+    assert scripted.probe.used[0] == GIB
+
+
+async def test_engines_sharing_a_gpu_start_one_at_a_time(harness, scripted, vllm_profile):
+    scripted.script.start_s = 0.3
+    first = variant(vllm_profile, id="a", devices=[0])
+    second = variant(vllm_profile, id="b", devices=[0])
+    await asyncio.gather(harness.load(first), harness.load(second))
+    (_, _, a_ended), (_, b_began, _) = sorted(scripted.starts, key=lambda s: s[1])
+    assert b_began >= a_ended
+
+
+async def test_engines_on_different_gpus_start_together(harness, scripted, vllm_profile):
+    scripted.script.start_s = 0.3
+    first = variant(vllm_profile, id="a", devices=[0])
+    second = variant(vllm_profile, id="b", devices=[1])
+    await asyncio.gather(harness.load(first), harness.load(second))
+    (_, _, a_ended), (_, b_began, _) = sorted(scripted.starts, key=lambda s: s[1])
+    assert b_began < a_ended
+    assert [engine.args.device_ids for engine in scripted.engines] in (
+        [["GPU-fake-0"], ["GPU-fake-1"]],
+        [["GPU-fake-1"], ["GPU-fake-0"]],
+    )
+
+
+async def test_a_cancelled_load_shuts_down_the_engine_it_was_starting(harness, scripted, vllm_profile):
+    scripted.script.start_s = 0.3
+    task = asyncio.create_task(harness.load(vllm_profile))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [engine.calls for engine in scripted.engines] == [["shutdown"]]
+    assert scripted.probe.used[0] == GIB
+    with pytest.raises(NotFound):
+        harness.describe("tiny-vllm")
+
+
+async def test_an_engine_that_fails_to_start_is_a_load_error(harness, scripted, vllm_profile):
+    scripted.script.start_error = RuntimeError("Engine core initialization failed")
+    with pytest.raises(CortexError) as caught:
+        await harness.load(vllm_profile)
+    assert caught.value.code == "load_failed"
+    assert "Engine core initialization failed" in caught.value.message
+
+
+async def test_bad_options_fail_the_load_before_any_engine_starts(harness, scripted, vllm_profile):
+    with pytest.raises(BadRequest) as caught:
+        await harness.load(variant(vllm_profile, options={"engine_args": {"no_such_arg": 1}}))
+    assert "'no_such_arg'" in caught.value.message
+    with pytest.raises(BadRequest) as caught:
+        await harness.load(variant(vllm_profile, options={"tool_parser": "nope"}))
+    assert "nope" in caught.value.message
+    assert [engine.calls for engine in scripted.engines] == [["shutdown"]]  # the second one started
+
+
+async def test_an_embedding_profile_is_refused(harness, vllm_profile):
+    with pytest.raises(BadRequest) as caught:
+        await harness.load(variant(vllm_profile, task="embedding"))
+    assert caught.value.code == "unsupported_task"
+
+
+async def test_a_hub_model_downloads_into_the_harness_cache(harness, scripted, vllm_profile, vllm_context):
+    seen = []
+
+    def stop(args):
+        seen.append(args)
+        raise CortexError("stop here", code="test_stop")
+
+    scripted.on_start = stop
+    with pytest.raises(CortexError, match="stop here"):
+        await harness.load(variant(vllm_profile, source="some-org/some-model"))
+    assert seen[0].model == "some-org/some-model"
+    assert seen[0].download_dir == str(vllm_context.cache_dir / "hub")
+
+
+async def test_engine_stats_come_from_the_engines_scheduler(harness, scripted, vllm_profile):
+    scripted.script.step_s = 0.01
+    await harness.load(vllm_profile)
+    assert harness.engine_stats("tiny-vllm")["requests_running"] == 0.0
+    stream = harness.chat("tiny-vllm", chat(max_tokens=400))
+    await stream.__anext__()
+    await stream.__anext__()
+    busy = harness.engine_stats("tiny-vllm")
+    assert busy["requests_running"] == 1.0
+    assert busy["kv_cache_usage_ratio"] == 0.25
+    assert busy["prefix_cache_hits_total"] > 0
+    assert busy["sleeping"] == 0.0
+    await stream.aclose()
+    assert harness.engine_stats("tiny-vllm")["requests_running"] == 0.0
+    with pytest.raises(NotFound):
+        harness.engine_stats("other")
+
+
+async def test_an_engine_error_ends_the_stream_with_a_server_error(harness, scripted, vllm_profile):
+    scripted.script.finish_reason = "error"
+    await harness.load(vllm_profile)
+    with pytest.raises(CortexError) as caught:
+        await collect(harness.chat("tiny-vllm", chat(max_tokens=4)))
+    assert caught.value.status == 500
+
+
+async def test_a_completion_can_echo_its_prompt(harness, scripted, vllm_profile):
+    scripted.script.reply = " and more"
+    await harness.load(vllm_profile)
+    request = CompletionRequest(model="tiny-vllm", prompt="Once upon a time", max_tokens=8, echo=True)
+    deltas = await collect(harness.complete("tiny-vllm", request))
+    assert "".join(d.text for d in deltas) == "Once upon a time and more"
+    assert deltas[-1].finish_reason == "stop"
+
+
+async def test_a_chat_model_cannot_embed(harness, vllm_profile):
+    await harness.load(vllm_profile)
+    with pytest.raises(BadRequest) as caught:
+        await harness.embed("tiny-vllm", ["x"], normalize=True)
+    assert caught.value.code == "model_not_embedding"
+
+
+async def test_nothing_initialises_cuda_in_the_neuron_process(harness, vllm_profile):
+    await harness.load(vllm_profile)
+    await collect(harness.chat("tiny-vllm", chat(max_tokens=4)))
+    await harness.unload("tiny-vllm")
+    assert not cuda_initialized_here()
