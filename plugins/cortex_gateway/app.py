@@ -123,6 +123,7 @@ def gateway_part(kernel: Kernel) -> AppPart:
                 events=events,
             )
             runtime.placement = placement
+            poller.after_poll = placement.maybe_defrag
             runtime.forwarder = Forwarder(
                 placement,
                 catalogue,

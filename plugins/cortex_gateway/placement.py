@@ -238,11 +238,11 @@ class Placement:
             self.evictions += 1
         strategy = self.evictor.name if reason == "evicted" and self.evictor is not None else None
         self.events.emit(ModelUnloaded(node=node.name, model=model_id, reason=reason, strategy=strategy))
-        self._maybe_defrag(node)
+        self.maybe_defrag(node)
 
     # -- defragmentation ---------------------------------------------------------------------
 
-    def _maybe_defrag(self, node: Node) -> None:
+    def maybe_defrag(self, node: Node) -> None:
         """After ``defrag_after_cycles`` loads and unloads, drain ``node`` and restart its engines."""
         if (
             not self.defrag_after_cycles
@@ -323,7 +323,7 @@ class Placement:
         self.events.emit(
             ModelLoaded(node=node.name, model=profile.id, seconds=time.perf_counter() - started, ok=True)
         )
-        self._maybe_defrag(node)
+        self.maybe_defrag(node)
         node.models[profile.id] = NodeModel(
             id=profile.id,
             state="ready",

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -48,6 +49,9 @@ class Poller:
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._task: asyncio.Task[None] | None = None
         self.polled = asyncio.Event()
+        # Called with each node after a poll: the neuron's own cycle count is the truth, and a
+        # poll can land between a load and an unload the gateway counted itself.
+        self.after_poll: Callable[[Node], None] | None = None
         self._refreshing: asyncio.Future[None] | None = None
         self._last_refresh = 0.0
         self.min_refresh_s = 0.25
@@ -105,6 +109,9 @@ class Poller:
     async def poll_once(self) -> None:
         await asyncio.gather(*(self.poll_node(node) for node in self.fleet))
         self.polled.set()
+        if self.after_poll is not None:
+            for node in self.fleet.up_nodes():
+                self.after_poll(node)
         self.events.emit(FleetPolled(nodes=tuple(snapshot(node) for node in self.fleet)))
 
     async def refresh(self) -> None:

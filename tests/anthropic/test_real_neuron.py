@@ -30,7 +30,8 @@ def test_streamed_and_plain_replies_from_a_cold_then_warm_model(client):
     plain = client.messages.create(model="tiny-chat", max_tokens=8, messages=HI, system="Be brief.")
     assert plain.id.startswith("msg_") and plain.model == "tiny-chat"
     assert plain.stop_reason in ("end_turn", "max_tokens")
-    assert all(block.type == "text" for block in plain.content)
+    # Random weights may emit the <think> marker too; without tools there is no tool_use.
+    assert all(block.type in ("text", "thinking") for block in plain.content)
 
 
 def test_count_tokens_is_the_models_own_count(client):
@@ -51,9 +52,14 @@ def test_thinking_turns_the_templates_reasoning_on(client):
 
 
 def test_a_stop_sequence_is_matched_and_reported(client):
-    message = client.messages.create(model="tiny-chat", max_tokens=64, messages=HI, stop_sequences=[" "])
-    assert message.stop_reason == "stop_sequence" and message.stop_sequence == " "
-    assert " " not in "".join(block.text for block in message.content if block.type == "text")
+    # Greedy decoding makes the random model's reply the same every run (mostly newlines).
+    stops = [" ", "\n"]
+    message = client.messages.create(
+        model="tiny-chat", max_tokens=64, messages=HI, stop_sequences=stops, extra_body={"temperature": 0}
+    )
+    assert message.stop_reason == "stop_sequence" and message.stop_sequence in stops
+    text = "".join(block.text for block in message.content if block.type == "text")
+    assert not any(stop in text for stop in stops)
 
 
 def test_max_tokens_beyond_the_context_is_clamped_not_refused(client):
