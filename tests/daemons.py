@@ -37,7 +37,8 @@ def http_json(method: str, url: str, body: Any = None, token: str | None = None,
             raw = response.read()
             return response.status, (json.loads(raw) if raw else None), dict(response.headers)
     except urllib.error.HTTPError as exc:
-        raw = exc.read()
+        with exc:  # an HTTPError holds the response (and its socket) open until closed
+            raw = exc.read()
         try:
             decoded = json.loads(raw)
         except ValueError:
@@ -114,24 +115,38 @@ def toml_str(value: str | Path) -> str:
 
 
 class LineStream:
-    """A streamed HTTP response read line by line (``http.client``; closing it drops the connection)."""
+    """A streamed HTTP response read line by line over a socket this object owns.
+
+    HTTP/1.0, so the body arrives unframed until the server closes it; the test keeps the
+    socket (and so the request) open exactly as long as it holds this object, and closing it
+    is what a client that walks away does.
+    """
 
     def __init__(self, url: str, method: str = "GET", body: Any = None, timeout: float = 30.0) -> None:
-        import http.client
         from urllib.parse import urlsplit
 
         parts = urlsplit(url)
-        self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"content-type": "application/json"} if data is not None else {}
+        data = json.dumps(body).encode() if body is not None else b""
         path = parts.path + (f"?{parts.query}" if parts.query else "")
-        self.connection.request(method, path, body=data, headers=headers)
-        self.response = self.connection.getresponse()
-        self.status = self.response.status
+        head = f"{method} {path} HTTP/1.0\r\nHost: {parts.hostname}\r\nContent-Length: {len(data)}\r\n"
+        if body is not None:
+            head += "Content-Type: application/json\r\n"
+        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+        self.sock.sendall(head.encode() + b"\r\n" + data)
+        self.file = self.sock.makefile("rb")
+        status_line = self.file.readline().decode()
+        self.status = int(status_line.split()[1])
+        self.headers: dict[str, str] = {}
+        while (line := self.file.readline().decode().rstrip("\r\n")) != "":
+            name, _, value = line.partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+
+    def getheader(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
 
     def __iter__(self):
         while True:
-            line = self.response.readline()
+            line = self.file.readline()
             if not line:
                 return
             text = line.decode().rstrip("\r\n")
@@ -139,12 +154,10 @@ class LineStream:
                 yield text
 
     def close(self) -> None:
-        import socket as _socket
-
         with contextlib.suppress(OSError):
-            if self.connection.sock is not None:
-                self.connection.sock.shutdown(_socket.SHUT_RDWR)
-        self.connection.close()
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.file.close()
+        self.sock.close()
 
     def __enter__(self) -> LineStream:
         return self
