@@ -13,7 +13,7 @@ from starlette.responses import Response
 from cortex_gateway.fleet import Fleet, Node
 from cortex_gateway.placement import Placement, eligible
 from cortex_kernel.bodies import decode_body
-from cortex_kernel.config.schema import Catalogue
+from cortex_kernel.config.schema import Catalogue, ModelProfile
 from cortex_kernel.errors import BadRequest, CortexError, NotFound, Overloaded
 
 log = logging.getLogger(__name__)
@@ -99,27 +99,25 @@ class Admin:
             if not eligible(node, profile):
                 raise BadRequest(f"{model!r} cannot run on {node.name!r} (down, draining or not eligible)")
             target = node
+            victims = next((v for n, v in self.placement.plan(profile) if n is node), [])
         else:
             plans = self.placement.plan(profile)
             if not plans:
                 raise Overloaded(f"no node can host {model!r} now", code="no_capacity", retry_after=10)
-            target = plans[0][0]
+            target, victims = plans[0]
         existing = target.models.get(model)
         if existing is not None and existing.state in ("loading", "ready"):
             return _json({"model": model, "node": target.name, "state": existing.state})
-        self._spawn(self._load(target, profile.id))
+        self._spawn(self._load(target, profile, victims))
         return _json({"model": model, "node": target.name, "state": "loading"}, 202)
 
-    async def _load(self, node: Node, model: str) -> None:
-        profile = self.catalogue.get(model)
-        assert profile is not None
-        plans = [victims for plan_node, victims in self.placement.plan(profile) if plan_node is node]
+    async def _load(self, node: Node, profile: ModelProfile, victims: list[str]) -> None:
         try:
-            for victim in plans[0] if plans else []:
+            for victim in victims:
                 await self.placement.unload_on(node, victim, reason="evicted")
             await self.placement.load_on(node, profile)
         except CortexError as exc:
-            log.warning("admin load of %s on %s failed: %s", model, node.name, exc.message)
+            log.warning("admin load of %s on %s failed: %s", profile.id, node.name, exc.message)
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)

@@ -94,10 +94,3 @@ class Fleet:
             for node in self.routable()
             if (m := node.models.get(model_id)) is not None and m.state in states
         ]
-
-    def least_loaded(self, model_id: str) -> Node | None:
-        """Among ready replicas, the one with the fewest in-flight + queued; ties by name."""
-        ready = self.replicas(model_id)
-        if not ready:
-            return None
-        return min(ready, key=lambda node: (node.model_load(model_id), node.name))

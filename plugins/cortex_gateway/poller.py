@@ -48,7 +48,6 @@ class Poller:
         self.interval_s = interval_s
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._task: asyncio.Task[None] | None = None
-        self.polled = asyncio.Event()
         # Called with each node after a poll: the neuron's own cycle count is the truth, and a
         # poll can land between a load and an unload the gateway counted itself.
         self.after_poll: Callable[[Node], None] | None = None
@@ -108,7 +107,6 @@ class Poller:
 
     async def poll_once(self) -> None:
         await asyncio.gather(*(self.poll_node(node) for node in self.fleet))
-        self.polled.set()
         if self.after_poll is not None:
             for node in self.fleet.up_nodes():
                 self.after_poll(node)
