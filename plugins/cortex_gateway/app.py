@@ -23,6 +23,7 @@ from cortex_gateway.admin import Admin
 from cortex_gateway.auth import GatewayAuth
 from cortex_gateway.catalogue_view import merged_models
 from cortex_gateway.fleet import Fleet, Node
+from cortex_gateway.neuron_http import NeuronPool
 from cortex_gateway.placement import Placement
 from cortex_gateway.poller import Poller
 from cortex_gateway.proxy import Forwarder
@@ -124,10 +125,11 @@ def gateway_part(kernel: Kernel) -> AppPart:
             )
             runtime.placement = placement
             poller.after_poll = placement.maybe_defrag
+            pool = NeuronPool()
             runtime.forwarder = Forwarder(
                 placement,
                 catalogue,
-                session,
+                pool,
                 headers,
                 max_body_bytes=config.gateway.max_body_bytes,
                 stall_timeout_s=config.gateway.stream_stall_timeout_s,
@@ -140,6 +142,7 @@ def gateway_part(kernel: Kernel) -> AppPart:
                 yield
             finally:
                 await poller.stop()
+                await pool.close()
 
     def forward(path: str) -> Any:
         async def endpoint(request: Request) -> Response:

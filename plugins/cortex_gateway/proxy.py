@@ -5,22 +5,27 @@ the client used an alias). Client credentials are never forwarded; the gateway p
 neuron token. The upstream timeout is per read (a stall), never a total cap, so long
 generations are not cut off. If a node fails before sending its first byte, the request is
 retried on another ready node.
+
+This is the gateway's hot path, so it is written close to the metal: requests go out through
+:mod:`cortex_gateway.neuron_http` and streams come back through :class:`RelayStream`, a raw ASGI
+response with one task per request instead of Starlette's task group and generator
+(``docs/performance.md`` has the measurements behind both).
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
 
-import aiohttp
 import msgspec
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
 from cortex_gateway.fleet import Node
+from cortex_gateway.neuron_http import NeuronHTTPError, NeuronPool, NeuronResponse, Origin
 from cortex_gateway.placement import Placement
 from cortex_gateway.tap import RequestTap
 from cortex_kernel.bodies import read_body
@@ -78,7 +83,7 @@ class Forwarder:
         self,
         placement: Placement,
         catalogue: Catalogue,
-        session: aiohttp.ClientSession,
+        pool: NeuronPool,
         headers: dict[str, str],
         *,
         max_body_bytes: int,
@@ -89,11 +94,18 @@ class Forwarder:
         self.events = events or EventBus()
         self.placement = placement
         self.catalogue = catalogue
-        self.session = session
-        self.headers = headers
+        self.pool = pool
+        self.header_block = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers.items())
         self.max_body_bytes = max_body_bytes
-        self.timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=stall_timeout_s)
+        self.stall = stall_timeout_s
         self.max_attempts = max_attempts
+        self._origins: dict[str, Origin] = {}
+
+    def origin(self, node: Node) -> Origin:
+        origin = self._origins.get(node.endpoint)
+        if origin is None:
+            origin = self._origins[node.endpoint] = Origin.from_endpoint(node.endpoint)
+        return origin
 
     def resolve(self, model: str) -> str:
         return self.catalogue.aliases.get(model, model)
@@ -164,10 +176,10 @@ class Forwarder:
             node.in_flight[model] = node.in_flight.get(model, 0) + 1
             node.last_routed[model] = time.time()
             try:
-                upstream = await self.session.post(
-                    f"{node.endpoint}{path}", data=body, headers=self.headers, timeout=self.timeout
+                upstream = await self.pool.request(
+                    self.origin(node), "POST", path, self.header_block, body, stall_timeout_s=self.stall
                 )
-            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            except (NeuronHTTPError, TimeoutError) as exc:
                 node.in_flight[model] -= 1
                 log.warning("node %s failed before responding: %s", node.name, exc)
                 tried.add(node.name)
@@ -181,22 +193,39 @@ class Forwarder:
         raise UpstreamError(f"no node answered for {model!r}: {last_error}", code="upstream_unavailable")
 
 
-class RelayStream(StreamingResponse):
-    """Streams a neuron's reply and closes it however the response ends.
+class RelayStream(Response):
+    """A neuron's streamed reply relayed as a raw ASGI response.
 
-    A generator that was never started (the client left before the first byte) never runs its
-    ``finally``; closing here keeps the in-flight count and the upstream connection honest.
+    One loop moves whatever the neuron sent since the last write to the client in one ``send``;
+    one small task watches for the client leaving and then closes the neuron's connection,
+    which ends the loop and stops the generation. The reply is closed however the response
+    ends, so the in-flight count and the connection stay honest.
     """
 
     def __init__(self, reply: NeuronReply) -> None:
-        super().__init__(reply.chunks(), status_code=reply.status, headers=dict(reply.headers))
+        # Response.__init__ renders a body; a relayed stream has none to render.
+        self.status_code = reply.status
+        self.background = None
         self._reply = reply
+        self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        reply = self._reply
+        watcher = asyncio.get_running_loop().create_task(_close_on_disconnect(receive, reply))
         try:
-            await super().__call__(scope, receive, send)
+            start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            await send(start)
+            await reply.relay(send)
         finally:
-            self._reply.close()
+            watcher.cancel()
+            reply.close()
+
+
+async def _close_on_disconnect(receive: Receive, reply: NeuronReply) -> None:
+    message: Message = {"type": ""}
+    while message["type"] != "http.disconnect":
+        message = await receive()
+    reply.close()
 
 
 class NeuronReply:
@@ -206,35 +235,52 @@ class NeuronReply:
     the requests the gateway itself sent.
     """
 
-    def __init__(self, node: Node, model: str, upstream: aiohttp.ClientResponse, tap: RequestTap) -> None:
+    def __init__(self, node: Node, model: str, upstream: NeuronResponse, tap: RequestTap) -> None:
         self._tap = tap
         self.node = node.name
         self._node = node
         self._model = model
         self._upstream = upstream
         self.status = upstream.status
-        self.headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+        self.headers = {k: v for k, v in upstream.headers if k not in HOP_BY_HOP}
         self._open = True  # the caller counted this request in flight before sending it
         self._error: str | None = None
+
+    async def _next(self) -> bytes | None:
+        try:
+            return await self._upstream.next_piece()
+        except (NeuronHTTPError, TimeoutError) as exc:
+            log.warning("stream from %s broke: %s", self.node, exc)
+            self._error = "upstream_broken"
+            raise UpstreamError(f"node {self.node} stopped answering: {exc}") from exc
 
     async def chunks(self) -> AsyncIterator[bytes]:
         self._tap.streamed = True
         tap = self._tap.chunk
         try:
-            async for chunk in self._upstream.content.iter_any():
+            while (chunk := await self._next()) is not None:
                 tap(chunk)
                 yield chunk
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("stream from %s broke: %s", self.node, exc)
-            self._error = "upstream_broken"
-            raise UpstreamError(f"node {self.node} stopped answering: {exc}") from exc
+        finally:
+            self.close()
+
+    async def relay(self, send: Send) -> None:
+        """Send the body to an ASGI client as it arrives (the hot loop of a streamed request)."""
+        self._tap.streamed = True
+        tap = self._tap.chunk
+        next_piece = self._next
+        try:
+            while (chunk := await next_piece()) is not None:
+                tap(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             self.close()
 
     async def read(self) -> bytes:
         try:
             payload = await self._upstream.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (NeuronHTTPError, TimeoutError) as exc:
             self._error = "upstream_broken"
             raise UpstreamError(f"node {self.node} stopped answering: {exc}") from exc
         finally:
@@ -252,7 +298,6 @@ class NeuronReply:
         if self._open:
             self._open = False
             self._node.in_flight[self._model] -= 1
-            with contextlib.suppress(Exception):
-                self._upstream.close()
+            self._upstream.close()
             if self._tap.streamed or self._error is not None:
                 self._tap.finish(self.status if self._error is None else 502, self._error_code())

@@ -1,0 +1,529 @@
+"""A lean HTTP/1.1 client for the relay path: one request at a time on pooled keep-alive
+connections to neurons.
+
+Why not aiohttp here. The relay is the gateway's hot path: at 64 paced streams it forwards
+thousands of chunks a second and starts a hundred requests a second on one core. Profiled there,
+aiohttp's client spent more per request than the rest of the gateway (URL objects, the cookie
+jar, tracing hooks, a response object graph) and re-armed a timer on every chunk for the read
+timeout. Neurons speak plain HTTP/1.1 on a trusted network, so this module handles exactly that
+and nothing more:
+
+- ``Content-Length``, chunked and close-delimited bodies, ``1xx`` interim replies skipped;
+- keep-alive reuse, with one retry on a fresh connection when a reused one turns out to have
+  been closed by the neuron before it answered (the request never reached it);
+- a stall timeout per read as one lazily re-armed timer per request, not one per chunk;
+- flow control: reading from the neuron pauses while more than :data:`HIGH_WATER` bytes wait
+  for a slow client, so a stalled client never makes the gateway buffer a whole generation;
+- pieces that arrived while the relay was busy are handed over joined, so a gateway under load
+  writes fewer, larger chunks instead of queueing many small ones.
+
+The control plane (polls, loads, admin calls) stays on aiohttp, where convenience matters more
+than microseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from dataclasses import dataclass
+from typing import cast
+from urllib.parse import urlsplit
+
+HIGH_WATER = 1024 * 1024
+LOW_WATER = 256 * 1024
+MAX_HEAD_BYTES = 64 * 1024
+IDLE_TIMEOUT_S = 30.0
+MAX_IDLE_PER_ORIGIN = 256
+
+
+class NeuronHTTPError(ConnectionError):
+    """The connection failed or the neuron's reply was not valid HTTP/1.1."""
+
+
+class NoResponse(NeuronHTTPError):
+    """Failed before the first response byte: the request may be retried on another node."""
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a neuron listens, parsed once from its configured endpoint."""
+
+    host: str
+    port: int
+    prefix: str = ""
+    host_header: bytes = b""
+
+    @classmethod
+    def from_endpoint(cls, endpoint: str) -> Origin:
+        parts = urlsplit(endpoint)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"the relay speaks plain http://host:port, not {endpoint!r}")
+        port = parts.port or 80
+        host = parts.hostname
+        shown = f"[{host}]" if ":" in host else host
+        return cls(host, port, parts.path.rstrip("/"), f"{shown}:{port}".encode("ascii"))
+
+
+_SIZE, _DATA, _CRLF, _TRAILER = range(4)
+
+
+class NeuronResponse:
+    """One reply: status and headers once :meth:`wait_head` returns, then the body in pieces."""
+
+    def __init__(self, connection: _Connection, stall_timeout_s: float | None, head_only: bool) -> None:
+        self._connection = connection
+        self._loop = connection.loop
+        self._stall = stall_timeout_s
+        self._head_only = head_only
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.reusable = False
+        self._head_done = False
+        self._got_bytes = False
+        self._buffer = bytearray()
+        self._framing = "none"
+        self._remaining = 0
+        self._chunk_state = _SIZE
+        self._pieces: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._paused = False
+        self._done = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._waiting_since = 0.0
+        self._last_read = self._loop.time()
+        self._timer: asyncio.TimerHandle | None = None
+        if stall_timeout_s is not None:
+            self._timer = self._loop.call_at(self._last_read + stall_timeout_s, self._check_stall)
+
+    # -- what the consumer calls --------------------------------------------------------------
+
+    async def wait_head(self) -> None:
+        """Wait for the status line and headers (or the error that prevented them)."""
+        while not self._head_done:
+            await self._wait()
+
+    async def next_piece(self) -> bytes | None:
+        """Everything that arrived since the last call, or ``None`` at the end of the body."""
+        while not self._pieces:
+            if self._error is not None:
+                raise self._error
+            if self._done:
+                return None
+            await self._wait()
+        pieces = self._pieces
+        piece = pieces.popleft() if len(pieces) == 1 else b"".join(pieces)
+        pieces.clear()
+        self._buffered = 0
+        if self._paused:
+            self._paused = False
+            if not self._done:
+                self._connection.resume()
+        return piece
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        parts = []
+        while (piece := await self.next_piece()) is not None:
+            parts.append(piece)
+        return b"".join(parts)
+
+    def close(self) -> None:
+        """Stop: a reply not read to its end drops its connection, so the neuron sees the
+        disconnect and stops generating; a finished one has already gone back to the pool."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._done:
+            self._finish()
+            self._connection.abort()
+        self._wake()
+
+    async def _wait(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            raise NeuronHTTPError("the reply was closed")
+        waiter = self._waiter = self._loop.create_future()
+        self._waiting_since = self._loop.time()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _check_stall(self) -> None:
+        """The lazy stall timer: fail only when a reader has waited ``stall`` seconds for bytes."""
+        self._timer = None
+        if self._done or self._stall is None:
+            return
+        since = max(self._last_read, self._waiting_since if self._waiter is not None else self._loop.time())
+        if self._waiter is not None and self._loop.time() - since >= self._stall:
+            self._fail(TimeoutError(f"no bytes from the neuron for {self._stall:g} s"))
+            self._connection.abort()
+            return
+        self._timer = self._loop.call_at(since + self._stall, self._check_stall)
+
+    # -- what the connection calls ------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        self._got_bytes = True
+        self._last_read = self._loop.time()
+        try:
+            if not self._head_done:
+                self._buffer += data
+                if not self._parse_head():
+                    return
+                data = bytes(self._buffer)
+                self._buffer.clear()
+                if not data and not self._done:
+                    return
+            if self._framing == "chunked":
+                self._feed_chunked(data)
+            elif self._framing == "length":
+                if len(data) >= self._remaining:
+                    extra = len(data) - self._remaining
+                    if extra:
+                        raise NeuronHTTPError(f"the neuron sent {extra} bytes past Content-Length")
+                    self._push(data)
+                    self._complete()
+                else:
+                    self._remaining -= len(data)
+                    self._push(data)
+            elif self._framing == "close":
+                self._push(data)
+            elif data:
+                raise NeuronHTTPError("the neuron sent a body where none was expected")
+        except (NeuronHTTPError, ValueError) as exc:
+            self._fail(exc if isinstance(exc, NeuronHTTPError) else NeuronHTTPError(str(exc)))
+            self._connection.abort()
+
+    def feed_eof(self) -> None:
+        if self._done:
+            return
+        if self._head_done and self._framing == "close":
+            self.reusable = False
+            self._complete()
+        else:
+            self.lost(None)
+
+    def lost(self, exc: BaseException | None) -> None:
+        if self._done:
+            return
+        reason = f": {exc}" if exc else ""
+        if not self._got_bytes:
+            self._fail(NoResponse(f"the neuron closed the connection before answering{reason}"))
+        elif self._head_done and self._framing == "close":
+            self._complete()
+        else:
+            self._fail(NeuronHTTPError(f"the neuron closed the connection mid-reply{reason}"))
+
+    def _parse_head(self) -> bool:
+        while True:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buffer) > MAX_HEAD_BYTES:
+                    raise NeuronHTTPError("the neuron's response head is too large")
+                return False
+            lines = bytes(self._buffer[:end]).split(b"\r\n")
+            del self._buffer[: end + 4]
+            version, _, rest = lines[0].partition(b" ")
+            code = rest[:3]
+            if not version.startswith(b"HTTP/1.") or not code.isdigit():
+                raise NeuronHTTPError(f"not an HTTP/1.1 status line: {lines[0][:80]!r}")
+            status = int(code)
+            if 100 <= status < 200:
+                continue  # interim reply (100 Continue, 103 Early Hints): the real one follows
+            headers = []
+            for line in lines[1:]:
+                name, colon, value = line.partition(b":")
+                if not colon:
+                    raise NeuronHTTPError(f"malformed header line: {line[:80]!r}")
+                headers.append((name.strip().lower().decode("latin-1"), value.strip().decode("latin-1")))
+            self._set_head(status, version == b"HTTP/1.1", headers)
+            return True
+
+    def _set_head(self, status: int, http11: bool, headers: list[tuple[str, str]]) -> None:
+        self.status = status
+        self.headers = headers
+        fields = dict(headers)
+        connection = fields.get("connection", "").lower()
+        self.reusable = http11 and "close" not in connection
+        if self._head_only or status in (204, 304):
+            self._framing = "none"
+        elif "chunked" in fields.get("transfer-encoding", "").lower():
+            self._framing = "chunked"
+        elif "content-length" in fields:
+            self._framing = "length"
+            self._remaining = int(fields["content-length"])
+        else:
+            self._framing = "close"
+            self.reusable = False
+        self._head_done = True
+        if self._framing == "none" or (self._framing == "length" and self._remaining == 0):
+            self._complete()
+        self._wake()
+
+    def _feed_chunked(self, data: bytes) -> None:
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            view = bytes(buffer)
+            buffer.clear()
+        else:
+            view = data
+        out = []
+        pos, size, state = 0, len(view), self._chunk_state
+        while pos < size or state == _TRAILER:
+            if state == _SIZE:
+                eol = view.find(b"\r\n", pos)
+                if eol < 0:
+                    break
+                length = int(view[pos:eol].split(b";", 1)[0].strip(), 16)
+                pos = eol + 2
+                if length == 0:
+                    state = _TRAILER
+                else:
+                    self._remaining, state = length, _DATA
+            elif state == _DATA:
+                take = min(self._remaining, size - pos)
+                out.append(view[pos : pos + take])
+                pos += take
+                self._remaining -= take
+                if self._remaining == 0:
+                    state = _CRLF
+            elif state == _CRLF:
+                if size - pos < 2:
+                    break
+                if view[pos : pos + 2] != b"\r\n":
+                    raise NeuronHTTPError("a chunk did not end with CRLF")
+                pos += 2
+                state = _SIZE
+            else:  # trailer fields, then the empty line that ends the body
+                eol = view.find(b"\r\n", pos)
+                if eol < 0:
+                    break
+                blank = eol == pos
+                pos = eol + 2
+                if blank:
+                    if out:
+                        self._push(b"".join(out))
+                    if pos != size:
+                        raise NeuronHTTPError("the neuron sent bytes after the end of the body")
+                    self._complete()
+                    return
+        self._chunk_state = state
+        if pos < size:
+            buffer += view[pos:]
+        if out:
+            self._push(out[0] if len(out) == 1 else b"".join(out))
+
+    def _push(self, piece: bytes) -> None:
+        if not piece:
+            return
+        self._pieces.append(piece)
+        self._buffered += len(piece)
+        if self._buffered > HIGH_WATER and not self._paused:
+            self._paused = True
+            self._connection.pause()
+        self._wake()
+
+    def _complete(self) -> None:
+        self._finish()
+        self._connection.release(self)
+        self._wake()
+
+    def _finish(self) -> None:
+        self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fail(self, error: BaseException) -> None:
+        if self._done:
+            return
+        self._error = error
+        self.reusable = False
+        self._finish()
+        self._wake()
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; it serves one :class:`NeuronResponse` at a time."""
+
+    def __init__(self, pool: NeuronPool, origin: Origin) -> None:
+        self.pool = pool
+        self.origin = origin
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.response: NeuronResponse | None = None
+        self.closed = False
+        self.reading_paused = False
+        self.idle_since = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.pool.opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        response = self.response
+        if response is None:
+            self.abort()  # bytes nobody asked for: this connection can no longer be trusted
+            return
+        response.feed(data)
+
+    def eof_received(self) -> bool | None:
+        if self.response is not None:
+            self.response.feed_eof()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.lost(self)
+        response, self.response = self.response, None
+        if response is not None:
+            response.lost(exc)
+
+    def send(self, response: NeuronResponse, payload: list[bytes]) -> None:
+        assert self.transport is not None
+        self.response = response
+        self.transport.writelines(payload)
+
+    def release(self, response: NeuronResponse) -> None:
+        """The reply is complete: back to the pool if the neuron keeps the connection open."""
+        if self.response is response:
+            self.response = None
+        if self.reading_paused:
+            self.resume()
+        if response.reusable and not self.closed:
+            self.pool.put(self)
+        else:
+            self.abort()
+
+    def pause(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.transport is not None and not self.closed and self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def abort(self) -> None:
+        """Close now; the neuron sees the disconnect (and stops a generation in progress)."""
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class NeuronPool:
+    """Keep-alive connections to neurons, newest reused first, idle ones dropped after a while."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout_s: float = 10.0,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        max_idle_per_origin: int = MAX_IDLE_PER_ORIGIN,
+    ) -> None:
+        self.connect_timeout_s = connect_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.max_idle = max_idle_per_origin
+        self._idle: dict[Origin, list[_Connection]] = {}
+        self._open: set[_Connection] = set()
+
+    async def request(
+        self,
+        origin: Origin,
+        method: str,
+        path: str,
+        header_block: bytes,
+        body: bytes,
+        *,
+        stall_timeout_s: float | None,
+    ) -> NeuronResponse:
+        """Send one request and return once the response head has arrived.
+
+        ``header_block`` holds extra header lines, each ending in CRLF (``Host`` and
+        ``Content-Length`` are added here). Raises :class:`NoResponse` when nothing came back
+        (the caller may try another node), :class:`NeuronHTTPError` for a reply that is not
+        HTTP, and :class:`TimeoutError` when the head stalls.
+        """
+        head = b"%s %s HTTP/1.1\r\nhost: %s\r\ncontent-length: %d\r\n%s\r\n" % (
+            method.encode("ascii"),
+            (origin.prefix + path).encode("ascii"),
+            origin.host_header,
+            len(body),
+            header_block,
+        )
+        payload = [head, body] if body else [head]
+        for attempt in range(2):
+            connection = self._take(origin)
+            reused = connection is not None
+            if connection is None:
+                connection = await self._connect(origin)
+            response = NeuronResponse(connection, stall_timeout_s, head_only=method == "HEAD")
+            connection.send(response, payload)
+            try:
+                await response.wait_head()
+            except NoResponse:
+                if reused and attempt == 0:
+                    continue  # the neuron had closed this idle connection; the request never arrived
+                raise
+            except BaseException:
+                response.close()
+                raise
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def put(self, connection: _Connection) -> None:
+        idle = self._idle.setdefault(connection.origin, [])
+        if len(idle) >= self.max_idle:
+            idle[:] = [c for c in idle if not c.closed]
+            if len(idle) >= self.max_idle:
+                connection.abort()
+                return
+        connection.idle_since = connection.loop.time()
+        idle.append(connection)
+
+    def opened(self, connection: _Connection) -> None:
+        self._open.add(connection)
+
+    def lost(self, connection: _Connection) -> None:
+        self._open.discard(connection)
+
+    def _take(self, origin: Origin) -> _Connection | None:
+        idle = self._idle.get(origin)
+        while idle:
+            connection = idle.pop()
+            if connection.closed:
+                continue
+            if connection.loop.time() - connection.idle_since > self.idle_timeout_s:
+                connection.abort()
+                continue
+            return connection
+        return None
+
+    async def _connect(self, origin: Origin) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(self, origin), origin.host, origin.port
+                )
+        except OSError as exc:  # TimeoutError included
+            raise NoResponse(f"cannot connect to {origin.host}:{origin.port}: {exc}") from exc
+        return connection
+
+    async def close(self) -> None:
+        """Close every connection, idle or busy (at shutdown)."""
+        for connection in list(self._open):
+            connection.abort()
+        self._idle.clear()
+        await asyncio.sleep(0)  # let the transports run connection_lost
