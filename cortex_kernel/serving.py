@@ -44,6 +44,8 @@ def _hypercorn_config(listener: Listener, grace_s: float) -> HypercornConfig:
     # The neuron's and gateway's own timeouts govern streams; hypercorn must not cut them short.
     config.read_timeout = None
     config.h11_max_incomplete_size = 64 * 1024
+    # No "server: hypercorn-h11" on every reply: it advertises a version and costs time per request.
+    config.include_server_header = False
     return config
 
 

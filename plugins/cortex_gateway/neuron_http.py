@@ -5,8 +5,8 @@ Why not aiohttp here. The relay is the gateway's hot path: at 64 paced streams i
 thousands of chunks a second and starts a hundred requests a second on one core. Profiled there,
 aiohttp's client spent more per request than the rest of the gateway (URL objects, the cookie
 jar, tracing hooks, a response object graph) and re-armed a timer on every chunk for the read
-timeout. Neurons speak plain HTTP/1.1 on a trusted network, so this module handles exactly that
-and nothing more:
+timeout. Neurons speak HTTP/1.1 (plain, or TLS where a proxy fronts them), so this module
+handles exactly that and nothing more:
 
 - ``Content-Length``, chunked and close-delimited bodies, ``1xx`` interim replies skipped;
 - keep-alive reuse, with one retry on a fresh connection when a reused one turns out to have
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
@@ -52,16 +53,18 @@ class Origin:
     port: int
     prefix: str = ""
     host_header: bytes = b""
+    tls: bool = False
 
     @classmethod
     def from_endpoint(cls, endpoint: str) -> Origin:
         parts = urlsplit(endpoint)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"the relay speaks plain http://host:port, not {endpoint!r}")
-        port = parts.port or 80
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"a neuron endpoint is an http(s)://host:port URL, not {endpoint!r}")
+        tls = parts.scheme == "https"
+        port = parts.port or (443 if tls else 80)
         host = parts.hostname
         shown = f"[{host}]" if ":" in host else host
-        return cls(host, port, parts.path.rstrip("/"), f"{shown}:{port}".encode("ascii"))
+        return cls(host, port, parts.path.rstrip("/"), f"{shown}:{port}".encode("ascii"), tls)
 
 
 _SIZE, _DATA, _CRLF, _TRAILER = range(4)
@@ -181,7 +184,7 @@ class NeuronResponse:
                     return
                 data = bytes(self._buffer)
                 self._buffer.clear()
-                if not data and not self._done:
+                if not data:  # a head that ended the reply (Content-Length: 0) has released it already
                     return
             if self._framing == "chunked":
                 self._feed_chunked(data)
@@ -431,12 +434,14 @@ class NeuronPool:
         connect_timeout_s: float = 10.0,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         max_idle_per_origin: int = MAX_IDLE_PER_ORIGIN,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.connect_timeout_s = connect_timeout_s
         self.idle_timeout_s = idle_timeout_s
         self.max_idle = max_idle_per_origin
         self._idle: dict[Origin, list[_Connection]] = {}
         self._open: set[_Connection] = set()
+        self._tls = tls_context  # for https:// neurons; the system's trust store when not given
 
     async def request(
         self,
@@ -512,10 +517,15 @@ class NeuronPool:
 
     async def _connect(self, origin: Origin) -> _Connection:
         loop = asyncio.get_running_loop()
+        if origin.tls and self._tls is None:
+            self._tls = ssl.create_default_context()
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 _, connection = await loop.create_connection(
-                    lambda: _Connection(self, origin), origin.host, origin.port
+                    lambda: _Connection(self, origin),
+                    origin.host,
+                    origin.port,
+                    ssl=self._tls if origin.tls else None,
                 )
         except OSError as exc:  # TimeoutError included
             raise NoResponse(f"cannot connect to {origin.host}:{origin.port}: {exc}") from exc
