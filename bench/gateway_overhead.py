@@ -40,6 +40,7 @@ class Result:
     tokens: int = 0
     requests: int = 0
     seconds: float = 0.0
+    gateway_cpu_s: float = 0.0
 
     def rate(self) -> float:
         return (self.tokens or self.requests) / self.seconds
@@ -117,6 +118,15 @@ async def run_round(base: str, scenario: str, concurrency: int, per_worker: int)
     return result
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -154,7 +164,9 @@ async def scenario_run(name: str, rounds: int, workdir: Path) -> None:
         per_worker = {"paced": 3, "unpaced": 10, "plain": 50}[name]
         for _ in range(rounds):
             results["direct"].append(await run_round(direct, name, concurrency, per_worker))
+            before = cpu_seconds(gateway.pid)
             results["gateway"].append(await run_round(via, name, concurrency, per_worker))
+            results["gateway"][-1].gateway_cpu_s = cpu_seconds(gateway.pid) - before
         report(name, results)
     finally:
         gateway.terminate()
@@ -171,6 +183,11 @@ def report(name: str, results: dict[str, list[Result]]) -> None:
         f"throughput  direct {rate['direct']:10.1f} {unit}   gateway {rate['gateway']:10.1f} {unit}"
         f"   ratio {rate['gateway'] / rate['direct']:.3f}"
     )
+    via = results["gateway"]
+    busy = sum(r.gateway_cpu_s for r in via) / sum(r.seconds for r in via)
+    per_unit = sum(r.gateway_cpu_s for r in via) / sum(r.tokens or r.requests for r in via) * 1e6
+    what = "request" if name == "plain" else "token"
+    print(f"gateway CPU {busy * 100:5.1f}% of its core, {per_unit:.1f} us per relayed {what}")
     if name != "plain":
         ttft = {k: [t for r in v for t in r.ttft] for k, v in results.items()}
         for q, label in ((0.5, "p50"), (0.99, "p99")):
