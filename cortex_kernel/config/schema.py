@@ -122,9 +122,13 @@ class Catalogue(ConfigBase):
     models: list[ModelProfile] = msgspec.field(default_factory=list)
     aliases: dict[str, str] = msgspec.field(default_factory=dict)
 
+    def resolve(self, model_id: str) -> str:
+        """The concrete model id ``model_id`` names: its alias target, or itself."""
+        return self.aliases.get(model_id, model_id)
+
     def get(self, model_id: str) -> ModelProfile | None:
         """Return the profile for ``model_id`` (an alias is resolved first), or ``None``."""
-        target = self.aliases.get(model_id, model_id)
+        target = self.resolve(model_id)
         for profile in self.models:
             if profile.id == target:
                 return profile

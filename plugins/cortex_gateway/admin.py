@@ -90,7 +90,7 @@ class Admin:
 
     async def load(self, request: Request) -> Response:
         body = await decode_body(request, ModelOnNode)
-        model = self.catalogue.aliases.get(body.model, body.model)
+        model = self.catalogue.resolve(body.model)
         profile = self.catalogue.get(model)
         if profile is None:
             raise NotFound(f"model {model!r} is not in the catalogue", code="model_not_found", param="model")
@@ -126,7 +126,7 @@ class Admin:
 
     async def unload(self, request: Request) -> Response:
         body = await decode_body(request, ModelOnNode)
-        model = self.catalogue.aliases.get(body.model, body.model)
+        model = self.catalogue.resolve(body.model)
         nodes = [self._node(body.node)] if body.node else [n for n in self.fleet if model in n.models]
         for node in nodes:
             await self.placement.unload_on(node, model)

@@ -67,7 +67,7 @@ class GatewayUpstream:
         self._catalogue = catalogue
 
     def resolve(self, model: str) -> str:
-        return self._catalogue.aliases.get(model, model)
+        return self._catalogue.resolve(model)
 
     async def open(self, path: str, model: str, body: bytes) -> UpstreamReply:
         _, forwarder, _ = self._runtime.ready()
@@ -194,5 +194,5 @@ def gateway_part(kernel: Kernel) -> AppPart:
     ]
     for dialect in dialects:
         routes.extend(dialect.routes(GatewayUpstream(runtime, fleet, catalogue, dialect.name)))
-    middleware = [Middleware(GatewayAuth, auth=config.auth)]
+    middleware = [Middleware(GatewayAuth, auth=config.auth, events=events)]
     return AppPart(name="gateway", routes=routes, middleware=middleware, lifespan=lifespan)

@@ -3,16 +3,20 @@
 Client keys (``[auth] api_keys``) guard the API when ``require_api_key`` is set; without it any
 key is accepted, because OpenAI clients send placeholder tokens. The admin surface needs one of
 ``admin_keys`` when any are configured, and otherwise answers only loopback clients. Errors come
-in the envelope of the dialect that was called.
+in the envelope of the dialect that was called, and each rejection is a ``RequestFinished``
+event (model ``unknown``, no node), so a client with a wrong key shows up in the metrics.
 """
 
 from __future__ import annotations
+
+import time
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cortex_kernel.config.schema import AuthSection
 from cortex_kernel.errors import CortexError, Forbidden, Unauthorized, anthropic_error_body, openai_error_body
+from cortex_kernel.events import EventBus, RequestFinished
 from cortex_kernel.keys import KeySet, presented_key
 
 PUBLIC = frozenset({"/", "/health"})
@@ -33,8 +37,9 @@ def error_for(path: str, headers: dict[bytes, bytes], error: CortexError) -> Res
 class GatewayAuth:
     """Checks keys before any handler runs; per-request state stays inside ``__call__``."""
 
-    def __init__(self, app: ASGIApp, auth: AuthSection) -> None:
+    def __init__(self, app: ASGIApp, auth: AuthSection, events: EventBus | None = None) -> None:
         self.app = app
+        self.events = events or EventBus()
         self.require = auth.require_api_key
         self.clients = KeySet(auth.api_keys)
         self.admins = KeySet(auth.admin_keys)
@@ -43,6 +48,7 @@ class GatewayAuth:
         if scope["type"] != "http" or scope["path"] in PUBLIC:
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         path: str = scope["path"]
         headers = dict(scope["headers"])
         error: CortexError | None = None
@@ -56,5 +62,16 @@ class GatewayAuth:
             error = Unauthorized("missing or unknown API key")
         if error is not None:
             await error_for(path, headers, error)(scope, receive, send)
+            self.events.emit(
+                RequestFinished(
+                    dialect="anthropic" if wants_anthropic(path, headers) else "openai",
+                    endpoint=path,
+                    model="unknown",
+                    node=None,
+                    status=error.status,
+                    error=error.code,
+                    duration_s=time.perf_counter() - started,
+                )
+            )
             return
         await self.app(scope, receive, send)

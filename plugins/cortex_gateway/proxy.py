@@ -107,9 +107,6 @@ class Forwarder:
             origin = self._origins[node.endpoint] = Origin.from_endpoint(node.endpoint)
         return origin
 
-    def resolve(self, model: str) -> str:
-        return self.catalogue.aliases.get(model, model)
-
     def label(self, model: str) -> str:
         """``model`` if the fleet knows it, else ``unknown``: metric labels stay a bounded set."""
         if self.catalogue.get(model) is not None or any(model in n.models for n in self.placement.fleet):
@@ -126,7 +123,7 @@ class Forwarder:
                 exc.status, exc.code
             )
             raise
-        model = self.resolve(fields.model)
+        model = self.catalogue.resolve(fields.model)
         if model != fields.model:
             document = msgspec.json.decode(body)
             document["model"] = model

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from cortex_gateway.tap import find_usage
 from cortex_kernel import hookimpl
+from cortex_kernel.config.schema import AuthSection, CortexConfig
 from cortex_kernel.events import EventBus, ModelLoaded, RequestFinished
+from cortex_kernel.keys import key_digest
 
 
 def test_event_bus_isolates_a_failing_sink(caplog):
@@ -43,14 +47,15 @@ def test_usage_is_found_in_a_stream_tail_and_a_json_body():
     assert find_usage(b"data: [DONE]\n\n") is None
 
 
-def test_hook_register_event_sinks(cortex_pm):
+@contextlib.contextmanager
+def recording_gateway(cortex_pm, config):
+    """An in-process gateway app whose events land in the yielded list (with a test client)."""
     from starlette.testclient import TestClient
 
     import cortex_evictors.plugin as evictors
     import cortex_gateway.plugin as gateway
     from cortex_kernel.app import create_app
     from cortex_kernel.config.loader import LoadedConfig
-    from cortex_kernel.config.schema import CortexConfig
     from cortex_kernel.kernel import Kernel
 
     events = []
@@ -66,18 +71,50 @@ def test_hook_register_event_sinks(cortex_pm):
 
     for name, plugin in (("gateway", gateway), ("evictors", evictors), ("sink", Sink())):
         cortex_pm.register(plugin, name=name)
-    kernel = Kernel(role="gateway", config=LoadedConfig("cortex", CortexConfig(), None, {}), pm=cortex_pm)
+    kernel = Kernel(role="gateway", config=LoadedConfig("cortex", config, None, {}), pm=cortex_pm)
     with TestClient(create_app(kernel)) as client:
+        yield client, events
+
+
+def finished(events):
+    requests = [e for e in events if isinstance(e, RequestFinished)]
+    return [(e.status, e.error, e.model, e.dialect, e.endpoint) for e in requests]
+
+
+def test_hook_register_event_sinks(cortex_pm):
+    with recording_gateway(cortex_pm, CortexConfig()) as (client, events):
         reply = client.post(
             "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
         )
         assert reply.status_code == 400
         reply = client.post("/v1/chat/completions", json={"model": "ghost", "messages": []})
         assert reply.status_code == 404
-    assert [(e.status, e.error, e.model) for e in events if isinstance(e, RequestFinished)] == [
-        (400, "invalid_json", "unknown"),
-        (404, "model_not_found", "unknown"),
+    assert finished(events) == [
+        (400, "invalid_json", "unknown", "openai", "/v1/chat/completions"),
+        (404, "model_not_found", "unknown", "openai", "/v1/chat/completions"),
     ]
+
+
+def test_auth_rejections_are_events_in_the_callers_dialect(cortex_pm):
+    config = CortexConfig(auth=AuthSection(require_api_key=True, api_keys=[key_digest("sk-right")]))
+    with recording_gateway(cortex_pm, config) as (client, events):
+        chat = {"model": "ghost", "messages": []}
+        assert client.post("/v1/chat/completions", json=chat).status_code == 401
+        wrong = {"x-api-key": "sk-wrong", "anthropic-version": "2023-06-01"}
+        reply = client.post("/v1/messages", json={**chat, "max_tokens": 1}, headers=wrong)
+        assert (reply.status_code, reply.json()["type"]) == (401, "error")
+        # The test client is not a loopback address and no admin key is configured.
+        assert client.get("/admin/fleet").status_code == 403
+        assert client.get("/health").status_code == 200  # public, and not a request event
+        right = {"authorization": "Bearer sk-right"}
+        assert client.post("/v1/chat/completions", json=chat, headers=right).status_code == 404
+    assert finished(events) == [
+        (401, "invalid_api_key", "unknown", "openai", "/v1/chat/completions"),
+        (401, "invalid_api_key", "unknown", "anthropic", "/v1/messages"),
+        (403, "forbidden", "unknown", "openai", "/admin/fleet"),
+        (404, "model_not_found", "unknown", "openai", "/v1/chat/completions"),
+    ]
+    assert all(e.node is None and e.duration_s >= 0 for e in events if isinstance(e, RequestFinished))
 
 
 EVENT_LOG_PLUGIN = """
