@@ -30,7 +30,13 @@ from cortex_gateway.placement import Placement
 from cortex_gateway.tap import RequestTap
 from cortex_kernel.bodies import read_body
 from cortex_kernel.config.schema import Catalogue
-from cortex_kernel.errors import BadRequest, CortexError, UnprocessableEntity, UpstreamError
+from cortex_kernel.errors import (
+    BadRequest,
+    CortexError,
+    UnprocessableEntity,
+    UpstreamError,
+    openai_error_body,
+)
 from cortex_kernel.events import EventBus
 
 log = logging.getLogger(__name__)
@@ -51,6 +57,9 @@ HOP_BY_HOP = frozenset(
         "server",
     }
 )
+
+
+SSE_DONE = b"data: [DONE]\n\n"
 
 
 class RoutingFields(msgspec.Struct):
@@ -240,6 +249,7 @@ class NeuronReply:
         self._upstream = upstream
         self.status = upstream.status
         self.headers = {k: v for k, v in upstream.headers if k not in HOP_BY_HOP}
+        self._sse = self.headers.get("content-type", "").startswith("text/event-stream")
         self._open = True  # the caller counted this request in flight before sending it
         self._error: str | None = None
 
@@ -262,12 +272,28 @@ class NeuronReply:
             self.close()
 
     async def relay(self, send: Send) -> None:
-        """Send the body to an ASGI client as it arrives (the hot loop of a streamed request)."""
+        """Send the body to an ASGI client as it arrives (the hot loop of a streamed request).
+
+        If the neuron goes away mid-stream and what was relayed so far ends on an SSE frame
+        boundary, the client gets an error event and a clean end, as vLLM and the neuron send
+        for a generation that fails, instead of a connection cut mid-body.
+        """
         self._tap.streamed = True
         tap = self._tap.chunk
         next_piece = self._next
+        chunk = b"\n\n"
         try:
-            while (chunk := await next_piece()) is not None:
+            while True:
+                try:
+                    chunk = await next_piece() or b""
+                except UpstreamError as exc:
+                    if not (self._sse and chunk.endswith(b"\n\n")):
+                        raise
+                    frame = b"data: " + openai_error_body(exc) + b"\n\n" + SSE_DONE
+                    await send({"type": "http.response.body", "body": frame, "more_body": False})
+                    return
+                if not chunk:
+                    break
                 tap(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})

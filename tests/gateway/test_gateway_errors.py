@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import urllib.request
 
+import openai
 import pytest
 
 from cortex_kernel.keys import key_digest
@@ -131,4 +132,36 @@ def test_client_disconnect_cancels_the_upstream_generation(start_neuron, start_g
     deadline = time.monotonic() + 10
     while http_json("GET", f"{gateway.url}/admin/fleet")[1]["nodes"][0]["models"][0]["in_flight"]:
         assert time.monotonic() < deadline, "the gateway still counts the abandoned request"
+        time.sleep(0.1)
+
+
+def test_a_neuron_dying_mid_stream_is_an_error_event(start_neuron, start_gateway, openai_client):
+    neuron = start_neuron()
+    gateway = start_gateway({"n1": neuron})
+    client = openai_client(f"{gateway.url}/v1")
+    stream = client.chat.completions.create(
+        model="tiny-chat",
+        messages=[{"role": "user", "content": "go"}],
+        max_tokens=30000,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
+    received = 0
+    with pytest.raises(openai.APIError, match="stopped answering") as caught:
+        for _ in stream:
+            received += 1
+            if received == 3:
+                neuron.kill()
+    assert received >= 3
+    assert "node n1" in caught.value.message
+    status, health = http_json("GET", f"{gateway.url}/health")[:2]
+    assert status == 200 and health["nodes"]["total"] == 1  # the gateway carries on
+    # The gateway's own count drops at once; the neuron's last report is dropped when it is down.
+    deadline = time.monotonic() + 15
+    while any(
+        m["in_flight"]
+        for n in http_json("GET", f"{gateway.url}/admin/fleet")[1]["nodes"]
+        for m in n["models"]
+    ):
+        assert time.monotonic() < deadline, "the gateway still counts the broken request"
         time.sleep(0.1)
