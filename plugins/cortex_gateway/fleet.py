@@ -91,6 +91,9 @@ class Fleet:
         """Up nodes where ``model_id`` is in one of ``states``."""
         return [
             node
-            for node in self.routable()
-            if (m := node.models.get(model_id)) is not None and m.state in states
+            for node in self.nodes.values()
+            if node.up
+            and not node.draining
+            and (m := node.models.get(model_id)) is not None
+            and m.state in states
         ]

@@ -112,8 +112,8 @@ class Placement:
 
     def _ready(self, model_id: str, exclude: frozenset[str]) -> Node | None:
         ready = [n for n in self.fleet.replicas(model_id) if n.name not in exclude]
-        if not ready:
-            return None
+        if len(ready) < 2:
+            return ready[0] if ready else None
         return min(ready, key=lambda node: (node.model_load(model_id), node.name))
 
     # -- memory accounting -------------------------------------------------------------------

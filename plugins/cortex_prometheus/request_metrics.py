@@ -12,6 +12,8 @@ the time failures take stays visible.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from cortex_kernel.events import RequestFinished
@@ -26,6 +28,7 @@ class RequestMetrics:
 
     def __init__(self, registry: CollectorRegistry, guards: Guards) -> None:
         self.guards = guards
+        self._children: dict[tuple[Counter | Histogram, tuple[str, ...]], Any] = {}
         self.requests = Counter(
             "cortex_requests",
             "Requests finished, by model, node, dialect, upstream endpoint and status class.",
@@ -112,22 +115,32 @@ class RequestMetrics:
             registry=registry,
         )
 
+    def _child(self, family: Counter | Histogram, *values: str) -> Any:
+        """``family.labels(*values)``, remembered: the client library validates and locks on
+        every ``labels`` call, and a request touches up to a dozen series. Label values are
+        bounded by the guards, so this cache is too."""
+        key = (family, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(*values)
+        return child
+
     def record(self, event: RequestFinished) -> None:
         guards = self.guards
         labels = (guards.model(event.model), guards.node_or_none(event.node), guards.dialect(event.dialect))
         endpoint = endpoint_label(event.endpoint)
         status = status_class(event.status)
-        self.requests.labels(*labels, endpoint, status).inc()
-        self.duration.labels(*labels, endpoint, status).observe(event.duration_s)
+        self._child(self.requests, *labels, endpoint, status).inc()
+        self._child(self.duration, *labels, endpoint, status).observe(event.duration_s)
         failed = event.status >= 400 or event.error is not None
         if failed:
             reason = guards.reason(event.error or f"http_{event.status}")
-            self.errors.labels(*labels, endpoint, reason).inc()
+            self._child(self.errors, *labels, endpoint, reason).inc()
         if event.node is not None or event.waited_s > 0:
             # Present at zero for every routed request, so a rate over them is 0, not "no data".
-            self.wait.labels(*labels).observe(event.waited_s)
-            self.cold_starts.labels(*labels).inc(1 if event.cold_start else 0)
-            self.failovers.labels(*labels).inc(event.failovers)
+            self._child(self.wait, *labels).observe(event.waited_s)
+            self._child(self.cold_starts, *labels).inc(1 if event.cold_start else 0)
+            self._child(self.failovers, *labels).inc(event.failovers)
         if failed:
             return
         self._tokens(labels, event)
@@ -136,26 +149,27 @@ class RequestMetrics:
 
     def _tokens(self, labels: tuple[str, str, str], event: RequestFinished) -> None:
         if event.prompt_tokens is not None:
-            self.prompt_tokens.labels(*labels).inc(event.prompt_tokens)
-            self.prompt_sizes.labels(*labels).observe(event.prompt_tokens)
-            self.cached_tokens.labels(*labels).inc(event.cached_tokens or 0)
+            self._child(self.prompt_tokens, *labels).inc(event.prompt_tokens)
+            self._child(self.prompt_sizes, *labels).observe(event.prompt_tokens)
+            self._child(self.cached_tokens, *labels).inc(event.cached_tokens or 0)
         if event.completion_tokens is not None:
-            self.completion_tokens.labels(*labels).inc(event.completion_tokens)
+            self._child(self.completion_tokens, *labels).inc(event.completion_tokens)
 
     def _generation(self, labels: tuple[str, str, str], event: RequestFinished) -> None:
         if event.first_token_s is not None:
-            self.ttft.labels(*labels, "true" if event.streamed else "false").observe(event.first_token_s)
+            streamed = "true" if event.streamed else "false"
+            self._child(self.ttft, *labels, streamed).observe(event.first_token_s)
         if event.inter_token_s:
-            child = self.inter_token.labels(*labels)
+            child = self._child(self.inter_token, *labels)
             for gap in event.inter_token_s:
                 child.observe(gap)
         completion = event.completion_tokens
         if completion is None:
             return
-        self.completion_sizes.labels(*labels).observe(completion)
+        self._child(self.completion_sizes, *labels).observe(completion)
         rate = output_rate(event)
         if rate is not None:
-            self.tokens_per_second.labels(*labels).observe(rate)
+            self._child(self.tokens_per_second, *labels).observe(rate)
 
 
 def output_rate(event: RequestFinished) -> float | None:
