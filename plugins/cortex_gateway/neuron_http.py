@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
@@ -35,6 +36,7 @@ LOW_WATER = 256 * 1024
 MAX_HEAD_BYTES = 64 * 1024
 IDLE_TIMEOUT_S = 30.0
 MAX_IDLE_PER_ORIGIN = 256
+MAX_BUSY_PER_ORIGIN = 512
 
 
 class NeuronHTTPError(ConnectionError):
@@ -73,8 +75,15 @@ _SIZE, _DATA, _CRLF, _TRAILER = range(4)
 class NeuronResponse:
     """One reply: status and headers once :meth:`wait_head` returns, then the body in pieces."""
 
-    def __init__(self, connection: _Connection, stall_timeout_s: float | None, head_only: bool) -> None:
+    def __init__(
+        self,
+        connection: _Connection,
+        stall_timeout_s: float | None,
+        head_only: bool,
+        on_done: Callable[[], None] | None = None,
+    ) -> None:
         self._connection = connection
+        self._on_done = on_done
         self._loop = connection.loop
         self._stall = stall_timeout_s
         self._head_only = head_only
@@ -346,6 +355,9 @@ class NeuronResponse:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._on_done is not None:
+            on_done, self._on_done = self._on_done, None
+            on_done()
 
     def _fail(self, error: BaseException) -> None:
         if self._done:
@@ -434,11 +446,15 @@ class NeuronPool:
         connect_timeout_s: float = 10.0,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         max_idle_per_origin: int = MAX_IDLE_PER_ORIGIN,
+        max_busy_per_origin: int = MAX_BUSY_PER_ORIGIN,
         tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.connect_timeout_s = connect_timeout_s
         self.idle_timeout_s = idle_timeout_s
         self.max_idle = max_idle_per_origin
+        self.max_busy = max_busy_per_origin
+        self._busy: dict[Origin, int] = {}
+        self._queued: dict[Origin, collections.deque[asyncio.Future[None]]] = {}
         self._idle: dict[Origin, list[_Connection]] = {}
         self._open: set[_Connection] = set()
         self._tls = tls_context  # for https:// neurons; the system's trust store when not given
@@ -469,11 +485,18 @@ class NeuronPool:
         )
         payload = [head, body] if body else [head]
         for attempt in range(2):
-            connection = self._take(origin)
-            reused = connection is not None
-            if connection is None:
-                connection = await self._connect(origin)
-            response = NeuronResponse(connection, stall_timeout_s, head_only=method == "HEAD")
+            await self._acquire(origin)
+            try:
+                connection = self._take(origin)
+                reused = connection is not None
+                if connection is None:
+                    connection = await self._connect(origin)
+            except BaseException:
+                self._release(origin)
+                raise
+            response = NeuronResponse(
+                connection, stall_timeout_s, method == "HEAD", on_done=lambda: self._release(origin)
+            )
             connection.send(response, payload)
             try:
                 await response.wait_head()
@@ -486,6 +509,41 @@ class NeuronPool:
                 raise
             return response
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _acquire(self, origin: Origin) -> None:
+        """Wait for one of the ``max_busy`` request slots towards ``origin``.
+
+        A burst of clients must not become a burst of connections to one neuron (each one a
+        socket there); the excess waits here, in arrival order, for a reply to finish.
+        """
+        busy = self._busy.get(origin, 0)
+        if busy < self.max_busy:
+            self._busy[origin] = busy + 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        queue = self._queued.setdefault(origin, collections.deque())
+        queue.append(waiter)
+        try:
+            await waiter  # a finishing reply hands its slot over
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._release(origin)  # handed over just as this request gave up: pass it on
+            else:
+                queue.remove(waiter)
+            raise
+
+    def _release(self, origin: Origin) -> None:
+        queue = self._queued.get(origin)
+        while queue:
+            waiter = queue.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._busy[origin] -= 1
+
+    def busy(self, origin: Origin) -> int:
+        """Requests towards ``origin`` that hold a slot (a reply not yet finished)."""
+        return self._busy.get(origin, 0)
 
     def put(self, connection: _Connection) -> None:
         idle = self._idle.setdefault(connection.origin, [])

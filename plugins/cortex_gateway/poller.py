@@ -75,6 +75,10 @@ class Poller:
                 log.warning("node %s is down: %s", node.name, node.last_error)
                 node.up = False
                 node.discovery = None
+                # Its last report's in-flight and queued counts died with it; keeping them would
+                # show phantom requests (and keep its models looking busy) until it returns.
+                for model in node.models.values():
+                    model.in_flight = model.queued = 0
             return
         live = health.get("models", {})
         node.models = {

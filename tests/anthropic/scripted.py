@@ -121,6 +121,7 @@ class ScriptedNeuron:
         self.count_replies: deque[Json] = deque()
         self.received: list[tuple[str, dict[str, Any]]] = []
         self.disconnects = 0
+        self.in_flight = 0  # chat requests being answered, reported in /models and /health
         self.loads: list[str] = []
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="scripted-neuron")
@@ -184,7 +185,13 @@ class ScriptedNeuron:
 
     def _entries(self) -> list[dict[str, Any]]:
         return [
-            {"id": model, "state": "ready", "context_length": context, "in_flight": 0, "queued": 0}
+            {
+                "id": model,
+                "state": "ready",
+                "context_length": context,
+                "in_flight": self.in_flight,
+                "queued": 0,
+            }
             for model, context in self.ready.items()
         ]
 
@@ -192,7 +199,10 @@ class ScriptedNeuron:
         return web.json_response({"object": "list", "data": self._entries()})
 
     async def _health(self, request: web.Request) -> web.Response:
-        models = {entry["id"]: {"state": "ready", "in_flight": 0, "queued": 0} for entry in self._entries()}
+        models = {
+            entry["id"]: {"state": "ready", "in_flight": entry["in_flight"], "queued": 0}
+            for entry in self._entries()
+        }
         return web.json_response({"status": "ok", "models": models})
 
     async def _load(self, request: web.Request) -> web.Response:
@@ -221,6 +231,7 @@ class ScriptedNeuron:
             return self._json(scripted)
         response = web.StreamResponse(status=scripted.status, headers={"content-type": "text/event-stream"})
         await response.prepare(request)
+        self.in_flight += 1
         try:
             for frame in scripted.frames:
                 if isinstance(frame, float):
@@ -230,6 +241,8 @@ class ScriptedNeuron:
         except (ConnectionResetError, asyncio.CancelledError):
             self.disconnects += 1
             raise
+        finally:
+            self.in_flight -= 1
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
         return response

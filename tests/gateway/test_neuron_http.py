@@ -851,3 +851,77 @@ async def test_an_ipv6_neuron_gets_a_bracketed_host_header(raw_server, pool):
         pytest.skip("no IPv6 loopback here")
     assert await get_body(pool, server.origin, "/v1/models") == b"v6"
     assert requests[0].startswith(b"GET /v1/models HTTP/1.1\r\nhost: [::1]:%d\r\n" % server.origin.port)
+
+
+# -- the cap on busy connections per neuron ---------------------------------------------------
+
+
+def held_replies() -> tuple[Script, asyncio.Event, list[int]]:
+    """A script that answers only once ``release`` is set, and records how many requests it
+    held at once (``peaks``)."""
+    release = asyncio.Event()
+    peaks: list[int] = []
+    holding = 0
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> object:
+        nonlocal holding
+        while True:
+            await read_request(reader)
+            holding += 1
+            peaks.append(holding)
+            await release.wait()
+            holding -= 1
+            writer.write(sized(b"ok"))
+            await writer.drain()
+
+    return script, release, peaks
+
+
+async def test_requests_beyond_the_cap_wait_for_a_slot_instead_of_opening_connections(raw_server, make_pool):
+    pool = make_pool(max_busy_per_origin=2)
+    script, release, peaks = held_replies()
+    server = await raw_server(script)
+    requests = [asyncio.create_task(get_body(pool, server.origin)) for _ in range(5)]
+    await eventually(lambda: len(peaks) == 2)
+    await asyncio.sleep(0.05)
+    assert (server.connections, pool.busy(server.origin)) == (2, 2)  # three requests wait here
+    release.set()
+    assert await asyncio.gather(*requests) == [b"ok"] * 5
+    assert max(peaks) == 2 and server.connections == 2  # the waiting ones reused the connections
+    assert pool.busy(server.origin) == 0
+
+
+async def test_a_request_that_gives_up_waiting_leaves_no_slot_behind(raw_server, make_pool):
+    pool = make_pool(max_busy_per_origin=1)
+    script, release, peaks = held_replies()
+    server = await raw_server(script)
+    first = asyncio.create_task(get_body(pool, server.origin))
+    await eventually(lambda: len(peaks) == 1)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(get_body(pool, server.origin), 0.05)
+    release.set()
+    assert await first == b"ok"
+    assert pool.busy(server.origin) == 0
+    assert await get_body(pool, server.origin) == b"ok"
+
+
+async def test_every_way_a_reply_ends_gives_its_slot_back(raw_server, make_pool):
+    pool = make_pool(max_busy_per_origin=1)
+    refused = Origin.from_endpoint(f"http://127.0.0.1:{closed_port()}")
+    with pytest.raises(NoResponse):
+        await get(pool, refused)
+    assert pool.busy(refused) == 0
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(CHUNKED + b"5\r\nfirst\r\n")
+
+    server = await raw_server(stall)
+    stalled = await get(pool, server.origin, stall_s=0.1)
+    assert await stalled.next_piece() == b"first"
+    with pytest.raises(TimeoutError):
+        await stalled.next_piece()
+    assert pool.busy(server.origin) == 0
+    closed = await get(pool, server.origin)
+    closed.close()
+    assert pool.busy(server.origin) == 0
