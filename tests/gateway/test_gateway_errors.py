@@ -165,4 +165,3 @@ def test_a_neuron_dying_mid_stream_is_an_error_event(start_neuron, start_gateway
     ):
         assert time.monotonic() < deadline, "the gateway still counts the broken request"
         time.sleep(0.1)
-
