@@ -157,13 +157,17 @@ def test_client_disconnect_stops_generation_and_frees_the_slot(start_neuron):
         "messages": [{"role": "user", "content": "go on forever"}],
         "max_tokens": 30000,
         "ignore_eos": True,
+        "temperature": 0,  # the same tokens every run
         "stream": True,
     }
     with LineStream(f"{neuron.url}/v1/chat/completions", "POST", body) as r:
         assert r.status == 200
         for line in r:
-            if '"content"' in line and '"content":""' not in line:
+            # The first generated token: text, or reasoning if the random model opened a <think>.
+            if '"reasoning_content"' in line or ('"content"' in line and '"content":""' not in line):
                 break
+        else:
+            raise AssertionError("the stream ended before the client left")
         assert health(neuron)["models"]["tiny-chat"]["in_flight"] == 1
     gone = time.monotonic()
     while health(neuron)["models"]["tiny-chat"]["in_flight"] and time.monotonic() - gone < 5:
