@@ -177,6 +177,8 @@ def test_real_traffic_emits_request_and_lifecycle_events(
             "model": "tiny-chat",
             "messages": [{"role": "user", "content": "hi"}],
             "max_tokens": 5,
+            "ignore_eos": True,  # exactly 5 tokens, whatever the random model would pick
+            "temperature": 0,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
