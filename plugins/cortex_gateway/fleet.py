@@ -6,9 +6,12 @@ have finished, so routing never waits on a lock held across I/O.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from cortex_gateway.neuron_http import Origin
 
 
 @dataclass
@@ -50,6 +53,16 @@ class Node:
     cycles: int = 0
     draining: bool = False
 
+    @property
+    def routable(self) -> bool:
+        """Up and not being drained."""
+        return self.up and not self.draining
+
+    @functools.cached_property
+    def origin(self) -> Origin:
+        """The endpoint parsed for the relay's HTTP client (once per node)."""
+        return Origin.from_endpoint(self.endpoint)
+
     def devices(self) -> list[dict[str, Any]]:
         devices: list[dict[str, Any]] = (self.discovery or {}).get("devices") or []
         return devices
@@ -85,15 +98,12 @@ class Fleet:
 
     def routable(self) -> list[Node]:
         """Up and not being drained."""
-        return [node for node in self.nodes.values() if node.up and not node.draining]
+        return [node for node in self.nodes.values() if node.routable]
 
     def replicas(self, model_id: str, states: tuple[str, ...] = ("ready",)) -> list[Node]:
         """Up nodes where ``model_id`` is in one of ``states``."""
         return [
             node
             for node in self.nodes.values()
-            if node.up
-            and not node.draining
-            and (m := node.models.get(model_id)) is not None
-            and m.state in states
+            if node.routable and (m := node.models.get(model_id)) is not None and m.state in states
         ]

@@ -32,7 +32,6 @@ from typing import cast
 from urllib.parse import urlsplit
 
 HIGH_WATER = 1024 * 1024
-LOW_WATER = 256 * 1024
 MAX_HEAD_BYTES = 64 * 1024
 IDLE_TIMEOUT_S = 30.0
 MAX_IDLE_PER_ORIGIN = 256
@@ -170,12 +169,17 @@ class NeuronResponse:
             waiter.set_result(None)
 
     def _check_stall(self) -> None:
-        """The lazy stall timer: fail only when a reader has waited ``stall`` seconds for bytes."""
+        """The lazy stall timer: fail only when a reader has waited ``stall`` seconds for bytes.
+
+        Time the consumer spends elsewhere (a slow client, reading paused) is not a stall, so
+        the clock runs from the later of the last byte and the start of the current wait.
+        """
         self._timer = None
         if self._done or self._stall is None:
             return
-        since = max(self._last_read, self._waiting_since if self._waiter is not None else self._loop.time())
-        if self._waiter is not None and self._loop.time() - since >= self._stall:
+        now = self._loop.time()
+        since = now if self._waiter is None else max(self._last_read, self._waiting_since)
+        if now - since >= self._stall:
             self._fail(TimeoutError(f"no bytes from the neuron for {self._stall:g} s"))
             self._connection.abort()
             return

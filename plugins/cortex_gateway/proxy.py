@@ -15,9 +15,10 @@ response with one task per request instead of Starlette's task group and generat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import msgspec
 from starlette.requests import Request
@@ -25,7 +26,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from cortex_gateway.fleet import Node
-from cortex_gateway.neuron_http import NeuronHTTPError, NeuronPool, NeuronResponse, Origin
+from cortex_gateway.neuron_http import NeuronHTTPError, NeuronPool, NeuronResponse
 from cortex_gateway.placement import Placement
 from cortex_gateway.tap import RequestTap
 from cortex_kernel.bodies import read_body
@@ -108,13 +109,6 @@ class Forwarder:
         self.max_body_bytes = max_body_bytes
         self.stall = stall_timeout_s
         self.max_attempts = max_attempts
-        self._origins: dict[str, Origin] = {}
-
-    def origin(self, node: Node) -> Origin:
-        origin = self._origins.get(node.endpoint)
-        if origin is None:
-            origin = self._origins[node.endpoint] = Origin.from_endpoint(node.endpoint)
-        return origin
 
     def label(self, model: str) -> str:
         """``model`` if the fleet knows it, else ``unknown``: metric labels stay a bounded set."""
@@ -183,7 +177,7 @@ class Forwarder:
             node.last_routed[model] = time.time()
             try:
                 upstream = await self.pool.request(
-                    self.origin(node), "POST", path, self.header_block, body, stall_timeout_s=self.stall
+                    node.origin, "POST", path, self.header_block, body, stall_timeout_s=self.stall
                 )
             except (NeuronHTTPError, TimeoutError) as exc:
                 node.in_flight[model] -= 1
@@ -253,19 +247,23 @@ class NeuronReply:
         self._open = True  # the caller counted this request in flight before sending it
         self._error: str | None = None
 
-    async def _next(self) -> bytes | None:
-        try:
-            return await self._upstream.next_piece()
-        except (NeuronHTTPError, TimeoutError) as exc:
-            log.warning("stream from %s broke: %s", self.node, exc)
-            self._error = "upstream_broken"
-            raise UpstreamError(f"node {self.node} stopped answering: {exc}") from exc
+    def _broken(self, exc: Exception) -> UpstreamError:
+        log.warning("reply from %s broke: %s", self.node, exc)
+        self._error = "upstream_broken"
+        return UpstreamError(f"node {self.node} stopped answering: {exc}")
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         self._tap.streamed = True
         tap = self._tap.chunk
+        next_piece = self._upstream.next_piece
         try:
-            while (chunk := await self._next()) is not None:
+            while True:
+                try:
+                    chunk = await next_piece()
+                except (NeuronHTTPError, TimeoutError) as exc:
+                    raise self._broken(exc) from exc
+                if chunk is None:
+                    return
                 tap(chunk)
                 yield chunk
         finally:
@@ -278,34 +276,24 @@ class NeuronReply:
         boundary, the client gets an error event and a clean end, as vLLM and the neuron send
         for a generation that fails, instead of a connection cut mid-body.
         """
-        self._tap.streamed = True
-        tap = self._tap.chunk
-        next_piece = self._next
-        chunk = b"\n\n"
-        try:
-            while True:
-                try:
-                    chunk = await next_piece() or b""
-                except UpstreamError as exc:
-                    if not (self._sse and chunk.endswith(b"\n\n")):
-                        raise
-                    frame = b"data: " + openai_error_body(exc) + b"\n\n" + SSE_DONE
-                    await send({"type": "http.response.body", "body": frame, "more_body": False})
-                    return
-                if not chunk:
-                    break
-                tap(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            self.close()
+        last = b"\n\n"
+        async with contextlib.aclosing(self.chunks()) as chunks:
+            try:
+                async for last in chunks:
+                    await send({"type": "http.response.body", "body": last, "more_body": True})
+            except UpstreamError as exc:
+                if not (self._sse and last.endswith(b"\n\n")):
+                    raise
+                frame = b"data: " + openai_error_body(exc) + b"\n\n" + SSE_DONE
+                await send({"type": "http.response.body", "body": frame, "more_body": False})
+                return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def read(self) -> bytes:
         try:
             payload = await self._upstream.read()
         except (NeuronHTTPError, TimeoutError) as exc:
-            self._error = "upstream_broken"
-            raise UpstreamError(f"node {self.node} stopped answering: {exc}") from exc
+            raise self._broken(exc) from exc
         finally:
             self.close()
         self._tap.chunk(payload)
