@@ -36,7 +36,7 @@ unit: $(STAMP)
 	$(BIN)/pytest -p randomly $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .vllm-env .vllm-env.lock .mypy_cache .ruff_cache .pytest_cache
 
 ## vLLM harness: type-check and test it in a vLLM environment cached outside the clone
 ## (scripts/vllm-env; the first run on a machine installs vLLM, several GB).

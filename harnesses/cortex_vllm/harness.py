@@ -32,11 +32,12 @@ from cortex_kernel.config.schema import ModelProfile
 from cortex_kernel.errors import BadRequest, Conflict, CortexError, NotFound, Overloaded
 from cortex_kernel.harness import Delta, Embeddings, HarnessContext, ModelDescription
 from cortex_kernel.openai_wire import ChatRequest, CompletionRequest, check_chat_request
-from cortex_transformers.sources import resolve_source
+from cortex_transformers.sources import hub_offline, resolve_source
 from cortex_vllm.devices import MIB, DeviceLocks, MemoryProbe, NvmlProbe, held_bytes, wait_released
 from cortex_vllm.engine_args import EnginePlan, plan_engine
 from cortex_vllm.errors import translate
 from cortex_vllm.frontend import Frontend, Prepared
+from cortex_vllm.hub import local_snapshot
 from cortex_vllm.options import VllmOptions, read_options
 from cortex_vllm.stats import EngineGauges, gauge_logger_factory
 from cortex_vllm.stream import EngineAborted
@@ -336,12 +337,13 @@ class VllmHarness:
         source = resolve_source(
             profile.weights_source, model_roots=self._context.model_roots, cache_dir=self._context.cache_dir
         )
-        download_dir = None
+        model, download_dir = source.location, None
         if source.hub_id is not None:
             download_dir = options.hub_cache_dir or str(self._context.cache_dir / "hub")
-        return plan_engine(
-            profile, options, model=source.location, download_dir=download_dir, uuids=self._probe.uuids
-        )
+            # vLLM gets the snapshot directory, not the id: offline it would look in the default
+            # hub cache only (see cortex_vllm.hub).
+            model = local_snapshot(source.hub_id, download_dir, offline=hub_offline())
+        return plan_engine(profile, options, model=model, download_dir=download_dir, uuids=self._probe.uuids)
 
     async def _start_engine(self, profile: ModelProfile, plan: EnginePlan, gauges: EngineGauges) -> Any:
         """Start the engine in a thread; a load cancelled meanwhile still waits for it and shuts it down.

@@ -12,8 +12,8 @@ import pytest
 
 from tests.rpm.conftest import PACKAGES, REPO_ROOT, rpm_query
 
-SKIP_DIRS = {".git", ".venv", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache",
-             "_build", "build", "dist", ".hypothesis"}  # fmt: skip
+SKIP_DIRS = {".git", ".venv", ".vllm-env", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache",
+             ".pytest_cache", "_build", "build", "dist", ".hypothesis"}  # fmt: skip
 SHELL_SHEBANG = re.compile(rb"^#!\s*(/usr)?/bin/(env\s+)?(ba|da|k)?sh\b")
 
 

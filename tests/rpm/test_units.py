@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -136,6 +137,23 @@ def test_cpu_neuron_drops_device_access(unpacked):
         unpacked["cortex-neuron-cpu"] / "usr/lib/systemd/system/cortex-neuron.service.d/50-cpu-flavour.conf"
     )
     assert dropin == {"PrivateDevices": ["yes"], "DeviceAllow": [""], "SupplementaryGroups": [""]}
+
+
+@pytest.mark.parametrize("name", ["cortex-neuron-cpu", "cortex-neuron-vllm"])
+def test_shipped_neuron_config_keeps_weights_in_the_state_directory(unpacked, name):
+    """Downloaded weights are state: an air-gapped host cannot fetch them again after a cache wipe."""
+    tree = unpacked[name]
+    unit = directives(tree / "usr/lib/systemd/system/cortex-neuron.service")
+    config = tomllib.loads((tree / "etc/neuron/neuron.toml").read_text())
+    state = [Path("/var/lib", entry) for entry in unit["StateDirectory"][0].split()]
+    cache = [Path("/var/cache", entry) for entry in unit["CacheDirectory"][0].split()]
+
+    weights = [Path(config["cache_dir"]), *map(Path, config["model_roots"])]
+    for place in weights:
+        assert any(place.is_relative_to(directory) for directory in state), place
+        assert not any(place.is_relative_to(directory) for directory in cache), place
+    # systemd creates each of them, owned by the service account, before the neuron starts.
+    assert set(weights) <= set(state)
 
 
 @pytest.mark.parametrize(
