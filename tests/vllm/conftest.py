@@ -8,6 +8,7 @@ options) run everywhere.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,30 @@ def vllm_profile(tiny_chat_model: Path) -> ModelProfile:
 @pytest.fixture
 def vllm_context(tiny_model_root: Path, tmp_path: Path) -> HarnessContext:
     return HarnessContext(model_roots=(tiny_model_root,), cache_dir=tmp_path / "cache")
+
+
+HUB_ID = "cortex-test/tiny-chat"
+HUB_REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+def fill_hub_cache(cache: Path, model: Path, hub_id: str = HUB_ID) -> Path:
+    """Put ``model`` into ``cache`` as the hub would have downloaded it; return the snapshot.
+
+    The layout is the hub's own (``models--ORG--NAME/snapshots/REV`` and ``refs/main``), so the
+    lookup that finds it is huggingface_hub's, not ours. Nothing is downloaded.
+    """
+    repo = cache / f"models--{hub_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / HUB_REVISION
+    shutil.copytree(model, snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(HUB_REVISION)
+    return snapshot
+
+
+@pytest.fixture
+def harness_hub_snapshot(vllm_context: HarnessContext, tiny_chat_model: Path) -> Path:
+    """The tiny chat model as ``HUB_ID`` in the harness's hub cache (``<cache_dir>/hub``)."""
+    return fill_hub_cache(vllm_context.cache_dir / "hub", tiny_chat_model)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from cortex_kernel.errors import BadRequest, Conflict, CortexError, NotFound
 from cortex_kernel.harness import Harness
 from cortex_kernel.openai_wire import ChatRequest, CompletionRequest
 from cortex_vllm.harness import cuda_initialized_here
+from tests.vllm.conftest import HUB_ID, fill_hub_cache
 from tests.vllm.scripted import GIB
 
 
@@ -238,7 +239,8 @@ async def test_an_embedding_profile_is_refused(harness, vllm_profile):
     assert caught.value.code == "unsupported_task"
 
 
-async def test_a_hub_model_downloads_into_the_harness_cache(harness, scripted, vllm_profile, vllm_context):
+def stop_at_start(scripted):
+    """Make the scripted factory record the engine arguments and fail before building anything."""
     seen = []
 
     def stop(args):
@@ -246,10 +248,68 @@ async def test_a_hub_model_downloads_into_the_harness_cache(harness, scripted, v
         raise CortexError("stop here", code="test_stop")
 
     scripted.on_start = stop
+    return seen
+
+
+async def test_offline_a_hub_model_is_found_in_the_harness_cache(
+    harness, scripted, vllm_profile, vllm_context, harness_hub_snapshot, monkeypatch
+):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    seen = stop_at_start(scripted)
+
     with pytest.raises(CortexError, match="stop here"):
-        await harness.load(variant(vllm_profile, source="some-org/some-model"))
-    assert seen[0].model == "some-org/some-model"
+        await harness.load(variant(vllm_profile, source=HUB_ID))
+
+    # vLLM gets the snapshot itself: given the id, offline it looks in the default hub cache only.
+    assert seen[0].model == str(harness_hub_snapshot)
     assert seen[0].download_dir == str(vllm_context.cache_dir / "hub")
+
+
+async def test_offline_the_hub_option_names_the_cache_looked_in(
+    harness, scripted, vllm_profile, tmp_path, tiny_chat_model, monkeypatch
+):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    snapshot = fill_hub_cache(tmp_path / "elsewhere", tiny_chat_model)
+    seen = stop_at_start(scripted)
+    profile = variant(vllm_profile, source=HUB_ID, options={"hub_cache_dir": str(tmp_path / "elsewhere")})
+
+    with pytest.raises(CortexError, match="stop here"):
+        await harness.load(profile)
+
+    assert seen[0].model == str(snapshot)
+
+
+async def test_offline_a_hub_model_never_downloaded_is_not_found(
+    harness, scripted, vllm_profile, monkeypatch
+):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    seen = stop_at_start(scripted)
+
+    with pytest.raises(NotFound) as caught:
+        await harness.load(variant(vllm_profile, source="some-org/never-downloaded"))
+
+    assert caught.value.code == "model_not_found"
+    assert seen == []
+
+
+async def test_offline_vllm_builds_its_config_from_the_snapshot_the_harness_found(
+    harness, scripted, vllm_profile, harness_hub_snapshot, monkeypatch
+):
+    import huggingface_hub.constants
+
+    # vLLM reads huggingface_hub's offline flag, which is fixed when huggingface_hub is imported.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    seen = stop_at_start(scripted)
+    # Sleep mode needs a CUDA platform, which building the model config does not.
+    options = {**vllm_profile.options, "sleep_mode": False, "dtype": "float32"}
+    with pytest.raises(CortexError, match="stop here"):
+        await harness.load(variant(vllm_profile, source=HUB_ID, options=options))
+
+    model_config = seen[0].create_model_config()
+
+    assert model_config.model == str(harness_hub_snapshot)
+    assert model_config.served_model_name == "tiny-vllm"
 
 
 async def test_engine_stats_come_from_the_engines_scheduler(harness, scripted, vllm_profile):
