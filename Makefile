@@ -40,7 +40,8 @@ clean:
 
 ## vLLM harness: type-check and test it in a vLLM environment cached outside the clone
 ## (scripts/vllm-env; the first run on a machine installs vLLM, several GB).
+## The python scripts/vllm-env prints imports this clone's code (never PYTHONPATH's).
 test-vllm: $(STAMP)
 	python="$$(scripts/vllm-env)" && \
 	$(BIN)/mypy --strict --python-executable "$$python" harnesses/cortex_vllm && \
-	"$$python" -m pytest -p randomly tests/vllm $(PYTEST_ARGS)
+	env -u PYTHONPATH "$$python" -m pytest -p randomly tests/vllm $(PYTEST_ARGS)

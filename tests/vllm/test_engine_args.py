@@ -22,19 +22,37 @@ def fake_uuids(devices):
     return [f"GPU-uuid-{device}" for device in devices]
 
 
-def plan(profile_fields=None, options=None, *, uuids=no_uuids, model="/models/m", download_dir=None):
-    profile = ModelProfile(id="m", harness="vllm", **(profile_fields or {}))
-    return plan_engine(
-        profile, read_options({}, options or {}), model=model, download_dir=download_dir, uuids=uuids
-    )
+@pytest.fixture
+def model_dir(tmp_path):
+    """A real local directory for ``model``: vLLM resolves anything else as a hub id (with
+    ``HF_HUB_OFFLINE=1``, against the hub cache, where it is not). Building the arguments reads
+    no file from it."""
+    path = tmp_path / "m"
+    path.mkdir()
+    return path
 
 
-def test_the_defaults_leave_vllm_its_own_defaults():
+@pytest.fixture
+def plan(model_dir):
+    def build(profile_fields=None, options=None, *, uuids=no_uuids, model=None, download_dir=None):
+        profile = ModelProfile(id="m", harness="vllm", **(profile_fields or {}))
+        return plan_engine(
+            profile,
+            read_options({}, options or {}),
+            model=model or str(model_dir),
+            download_dir=download_dir,
+            uuids=uuids,
+        )
+
+    return build
+
+
+def test_the_defaults_leave_vllm_its_own_defaults(plan, model_dir):
     built = plan()
     args = built.args
     assert isinstance(args, AsyncEngineArgs)
-    defaults = AsyncEngineArgs(model="x")
-    assert args.model == "/models/m"
+    defaults = AsyncEngineArgs(model=str(model_dir))
+    assert args.model == str(model_dir)
     assert args.served_model_name == ["m"]
     assert args.tensor_parallel_size == 1
     assert args.pipeline_parallel_size == 1
@@ -75,7 +93,7 @@ ROWS = [
 
 
 @pytest.mark.parametrize(("fields", "options", "attribute", "expected"), ROWS)
-def test_each_key_reaches_its_engine_argument(fields, options, attribute, expected):
+def test_each_key_reaches_its_engine_argument(plan, fields, options, attribute, expected):
     assert getattr(plan(fields, options).args, attribute) == expected
 
 
@@ -91,45 +109,45 @@ def test_every_named_option_that_is_an_engine_setting_is_mapped():
     assert OPTION_NAMES - covered - frontend_only == {"hub_cache_dir"}  # tested through the harness
 
 
-def test_devices_become_device_ids_by_uuid_when_nvml_reads_them():
+def test_devices_become_device_ids_by_uuid_when_nvml_reads_them(plan):
     built = plan({"devices": [2, 3]}, uuids=fake_uuids)
     assert built.args.device_ids == ["GPU-uuid-2", "GPU-uuid-3"]
     assert built.args.tensor_parallel_size == 2
     assert built.devices == [2, 3]
 
 
-def test_devices_stay_indices_without_nvml():
+def test_devices_stay_indices_without_nvml(plan):
     built = plan({"devices": [1]})
     assert built.args.device_ids == [1]
     assert built.devices == [1]
 
 
-def test_devices_split_between_tensor_and_pipeline_parallelism():
+def test_devices_split_between_tensor_and_pipeline_parallelism(plan):
     built = plan({"devices": [0, 1, 2, 3]}, {"pipeline_parallel_size": 2})
     assert (built.args.tensor_parallel_size, built.args.pipeline_parallel_size) == (2, 2)
     assert built.world_size == 4
 
 
-def test_min_devices_sets_the_tensor_parallel_size_when_no_devices_are_listed(monkeypatch):
+def test_min_devices_sets_the_tensor_parallel_size_when_no_devices_are_listed(plan, monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     built = plan({"min_devices": 2})
     assert built.args.tensor_parallel_size == 2
     assert built.devices == [0, 1]
 
 
-def test_without_devices_the_engine_uses_the_visible_gpus(monkeypatch):
+def test_without_devices_the_engine_uses_the_visible_gpus(plan, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
     assert plan({"min_devices": 2}).devices == [3, 1]
 
 
-def test_devices_that_do_not_match_the_parallel_sizes_are_refused():
+def test_devices_that_do_not_match_the_parallel_sizes_are_refused(plan):
     with pytest.raises(BadRequest) as caught:
         plan({"devices": [0, 1, 2]}, {"tensor_parallel_size": 2})
     assert caught.value.param == "devices"
     assert "lists 3 devices" in caught.value.message
 
 
-def test_a_model_spanning_hosts_runs_on_ray_without_device_ids():
+def test_a_model_spanning_hosts_runs_on_ray_without_device_ids(plan):
     built = plan(
         {"devices": [0, 1]}, {"multi_host": True, "pipeline_parallel_size": 2, "tensor_parallel_size": 2}
     )
@@ -139,11 +157,12 @@ def test_a_model_spanning_hosts_runs_on_ray_without_device_ids():
     assert built.devices == [0, 1]  # the local GPUs: locked and measured here
 
 
-def test_a_hub_model_downloads_into_the_given_directory():
-    assert plan(download_dir="/cache/hub", model="org/name").args.download_dir == "/cache/hub"
+def test_the_hub_cache_reaches_vllm_as_its_download_dir(plan, tmp_path):
+    # The harness hands vLLM the snapshot it resolved in that cache (see test_hub.py), never a hub id.
+    assert plan(download_dir=str(tmp_path)).args.download_dir == str(tmp_path)
 
 
-def test_an_unknown_engine_argument_is_an_error_that_names_it():
+def test_an_unknown_engine_argument_is_an_error_that_names_it(plan):
     with pytest.raises(BadRequest) as caught:
         plan(options={"engine_args": {"max_num_seqz": 8}})
     assert caught.value.code == "invalid_option"
@@ -153,7 +172,7 @@ def test_an_unknown_engine_argument_is_an_error_that_names_it():
 
 
 @pytest.mark.parametrize("name", sorted(RESERVED))
-def test_an_engine_argument_with_a_home_elsewhere_is_refused(name):
+def test_an_engine_argument_with_a_home_elsewhere_is_refused(plan, name):
     with pytest.raises(BadRequest) as caught:
         plan(options={"engine_args": {name: None}})
     assert caught.value.param == f"engine_args.{name}"
@@ -164,7 +183,7 @@ def test_reserved_names_are_real_engine_arguments():
     assert set(RESERVED) <= engine_arg_names()
 
 
-def test_vllm_builds_a_model_config_from_the_mapped_arguments(tiny_chat_model):
+def test_vllm_builds_a_model_config_from_the_mapped_arguments(plan, tiny_chat_model):
     # Sleep mode needs a CUDA platform, which this check does not.
     options = {"dtype": "float32", "sleep_mode": False}
     built = plan({"context_length": 2048, "devices": [0]}, options, model=str(tiny_chat_model))
