@@ -266,6 +266,13 @@ class TransformersHarness:
         if not inputs:
             raise BadRequest("'input' must not be empty", code="invalid_value", param="input")
         assert entry.pooling is not None
+        if entry.context_length is not None:
+            for index, text in enumerate(inputs):
+                try:
+                    check_prompt_size(text, entry.max_prompt_bytes, entry.context_length)
+                except PromptTooLarge as exc:
+                    exc.param = f"input[{index}]" if len(inputs) > 1 else "input"
+                    raise
         # Bound now: an unload while this waits for a worker must not pull the model away.
         model, tokenizer, pooling = entry.model, entry.tokenizer, entry.pooling
         loop = asyncio.get_running_loop()
@@ -463,6 +470,7 @@ class TransformersHarness:
             )
             entry.embed_batch_size = _positive_int_option(self._option(profile, "embed_batch_size", 32)) or 32
             entry.capabilities = ["embeddings"]
+            entry.max_prompt_bytes = max_prompt_bytes(tokenizer, context_length)
             return entry
         self._configure_chat(entry)
         return entry

@@ -115,6 +115,14 @@ def test_a_chat_far_over_the_context_is_refused_without_tokenizing_it(start_neur
     status, body = post_raw(f"{neuron.url}/v1/completions", data)
     assert_refused_by_size(status, body)
     assert body["error"]["param"] == "prompt"
+    status, _, _ = http_json(
+        "POST", f"{neuron.url}/models/load", {"model": "tiny-embed", "wait": True}, timeout=120
+    )
+    assert status == 200
+    data = json.dumps({"model": "tiny-embed", "input": ["short", prompt]}).encode()
+    status, body = post_raw(f"{neuron.url}/v1/embeddings", data)
+    assert status == 400 and body["error"]["code"] == "context_length_exceeded", body
+    assert body["error"]["param"] == "input[1]" and "bytes" in body["error"]["message"], body
     assert health(neuron)["models"]["tiny-chat"] == {"state": "ready", "in_flight": 0, "queued": 0}
 
 
