@@ -15,6 +15,11 @@ checks them):
   client went away); blocking work must run off the event loop.
 * Errors are :class:`cortex_kernel.errors.CortexError` subclasses, e.g.
   :class:`ContextLengthExceeded`; anything else is reported as a 500 by the neuron.
+* A harness that can prove how many bytes of prompt its tokens stand for at most sets
+  ``ModelDescription.max_prompt_bytes`` and refuses a longer rendered prompt with
+  :class:`PromptTooLarge` (see :func:`check_prompt_size`) before tokenizing it, so that a prompt
+  far over the context costs neither the time nor the memory of tokenizing it in full. The field
+  is optional: a harness that leaves it ``None`` tokenizes every prompt, as before.
 """
 
 from __future__ import annotations
@@ -46,6 +51,55 @@ class ContextLengthExceeded(BadRequest):
         )
         self.prompt_tokens = prompt_tokens
         self.limit = limit
+
+
+class PromptTooLarge(BadRequest):
+    """The rendered prompt is larger in bytes than the model's context could ever hold.
+
+    Same ``code`` as :class:`ContextLengthExceeded`, so every dialect maps it to its own
+    "prompt is too long" error; the message names bytes because the prompt was never tokenized.
+    """
+
+    code = "context_length_exceeded"
+
+    def __init__(self, prompt_bytes: int, max_prompt_bytes: int, limit: int) -> None:
+        super().__init__(
+            f"This model's maximum context length is {limit} tokens, but the prompt is {prompt_bytes} "
+            f"bytes; a context of {limit} tokens holds at most {max_prompt_bytes} bytes.",
+            param="messages",
+            extra={
+                "prompt_bytes": prompt_bytes,
+                "max_prompt_bytes": max_prompt_bytes,
+                "context_length": limit,
+            },
+        )
+        self.prompt_bytes = prompt_bytes
+        self.max_prompt_bytes = max_prompt_bytes
+        self.limit = limit
+
+
+EXACT_COUNT_BYTES = 256 * 1024
+"""Prompts up to this size are always tokenized, whatever ``max_prompt_bytes`` says: that costs
+well under a second, and the refusal then names the exact token count, which clients such as
+Claude Code read to decide how much to compact."""
+
+
+def check_prompt_size(text: str, max_prompt_bytes: int | None, limit: int) -> None:
+    """Raise :class:`PromptTooLarge` when ``text`` is more UTF-8 bytes than ``max_prompt_bytes``
+    (and than :data:`EXACT_COUNT_BYTES`).
+
+    Cheap next to tokenizing: at most one encode of the text, and none when even the character
+    count (a lower bound on the byte count) is over, or when four bytes per character (an upper
+    bound) is not.
+    """
+    if max_prompt_bytes is None:
+        return
+    threshold = max(max_prompt_bytes, EXACT_COUNT_BYTES)
+    if len(text) * 4 <= threshold:
+        return
+    size = len(text) if len(text) > threshold else len(text.encode("utf-8", "surrogatepass"))
+    if size > threshold:
+        raise PromptTooLarge(size, max_prompt_bytes, limit)
 
 
 class ToolCallDelta(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -83,9 +137,15 @@ class Embeddings(msgspec.Struct, kw_only=True):
 
 
 class ModelDescription(msgspec.Struct, kw_only=True):
-    """What a loaded model looks like, for ``GET /models`` and placement decisions."""
+    """What a loaded model looks like, for ``GET /models`` and placement decisions.
+
+    ``max_prompt_bytes`` is the size, in UTF-8 bytes of the rendered prompt, above which the
+    prompt certainly does not fit ``context_length`` (the harness refuses it with
+    :class:`PromptTooLarge` before tokenizing); ``None`` where the harness knows no such bound.
+    """
 
     context_length: int | None = None
+    max_prompt_bytes: int | None = None
     memory_bytes: int | None = None
     devices: list[int] = msgspec.field(default_factory=list)
     task: Literal["chat", "embedding"] = "chat"

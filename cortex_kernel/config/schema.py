@@ -158,6 +158,7 @@ class NeuronConfig(ConfigBase):
     model_roots: list[str] = msgspec.field(default_factory=list)
     cache_dir: str | None = None
     memory_budget_mb: PositiveInt | None = None
+    max_body_bytes: PositiveInt = 32 * 1024 * 1024
     default_models: list[str | ModelProfile] = msgspec.field(default_factory=list)
     harnesses: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     admission: AdmissionSection = msgspec.field(default_factory=AdmissionSection)

@@ -168,6 +168,10 @@ async def check_describe(subject: CheckSubject) -> None:
         assert described.context_length > 0, "context_length must be positive when known"
     if described.memory_bytes is not None:
         assert described.memory_bytes >= 0, "memory_bytes must not be negative"
+    if described.max_prompt_bytes is not None:
+        # Every token stands for at least one byte, so a smaller bound would refuse prompts that fit.
+        assert described.context_length is not None, "max_prompt_bytes needs a context_length"
+        assert described.max_prompt_bytes >= described.context_length, "max_prompt_bytes below context_length"
 
 
 async def check_chat_stream(subject: CheckSubject) -> None:

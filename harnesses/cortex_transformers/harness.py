@@ -28,7 +28,9 @@ from cortex_kernel.harness import (
     Embeddings,
     HarnessContext,
     ModelDescription,
+    PromptTooLarge,
     Usage,
+    check_prompt_size,
 )
 from cortex_kernel.openai_wire import ChatRequest, CompletionRequest, check_chat_request
 from cortex_transformers.detokenizer import decoder_for
@@ -43,6 +45,7 @@ from cortex_transformers.generation import (
     stream_generation,
 )
 from cortex_transformers.parsing import DEFAULT_MARKERS, OutputParser, prompt_opens_reasoning
+from cortex_transformers.prompt_bound import max_prompt_bytes
 from cortex_transformers.prompts import render_chat
 from cortex_transformers.sampling import SamplingParams, model_sampling_defaults, resolve_sampling
 from cortex_transformers.sources import WeightsSource, hub_offline, resolve_source
@@ -81,6 +84,7 @@ class _Loaded:
     sampling_defaults: dict[str, Any] = field(default_factory=dict)
     template_kwargs: dict[str, Any] = field(default_factory=dict)
     default_max_tokens: int | None = None
+    max_prompt_bytes: int | None = None
     reasoning: bool = False
     tools: bool = False
     pooling: Pooling | None = None
@@ -162,6 +166,7 @@ class TransformersHarness:
         memory = sum(t.numel() * t.element_size() for t in tensors)
         return ModelDescription(
             context_length=entry.context_length,
+            max_prompt_bytes=entry.max_prompt_bytes,
             memory_bytes=memory,
             devices=[] if entry.sleeping else list(entry.devices),
             task=entry.profile.task,
@@ -261,6 +266,13 @@ class TransformersHarness:
         if not inputs:
             raise BadRequest("'input' must not be empty", code="invalid_value", param="input")
         assert entry.pooling is not None
+        if entry.context_length is not None:
+            for index, text in enumerate(inputs):
+                try:
+                    check_prompt_size(text, entry.max_prompt_bytes, entry.context_length)
+                except PromptTooLarge as exc:
+                    exc.param = f"input[{index}]" if len(inputs) > 1 else "input"
+                    raise
         # Bound now: an unload while this waits for a worker must not pull the model away.
         model, tokenizer, pooling = entry.model, entry.tokenizer, entry.pooling
         loop = asyncio.get_running_loop()
@@ -345,11 +357,19 @@ class TransformersHarness:
         text = render_chat(
             entry.tokenizer, request, with_tools=with_tools, default_kwargs=entry.template_kwargs
         )
+        if entry.context_length is not None:
+            check_prompt_size(text, entry.max_prompt_bytes, entry.context_length)
         ids = list(entry.tokenizer.encode(text, add_special_tokens=False))
         return _Prompt(text=text, ids=ids, with_tools=with_tools)
 
     @staticmethod
     def _encode_raw(entry: _Loaded, text: str) -> list[int]:
+        if entry.context_length is not None:
+            try:
+                check_prompt_size(text, entry.max_prompt_bytes, entry.context_length)
+            except PromptTooLarge as exc:
+                exc.param = "prompt"
+                raise
         ids = list(entry.tokenizer.encode(text, add_special_tokens=True))
         if not ids:
             raise BadRequest("'prompt' must not be empty", code="invalid_value", param="prompt")
@@ -450,6 +470,7 @@ class TransformersHarness:
             )
             entry.embed_batch_size = _positive_int_option(self._option(profile, "embed_batch_size", 32)) or 32
             entry.capabilities = ["embeddings"]
+            entry.max_prompt_bytes = max_prompt_bytes(tokenizer, context_length)
             return entry
         self._configure_chat(entry)
         return entry
@@ -486,6 +507,7 @@ class TransformersHarness:
             "tool_calls",
             markers.tool_start in vocab or markers.tool_start in template,
         )
+        entry.max_prompt_bytes = max_prompt_bytes(tokenizer, entry.context_length)
         entry.capabilities = ["chat", "completions"]
         if entry.tools:
             entry.capabilities.append("tools")

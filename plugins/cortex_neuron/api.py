@@ -9,7 +9,7 @@ import resource
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -39,6 +39,7 @@ from cortex_neuron.responses import (
 from cortex_neuron.wire import LoadRequest, ModelRequest
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
 EARLY_ERROR_WINDOW_S = 0.5
 
@@ -102,6 +103,10 @@ class NeuronAPI:
         self.started = time.time()
         self.activation = Activation(len(config.default_models))
         self._discovery: Discovery | None = None
+
+    async def _body(self, request: Request, kind: type[T]) -> T:
+        """Every route reads its body under the configured ``max_body_bytes`` (413 above it)."""
+        return await decode_body(request, kind, self.config.max_body_bytes)
 
     # -- lifecycle of the daemon -------------------------------------------------------------
 
@@ -172,6 +177,7 @@ class NeuronAPI:
             "memory_bytes": description.memory_bytes if description else None,
             "context_length": (description.context_length if description else None)
             or record.profile.context_length,
+            "max_prompt_bytes": description.max_prompt_bytes if description else None,
             "last_error": record.error,
             "load_seconds": record.load_seconds,
             "last_used": record.last_used,
@@ -183,7 +189,7 @@ class NeuronAPI:
         return json_response({"object": "list", "data": [self._model_json(r) for r in self.registry]})
 
     async def load(self, request: Request) -> Response:
-        body = await decode_body(request, LoadRequest)
+        body = await self._body(request, LoadRequest)
         model_id = body.profile.id if body.profile else body.model
         if not model_id:
             raise BadRequest("send 'model' (a catalogue id) or 'profile'", param="model")
@@ -199,16 +205,16 @@ class NeuronAPI:
         return json_response(self._model_json(record), status)
 
     async def unload(self, request: Request) -> Response:
-        body = await decode_body(request, ModelRequest)
+        body = await self._body(request, ModelRequest)
         state = await self.registry.unload(body.model)
         return json_response({"id": body.model, "state": state})
 
     async def sleep(self, request: Request) -> Response:
-        body = await decode_body(request, ModelRequest)
+        body = await self._body(request, ModelRequest)
         return json_response({"id": body.model, "state": await self.registry.set_sleep(body.model, True)})
 
     async def wake(self, request: Request) -> Response:
-        body = await decode_body(request, ModelRequest)
+        body = await self._body(request, ModelRequest)
         return json_response({"id": body.model, "state": await self.registry.set_sleep(body.model, False)})
 
     async def restart_engines(self, request: Request) -> Response:
@@ -241,13 +247,13 @@ class NeuronAPI:
         return json_response({"object": "list", "data": data})
 
     async def chat(self, request: Request) -> Response:
-        body = await decode_body(request, ChatRequest)
+        body = await self._body(request, ChatRequest)
         check_chat_request(body)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await self._generate(request, body.model, "chat", body.stream, include_usage, body)
 
     async def completions(self, request: Request) -> Response:
-        body = await decode_body(request, CompletionRequest)
+        body = await self._body(request, CompletionRequest)
         check_chat_request(body)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await self._generate(request, body.model, "text", body.stream, include_usage, body)
@@ -324,7 +330,7 @@ class NeuronAPI:
             await deltas.aclose()  # type: ignore[attr-defined]
 
     async def embeddings(self, request: Request) -> Response:
-        body = await decode_body(request, EmbeddingRequest)
+        body = await self._body(request, EmbeddingRequest)
         if body.encoding_format not in ("float", "base64"):
             raise BadRequest("encoding_format must be 'float' or 'base64'", param="encoding_format")
         if not body.inputs:
@@ -339,9 +345,15 @@ class NeuronAPI:
         return json_response(embeddings_response(body.model, result, body.encoding_format))
 
     async def count_tokens(self, request: Request) -> Response:
-        body = await decode_body(request, ChatRequest)
+        """Count through the model's admission gate: rendering and tokenizing a prompt costs CPU and
+        memory in proportion to its size, so counts queue behind the same bound as generations."""
+        body = await self._body(request, ChatRequest)
         record, harness = self.registry.ready(body.model)
-        count = await harness.count_tokens(body.model, body)
+        try:
+            async with record.gate.admit():
+                count = await until_disconnect(request, harness.count_tokens(body.model, body))
+        except ClientGone:
+            return Response(status_code=499)
         description = record.description
         limit = (description.context_length if description else None) or record.profile.context_length
         return json_response({"model": body.model, "prompt_tokens": count, "context_length": limit})
