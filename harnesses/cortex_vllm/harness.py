@@ -24,6 +24,7 @@ import sys
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from vllm.engine.arg_utils import AsyncEngineArgs
@@ -32,7 +33,7 @@ from cortex_kernel.config.schema import ModelProfile
 from cortex_kernel.errors import BadRequest, Conflict, CortexError, NotFound, Overloaded
 from cortex_kernel.harness import Delta, Embeddings, HarnessContext, ModelDescription
 from cortex_kernel.openai_wire import ChatRequest, CompletionRequest, check_chat_request
-from cortex_transformers.sources import resolve_source
+from cortex_transformers.sources import hub_offline, hub_snapshot, resolve_source
 from cortex_vllm.devices import MIB, DeviceLocks, MemoryProbe, NvmlProbe, held_bytes, wait_released
 from cortex_vllm.engine_args import EnginePlan, plan_engine
 from cortex_vllm.errors import translate
@@ -337,11 +338,20 @@ class VllmHarness:
             profile.weights_source, model_roots=self._context.model_roots, cache_dir=self._context.cache_dir
         )
         download_dir = None
+        model = source.location
         if source.hub_id is not None:
+            # vLLM, like transformers, tries a hub id as a directory under the working directory
+            # first: hand it the snapshot directory inside the hub cache instead.
             download_dir = options.hub_cache_dir or str(self._context.cache_dir / "hub")
-        return plan_engine(
-            profile, options, model=source.location, download_dir=download_dir, uuids=self._probe.uuids
-        )
+            model = str(
+                hub_snapshot(
+                    source.hub_id,
+                    hub_cache=Path(download_dir).expanduser(),
+                    revision=None,
+                    offline=hub_offline(),
+                )
+            )
+        return plan_engine(profile, options, model=model, download_dir=download_dir, uuids=self._probe.uuids)
 
     async def _start_engine(self, profile: ModelProfile, plan: EnginePlan, gauges: EngineGauges) -> Any:
         """Start the engine in a thread; a load cancelled meanwhile still waits for it and shuts it down.

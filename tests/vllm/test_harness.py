@@ -14,6 +14,7 @@ from cortex_kernel.errors import BadRequest, Conflict, CortexError, NotFound
 from cortex_kernel.harness import Harness
 from cortex_kernel.openai_wire import ChatRequest, CompletionRequest
 from cortex_vllm.harness import cuda_initialized_here
+from tests.hubcache import cached_repo
 from tests.vllm.scripted import GIB
 
 
@@ -238,7 +239,16 @@ async def test_an_embedding_profile_is_refused(harness, vllm_profile):
     assert caught.value.code == "unsupported_task"
 
 
-async def test_a_hub_model_downloads_into_the_harness_cache(harness, scripted, vllm_profile, vllm_context):
+async def test_a_hub_model_loads_from_its_snapshot_in_the_harness_cache(
+    harness, scripted, vllm_profile, vllm_context, tmp_path, monkeypatch
+):
+    # vLLM would try "some-org/some-model" as a directory under the working directory first;
+    # the harness hands it the absolute snapshot directory inside its own hub cache instead.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    snapshot = cached_repo(vllm_context.cache_dir / "hub", "some-org/some-model", checkpoint)
     seen = []
 
     def stop(args):
@@ -248,8 +258,10 @@ async def test_a_hub_model_downloads_into_the_harness_cache(harness, scripted, v
     scripted.on_start = stop
     with pytest.raises(CortexError, match="stop here"):
         await harness.load(variant(vllm_profile, source="some-org/some-model"))
-    assert seen[0].model == "some-org/some-model"
+    assert seen[0].model == str(snapshot)
     assert seen[0].download_dir == str(vllm_context.cache_dir / "hub")
+    with pytest.raises(NotFound):
+        await harness.load(variant(vllm_profile, id="other", source="some-org/not-cached"))
 
 
 async def test_engine_stats_come_from_the_engines_scheduler(harness, scripted, vllm_profile):
