@@ -14,6 +14,7 @@ hub cache (downloading it unless offline), and that directory is what the engine
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from cortex_kernel.sources import inside, locate_source, not_allowed
 from cortex_transformers.synthetic import SYNTHETIC_MODELS, SYNTHETIC_PREFIX, resolve_synthetic
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # What a checkpoint needs beside its weights: configs, tokenizers, chat templates, remote code.
 _METADATA = ["*.json", "*.txt", "*.model", "*.tiktoken", "*.jinja", "*.py"]
 
@@ -70,8 +72,12 @@ def hub_snapshot(hub_id: str, *, hub_cache: Path, revision: str | None, offline:
     without any, so a repository carrying both is not downloaded twice.
 
     :raises NotFound: the repository, revision or (offline) its cached snapshot does not exist.
-    :raises Forbidden: the snapshot resolves outside ``hub_cache`` (a tampered cache).
+    :raises Forbidden: a revision shaped like a path, or a snapshot that resolves outside
+        ``hub_cache`` (a tampered cache).
     """
+    if revision is not None and (".." in revision or revision.startswith("/") or _CONTROL.search(revision)):
+        # huggingface_hub joins the revision into a path under the cache to read the ref.
+        raise not_allowed(f"revision {revision!r} is not a branch, tag or commit", param="options.revision")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 

@@ -155,6 +155,9 @@ async def test_a_hub_id_loads_from_its_snapshot_in_the_hub_cache(
     cached_repo(harness_context.cache_dir / "hub", "cortex-tests/tiny", tiny_chat_model)
     description = await harness.load(profile("cortex-tests/tiny"))
     assert description.task == "chat"
+    for revision in ("../../../../etc", "/etc"):
+        with pytest.raises(Forbidden):
+            await harness.load(profile("cortex-tests/tiny", model_id="r", options={"revision": revision}))
 
 
 @pytest.mark.parametrize(
