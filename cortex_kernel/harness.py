@@ -215,3 +215,8 @@ class HarnessSpec(msgspec.Struct, kw_only=True, frozen=True):
     name: str
     factory: Callable[[HarnessContext], Harness]
     description: str = ""
+    # Profile options that choose a place on disk (a cache directory) or make the harness import
+    # code. The neuron refuses them in an inline profile unless neuron.toml allows it
+    # (allow_inline_cache_dirs, allow_inline_remote_code): the network must not pick either.
+    path_options: frozenset[str] = frozenset()
+    code_options: frozenset[str] = frozenset()

@@ -17,6 +17,8 @@ from cortex_kernel.config.schema import ConfigKind
 from cortex_kernel.keys import key_digest
 
 KINDS = ["cortex", "neuron", "models"]
+REDACTED = "<redacted>"
+_SECRET_WORDS = ("secret", "password", "passwd", "api_key", "private_key")
 
 
 def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -38,10 +40,28 @@ def _source(key: str, sources: dict[str, str]) -> str:
     return children.pop() if len(children) == 1 else "default"
 
 
+def is_secret(key: str) -> bool:
+    """Whether the dotted ``key`` holds a secret in clear (a token, a password).
+
+    The ``[auth]`` key lists are sha256 digests, made to be stored and shown, so they are not
+    secrets here; the neuron tokens (and any harness option named like a token or a password)
+    are. ``max_tokens``-style counts are not.
+    """
+    name = key.rpartition(".")[2].lower()
+    return name == "token" or name.endswith("_token") or any(w in name for w in _SECRET_WORDS)
+
+
 def render_show(loaded: LoadedConfig[Any]) -> list[tuple[str, Any, str]]:
-    """Rows of ``(dotted key, value, source)`` for the effective configuration."""
+    """Rows of ``(dotted key, value, source)`` for the effective configuration, secrets redacted.
+
+    Output of ``config show`` ends up in tickets and chat; a set secret shows as ``<redacted>``
+    (an unset one as null, so the operator still sees whether it is set).
+    """
     data = msgspec.to_builtins(loaded.value)
-    return [(key, value, _source(key, loaded.sources)) for key, value in _flatten(data)]
+    return [
+        (key, REDACTED if isinstance(value, str) and is_secret(key) else value, _source(key, loaded.sources))
+        for key, value in _flatten(data)
+    ]
 
 
 @click.group("config")

@@ -153,6 +153,11 @@ class NeuronConfig(ConfigBase):
     listen: str = "0.0.0.0:13131"
     name: str | None = None
     token: str | None = None
+    # The trust boundary (docs/security.md): listening beyond loopback without a token, and what an
+    # inline profile from POST /models/load may switch on, are the operator's explicit choices.
+    insecure_listen: bool = False
+    allow_inline_remote_code: bool = False
+    allow_inline_cache_dirs: bool = False
     models_config: str | None = None
     allow_models: list[str] | None = None
     model_roots: list[str] = msgspec.field(default_factory=list)

@@ -16,6 +16,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -48,7 +49,7 @@ from cortex_transformers.parsing import DEFAULT_MARKERS, OutputParser, prompt_op
 from cortex_transformers.prompt_bound import max_prompt_bytes
 from cortex_transformers.prompts import render_chat
 from cortex_transformers.sampling import SamplingParams, model_sampling_defaults, resolve_sampling
-from cortex_transformers.sources import WeightsSource, hub_offline, resolve_source
+from cortex_transformers.sources import hub_offline, hub_snapshot, resolve_source
 
 log = logging.getLogger(__name__)
 
@@ -422,12 +423,9 @@ class TransformersHarness:
         return self._context.options.get(key, default)
 
     def _load_sync(self, profile: ModelProfile) -> _Loaded:
-        source = resolve_source(
-            profile.weights_source, model_roots=self._context.model_roots, cache_dir=self._context.cache_dir
-        )
+        location = self._weights_directory(profile)
         device, devices = self._device_for(profile)
-        hub_kwargs = self._hub_kwargs(profile, source)
-        common = {"trust_remote_code": profile.trust_remote_code, **hub_kwargs}
+        common: dict[str, Any] = {"trust_remote_code": profile.trust_remote_code}
         model_kwargs: dict[str, Any] = {"dtype": self._dtype_for(profile, device)}
         attn = self._option(profile, "attn_implementation", None)
         if attn is not None:
@@ -435,9 +433,9 @@ class TransformersHarness:
         try:
             from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(source.location, **common)
+            tokenizer = AutoTokenizer.from_pretrained(location, **common)
             model_class = AutoModel if profile.task == "embedding" else AutoModelForCausalLM
-            model: Any = model_class.from_pretrained(source.location, **model_kwargs, **common)
+            model: Any = model_class.from_pretrained(location, **model_kwargs, **common)
             model.to(device)
             model.eval()
         except OSError as exc:  # missing files, a hub id not cached while offline, an unknown repo
@@ -465,9 +463,7 @@ class TransformersHarness:
             default_max_tokens=_positive_int_option(self._option(profile, "default_max_tokens", None)),
         )
         if profile.task == "embedding":
-            entry.pooling = read_pooling(
-                source.location, override=self._option(profile, "pooling", None), hub_kwargs=hub_kwargs
-            )
+            entry.pooling = read_pooling(location, override=self._option(profile, "pooling", None))
             entry.embed_batch_size = _positive_int_option(self._option(profile, "embed_batch_size", 32)) or 32
             entry.capabilities = ["embeddings"]
             entry.max_prompt_bytes = max_prompt_bytes(tokenizer, context_length)
@@ -557,21 +553,23 @@ class TransformersHarness:
             )
         return _DTYPES[name]
 
-    def _hub_kwargs(self, profile: ModelProfile, source: WeightsSource) -> dict[str, Any]:
-        if source.hub_id is None:
-            return {}
-        kwargs: dict[str, Any] = {
-            "local_files_only": hub_offline() or bool(self._option(profile, "offline", False))
-        }
+    def _weights_directory(self, profile: ModelProfile) -> str:
+        """The absolute directory to read ``profile``'s weights from (see :mod:`.sources`)."""
+        source = resolve_source(
+            profile.weights_source, model_roots=self._context.model_roots, cache_dir=self._context.cache_dir
+        )
+        if source.path is not None:
+            return str(source.path)
+        assert source.hub_id is not None
         cache = self._option(profile, "hub_cache_dir", None)
-        if cache is not None:
-            kwargs["cache_dir"] = str(cache)
-        else:
-            kwargs["cache_dir"] = str(self._context.cache_dir / "hub")
         revision = self._option(profile, "revision", None)
-        if revision is not None:
-            kwargs["revision"] = str(revision)
-        return kwargs
+        snapshot = hub_snapshot(
+            source.hub_id,
+            hub_cache=Path(str(cache)).expanduser() if cache is not None else self._context.cache_dir / "hub",
+            revision=str(revision) if revision is not None else None,
+            offline=hub_offline() or bool(self._option(profile, "offline", False)),
+        )
+        return str(snapshot)
 
 
 def _model_context_length(model: Any, tokenizer: Any) -> int | None:

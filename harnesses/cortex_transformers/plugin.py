@@ -19,5 +19,6 @@ def register_harnesses() -> list[HarnessSpec]:
             name="transformers",
             factory=_build,
             description="Hugging Face transformers + torch, on CPU or the profile's CUDA devices.",
+            path_options=frozenset({"hub_cache_dir"}),
         )
     ]

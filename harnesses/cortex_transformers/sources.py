@@ -1,13 +1,14 @@
 """Where a profile's weights come from: a synthetic model, a local directory, or a hub id.
 
-A profile's ``source`` is operator configuration, but it still must not become a way to read
-arbitrary files: local directories are accepted only when they resolve (symlinks followed) inside
-one of the neuron's ``model_roots`` or the harness cache directory, as the
-:class:`~cortex_kernel.harness.HarnessContext` contract says. Relative sources are looked up under
-each root in turn; a ``..`` that climbs out of a root is refused, not silently followed.
+The rule itself is the kernel's (:mod:`cortex_kernel.sources`): local directories are accepted
+only when they resolve (symlinks followed) inside one of the neuron's ``model_roots`` or the
+harness cache directory; relative sources are looked up under each root in turn; anything else
+shaped like ``org/name`` is a Hugging Face hub id.
 
-Anything else shaped like ``org/name`` is a Hugging Face hub id, loaded through the hub cache,
-without network access when ``HF_HUB_OFFLINE`` is set.
+A hub id is never handed to ``from_pretrained`` (or vLLM) as it is: both try it as a directory
+relative to the working directory first, so ``org/name`` would load ``./org/name`` from wherever
+the neuron runs. :func:`hub_snapshot` turns it into the absolute snapshot directory inside the
+hub cache (downloading it unless offline), and that directory is what the engine reads.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cortex_kernel.errors import BadRequest, Forbidden, NotFound
-from cortex_transformers.synthetic import SYNTHETIC_MODELS, SYNTHETIC_PREFIX, is_synthetic, resolve_synthetic
+from cortex_kernel.errors import CortexError, NotFound
+from cortex_kernel.sources import inside, locate_source, not_allowed
+from cortex_transformers.synthetic import SYNTHETIC_MODELS, SYNTHETIC_PREFIX, resolve_synthetic
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9_.-]+)?$")
 _TRUE = frozenset({"1", "true", "yes", "on"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What a checkpoint needs beside its weights: configs, tokenizers, chat templates, remote code.
+_METADATA = ["*.json", "*.txt", "*.model", "*.tiktoken", "*.jinja", "*.py"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ class WeightsSource:
 
     @property
     def location(self) -> str:
-        """What to hand ``from_pretrained``."""
+        """The directory, or the hub id (only for messages: resolve it with :func:`hub_snapshot`)."""
         return str(self.path) if self.path is not None else str(self.hub_id)
 
 
@@ -42,50 +46,64 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
 
 
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
 def resolve_source(source: str, *, model_roots: tuple[Path, ...], cache_dir: Path) -> WeightsSource:
     """Resolve ``source`` to a local directory or a hub id, enforcing the roots.
 
-    :raises Forbidden: a local path outside every root (absolute, ``..`` or a symlink escape).
+    :raises Forbidden: (``source_not_allowed``) a source outside every root (absolute, ``..``,
+        a symlink escape, a URL, a synthetic name with path characters).
     :raises NotFound: a local path or synthetic name that does not exist.
-    :raises BadRequest: a source that is neither a path nor a hub id.
+    :raises BadRequest: a source that is neither a path nor a hub id, or holds a NUL.
     """
-    if "\x00" in source or not source.strip():
-        raise BadRequest(f"invalid model source {source!r}", code="invalid_source")
-    if is_synthetic(source):
-        name = source.removeprefix(SYNTHETIC_PREFIX)
-        if name not in SYNTHETIC_MODELS:
+    located = locate_source(source, roots=(*model_roots, cache_dir))
+    if located.synthetic is not None:
+        if located.synthetic not in SYNTHETIC_MODELS:
             known = ", ".join(SYNTHETIC_PREFIX + n for n in sorted(SYNTHETIC_MODELS))
             raise NotFound(f"unknown synthetic model {source!r} (known: {known})", code="model_not_found")
         return WeightsSource(path=resolve_synthetic(source, cache_dir))
+    if located.hub_id is not None:
+        return WeightsSource(hub_id=located.hub_id)
+    return WeightsSource(path=located.path)
 
-    allowed = [root.expanduser().resolve() for root in (*model_roots, cache_dir)]
-    given = Path(source).expanduser()
-    if given.is_absolute():
-        real = given.resolve()
-        if not any(_inside(real, root) for root in allowed):
-            raise Forbidden(
-                f"model source {source!r} is outside the configured model roots", code="source_forbidden"
+
+def hub_snapshot(hub_id: str, *, hub_cache: Path, revision: str | None, offline: bool) -> Path:
+    """The absolute snapshot directory of ``hub_id`` inside ``hub_cache``, fetched unless offline.
+
+    Safetensors weights are preferred; ``*.bin`` weights are fetched only for a repository
+    without any, so a repository carrying both is not downloaded twice.
+
+    :raises NotFound: the repository, revision or (offline) its cached snapshot does not exist.
+    :raises Forbidden: a revision shaped like a path, or a snapshot that resolves outside
+        ``hub_cache`` (a tampered cache).
+    """
+    if revision is not None and (".." in revision or revision.startswith("/") or _CONTROL.search(revision)):
+        # huggingface_hub joins the revision into a path under the cache to read the ref.
+        raise not_allowed(f"revision {revision!r} is not a branch, tag or commit", param="options.revision")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    def fetch(weights: str) -> Path:
+        return Path(
+            snapshot_download(
+                hub_id,
+                revision=revision,
+                cache_dir=str(hub_cache),
+                local_files_only=offline,
+                allow_patterns=[*_METADATA, weights],
             )
-        if not real.is_dir():
-            raise NotFound(f"model directory {source!r} does not exist", code="model_not_found")
-        return WeightsSource(path=real)
+        )
 
-    for root in allowed:
-        candidate = (root / given).resolve()
-        if not _inside(candidate, root):
-            raise Forbidden(f"model source {source!r} escapes the model roots", code="source_forbidden")
-        if candidate.is_dir():
-            return WeightsSource(path=candidate)
-
-    if ".." in given.parts or source.startswith((".", "~")):
-        raise NotFound(f"model directory {source!r} does not exist in any model root", code="model_not_found")
-    if _HUB_ID.match(source):
-        return WeightsSource(hub_id=source)
-    raise BadRequest(
-        f"model source {source!r} is neither a directory under the model roots nor a hub id",
-        code="invalid_source",
-    )
+    try:
+        snapshot = fetch("*.safetensors")
+        if not offline and not any(snapshot.glob("*.safetensors")):
+            snapshot = fetch("*.bin")
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
+        where = "in the hub cache (offline)" if offline else "on the hub"
+        raise NotFound(
+            f"model {hub_id!r} is not in any model root nor {where}: {type(exc).__name__}",
+            code="model_not_found",
+        ) from exc
+    if not snapshot.is_absolute() or not inside(snapshot, [hub_cache]):
+        raise not_allowed(f"the hub cache's snapshot of {hub_id!r} resolves outside {hub_cache}")
+    if not snapshot.is_dir():
+        raise CortexError(f"the hub cache has no directory for {hub_id!r}", code="load_failed")
+    return snapshot

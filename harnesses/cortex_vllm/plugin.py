@@ -60,5 +60,8 @@ def register_harnesses() -> list[HarnessSpec]:
             name="vllm",
             factory=_build,
             description="vLLM AsyncLLM in-process, its engine core on the profile's GPUs.",
+            # engine_args can name classes for vLLM to import; chat_template may be a file path.
+            path_options=frozenset({"hub_cache_dir", "chat_template"}),
+            code_options=frozenset({"engine_args"}),
         )
     ]

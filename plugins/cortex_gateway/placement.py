@@ -304,10 +304,21 @@ class Placement:
             ) as reply:
                 payload: dict[str, Any] = await reply.json(content_type=None)
                 if reply.status >= 400:
-                    message = payload.get("error", {}).get("message", f"HTTP {reply.status}")
+                    error = payload.get("error", {})
+                    message = error.get("message", f"HTTP {reply.status}")
                     node.models.pop(profile.id, None)
                     seconds = time.perf_counter() - started
                     self.events.emit(ModelLoaded(node=node.name, model=profile.id, seconds=seconds, ok=False))
+                    # A refusal of the profile itself (a source outside the node's roots, an unknown
+                    # model, a bad option) keeps its status; a 401 (this gateway's token) or a node
+                    # that is full or busy stays a 502 like any other failure of the node.
+                    if reply.status in (400, 403, 404, 422):
+                        raise CortexError(
+                            f"node {node.name}: {message}",
+                            status=reply.status,
+                            type=error.get("type"),
+                            code=error.get("code") or "load_failed",
+                        )
                     raise CortexError(f"node {node.name}: {message}", status=502, code="load_failed")
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             node.models.pop(profile.id, None)

@@ -200,7 +200,20 @@ class NeuronAPI:
         if body.wait:
             await self.registry.wait_loaded(record)
             if record.state == "failed":
-                raise CortexError(f"loading {model_id!r} failed: {record.error}", code="load_failed")
+                # The caller's mistake (a source outside the roots, an unknown model) keeps its
+                # 4xx; only a failure of this node is a 500.
+                failure = record.failure
+                message = f"loading {model_id!r} failed: {record.error}"
+                if failure is None:
+                    raise CortexError(message, code="load_failed")
+                raise CortexError(
+                    message,
+                    status=failure.status,
+                    type=failure.type,
+                    code=failure.code or "load_failed",
+                    param=failure.param,
+                    retry_after=failure.retry_after,
+                )
         status = 200 if record.state == "ready" else 202
         return json_response(self._model_json(record), status)
 

@@ -18,24 +18,30 @@ from cortex_kernel.config.schema import NeuronConfig
 from cortex_kernel.errors import Unauthorized
 from cortex_kernel.kernel import AppPart, Kernel
 from cortex_neuron.api import NeuronAPI
-from cortex_neuron.registry import ModelRegistry
+from cortex_neuron.registry import InlineTrust, ModelRegistry
 
 PUBLIC_PATHS = frozenset({"/health"})
 
 
 class TokenAuth:
-    """Require ``Authorization: Bearer TOKEN`` on every route but ``/health``."""
+    """Require ``Authorization: Bearer TOKEN`` on every route but ``/health``.
+
+    The scheme is case-insensitive (RFC 9110 section 11.1), as the gateway's check is; the
+    token is compared in constant time.
+    """
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.expected = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
         presented = dict(scope["headers"]).get(b"authorization", b"")
-        if not hmac.compare_digest(presented, self.expected):
+        scheme, _, credentials = presented.strip().partition(b" ")
+        matches = hmac.compare_digest(credentials.strip(), self.expected)
+        if scheme.lower() != b"bearer" or not matches:
             response = error_response(Unauthorized("missing or wrong neuron token"))
             await response(scope, receive, send)
             return
@@ -54,6 +60,10 @@ def build_registry(kernel: Kernel) -> ModelRegistry:
         model_roots=[Path(root).expanduser() for root in config.model_roots],
         cache_dir=cache_dir,
         harness_options=config.harnesses,
+        trust=InlineTrust(
+            allow_inline_remote_code=config.allow_inline_remote_code,
+            allow_inline_cache_dirs=config.allow_inline_cache_dirs,
+        ),
     )
 
 

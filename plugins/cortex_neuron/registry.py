@@ -21,6 +21,7 @@ from typing import Literal
 from cortex_kernel.config.schema import AdmissionSection, Catalogue, ModelProfile
 from cortex_kernel.errors import BadRequest, CortexError, Forbidden, NotFound, Overloaded
 from cortex_kernel.harness import Harness, HarnessContext, HarnessSpec, ModelDescription
+from cortex_kernel.sources import locate_source, not_allowed
 from cortex_neuron.admission import AdmissionGate
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,15 @@ log = logging.getLogger(__name__)
 State = Literal["loading", "ready", "sleeping", "unloading", "failed"]
 Transition = Literal["loaded", "load_failed", "slept", "woke"]
 TransitionObserver = Callable[["ModelRecord", Transition, float], None]
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class InlineTrust:
+    """What neuron.toml lets an inline profile (one sent to ``POST /models/load``) switch on."""
+
+    allow_inline_remote_code: bool = False
+    allow_inline_cache_dirs: bool = False
 
 
 @dataclass
@@ -39,6 +49,8 @@ class ModelRecord:
     gate: AdmissionGate
     state: State = "loading"
     error: str | None = None
+    # Why the load failed, as the error to answer a waiting caller with (its status and code).
+    failure: CortexError | None = None
     description: ModelDescription | None = None
     load_started: float = field(default_factory=time.time)
     load_seconds: float | None = None
@@ -63,6 +75,7 @@ class ModelRegistry:
         model_roots: list[Path],
         cache_dir: Path,
         harness_options: dict[str, dict[str, object]],
+        trust: InlineTrust | None = None,
     ) -> None:
         names = [spec.name for spec in specs]
         duplicates = {name for name in names if names.count(name) > 1}
@@ -76,6 +89,7 @@ class ModelRegistry:
         self.model_roots = [root.resolve() for root in model_roots]
         self.cache_dir = cache_dir
         self.harness_options = harness_options
+        self.trust = trust or InlineTrust()
         self.records: dict[str, ModelRecord] = {}
         self.cycles = 0
         # Told of every finished load and every sleep or wake, with its duration (the metrics).
@@ -146,8 +160,8 @@ class ModelRegistry:
     def resolve_profile(self, model_id: str, inline: ModelProfile | None) -> ModelProfile:
         """Decide what to load: the catalogue's profile, or an inline one the caller sent.
 
-        Raises 403 when the id is not allowed here and when an inline profile would read
-        weights from a local path outside the configured model roots.
+        Raises 403 when the id is not allowed here, and when an inline profile reaches past
+        the trust boundary (see :meth:`_check_inline`).
         """
         if self.allow_models is not None and not any(
             fnmatch.fnmatchcase(model_id, p) for p in self.allow_models
@@ -160,23 +174,45 @@ class ModelRegistry:
                 f"model {model_id!r} is not in this neuron's catalogue; send a profile to load it",
                 code="model_not_found",
             )
-        if inline is not None and (known is None or inline.weights_source != known.weights_source):
-            self._check_source(inline.weights_source)
+        if inline is not None:
+            self._check_inline(inline, known)
         return profile
 
-    def _check_source(self, source: str) -> None:
-        if source.startswith("synthetic:"):
-            return
-        looks_local = source.startswith(("/", ".", "~")) or "\\" in source or source.count("/") > 1
-        if not looks_local:
-            return  # a hub id such as "org/name"
-        path = Path(source).expanduser()
-        resolved = path.resolve() if path.is_absolute() else None
-        if resolved is None or not any(resolved.is_relative_to(root) for root in self.model_roots):
-            raise Forbidden(
-                f"source {source!r} is outside this neuron's model roots",
-                code="source_not_allowed",
-                param="source",
+    def _check_inline(self, inline: ModelProfile, known: ModelProfile | None) -> None:
+        """Refuse what a profile from the network may not choose.
+
+        An inline profile comes from whoever can reach this port (the gateway sends its own
+        catalogue's profiles this way). Its source must lie inside the model roots or the
+        cache, or be a hub id (resolved inside the hub cache, never the working directory).
+        Running the checkpoint's own code and choosing cache directories are the operator's
+        decisions: allowed only where this neuron's catalogue profile for the same id already
+        says the same, or neuron.toml allows it for every inline profile.
+        """
+        if known is None or inline.weights_source != known.weights_source:
+            locate_source(inline.weights_source, roots=(*self.model_roots, self.cache_dir))
+        trusted = (
+            known is not None and known.trust_remote_code and inline.weights_source == known.weights_source
+        )
+        if inline.trust_remote_code and not (self.trust.allow_inline_remote_code or trusted):
+            raise not_allowed(
+                f"an inline profile may not set trust_remote_code for {inline.id!r} on this neuron "
+                "(put the model in the neuron's models.toml, or set allow_inline_remote_code)",
+                param="trust_remote_code",
+            )
+        spec = self._specs.get(inline.harness)
+        if spec is None:
+            return  # load() answers 400 unknown_harness
+        guarded = [(key, "allow_inline_remote_code") for key in spec.code_options]
+        guarded += [(key, "allow_inline_cache_dirs") for key in spec.path_options]
+        for key, switch in guarded:
+            if key not in inline.options or getattr(self.trust, switch):
+                continue
+            if known is not None and known.options.get(key, _UNSET) == inline.options[key]:
+                continue
+            raise not_allowed(
+                f"an inline profile may not set option {key!r} on this neuron "
+                f"(put the model in the neuron's models.toml, or set {switch})",
+                param=f"options.{key}",
             )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -210,7 +246,7 @@ class ModelRegistry:
             self._notify(record, "load_failed", time.monotonic() - started)
             raise
         except CortexError as exc:
-            record.state, record.error = "failed", exc.message
+            record.state, record.error, record.failure = "failed", exc.message, exc
             log.warning("loading %s failed: %s", record.id, exc.message)
             self._notify(record, "load_failed", time.monotonic() - started)
             return

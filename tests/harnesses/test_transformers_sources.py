@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 
 import pytest
 
@@ -11,6 +12,7 @@ from cortex_kernel.config.schema import ModelProfile
 from cortex_kernel.errors import BadRequest, Forbidden, NotFound
 from cortex_kernel.harness import HarnessContext
 from cortex_transformers.sources import resolve_source
+from tests.hubcache import cached_repo
 
 pytestmark = pytest.mark.slow
 
@@ -118,3 +120,69 @@ async def test_unknown_devices_and_options_are_rejected(harness, tiny_chat_model
         await harness.load(profile(str(tiny_chat_model), options={"device": "tpu"}))
     with pytest.raises(BadRequest, match="reasoning"):
         await harness.load(profile(str(tiny_chat_model), options={"reasoning": "maybe"}))
+
+
+def _with_remote_code(model, marker):
+    """Make ``model`` a checkpoint whose config asks for code that would create ``marker``."""
+    config = json.loads((model / "config.json").read_text())
+    config.update(
+        model_type="cortex-remote-test", auto_map={"AutoConfig": "configuration_remote.RemoteConfig"}
+    )
+    (model / "config.json").write_text(json.dumps(config))
+    (model / "configuration_remote.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+
+
+async def test_a_hub_id_never_loads_from_the_working_directory(
+    harness, tiny_chat_model, tmp_path, monkeypatch
+):
+    # transformers tries a hub id as a directory first: "evil/model" must not mean ./evil/model.
+    cwd = tmp_path / "cwd"
+    shutil.copytree(tiny_chat_model, cwd / "evil" / "model")
+    marker = tmp_path / "remote-code-ran"
+    _with_remote_code(cwd / "evil" / "model", marker)
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for trusted in (False, True):
+        with pytest.raises(NotFound, match="hub cache"):
+            await harness.load(profile("evil/model", trust_remote_code=trusted))
+    assert not marker.exists()
+
+
+async def test_a_hub_id_loads_from_its_snapshot_in_the_hub_cache(
+    harness, harness_context, tiny_chat_model, monkeypatch
+):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cached_repo(harness_context.cache_dir / "hub", "cortex-tests/tiny", tiny_chat_model)
+    description = await harness.load(profile("cortex-tests/tiny"))
+    assert description.task == "chat"
+    for revision in ("../../../../etc", "/etc"):
+        with pytest.raises(Forbidden):
+            await harness.load(profile("cortex-tests/tiny", model_id="r", options={"revision": revision}))
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "/etc",
+        "../outside",
+        "file:///etc",
+        f"file://{tempfile.gettempdir()}",
+        "synthetic:../..",
+        "synthetic:../../etc",
+        "synthetic:tiny-chat/../..",
+        "~root/models",
+        "http://example.com/org/name",
+        "a\\b",
+    ],
+)
+def test_every_escape_is_source_not_allowed(source, tmp_path):
+    with pytest.raises(Forbidden) as caught:
+        resolve_source(source, model_roots=(tmp_path,), cache_dir=tmp_path / "cache")
+    assert (caught.value.status, caught.value.code) == (403, "source_not_allowed")
+
+
+@pytest.mark.parametrize("source", ["x\x00y", "models/\x00", "a\nb", " "])
+def test_a_malformed_source_is_invalid_source(source, tmp_path):
+    with pytest.raises(BadRequest) as caught:
+        resolve_source(source, model_roots=(tmp_path,), cache_dir=tmp_path / "cache")
+    assert (caught.value.status, caught.value.code) == (400, "invalid_source")

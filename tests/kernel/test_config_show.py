@@ -93,3 +93,23 @@ def test_relative_models_config_resolves_against_the_config_dir(run_cli, tmp_pat
     monkeypatch.chdir(tmp_path)
     shown = json.loads(run_cli("config", "show", "--json", "--config", str(etc / "cortex.toml")).output)
     assert shown["models_file"] == str(etc / "catalogues" / "fleet.toml")
+
+
+def test_secrets_are_redacted(run_cli, tmp_path):
+    gateway = tmp_path / "cortex.toml"
+    gateway.write_text('[gateway]\nneuron_token = "gw-s3cret"\n[auth]\nrequire_api_key = true\n')
+    neuron = tmp_path / "neuron.toml"
+    neuron.write_text('token = "n-s3cret"\n[harnesses.x]\nhf_token = "hf-s3cret"\ndefault_max_tokens = 7\n')
+    for args in (("--config", str(gateway)), ("--kind", "neuron", "--config", str(neuron))):
+        for form in ((), ("--json",)):
+            result = run_cli("config", "show", *form, *args)
+            assert result.exit_code == 0, result.output
+            assert "s3cret" not in result.output
+            assert "<redacted>" in result.output
+    values = _values(run_cli("config", "show", "--json", "--kind", "neuron", "--config", str(neuron)))
+    assert values["token"]["value"] == "<redacted>"
+    assert values["harnesses.x.default_max_tokens"]["value"] == 7
+    assert _values(run_cli("config", "show", "--json"))["gateway.neuron_token"]["value"] is None
+    assert _values(run_cli("config", "show", "--json", "--config", str(gateway)))["auth.require_api_key"][
+        "value"
+    ]
