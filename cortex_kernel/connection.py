@@ -162,7 +162,9 @@ class Connection:
             except Refused as refusal:
                 self._answer_and_close(refusal)
                 break
-            self._track(loop.time())
+            if self._track(loop.time()):
+                # A request has begun: from here the head bound applies, not the idle one.
+                await self.idle_task.stop()
         await self.protocol.handle(Closed())
         # The peer is gone (or we are done with it): stop the keep-alive timer now, or the task
         # group would hold this socket, in CLOSE-WAIT, until the timer ran out.
@@ -183,22 +185,28 @@ class Connection:
             return self.body_since + self.limits.body_timeout_s
         return None
 
-    def _track(self, now: float) -> None:
-        """Start the head clock at a kept-alive request's first byte and the body clock at its end."""
+    def _track(self, now: float) -> bool:
+        """Start the head clock at a kept-alive request's first byte and the body clock at its end.
+
+        True when a kept-alive request's head clock has just started.
+        """
         state = self._h11_state()
         if state is h11.IDLE:
             partial = bool(self.h11.connection.trailing_data[0])
             if self.h11.keep_alive_requests != self.requests_seen:  # requests went through meanwhile
                 self.requests_seen = self.h11.keep_alive_requests
                 self.head_since = now if partial else None
-            elif self.head_since is None and partial:
+                return partial
+            if self.head_since is None and partial:
                 self.head_since = now
+                return True
         elif state is h11.SEND_BODY:
             self.head_since = None
             if self.body_since is None:
                 self.body_since = now
         else:
             self.head_since = self.body_since = None
+        return False
 
     def _timed_out(self) -> None:
         if not self.received:

@@ -50,6 +50,21 @@ def read_until_closed(sock: socket.socket, timeout: float = 10.0) -> bytes:
     return received
 
 
+def read_response(sock: socket.socket) -> bytes:
+    """One whole response with a Content-Length body, leaving the connection open."""
+    sock.settimeout(10)
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        raw += sock.recv(65536)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return raw
+
+
 def responses(raw: bytes) -> list[int]:
     """The status codes of every response in ``raw``."""
     return [int(line.split()[1]) for line in raw.split(b"\r\n") if line.startswith(b"HTTP/1.")]
@@ -103,9 +118,7 @@ def test_a_kept_alive_connection_gets_the_head_bound_from_its_next_requests_firs
     daemon: Daemon,
 ) -> None:
     with connect(daemon, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n") as sock:
-        sock.settimeout(10)
-        first = sock.recv(65536)
-        assert responses(first) == [200]
+        assert responses(read_response(sock)) == [200]
         sock.sendall(b"GET /hea")
         raw = read_until_closed(sock)
     assert responses(raw) == [408]
@@ -120,7 +133,7 @@ def test_connections_over_the_cap_are_refused_at_once(kind: str, tmp_path: Path)
         time.sleep(0.3)
         for _ in range(4):
             sock = connect(capped, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-            sock.recv(65536)
+            read_response(sock)
             held.append(sock)
         with connect(capped, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5) as refused:
             assert read_until_closed(refused, timeout=5) == b""
@@ -288,3 +301,31 @@ def test_the_limits_section_reaches_both_daemons(tmp_path: Path) -> None:
         folder.mkdir()
         with pytest.raises(AssertionError, match="max_connections"):
             start_daemon(kind, folder, "[limits]\nmax_connections = 0\n")
+
+
+# -- running out of descriptors ------------------------------------------------------------------
+
+
+def test_running_out_of_descriptors_is_logged_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    """asyncio reports each failed accept() with a traceback; the daemon's handler keeps one line."""
+    import asyncio
+    import errno
+    import logging
+
+    from cortex_kernel.serving import ResourceErrorLog
+
+    handler = ResourceErrorLog(interval_s=60)
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level(logging.DEBUG):
+            for _ in range(500):
+                failure = OSError(errno.EMFILE, "Too many open files")
+                handler(loop, {"message": "socket.accept() out of system resource", "exception": failure})
+            handler(loop, {"message": "something else entirely"})
+    finally:
+        loop.close()
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 2, lines
+    assert "out of system resource" in lines[0] and "Too many open files" in lines[0]
+    assert not caplog.records[0].exc_info
+    assert lines[1] == "something else entirely"
