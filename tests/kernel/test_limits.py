@@ -329,3 +329,14 @@ def test_running_out_of_descriptors_is_logged_once_per_interval(caplog: pytest.L
     assert "out of system resource" in lines[0] and "Too many open files" in lines[0]
     assert not caplog.records[0].exc_info
     assert lines[1] == "something else entirely"
+
+
+def test_the_cap_is_lowered_to_half_the_open_file_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resource
+
+    from cortex_kernel.config.schema import ConnectionLimits
+    from cortex_kernel.serving import connection_cap
+
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 4096))
+    assert connection_cap(ConnectionLimits(max_connections=4096), "api") == 512
+    assert connection_cap(ConnectionLimits(max_connections=100), "api") == 100
