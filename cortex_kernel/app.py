@@ -13,7 +13,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
@@ -53,6 +53,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             )
         )
     return error_response(CortexError(exc.detail, status=exc.status_code, type="invalid_request_error"))
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """A client that left during its upload: nothing to answer, and nothing wrong with us.
+
+    Handled here rather than by the catch-all below, which logs a traceback (and Starlette then
+    re-raises it for hypercorn to log again): a disconnect storm would be log amplification.
+    """
+    log.debug("client left during its upload: %s %s", request.method, request.url.path)
+    return Response(status_code=400)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
@@ -108,6 +118,7 @@ def create_app(
         exception_handlers={
             CortexError: _cortex_error,
             HTTPException: _http_error,
+            ClientDisconnect: _client_gone,
             Exception: _unexpected_error,
         },
     )

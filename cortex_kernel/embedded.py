@@ -67,6 +67,7 @@ def embedded_setup(
         name=EMBEDDED_NODE,
         token=gateway.value.gateway.neuron_token,
         default_models=list(preload),
+        limits=gateway.value.limits,
     )
     neuron = LoadedConfig(
         kind="neuron",

@@ -75,4 +75,4 @@ def neuron(
     pm = state.plugin_manager(tuple(loaded.value.plugins.block))
     app = create_app(Kernel(role="neuron", config=loaded, pm=pm))
     grace = loaded.value.shutdown_timeout_s
-    run_until_signalled(serve_forever([Listener(app, address, "neuron")], grace))
+    run_until_signalled(serve_forever([Listener(app, address, "neuron", loaded.value.limits)], grace))

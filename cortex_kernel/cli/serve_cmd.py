@@ -45,15 +45,17 @@ def serve(
     loaded = load_config("cortex", config_path, environ=state.environ, overrides=overrides)
     pm = state.plugin_manager(tuple(loaded.value.plugins.block))
     listeners: list[Listener] = []
+    limits = loaded.value.limits
     if not loaded.value.neurons:
         loaded, neuron_loaded, neuron_address = embedded_setup(loaded)
         neuron_app = create_app(Kernel(role="neuron", config=neuron_loaded, pm=pm))
-        listeners.append(Listener(neuron_app, neuron_address, "embedded-neuron"))
+        listeners.append(Listener(neuron_app, neuron_address, "embedded-neuron", neuron_loaded.value.limits))
     kernel = Kernel(role="gateway", config=loaded, pm=pm)
     parts = collect_parts(kernel)
     gateway_app = create_app(kernel, parts)
-    listeners.insert(0, Listener(gateway_app, parse_listen(loaded.value.gateway.listen), "gateway"))
+    listeners.insert(0, Listener(gateway_app, parse_listen(loaded.value.gateway.listen), "gateway", limits))
     if any(part.listener == "metrics" for part in parts):
         metrics_app = create_app(kernel, parts, listener="metrics")
-        listeners.append(Listener(metrics_app, parse_listen(loaded.value.gateway.metrics_listen), "metrics"))
+        metrics_address = parse_listen(loaded.value.gateway.metrics_listen)
+        listeners.append(Listener(metrics_app, metrics_address, "metrics", limits))
     run_until_signalled(serve_forever(listeners, loaded.value.gateway.shutdown_grace_s))

@@ -69,6 +69,21 @@ class PluginsSection(ConfigBase):
     block: list[str] = msgspec.field(default_factory=list)
 
 
+class ConnectionLimits(ConfigBase):
+    """``[limits]``: what one client connection may hold, per listener, on either daemon.
+
+    Every bound here is on *receiving* a request or on an idle connection; none cuts a response
+    in progress, so a stream may last as long as the generation does. docs/limits.md says why
+    each default is what it is and what a client sees when one trips.
+    """
+
+    max_connections: PositiveInt = 4096
+    keep_alive_timeout_s: PositiveFloat = 75.0
+    header_timeout_s: PositiveFloat = 10.0
+    body_timeout_s: PositiveFloat = 60.0
+    allow_h2c: bool = False
+
+
 class CortexConfig(ConfigBase):
     """The gateway's configuration (``cortex.toml``)."""
 
@@ -78,6 +93,7 @@ class CortexConfig(ConfigBase):
     models_config: str | None = None
     auth: AuthSection = msgspec.field(default_factory=AuthSection)
     plugins: PluginsSection = msgspec.field(default_factory=PluginsSection)
+    limits: ConnectionLimits = msgspec.field(default_factory=ConnectionLimits)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,6 +185,7 @@ class NeuronConfig(ConfigBase):
     admission: AdmissionSection = msgspec.field(default_factory=AdmissionSection)
     shutdown_timeout_s: PositiveFloat = 20.0
     plugins: PluginsSection = msgspec.field(default_factory=PluginsSection)
+    limits: ConnectionLimits = msgspec.field(default_factory=ConnectionLimits)
 
 
 ConfigKind = Literal["cortex", "neuron", "models"]

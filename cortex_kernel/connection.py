@@ -1,0 +1,280 @@
+"""One client connection: hypercorn's HTTP/1.1 protocol, held to the ``[limits]`` bounds.
+
+This replaces hypercorn's ``TCPServer`` (same building blocks, same event flow) for four reasons
+the stock class cannot be configured out of:
+
+- when the peer closes, the stock server waits out its keep-alive timer before releasing the
+  socket (its task group still holds the idle-timeout task), so a connect-and-close flood piles
+  up descriptors in CLOSE-WAIT; here the timer is stopped as soon as the reader sees EOF;
+- it has no bound on receiving a request: a head or a body dripped a byte at a time holds the
+  connection for as long as the client likes; here the head and the body each have a deadline,
+  and a request that misses it is answered 408 and the connection closed;
+- it accepts the framing shapes request smuggling relies on (``Content-Length`` together with
+  ``Transfer-Encoding``, chunked HTTP/1.0), which h11 tolerates; here they are a 400 and a close;
+- it serves h2c to any client that asks; here only when ``allow_h2c`` is on.
+
+No deadline ever applies while a response is being sent, so streams last as long as they need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from http import HTTPStatus
+
+import h11
+from hypercorn.asyncio.task_group import TaskGroup
+from hypercorn.asyncio.worker_context import AsyncioSingleTask, WorkerContext
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Closed, Event, RawData, Updated
+from hypercorn.protocol import ProtocolWrapper
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
+from hypercorn.utils import parse_socket_addr
+
+from cortex_kernel.config.schema import ConnectionLimits
+from cortex_kernel.errors import CortexError, openai_error_body
+
+MAX_RECV = 2**16
+
+
+class Refused(Exception):
+    """A request the connection answers itself, in the OpenAI envelope, before closing."""
+
+    def __init__(self, status: int, message: str, code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+    def response(self) -> bytes:
+        error = CortexError(self.message, status=self.status, type="invalid_request_error", code=self.code)
+        body = openai_error_body(error)
+        head = (
+            f"HTTP/1.1 {self.status} {HTTPStatus(self.status).phrase}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        )
+        return head.encode() + body
+
+
+def check_framing(request: h11.Request) -> None:
+    """Refuse the request shapes that let two parsers disagree on where a request ends.
+
+    h11 already refuses conflicting ``Content-Length`` values and any transfer coding but
+    ``chunked`` (501); it accepts ``Content-Length`` beside ``Transfer-Encoding`` (it frames by
+    the latter) and chunked bodies on HTTP/1.0, either of which lets a proxy in front of us
+    read a different request boundary than we do (RFC 9112 §6.1, §6.3).
+    """
+    chunked = has_length = False
+    for name, _ in request.headers:
+        if name == b"transfer-encoding":
+            chunked = True
+        elif name == b"content-length":
+            has_length = True
+    if chunked and has_length:
+        raise Refused(400, "a request may not carry both Content-Length and Transfer-Encoding", "bad_framing")
+    if chunked and request.http_version == b"1.0":
+        raise Refused(400, "Transfer-Encoding is not allowed on an HTTP/1.0 request", "bad_framing")
+
+
+class GuardedH11(H11Protocol):
+    """hypercorn's HTTP/1.1 protocol with our framing checks and the h2c switch."""
+
+    allow_h2c = False
+
+    async def _check_protocol(self, event: h11.Request) -> None:
+        check_framing(event)
+        if self.allow_h2c:
+            await super()._check_protocol(event)
+        elif event.method == b"PRI" and event.http_version == b"2.0":
+            raise Refused(505, "HTTP/2 is not served here; use HTTP/1.1", "http_version_not_supported")
+        # Otherwise an "Upgrade: h2c" header is ignored, as RFC 9110 §7.8 allows: the request
+        # is answered in HTTP/1.1.
+
+
+class Connection:
+    """Serve one accepted socket until either side closes it."""
+
+    def __init__(
+        self,
+        app: AppWrapper,
+        config: HypercornConfig,
+        context: WorkerContext,
+        state: LifespanState,
+        limits: ConnectionLimits,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.context = context
+        self.state = state
+        self.limits = limits
+        self.reader = reader
+        self.writer = writer
+        self.send_lock = asyncio.Lock()
+        self.idle_task = AsyncioSingleTask()
+        self.protocol: ProtocolWrapper
+        self.h11: GuardedH11
+        self.received = False
+        self.requests_seen = 0
+        self.head_since: float | None = None
+        self.body_since: float | None = None
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        sock = self.writer.get_extra_info("socket")
+        try:
+            client = parse_socket_addr(sock.family, sock.getpeername())
+            server = parse_socket_addr(sock.family, sock.getsockname())
+            async with TaskGroup(loop) as task_group:
+                self._task_group = task_group
+                args = (self.app, self.config, self.context, task_group, ConnectionState(self.state))
+                self.protocol = ProtocolWrapper(*args, False, client, server, self._send)
+                self.h11 = GuardedH11(*args, False, client, server, self._send)
+                self.h11.allow_h2c = self.limits.allow_h2c
+                self.protocol.protocol = self.h11
+                self.head_since = loop.time()
+                await self.idle_task.restart(task_group, self._idle_timeout)
+                await self._read_data(loop)
+        except OSError:
+            pass
+        finally:
+            await self._close()
+
+    async def _read_data(self, loop: asyncio.AbstractEventLoop) -> None:
+        while not self.reader.at_eof():
+            deadline = self._deadline()
+            try:
+                if deadline is None:
+                    data = await self.reader.read(MAX_RECV)
+                else:
+                    async with asyncio.timeout_at(deadline):
+                        data = await self.reader.read(MAX_RECV)
+            except TimeoutError:
+                self._timed_out()
+                break
+            except OSError:  # ConnectionError included
+                break
+            self.received = self.received or bool(data)
+            try:
+                await self.protocol.handle(RawData(data))
+            except Refused as refusal:
+                self._answer_and_close(refusal)
+                break
+            if self._track(loop.time()):
+                # A request has begun: from here the head bound applies, not the idle one.
+                await self.idle_task.stop()
+        await self.protocol.handle(Closed())
+        # The peer is gone (or we are done with it): stop the keep-alive timer now, or the task
+        # group would hold this socket, in CLOSE-WAIT, until the timer ran out.
+        await self.idle_task.stop()
+
+    def _h11_state(self) -> object | None:
+        """The client's h11 state, or None once the connection is not plain HTTP/1.1 any more."""
+        connection = self.h11.connection
+        if self.protocol.protocol is not self.h11 or not isinstance(connection, h11.Connection):
+            return None
+        return connection.their_state
+
+    def _deadline(self) -> float | None:
+        state = self._h11_state()
+        if state is h11.IDLE and self.head_since is not None:
+            return self.head_since + self.limits.header_timeout_s
+        if state is h11.SEND_BODY and self.body_since is not None:
+            return self.body_since + self.limits.body_timeout_s
+        return None
+
+    def _track(self, now: float) -> bool:
+        """Start the head clock at a kept-alive request's first byte and the body clock at its end.
+
+        True when a kept-alive request's head clock has just started.
+        """
+        state = self._h11_state()
+        if state is h11.IDLE:
+            partial = bool(self.h11.connection.trailing_data[0])
+            if self.h11.keep_alive_requests != self.requests_seen:  # requests went through meanwhile
+                self.requests_seen = self.h11.keep_alive_requests
+                self.head_since = now if partial else None
+                return partial
+            if self.head_since is None and partial:
+                self.head_since = now
+                return True
+        elif state is h11.SEND_BODY:
+            self.head_since = None
+            if self.body_since is None:
+                self.body_since = now
+        else:
+            self.head_since = self.body_since = None
+        return False
+
+    def _timed_out(self) -> None:
+        if not self.received:
+            return  # a connection that never said a word is closed without one
+        what = "request body" if self.body_since is not None else "request head"
+        bound = self.limits.body_timeout_s if self.body_since is not None else self.limits.header_timeout_s
+        self._answer_and_close(
+            Refused(408, f"the {what} did not arrive within {bound:g} s", "request_timeout")
+        )
+
+    def _answer_and_close(self, refusal: Refused) -> None:
+        """Write the refusal straight to the socket and end our side of it.
+
+        It bypasses h11 on purpose: an app still running for this request then finds h11 in a
+        state that lets it send, and its bytes meet a closed transport (which hypercorn's send
+        path already treats as a gone client) instead of a protocol error.
+        """
+        connection = self.h11.connection
+        answerable = isinstance(connection, h11.Connection) and connection.our_state in (
+            h11.IDLE,
+            h11.SEND_RESPONSE,
+        )
+        try:
+            if answerable:
+                self.writer.write(refusal.response())
+            self.writer.write_eof()
+        except (OSError, RuntimeError):
+            pass
+
+    async def _send(self, event: Event) -> None:
+        if isinstance(event, RawData):
+            async with self.send_lock:
+                try:
+                    self.writer.write(event.data)
+                    await self.writer.drain()
+                except (ConnectionError, RuntimeError):
+                    await self.protocol.handle(Closed())
+        elif isinstance(event, Closed):
+            await self._close()
+        elif isinstance(event, Updated):
+            if event.idle:
+                await self.idle_task.restart(self._task_group, self._idle_timeout)
+            else:
+                await self.idle_task.stop()
+
+    async def _close(self) -> None:
+        with contextlib.suppress(NotImplementedError, OSError, RuntimeError):
+            self.writer.write_eof()
+        try:
+            self.writer.close()
+            await self.writer.wait_closed()
+        except (
+            BrokenPipeError,
+            ConnectionAbortedError,
+            ConnectionResetError,
+            RuntimeError,
+            asyncio.CancelledError,
+        ):
+            pass
+        finally:
+            await self.idle_task.stop()
+
+    async def _idle_timeout(self) -> None:
+        """Close a connection idle past the keep-alive bound, or at once when the server stops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.context.terminated.wait(), self.config.keep_alive_timeout)
+        await asyncio.shield(self._initiate_close())
+
+    async def _initiate_close(self) -> None:
+        await self.protocol.handle(Closed())
+        self.writer.close()
