@@ -22,6 +22,15 @@ from cortex_kernel.bodies import decode_body
 from cortex_kernel.config.schema import NeuronConfig
 from cortex_kernel.errors import BadRequest, CortexError
 from cortex_kernel.harness import Delta, Harness
+from cortex_kernel.node_wire import (
+    ActivationState,
+    DeviceMemory,
+    Health,
+    HostMemory,
+    ModelEntry,
+    ModelList,
+    ModelLoad,
+)
 from cortex_kernel.openai_wire import ChatRequest, CompletionRequest, EmbeddingRequest, check_chat_request
 from cortex_neuron.discovery import Discovery, discover, read_devices
 from cortex_neuron.metrics import GenerationTimer, NeuronMetrics
@@ -82,14 +91,14 @@ class Activation:
     def state(self) -> str:
         return "ready" if self.completed + len(self.failed) >= self.total else "activating"
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "pending": self.total - self.completed - len(self.failed),
-            "in_progress": self.in_progress,
-            "completed": self.completed,
-            "failed": self.failed,
-        }
+    def to_json(self) -> ActivationState:
+        return ActivationState(
+            state=self.state,
+            pending=self.total - self.completed - len(self.failed),
+            in_progress=self.in_progress,
+            completed=self.completed,
+            failed=list(self.failed),
+        )
 
 
 class NeuronAPI:
@@ -127,33 +136,31 @@ class NeuronAPI:
     async def health(self, request: Request) -> Response:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         budget = self.config.memory_budget_mb
-        models: dict[str, dict[str, Any]] = {}
-        for record in self.registry:
-            entry: dict[str, Any] = {
-                "state": record.state,
-                "in_flight": record.gate.in_flight,
-                "queued": record.gate.queued,
-            }
-            engine = self.registry.engine_stats(record)
-            if engine is not None:
-                entry["engine"] = engine  # the engine's own queue and KV-cache figures (vLLM)
-            models[record.id] = entry
+        models = {
+            record.id: ModelLoad(
+                state=record.state,
+                in_flight=record.gate.in_flight,
+                queued=record.gate.queued,
+                engine=_or_unset(self.registry.engine_stats(record)),
+            )
+            for record in self.registry
+        }
         return json_response(
-            {
-                "status": "ok",
-                "name": self.config.name or os.uname().nodename,
-                "uptime_s": round(time.time() - self.started, 3),
-                "activation": self.activation.to_json(),
-                "models": models,
-                "lifecycle_cycles": self.registry.cycles,
-                "rss_bytes": _rss_bytes(),
-                "max_rss_bytes": usage.ru_maxrss * 1024,
-                "memory": {
-                    "budget_bytes": budget * 1024 * 1024 if budget else None,
-                    "available_bytes": _available_ram_bytes(),
-                },
-                "devices": await asyncio.to_thread(_device_memory),
-            }
+            Health(
+                status="ok",
+                name=self.config.name or os.uname().nodename,
+                uptime_s=round(time.time() - self.started, 3),
+                activation=self.activation.to_json(),
+                models=models,
+                lifecycle_cycles=self.registry.cycles,
+                rss_bytes=_rss_bytes(),
+                max_rss_bytes=usage.ru_maxrss * 1024,
+                memory=HostMemory(
+                    budget_bytes=budget * 1024 * 1024 if budget else None,
+                    available_bytes=_available_ram_bytes(),
+                ),
+                devices=msgspec.convert(await asyncio.to_thread(_device_memory), list[DeviceMemory]),
+            )
         )
 
     async def discovery(self, request: Request) -> Response:
@@ -161,26 +168,26 @@ class NeuronAPI:
             self._discovery = await asyncio.to_thread(discover, self.registry.harness_names)
         return json_response(self._discovery)
 
-    def _model_json(self, record: ModelRecord) -> dict[str, Any]:
+    def _model_json(self, record: ModelRecord) -> ModelEntry:
         description = record.description
-        return {
-            "id": record.id,
-            "state": record.state,
-            "harness": record.harness,
-            "task": record.profile.task,
-            "devices": description.devices if description else [],
-            "memory_bytes": description.memory_bytes if description else None,
-            "context_length": (description.context_length if description else None)
+        return ModelEntry(
+            id=record.id,
+            state=record.state,
+            harness=record.harness,
+            task=record.profile.task,
+            devices=description.devices if description else [],
+            memory_bytes=description.memory_bytes if description else None,
+            context_length=(description.context_length if description else None)
             or record.profile.context_length,
-            "last_error": record.error,
-            "load_seconds": record.load_seconds,
-            "last_used": record.last_used,
-            "in_flight": record.gate.in_flight,
-            "queued": record.gate.queued,
-        }
+            last_error=record.error,
+            load_seconds=record.load_seconds,
+            last_used=record.last_used,
+            in_flight=record.gate.in_flight,
+            queued=record.gate.queued,
+        )
 
     async def list_models(self, request: Request) -> Response:
-        return json_response({"object": "list", "data": [self._model_json(r) for r in self.registry]})
+        return json_response(ModelList(data=[self._model_json(r) for r in self.registry]))
 
     async def load(self, request: Request) -> Response:
         body = await decode_body(request, LoadRequest)
@@ -363,6 +370,11 @@ class NeuronAPI:
             Route("/v1/embeddings", self.embeddings, methods=["POST"]),
             Route("/v1/count_tokens", self.count_tokens, methods=["POST"]),
         ]
+
+
+def _or_unset(engine: dict[str, float] | None) -> dict[str, Any] | msgspec.UnsetType:
+    """The engine's own queue and KV-cache figures (vLLM); the field is left out when it has none."""
+    return msgspec.UNSET if engine is None else dict(engine)
 
 
 def _rss_bytes() -> int | None:
