@@ -35,6 +35,7 @@ def neuron(
     if port is not None:
         address = address._replace(port=port)
     pm = state.plugin_manager(tuple(loaded.value.plugins.block))
-    app = create_app(Kernel(role="neuron", config=loaded, pm=pm))
+    kernel = Kernel(role="neuron", config=loaded, pm=pm)
+    app = create_app(kernel)
     grace = loaded.value.shutdown_timeout_s
-    run_until_signalled(serve_forever([Listener(app, address, "neuron")], grace))
+    run_until_signalled(serve_forever([Listener(app, address, "neuron")], grace, [kernel.drain]))

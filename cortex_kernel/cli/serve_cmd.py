@@ -11,6 +11,7 @@ from cortex_kernel.cli.context import parse_sets, state_from
 from cortex_kernel.cli.options import config_options
 from cortex_kernel.config.addresses import parse_listen
 from cortex_kernel.config.loader import load_config
+from cortex_kernel.drain import Drain
 from cortex_kernel.embedded import embedded_setup
 from cortex_kernel.kernel import Kernel
 from cortex_kernel.serving import Listener, run_until_signalled, serve_forever
@@ -45,15 +46,19 @@ def serve(
     loaded = load_config("cortex", config_path, environ=state.environ, overrides=overrides)
     pm = state.plugin_manager(tuple(loaded.value.plugins.block))
     listeners: list[Listener] = []
+    drains: list[Drain] = []
     if not loaded.value.neurons:
         loaded, neuron_loaded, neuron_address = embedded_setup(loaded)
-        neuron_app = create_app(Kernel(role="neuron", config=neuron_loaded, pm=pm))
+        neuron_kernel = Kernel(role="neuron", config=neuron_loaded, pm=pm)
+        neuron_app = create_app(neuron_kernel)
         listeners.append(Listener(neuron_app, neuron_address, "embedded-neuron"))
+        drains.append(neuron_kernel.drain)
     kernel = Kernel(role="gateway", config=loaded, pm=pm)
+    drains.append(kernel.drain)
     parts = collect_parts(kernel)
     gateway_app = create_app(kernel, parts)
     listeners.insert(0, Listener(gateway_app, parse_listen(loaded.value.gateway.listen), "gateway"))
     if any(part.listener == "metrics" for part in parts):
         metrics_app = create_app(kernel, parts, listener="metrics")
         listeners.append(Listener(metrics_app, parse_listen(loaded.value.gateway.metrics_listen), "metrics"))
-    run_until_signalled(serve_forever(listeners, loaded.value.gateway.shutdown_grace_s))
+    run_until_signalled(serve_forever(listeners, loaded.value.gateway.shutdown_grace_s, drains))

@@ -151,6 +151,14 @@ class NeuronResponse:
             self._connection.abort()
         self._wake()
 
+    def cut(self, reason: str) -> None:
+        """End an unfinished reply now as if the neuron had dropped it (the gateway drains):
+        the reader gets :class:`NeuronHTTPError` and the neuron sees the disconnect."""
+        if self._done:
+            return
+        self._fail(NeuronHTTPError(reason))
+        self._connection.abort()
+
     async def _wait(self) -> None:
         if self._error is not None:
             raise self._error

@@ -20,7 +20,8 @@ from starlette.types import Receive, Scope, Send
 
 from cortex_kernel.bodies import decode_body
 from cortex_kernel.config.schema import NeuronConfig
-from cortex_kernel.errors import BadRequest, CortexError
+from cortex_kernel.drain import Drain
+from cortex_kernel.errors import BadRequest, CortexError, Overloaded
 from cortex_kernel.harness import Delta, Harness
 from cortex_kernel.node_wire import (
     ActivationState,
@@ -104,9 +105,11 @@ class Activation:
 class NeuronAPI:
     """Handlers bound to one neuron's registry and configuration."""
 
-    def __init__(self, config: NeuronConfig, registry: ModelRegistry) -> None:
+    def __init__(self, config: NeuronConfig, registry: ModelRegistry, drain: Drain | None = None) -> None:
         self.config = config
         self.registry = registry
+        self.drain = drain or Drain()
+        self.streams: set[DeltaPump] = set()  # open streamed generations, ended by a drain
         self.metrics = NeuronMetrics(registry)
         self.started = time.time()
         self.activation = Activation(len(config.default_models))
@@ -162,6 +165,25 @@ class NeuronAPI:
                 devices=msgspec.convert(await asyncio.to_thread(_device_memory), list[DeviceMemory]),
             )
         )
+
+    async def live(self, request: Request) -> Response:
+        return json_response({"status": "live"})
+
+    async def ready(self, request: Request) -> Response:
+        """503 while default models still load or while the neuron drains: a load balancer (or
+        an orchestrator's readiness probe) sends nothing new here then."""
+        if self.drain.active:
+            return json_response({"status": "draining"}, 503)
+        if self.activation.state != "ready":
+            return json_response({"status": "activating"}, 503)
+        return json_response({"status": "ready"})
+
+    async def end_streams_at_cutoff(self) -> None:
+        """Shortly before the shutdown grace runs out, end every open stream with an error frame."""
+        await self.drain.wait_cutoff()
+        error = Overloaded("the neuron is shutting down; retry the request", code="shutting_down")
+        for pump in list(self.streams):
+            pump.interrupt(error)
 
     async def discovery(self, request: Request) -> Response:
         if self._discovery is None:
@@ -288,7 +310,7 @@ class NeuronAPI:
         try:
             deltas = self._deltas(harness, model, body)
             if stream:
-                pump = DeltaPump(self._counted(deltas, model, timer))
+                pump = DeltaPump(self._counted(deltas, model, timer), self.streams)
                 stack.push_async_callback(pump.close)
                 await pump.raise_early_error(EARLY_ERROR_WINDOW_S)
                 writer = ChunkWriter("chat" if kind == "chat" else "text", model, include_usage)
@@ -356,6 +378,8 @@ class NeuronAPI:
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/health", self.health, methods=["GET"]),
+            Route("/health/live", self.live, methods=["GET"]),
+            Route("/health/ready", self.ready, methods=["GET"]),
             Route("/discovery", self.discovery, methods=["GET"]),
             Route("/models", self.list_models, methods=["GET"]),
             Route("/models/load", self.load, methods=["POST"]),
