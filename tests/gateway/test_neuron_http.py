@@ -689,7 +689,7 @@ async def test_a_neuron_that_closes_before_answering_is_no_response(raw_server, 
         (b"HTTP/1.1 OK\r\n\r\n", "status line"),
         (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "status line"),
         (head(b"200 OK", b"content-type text/plain"), "malformed header"),
-        (head(b"200 OK", b"content-length: lots"), "invalid literal"),
+        (head(b"200 OK", b"content-length: lots"), "invalid Content-Length"),
         (b"HTTP/1.1 200 OK\r\nx-big: " + b"a" * 70_000, "too large"),
     ],
     ids=["not-http", "no-status", "not-http-at-all", "header-without-colon", "bad-length", "head-too-large"],
@@ -708,7 +708,7 @@ async def test_a_malformed_head_raises_and_drops_the_connection(raw_server, pool
         (head(b"200 OK", b"content-length: 5") + b"hello, and more", "past Content-Length"),
         (CHUNKED + chunks(b"hello") + b"junk", "after the end"),
         (CHUNKED + b"5\r\nhelloXX0\r\n\r\n", "CRLF"),
-        (CHUNKED + b"zz\r\nhello\r\n", "invalid literal"),
+        (CHUNKED + b"zz\r\nhello\r\n", "malformed chunk-size"),
     ],
     ids=["past-content-length", "past-last-chunk", "chunk-without-crlf", "bad-chunk-size"],
 )
@@ -925,3 +925,126 @@ async def test_every_way_a_reply_ends_gives_its_slot_back(raw_server, make_pool)
     closed = await get(pool, server.origin)
     closed.close()
     assert pool.busy(server.origin) == 0
+
+
+# -- strict framing (RFC 9112): a broken neuron must not make the relay misframe or balloon ---------
+
+TE = b"transfer-encoding: chunked"
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (CHUNKED + b"-5\r\nhello\r\n0\r\n\r\n", "chunk-size"),
+        (CHUNKED + b"0x5\r\nhello\r\n0\r\n\r\n", "chunk-size"),
+        (CHUNKED + b"+5\r\nhello\r\n0\r\n\r\n", "chunk-size"),
+        (CHUNKED + b"0_5\r\nhello\r\n0\r\n\r\n", "chunk-size"),
+        (CHUNKED + b" 5\r\nhello\r\n0\r\n\r\n", "chunk-size"),
+        (CHUNKED + b"\r\nhello\r\n0\r\n\r\n", "chunk-size"),
+        (CHUNKED + b"1" + b"0" * 16 + b"\r\nhello\r\n", "chunk-size"),
+        (CHUNKED + b"5 5\r\nhello\r\n0\r\n\r\n", "chunk-size"),
+        (head(b"200 OK", b"content-length: 5", b"content-length: 6") + b"hello!", "Content-Length"),
+        (head(b"200 OK", b"content-length: 5, 6") + b"hello!", "Content-Length"),
+        (head(b"200 OK", b"content-length: 6", b"content-length: 5") + b"hello", "Content-Length"),
+        (head(b"200 OK", b"content-length: -1"), "Content-Length"),
+        (head(b"200 OK", b"content-length: +5") + b"hello", "Content-Length"),
+        (head(b"200 OK", b"content-length: 0x5") + b"hello", "Content-Length"),
+        (head(b"200 OK", b"content-length: 5_0") + b"hello", "Content-Length"),
+        (head(b"200 OK", b"content-length: ") + b"hello", "Content-Length"),
+        (head(b"200 OK", b"transfer-encoding: notchunked") + b"5\r\nhello\r\n0\r\n\r\n", "Transfer-Encoding"),
+        (head(b"200 OK", b"transfer-encoding: chunked, gzip") + chunks(b"hello"), "Transfer-Encoding"),
+        (head(b"200 OK", b"transfer-encoding: gzip, chunked") + chunks(b"hello"), "Transfer-Encoding"),
+        (head(b"200 OK", TE, TE) + chunks(b"hello"), "Transfer-Encoding"),
+        (head(b"200 OK", TE, b"content-length: 5") + chunks(b"hello"), "both"),
+        (head(b"200 OK", b"content-length : 5") + b"hello", "malformed header"),
+        (head(b"200 OK", b"x-a: 1", b" folded") + b"", "malformed header"),
+        (head(b"2000 OK", b"content-length: 0"), "status line"),
+        (head(b"200 OK", b"content-length: 0", version=b"HTTP/1.2"), "status line"),
+    ],
+    ids=[
+        "negative-chunk-size",
+        "0x-chunk-size",
+        "plus-chunk-size",
+        "underscore-chunk-size",
+        "space-before-chunk-size",
+        "empty-chunk-size",
+        "chunk-size-past-64-bits",
+        "two-chunk-sizes",
+        "two-content-lengths",
+        "content-length-list",
+        "two-content-lengths-last-fits",
+        "negative-content-length",
+        "plus-content-length",
+        "0x-content-length",
+        "underscore-content-length",
+        "empty-content-length",
+        "te-substring",
+        "te-chunked-not-last",
+        "te-other-coding",
+        "te-chunked-twice",
+        "te-and-content-length",
+        "space-before-colon",
+        "obsolete-line-folding",
+        "four-digit-status",
+        "http-1.2",
+    ],
+)
+async def test_malformed_framing_is_an_error_that_drops_the_connection(raw_server, pool, reply, error):
+    server = await raw_server(answering(reply))
+    with pytest.raises(NeuronHTTPError, match=error) as caught:
+        response = await get(pool, server.origin)
+        await response.read()
+    assert not isinstance(caught.value, NoResponse)
+    await eventually(lambda: server.client_closes == 1)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        head(b"200 OK", b"content-length: 5", b"content-length: 5") + b"hello",
+        head(b"200 OK", b"content-length: 5 , 5") + b"hello",
+        head(b"200 OK", b"Transfer-Encoding: Chunked") + chunks(b"hel", b"lo"),
+        head(b"200 OK", b"transfer-encoding: chunked", b"x-empty:") + b"5;a=1 ;b\r\nhello\r\n0\r\n\r\n",
+    ],
+    ids=["same-content-length-twice", "same-content-length-listed", "te-any-case", "extensions"],
+)
+async def test_valid_framing_shapes_that_look_odd_are_accepted(raw_server, pool, reply):
+    server = await raw_server(answering(reply))
+    assert await get_body(pool, server.origin) == b"hello"
+
+
+ENDLESS = 8 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        CHUNKED + b"1",
+        CHUNKED + b"5;",
+        CHUNKED + b"0\r\nx-trailer: ",
+        CHUNKED + b"0\r\n" + b"x-t: 1\r\n" * 9000,
+    ],
+    ids=["chunk-size-without-crlf", "extension-without-crlf", "trailer-without-crlf", "endless-trailers"],
+)
+async def test_a_line_without_crlf_is_bounded(raw_server, pool, start):
+    sent = 0
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> object:
+        nonlocal sent
+        await read_request(reader)
+        writer.write(start)
+        filler = (b"0" if start.endswith(b"1") else b"a") * 65536
+        while sent < ENDLESS:  # a broken neuron that never ends the line
+            writer.write(filler)
+            await writer.drain()
+            sent += len(filler)
+        return None
+
+    server = await raw_server(script)
+    with pytest.raises(NeuronHTTPError, match=r"without CRLF|too large") as caught:
+        response = await get(pool, server.origin)
+        await response.read()
+    assert not isinstance(caught.value, NoResponse)
+    assert len(response._buffer) <= 128 * 1024  # what the parser held never grew with the stream
+    await eventually(lambda: server.client_closes == 1)
+    assert sent < ENDLESS  # the gateway hung up instead of reading on
