@@ -102,13 +102,11 @@ class Poller:
                 # show phantom requests (and keep its models looking busy) until it returns.
                 for model in node.models.values():
                     model.in_flight = model.queued = 0
-            elif not node.up and node.failures == 1:
-                log.warning("node %s: poll failed: %s", node.name, node.last_error)
             return
         live = health.models
         node.models = {}
         for entry in models.data:
-            counts = live.get(entry.id)  # /health is read later, so its counts are the fresher
+            counts = live.get(entry.id)  # /health's live counts win over the /models entry's
             node.models[entry.id] = NodeModel(
                 id=entry.id,
                 state=entry.state,
