@@ -64,8 +64,11 @@ class DefragRestarted(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class PollFailed(msgspec.Struct, kw_only=True, frozen=True):
+    """One failed poll: ``error`` is the kind (a label), ``reason`` the full message."""
+
     node: str
     error: str
+    reason: str = ""
 
 
 class DeviceSnapshot(msgspec.Struct, kw_only=True, frozen=True):

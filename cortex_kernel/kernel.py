@@ -12,6 +12,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from cortex_kernel.config.loader import LoadedConfig
+from cortex_kernel.drain import Drain
 
 Role = Literal["gateway", "neuron"]
 ListenerName = Literal["api", "metrics"]
@@ -26,12 +27,14 @@ class Kernel:
     ``role`` says which daemon is being assembled; ``config`` is that daemon's validated
     configuration (``LoadedConfig[CortexConfig]`` for the gateway, ``LoadedConfig[NeuronConfig]``
     for a neuron), including the model catalogue; ``pm`` lets a plugin call further hooks, such as
-    the neuron calling ``register_harnesses``.
+    the neuron calling ``register_harnesses``; ``drain`` is set when the daemon starts its
+    graceful shutdown, so plugins can turn readiness off and end open streams in time.
     """
 
     role: Role
     config: LoadedConfig[Any]
     pm: pluggy.PluginManager
+    drain: Drain = field(default_factory=Drain, compare=False)
 
 
 @dataclass(frozen=True)

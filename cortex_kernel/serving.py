@@ -32,6 +32,7 @@ from starlette.types import ASGIApp
 from cortex_kernel.config.addresses import ListenAddress
 from cortex_kernel.config.schema import ConnectionLimits
 from cortex_kernel.connection import Connection
+from cortex_kernel.drain import Drain
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +62,24 @@ def _hypercorn_config(listener: Listener, grace_s: float) -> HypercornConfig:
     return config
 
 
-async def serve_forever(listeners: Sequence[Listener], grace_s: float) -> None:
-    """Serve every listener until SIGTERM/SIGINT, then drain within ``grace_s`` seconds."""
+async def serve_forever(listeners: Sequence[Listener], grace_s: float, drains: Sequence[Drain] = ()) -> None:
+    """Serve every listener until SIGTERM/SIGINT, then drain within ``grace_s`` seconds.
+
+    ``drains`` (one per kernel served) learn of the signal and the deadline at the same moment."""
     for listener in listeners:
         _check_bindable(listener.address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     previous_handler = loop.get_exception_handler()
     loop.set_exception_handler(ResourceErrorLog())
+
+    def on_signal() -> None:
+        for drain in drains:
+            drain.begin(grace_s)
+        stop.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal)
     try:
         for listener in listeners:
             log.info("%s listening on %s", listener.name, listener.address.bind())

@@ -73,6 +73,9 @@ def neuron(
         address = address._replace(port=port)
     check_exposure(address, loaded.value, loaded.path)
     pm = state.plugin_manager(tuple(loaded.value.plugins.block))
-    app = create_app(Kernel(role="neuron", config=loaded, pm=pm))
+    kernel = Kernel(role="neuron", config=loaded, pm=pm)
+    app = create_app(kernel)
     grace = loaded.value.shutdown_timeout_s
-    run_until_signalled(serve_forever([Listener(app, address, "neuron", loaded.value.limits)], grace))
+    run_until_signalled(
+        serve_forever([Listener(app, address, "neuron", loaded.value.limits)], grace, [kernel.drain])
+    )

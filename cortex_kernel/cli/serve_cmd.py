@@ -11,6 +11,7 @@ from cortex_kernel.cli.context import parse_sets, state_from
 from cortex_kernel.cli.options import config_options
 from cortex_kernel.config.addresses import parse_listen
 from cortex_kernel.config.loader import load_config
+from cortex_kernel.drain import Drain
 from cortex_kernel.embedded import embedded_setup
 from cortex_kernel.kernel import Kernel
 from cortex_kernel.serving import Listener, run_until_signalled, serve_forever
@@ -46,11 +47,15 @@ def serve(
     pm = state.plugin_manager(tuple(loaded.value.plugins.block))
     listeners: list[Listener] = []
     limits = loaded.value.limits
+    drains: list[Drain] = []
     if not loaded.value.neurons:
         loaded, neuron_loaded, neuron_address = embedded_setup(loaded)
-        neuron_app = create_app(Kernel(role="neuron", config=neuron_loaded, pm=pm))
+        neuron_kernel = Kernel(role="neuron", config=neuron_loaded, pm=pm)
+        neuron_app = create_app(neuron_kernel)
         listeners.append(Listener(neuron_app, neuron_address, "embedded-neuron", neuron_loaded.value.limits))
+        drains.append(neuron_kernel.drain)
     kernel = Kernel(role="gateway", config=loaded, pm=pm)
+    drains.append(kernel.drain)
     parts = collect_parts(kernel)
     gateway_app = create_app(kernel, parts)
     listeners.insert(0, Listener(gateway_app, parse_listen(loaded.value.gateway.listen), "gateway", limits))
@@ -58,4 +63,4 @@ def serve(
         metrics_app = create_app(kernel, parts, listener="metrics")
         metrics_address = parse_listen(loaded.value.gateway.metrics_listen)
         listeners.append(Listener(metrics_app, metrics_address, "metrics", limits))
-    run_until_signalled(serve_forever(listeners, loaded.value.gateway.shutdown_grace_s))
+    run_until_signalled(serve_forever(listeners, loaded.value.gateway.shutdown_grace_s, drains))

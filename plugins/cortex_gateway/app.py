@@ -7,6 +7,9 @@ through it, so the app is assembled once and never changed after start-up.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,6 +33,7 @@ from cortex_gateway.proxy import Forwarder
 from cortex_kernel.config.errors import ConfigError
 from cortex_kernel.config.schema import Catalogue, CortexConfig
 from cortex_kernel.dialect import Dialect, UpstreamReply
+from cortex_kernel.drain import Drain
 from cortex_kernel.errors import Overloaded
 from cortex_kernel.events import EventBus
 from cortex_kernel.eviction import Evictor
@@ -37,6 +41,7 @@ from cortex_kernel.kernel import AppPart, Kernel
 from cortex_kernel.plugins import PluginError
 
 _encode = msgspec.json.Encoder().encode
+log = logging.getLogger(__name__)
 
 
 def json_response(body: object, status: int = 200) -> Response:
@@ -75,6 +80,17 @@ class GatewayUpstream:
 
     def models(self) -> list[dict[str, Any]]:
         return merged_models(self._fleet, self._catalogue)
+
+
+async def end_streams_at_cutoff(drain: Drain, forwarder: Forwarder) -> None:
+    """Shortly before the shutdown grace runs out, end every open reply with an error event in
+    its client's dialect, so no stream is cut without an ending when the server stops."""
+    await drain.wait_cutoff()
+    ended = forwarder.interrupt_all(
+        Overloaded("the gateway is shutting down; retry the request", code="shutting_down", retry_after=1)
+    )
+    if ended:
+        log.info("ended %d open replies at the end of the shutdown grace", ended)
 
 
 def select_evictor(kernel: Kernel, strategy: str) -> Evictor:
@@ -138,9 +154,15 @@ def gateway_part(kernel: Kernel) -> AppPart:
             runtime.admin = Admin(fleet, catalogue, placement)
             await poller.poll_once()
             poller.start()
+            ender = asyncio.get_running_loop().create_task(
+                end_streams_at_cutoff(kernel.drain, runtime.forwarder), name="drain-cutoff"
+            )
             try:
                 yield
             finally:
+                ender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ender
                 await poller.stop()
                 await pool.close()
 
@@ -180,12 +202,24 @@ def gateway_part(kernel: Kernel) -> AppPart:
             }
         )
 
+    async def live(request: Request) -> Response:
+        return json_response({"status": "live"})
+
+    async def ready(request: Request) -> Response:
+        if kernel.drain.active:
+            return json_response({"status": "draining"}, 503)
+        if runtime.forwarder is None or not any(node.last_poll is not None for node in fleet):
+            return json_response({"status": "starting"}, 503)  # no neuron has answered a poll yet
+        return json_response({"status": "ready"})
+
     routes: list[BaseRoute] = [
         Route("/v1/chat/completions", forward("/v1/chat/completions"), methods=["POST"]),
         Route("/v1/completions", forward("/v1/completions"), methods=["POST"]),
         Route("/v1/embeddings", forward("/v1/embeddings"), methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
+        Route("/health/live", live, methods=["GET"]),
+        Route("/health/ready", ready, methods=["GET"]),
         Route("/", health, methods=["GET", "HEAD"]),
         Route("/admin/fleet", admin("fleet_state"), methods=["GET"]),
         Route("/admin/models/load", admin("load"), methods=["POST"]),

@@ -19,7 +19,7 @@ from cortex_kernel.errors import CortexError, Forbidden, Unauthorized, anthropic
 from cortex_kernel.events import EventBus, RequestFinished
 from cortex_kernel.keys import KeySet, presented_key
 
-PUBLIC = frozenset({"/", "/health"})
+PUBLIC = frozenset({"/", "/health", "/health/live", "/health/ready"})
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,12 @@ from urllib.parse import urlsplit
 
 HIGH_WATER = 1024 * 1024
 MAX_HEAD_BYTES = 64 * 1024
+MAX_CHUNK_LINE_BYTES = 4096  # a chunk-size line with its extensions; more without CRLF is broken
+MAX_TRAILER_BYTES = MAX_HEAD_BYTES
+# RFC 9112 §7.1: chunk-size = 1*HEXDIG (at most 64 bits here), then extensions after ";". No
+# sign, no "0x", no "_": ``int(text, 16)`` alone accepts all three.
+_CHUNK_HEAD = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 IDLE_TIMEOUT_S = 30.0
 MAX_IDLE_PER_ORIGIN = 256
 MAX_BUSY_PER_ORIGIN = 512
@@ -95,6 +102,7 @@ class NeuronResponse:
         self._framing = "none"
         self._remaining = 0
         self._chunk_state = _SIZE
+        self._trailer_bytes = 0
         self._pieces: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._paused = False
@@ -150,6 +158,14 @@ class NeuronResponse:
             self._finish()
             self._connection.abort()
         self._wake()
+
+    def cut(self, reason: str) -> None:
+        """End an unfinished reply now as if the neuron had dropped it (the gateway drains):
+        the reader gets :class:`NeuronHTTPError` and the neuron sees the disconnect."""
+        if self._done:
+            return
+        self._fail(NeuronHTTPError(reason))
+        self._connection.abort()
 
     async def _wait(self) -> None:
         if self._error is not None:
@@ -250,7 +266,12 @@ class NeuronResponse:
             del self._buffer[: end + 4]
             version, _, rest = lines[0].partition(b" ")
             code = rest[:3]
-            if not version.startswith(b"HTTP/1.") or not code.isdigit():
+            if (
+                version not in (b"HTTP/1.1", b"HTTP/1.0")
+                or len(code) != 3
+                or not code.isdigit()
+                or rest[3:4] not in (b"", b" ")
+            ):
                 raise NeuronHTTPError(f"not an HTTP/1.1 status line: {lines[0][:80]!r}")
             status = int(code)
             if 100 <= status < 200:
@@ -258,25 +279,43 @@ class NeuronResponse:
             headers = []
             for line in lines[1:]:
                 name, colon, value = line.partition(b":")
-                if not colon:
+                text = name.decode("latin-1")
+                if not colon or not _TOKEN.fullmatch(text):  # no space before the colon, no folding
                     raise NeuronHTTPError(f"malformed header line: {line[:80]!r}")
-                headers.append((name.strip().lower().decode("latin-1"), value.strip().decode("latin-1")))
+                headers.append((text.lower(), value.strip(b" \t").decode("latin-1")))
             self._set_head(status, version == b"HTTP/1.1", headers)
             return True
 
     def _set_head(self, status: int, http11: bool, headers: list[tuple[str, str]]) -> None:
         self.status = status
         self.headers = headers
-        fields = dict(headers)
-        connection = fields.get("connection", "").lower()
+        codings: list[str] = []
+        lengths: list[str] = []
+        connection: list[str] = []
+        for name, value in headers:
+            if name == "transfer-encoding":
+                codings += _tokens(value)
+            elif name == "content-length":
+                lengths += [v.strip(" \t") for v in value.split(",")]
+            elif name == "connection":
+                connection += _tokens(value)
         self.reusable = http11 and "close" not in connection
         if self._head_only or status in (204, 304):
             self._framing = "none"
-        elif "chunked" in fields.get("transfer-encoding", "").lower():
+        elif codings:
+            # RFC 9112 §6.1/§6.3: a list of codings, chunked exactly once and last; a reply that
+            # also has Content-Length is a framing conflict (a smuggling shape), never guessed at.
+            if codings != ["chunked"]:
+                raise NeuronHTTPError(f"unsupported Transfer-Encoding: {', '.join(codings)!r}")
+            if lengths:
+                raise NeuronHTTPError("a reply with both Transfer-Encoding and Content-Length")
             self._framing = "chunked"
-        elif "content-length" in fields:
+        elif lengths:
+            # §6.3: several Content-Length values are an error unless all are the same number.
+            if len(set(lengths)) != 1 or not _is_length(lengths[0]):
+                raise NeuronHTTPError(f"invalid Content-Length: {', '.join(lengths)!r}")
             self._framing = "length"
-            self._remaining = int(fields["content-length"])
+            self._remaining = int(lengths[0])
         else:
             self._framing = "close"
             self.reusable = False
@@ -299,8 +338,13 @@ class NeuronResponse:
             if state == _SIZE:
                 eol = view.find(b"\r\n", pos)
                 if eol < 0:
+                    if size - pos > MAX_CHUNK_LINE_BYTES:
+                        raise NeuronHTTPError("a chunk-size line without CRLF")
                     break
-                length = int(view[pos:eol].split(b";", 1)[0].strip(), 16)
+                head = _CHUNK_HEAD.fullmatch(view, pos, eol)
+                if head is None:
+                    raise NeuronHTTPError(f"malformed chunk-size line: {view[pos : min(eol, pos + 80)]!r}")
+                length = int(head.group(1), 16)
                 pos = eol + 2
                 if length == 0:
                     state = _TRAILER
@@ -323,8 +367,13 @@ class NeuronResponse:
             else:  # trailer fields, then the empty line that ends the body
                 eol = view.find(b"\r\n", pos)
                 if eol < 0:
+                    if self._trailer_bytes + size - pos > MAX_TRAILER_BYTES:
+                        raise NeuronHTTPError("the neuron's trailer section is too large")
                     break
                 blank = eol == pos
+                self._trailer_bytes += eol + 2 - pos
+                if self._trailer_bytes > MAX_TRAILER_BYTES:
+                    raise NeuronHTTPError("the neuron's trailer section is too large")
                 pos = eol + 2
                 if blank:
                     if out:
@@ -370,6 +419,16 @@ class NeuronResponse:
         self.reusable = False
         self._finish()
         self._wake()
+
+
+def _tokens(value: str) -> list[str]:
+    """A comma-separated list header (``Transfer-Encoding``, ``Connection``) as lower-case tokens."""
+    return [token for part in value.split(",") if (token := part.strip(" \t").lower())]
+
+
+def _is_length(value: str) -> bool:
+    """``1*DIGIT`` (ASCII only: ``int()`` also takes signs, ``_`` and other scripts' digits)."""
+    return 0 < len(value) <= 18 and value.isascii() and value.isdigit()
 
 
 class _Connection(asyncio.Protocol):

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Literal
 
 import aiohttp
 import msgspec
@@ -20,6 +20,7 @@ from cortex_kernel.config.schema import Catalogue, ModelProfile
 from cortex_kernel.errors import CortexError, NotFound, Overloaded
 from cortex_kernel.events import DefragRestarted, EventBus, ModelLoaded, ModelUnloaded
 from cortex_kernel.eviction import EvictionRequest, Evictor, Resident, checked_choice
+from cortex_kernel.node_wire import ErrorDetail, ErrorReply, ModelEntry
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
@@ -302,10 +303,10 @@ class Placement:
             async with self.session.post(
                 f"{node.endpoint}/models/load", json=body, headers=self.headers, timeout=timeout
             ) as reply:
-                payload: dict[str, Any] = await reply.json(content_type=None)
+                raw = await reply.read()
                 if reply.status >= 400:
-                    error = payload.get("error", {})
-                    message = error.get("message", f"HTTP {reply.status}")
+                    error = _error_detail(raw)
+                    message = error.message or f"HTTP {reply.status}"
                     node.models.pop(profile.id, None)
                     seconds = time.perf_counter() - started
                     self.events.emit(ModelLoaded(node=node.name, model=profile.id, seconds=seconds, ok=False))
@@ -316,11 +317,12 @@ class Placement:
                         raise CortexError(
                             f"node {node.name}: {message}",
                             status=reply.status,
-                            type=error.get("type"),
-                            code=error.get("code") or "load_failed",
+                            type=error.type,
+                            code=error.code or "load_failed",
                         )
                     raise CortexError(f"node {node.name}: {message}", status=502, code="load_failed")
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            payload = _LOADED.decode(raw)  # a reply of the wrong shape: the node is broken
+        except (aiohttp.ClientError, TimeoutError, ValueError, msgspec.DecodeError) as exc:
             node.models.pop(profile.id, None)
             self.events.emit(
                 ModelLoaded(node=node.name, model=profile.id, seconds=time.perf_counter() - started, ok=False)
@@ -338,6 +340,18 @@ class Placement:
         node.models[profile.id] = NodeModel(
             id=profile.id,
             state="ready",
-            context_length=payload.get("context_length"),
-            memory_bytes=payload.get("memory_bytes"),
+            context_length=payload.context_length,
+            memory_bytes=payload.memory_bytes,
         )
+
+
+_LOADED = msgspec.json.Decoder(ModelEntry)
+_REFUSED = msgspec.json.Decoder(ErrorReply)
+
+
+def _error_detail(raw: bytes) -> ErrorDetail:
+    """The detail of a neuron's error envelope, or an empty one when the body is not one."""
+    try:
+        return _REFUSED.decode(raw).error
+    except msgspec.DecodeError:
+        return ErrorDetail()

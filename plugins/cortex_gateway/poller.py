@@ -12,9 +12,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
 
 import aiohttp
+import msgspec
 
 from cortex_gateway.fleet import Fleet, Node, NodeModel
 from cortex_kernel.events import (
@@ -25,8 +26,19 @@ from cortex_kernel.events import (
     NodeSnapshot,
     PollFailed,
 )
+from cortex_kernel.node_wire import Discovery, Health, ModelList
 
 log = logging.getLogger(__name__)
+
+_Reply = TypeVar("_Reply")
+# Decoders are immutable and cheap to share; building one per poll would redo the type analysis.
+_DISCOVERY = msgspec.json.Decoder(Discovery)
+_MODELS = msgspec.json.Decoder(ModelList)
+_HEALTH = msgspec.json.Decoder(Health)
+
+
+class BadReply(Exception):
+    """A neuron answered a control-plane read with JSON of the wrong shape or types."""
 
 
 class Poller:
@@ -55,22 +67,33 @@ class Poller:
         self._last_refresh = 0.0
         self.min_refresh_s = 0.25
 
-    async def _get(self, node: Node, path: str) -> Any:
+    async def _get(self, node: Node, path: str, decoder: msgspec.json.Decoder[_Reply]) -> _Reply:
+        """One control-plane read, decoded strictly: a reply of the wrong shape is a failed poll."""
         async with self.session.get(
             f"{node.endpoint}{path}", headers=self.headers, timeout=self.timeout
         ) as reply:
             reply.raise_for_status()
-            return await reply.json()
+            raw = await reply.read()
+        try:
+            return decoder.decode(raw)
+        except msgspec.DecodeError as exc:  # ValidationError included
+            raise BadReply(f"{path}: {exc}") from None
 
     async def poll_node(self, node: Node) -> None:
         """One poll of one node; updates its state only after all reads are done."""
         try:
-            discovery = node.discovery if node.up and node.discovery else await self._get(node, "/discovery")
-            models, health = await asyncio.gather(self._get(node, "/models"), self._get(node, "/health"))
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            discovery = (
+                node.discovery
+                if node.up and node.discovery
+                else msgspec.to_builtins(await self._get(node, "/discovery", _DISCOVERY))
+            )
+            models, health = await asyncio.gather(
+                self._get(node, "/models", _MODELS), self._get(node, "/health", _HEALTH)
+            )
+        except (aiohttp.ClientError, TimeoutError, ValueError, BadReply) as exc:
             node.failures += 1
             node.last_error = f"{type(exc).__name__}: {exc}"
-            self.events.emit(PollFailed(node=node.name, error=type(exc).__name__))
+            self.events.emit(PollFailed(node=node.name, error=type(exc).__name__, reason=str(exc)))
             if node.up and node.failures >= self.fleet.down_after:
                 log.warning("node %s is down: %s", node.name, node.last_error)
                 node.up = False
@@ -80,29 +103,28 @@ class Poller:
                 for model in node.models.values():
                     model.in_flight = model.queued = 0
             return
-        live = health.get("models", {})
-        node.models = {
-            entry["id"]: NodeModel(
-                id=entry["id"],
-                state=entry.get("state", "ready"),
-                in_flight=live.get(entry["id"], {}).get("in_flight", entry.get("in_flight", 0)),
-                queued=live.get(entry["id"], {}).get("queued", entry.get("queued", 0)),
-                context_length=entry.get("context_length"),
-                memory_bytes=entry.get("memory_bytes"),
-                last_used=entry.get("last_used"),
+        live = health.models
+        node.models = {}
+        for entry in models.data:
+            counts = live.get(entry.id)  # /health's live counts win over the /models entry's
+            node.models[entry.id] = NodeModel(
+                id=entry.id,
+                state=entry.state,
+                in_flight=counts.in_flight if counts else entry.in_flight,
+                queued=counts.queued if counts else entry.queued,
+                context_length=entry.context_length,
+                memory_bytes=entry.memory_bytes,
+                last_used=entry.last_used,
             )
-            for entry in models.get("data", [])
-        }
         # Loads and unloads the gateway started but the neuron does not show yet stay visible.
         for model_id, pending in node.pending.items():
             node.models.setdefault(model_id, pending)
-        memory = health.get("memory") or {}
-        node.budget_bytes = memory.get("budget_bytes")
-        node.available_bytes = memory.get("available_bytes")
-        devices = health.get("devices") or []
-        node.device_health = devices
-        node.device_free_bytes = sum(d.get("memory_free_bytes", 0) for d in devices) if devices else None
-        node.cycles = int(health.get("lifecycle_cycles", 0))
+        node.budget_bytes = health.memory.budget_bytes
+        node.available_bytes = health.memory.available_bytes
+        devices = health.devices
+        node.device_health = msgspec.to_builtins(devices)
+        node.device_free_bytes = sum(d.memory_free_bytes or 0 for d in devices) if devices else None
+        node.cycles = health.lifecycle_cycles
         if not node.up:
             log.info("node %s is up", node.name)
         node.discovery = discovery

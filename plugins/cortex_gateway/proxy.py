@@ -109,6 +109,16 @@ class Forwarder:
         self.max_body_bytes = max_body_bytes
         self.stall = stall_timeout_s
         self.max_attempts = max_attempts
+        # Replies still open, so a drain can end each with its error event before the grace is
+        # over; added and removed once per request, never touched per chunk.
+        self.open_replies: set[NeuronReply] = set()
+
+    def interrupt_all(self, error: CortexError) -> int:
+        """End every open reply with ``error`` (the gateway is about to stop); how many there were."""
+        replies = list(self.open_replies)
+        for reply in replies:
+            reply.interrupt(error)
+        return len(replies)
 
     def label(self, model: str) -> str:
         """``model`` if the fleet knows it, else ``unknown``: metric labels stay a bounded set."""
@@ -189,7 +199,7 @@ class Forwarder:
             except BaseException:
                 node.in_flight[model] -= 1
                 raise
-            return NeuronReply(node, model, upstream, tap)
+            return NeuronReply(node, model, upstream, tap, self.open_replies)
         raise UpstreamError(f"no node answered for {model!r}: {last_error}", code="upstream_unavailable")
 
 
@@ -235,7 +245,14 @@ class NeuronReply:
     the requests the gateway itself sent.
     """
 
-    def __init__(self, node: Node, model: str, upstream: NeuronResponse, tap: RequestTap) -> None:
+    def __init__(
+        self,
+        node: Node,
+        model: str,
+        upstream: NeuronResponse,
+        tap: RequestTap,
+        registry: set[NeuronReply] | None = None,
+    ) -> None:
         self._tap = tap
         self.node = node.name
         self._node = node
@@ -246,8 +263,21 @@ class NeuronReply:
         self._sse = self.headers.get("content-type", "").startswith("text/event-stream")
         self._open = True  # the caller counted this request in flight before sending it
         self._error: str | None = None
+        self._interrupted: CortexError | None = None
+        self._registry = registry
+        if registry is not None:
+            registry.add(self)
 
-    def _broken(self, exc: Exception) -> UpstreamError:
+    def interrupt(self, error: CortexError) -> None:
+        """End the reply with ``error`` through the same path as a neuron lost mid-reply."""
+        if self._open and self._interrupted is None:
+            self._interrupted = error
+            self._upstream.cut(error.message)
+
+    def _broken(self, exc: Exception) -> CortexError:
+        if self._interrupted is not None:
+            self._error = self._interrupted.code
+            return self._interrupted
         log.warning("reply from %s broke: %s", self.node, exc)
         self._error = "upstream_broken"
         return UpstreamError(f"node {self.node} stopped answering: {exc}")
@@ -281,7 +311,7 @@ class NeuronReply:
             try:
                 async for last in chunks:
                     await send({"type": "http.response.body", "body": last, "more_body": True})
-            except UpstreamError as exc:
+            except CortexError as exc:
                 if not (self._sse and last.endswith(b"\n\n")):
                     raise
                 frame = b"data: " + openai_error_body(exc) + b"\n\n" + SSE_DONE
@@ -308,7 +338,10 @@ class NeuronReply:
     def close(self) -> None:
         if self._open:
             self._open = False
+            if self._registry is not None:
+                self._registry.discard(self)
             self._node.in_flight[self._model] -= 1
             self._upstream.close()
             if self._tap.streamed or self._error is not None:
-                self._tap.finish(self.status if self._error is None else 502, self._error_code())
+                failed = self._interrupted.status if self._interrupted is not None else 502
+                self._tap.finish(self.status if self._error is None else failed, self._error_code())

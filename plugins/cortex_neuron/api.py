@@ -20,8 +20,18 @@ from starlette.types import Receive, Scope, Send
 
 from cortex_kernel.bodies import decode_body
 from cortex_kernel.config.schema import NeuronConfig
-from cortex_kernel.errors import BadRequest, CortexError
+from cortex_kernel.drain import Drain
+from cortex_kernel.errors import BadRequest, CortexError, Overloaded
 from cortex_kernel.harness import Delta, Harness
+from cortex_kernel.node_wire import (
+    ActivationState,
+    DeviceMemory,
+    Health,
+    HostMemory,
+    ModelEntry,
+    ModelList,
+    ModelLoad,
+)
 from cortex_kernel.openai_wire import ChatRequest, CompletionRequest, EmbeddingRequest, check_chat_request
 from cortex_neuron.discovery import Discovery, discover, read_devices
 from cortex_neuron.metrics import GenerationTimer, NeuronMetrics
@@ -83,22 +93,24 @@ class Activation:
     def state(self) -> str:
         return "ready" if self.completed + len(self.failed) >= self.total else "activating"
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "pending": self.total - self.completed - len(self.failed),
-            "in_progress": self.in_progress,
-            "completed": self.completed,
-            "failed": self.failed,
-        }
+    def to_json(self) -> ActivationState:
+        return ActivationState(
+            state=self.state,
+            pending=self.total - self.completed - len(self.failed),
+            in_progress=self.in_progress,
+            completed=self.completed,
+            failed=list(self.failed),
+        )
 
 
 class NeuronAPI:
     """Handlers bound to one neuron's registry and configuration."""
 
-    def __init__(self, config: NeuronConfig, registry: ModelRegistry) -> None:
+    def __init__(self, config: NeuronConfig, registry: ModelRegistry, drain: Drain | None = None) -> None:
         self.config = config
         self.registry = registry
+        self.drain = drain or Drain()
+        self.streams: set[DeltaPump] = set()  # open streamed generations, ended by a drain
         self.metrics = NeuronMetrics(registry)
         self.started = time.time()
         self.activation = Activation(len(config.default_models))
@@ -132,61 +144,78 @@ class NeuronAPI:
     async def health(self, request: Request) -> Response:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         budget = self.config.memory_budget_mb
-        models: dict[str, dict[str, Any]] = {}
-        for record in self.registry:
-            entry: dict[str, Any] = {
-                "state": record.state,
-                "in_flight": record.gate.in_flight,
-                "queued": record.gate.queued,
-            }
-            engine = self.registry.engine_stats(record)
-            if engine is not None:
-                entry["engine"] = engine  # the engine's own queue and KV-cache figures (vLLM)
-            models[record.id] = entry
+        models = {
+            record.id: ModelLoad(
+                state=record.state,
+                in_flight=record.gate.in_flight,
+                queued=record.gate.queued,
+                engine=_or_unset(self.registry.engine_stats(record)),
+            )
+            for record in self.registry
+        }
         return json_response(
-            {
-                "status": "ok",
-                "name": self.config.name or os.uname().nodename,
-                "uptime_s": round(time.time() - self.started, 3),
-                "activation": self.activation.to_json(),
-                "models": models,
-                "lifecycle_cycles": self.registry.cycles,
-                "rss_bytes": _rss_bytes(),
-                "max_rss_bytes": usage.ru_maxrss * 1024,
-                "memory": {
-                    "budget_bytes": budget * 1024 * 1024 if budget else None,
-                    "available_bytes": _available_ram_bytes(),
-                },
-                "devices": await asyncio.to_thread(_device_memory),
-            }
+            Health(
+                status="ok",
+                name=self.config.name or os.uname().nodename,
+                uptime_s=round(time.time() - self.started, 3),
+                activation=self.activation.to_json(),
+                models=models,
+                lifecycle_cycles=self.registry.cycles,
+                rss_bytes=_rss_bytes(),
+                max_rss_bytes=usage.ru_maxrss * 1024,
+                memory=HostMemory(
+                    budget_bytes=budget * 1024 * 1024 if budget else None,
+                    available_bytes=_available_ram_bytes(),
+                ),
+                devices=msgspec.convert(await asyncio.to_thread(_device_memory), list[DeviceMemory]),
+            )
         )
+
+    async def live(self, request: Request) -> Response:
+        return json_response({"status": "live"})
+
+    async def ready(self, request: Request) -> Response:
+        """503 while default models still load or while the neuron drains: a load balancer (or
+        an orchestrator's readiness probe) sends nothing new here then."""
+        if self.drain.active:
+            return json_response({"status": "draining"}, 503)
+        if self.activation.state != "ready":
+            return json_response({"status": "activating"}, 503)
+        return json_response({"status": "ready"})
+
+    async def end_streams_at_cutoff(self) -> None:
+        """Shortly before the shutdown grace runs out, end every open stream with an error frame."""
+        await self.drain.wait_cutoff()
+        error = Overloaded("the neuron is shutting down; retry the request", code="shutting_down")
+        for pump in list(self.streams):
+            pump.interrupt(error)
 
     async def discovery(self, request: Request) -> Response:
         if self._discovery is None:
             self._discovery = await asyncio.to_thread(discover, self.registry.harness_names)
         return json_response(self._discovery)
 
-    def _model_json(self, record: ModelRecord) -> dict[str, Any]:
+    def _model_json(self, record: ModelRecord) -> ModelEntry:
         description = record.description
-        return {
-            "id": record.id,
-            "state": record.state,
-            "harness": record.harness,
-            "task": record.profile.task,
-            "devices": description.devices if description else [],
-            "memory_bytes": description.memory_bytes if description else None,
-            "context_length": (description.context_length if description else None)
+        return ModelEntry(
+            id=record.id,
+            state=record.state,
+            harness=record.harness,
+            task=record.profile.task,
+            devices=description.devices if description else [],
+            memory_bytes=description.memory_bytes if description else None,
+            context_length=(description.context_length if description else None)
             or record.profile.context_length,
-            "max_prompt_bytes": description.max_prompt_bytes if description else None,
-            "last_error": record.error,
-            "load_seconds": record.load_seconds,
-            "last_used": record.last_used,
-            "in_flight": record.gate.in_flight,
-            "queued": record.gate.queued,
-        }
+            max_prompt_bytes=description.max_prompt_bytes if description else None,
+            last_error=record.error,
+            load_seconds=record.load_seconds,
+            last_used=record.last_used,
+            in_flight=record.gate.in_flight,
+            queued=record.gate.queued,
+        )
 
     async def list_models(self, request: Request) -> Response:
-        return json_response({"object": "list", "data": [self._model_json(r) for r in self.registry]})
+        return json_response(ModelList(data=[self._model_json(r) for r in self.registry]))
 
     async def load(self, request: Request) -> Response:
         body = await self._body(request, LoadRequest)
@@ -300,7 +329,7 @@ class NeuronAPI:
         try:
             deltas = self._deltas(harness, model, body)
             if stream:
-                pump = DeltaPump(self._counted(deltas, model, timer))
+                pump = DeltaPump(self._counted(deltas, model, timer), self.streams)
                 stack.push_async_callback(pump.close)
                 await pump.raise_early_error(EARLY_ERROR_WINDOW_S)
                 writer = ChunkWriter("chat" if kind == "chat" else "text", model, include_usage)
@@ -374,6 +403,8 @@ class NeuronAPI:
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/health", self.health, methods=["GET"]),
+            Route("/health/live", self.live, methods=["GET"]),
+            Route("/health/ready", self.ready, methods=["GET"]),
             Route("/discovery", self.discovery, methods=["GET"]),
             Route("/models", self.list_models, methods=["GET"]),
             Route("/models/load", self.load, methods=["POST"]),
@@ -388,6 +419,11 @@ class NeuronAPI:
             Route("/v1/embeddings", self.embeddings, methods=["POST"]),
             Route("/v1/count_tokens", self.count_tokens, methods=["POST"]),
         ]
+
+
+def _or_unset(engine: dict[str, float] | None) -> dict[str, Any] | msgspec.UnsetType:
+    """The engine's own queue and KV-cache figures (vLLM); the field is left out when it has none."""
+    return msgspec.UNSET if engine is None else dict(engine)
 
 
 def _rss_bytes() -> int | None:

@@ -20,11 +20,11 @@ from cortex_kernel.kernel import AppPart, Kernel
 from cortex_neuron.api import NeuronAPI
 from cortex_neuron.registry import InlineTrust, ModelRegistry
 
-PUBLIC_PATHS = frozenset({"/health"})
+PUBLIC_PATHS = frozenset({"/health", "/health/live", "/health/ready"})
 
 
 class TokenAuth:
-    """Require ``Authorization: Bearer TOKEN`` on every route but ``/health``.
+    """Require ``Authorization: Bearer TOKEN`` on every route but the health probes.
 
     The scheme is case-insensitive (RFC 9110 section 11.1), as the gateway's check is; the
     token is compared in constant time.
@@ -71,17 +71,20 @@ def neuron_part(kernel: Kernel) -> AppPart:
     """The neuron API as an app part, with its lifespan and token check."""
     config: NeuronConfig = kernel.config.value
     registry = build_registry(kernel)
-    api = NeuronAPI(config, registry)
+    api = NeuronAPI(config, registry, kernel.drain)
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
-        activation = asyncio.get_running_loop().create_task(api.activate(), name="activation")
+        loop = asyncio.get_running_loop()
+        activation = loop.create_task(api.activate(), name="activation")
+        ender = loop.create_task(api.end_streams_at_cutoff(), name="drain-cutoff")
         try:
             yield
         finally:
-            activation.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await activation
+            for task in (activation, ender):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await registry.shutdown(config.shutdown_timeout_s)
 
     middleware = [Middleware(TokenAuth, token=config.token)] if config.token else []

@@ -7,30 +7,9 @@ import platform
 import socket
 from typing import Any
 
-import msgspec
+from cortex_kernel.node_wire import Device, Discovery
 
-
-class Device(msgspec.Struct, kw_only=True):
-    index: int
-    name: str
-    uuid: str
-    memory_total_bytes: int
-    memory_free_bytes: int
-    memory_used_bytes: int
-    utilization_pct: int | None = None
-    compute_capability: str | None = None
-
-
-class Discovery(msgspec.Struct, kw_only=True):
-    hostname: str
-    os: str
-    kernel: str
-    python: str
-    driver_version: str | None = None
-    cuda_version: str | None = None
-    devices: list[Device] = msgspec.field(default_factory=list)
-    gpu_unavailable_reason: str | None = None
-    harnesses: list[str] = msgspec.field(default_factory=list)
+__all__ = ["Device", "Discovery", "discover", "read_devices"]
 
 
 def _text(value: Any) -> str:

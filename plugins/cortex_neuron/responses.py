@@ -123,11 +123,14 @@ class DeltaPump:
     learns that the client is gone.
     """
 
-    def __init__(self, deltas: AsyncIterator[Delta]) -> None:
+    def __init__(self, deltas: AsyncIterator[Delta], registry: set[DeltaPump] | None = None) -> None:
         self._deltas = deltas
         self._queue: asyncio.Queue[Delta | BaseException | None] = asyncio.Queue(maxsize=64)
         self._task = asyncio.get_running_loop().create_task(self._produce(), name="generation")
         self._peeked: list[Delta | BaseException | None] = []
+        self._registry = registry  # the open pumps, so a drain can end them; once per request
+        if registry is not None:
+            registry.add(self)
 
     async def _produce(self) -> None:
         try:
@@ -160,7 +163,18 @@ class DeltaPump:
             raise item
         self._peeked.append(item)
 
+    def interrupt(self, error: CortexError) -> None:
+        """Stop generating and make ``error`` the next (and last) item the stream reads, so it
+        ends with an error frame (the neuron is about to stop)."""
+        self._task.cancel()  # its pending put, if any, raises CancelledError: nothing follows
+        self._peeked.clear()
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(error)
+
     async def close(self) -> None:
+        if self._registry is not None:
+            self._registry.discard(self)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task

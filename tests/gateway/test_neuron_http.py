@@ -23,8 +23,11 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 
+import h11
 import pytest
 from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cortex_gateway.neuron_http import NeuronHTTPError, NeuronPool, NeuronResponse, NoResponse, Origin
 
@@ -689,7 +692,7 @@ async def test_a_neuron_that_closes_before_answering_is_no_response(raw_server, 
         (b"HTTP/1.1 OK\r\n\r\n", "status line"),
         (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "status line"),
         (head(b"200 OK", b"content-type text/plain"), "malformed header"),
-        (head(b"200 OK", b"content-length: lots"), "invalid literal"),
+        (head(b"200 OK", b"content-length: lots"), "invalid Content-Length"),
         (b"HTTP/1.1 200 OK\r\nx-big: " + b"a" * 70_000, "too large"),
     ],
     ids=["not-http", "no-status", "not-http-at-all", "header-without-colon", "bad-length", "head-too-large"],
@@ -708,7 +711,7 @@ async def test_a_malformed_head_raises_and_drops_the_connection(raw_server, pool
         (head(b"200 OK", b"content-length: 5") + b"hello, and more", "past Content-Length"),
         (CHUNKED + chunks(b"hello") + b"junk", "after the end"),
         (CHUNKED + b"5\r\nhelloXX0\r\n\r\n", "CRLF"),
-        (CHUNKED + b"zz\r\nhello\r\n", "invalid literal"),
+        (CHUNKED + b"zz\r\nhello\r\n", "malformed chunk-size"),
     ],
     ids=["past-content-length", "past-last-chunk", "chunk-without-crlf", "bad-chunk-size"],
 )
@@ -925,3 +928,225 @@ async def test_every_way_a_reply_ends_gives_its_slot_back(raw_server, make_pool)
     closed = await get(pool, server.origin)
     closed.close()
     assert pool.busy(server.origin) == 0
+
+
+# -- strict framing (RFC 9112): a broken neuron must not make the relay misframe or balloon ---------
+
+TE = b"transfer-encoding: chunked"
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (CHUNKED + b"-5\r\nhello\r\n0\r\n\r\n", "chunk-size"),
+        (CHUNKED + b"0x5\r\nhello\r\n0\r\n\r\n", "chunk-size"),
+        (CHUNKED + b"+5\r\nhello\r\n0\r\n\r\n", "chunk-size"),
+        (CHUNKED + b"0_5\r\nhello\r\n0\r\n\r\n", "chunk-size"),
+        (CHUNKED + b" 5\r\nhello\r\n0\r\n\r\n", "chunk-size"),
+        (CHUNKED + b"\r\nhello\r\n0\r\n\r\n", "chunk-size"),
+        (CHUNKED + b"1" + b"0" * 16 + b"\r\nhello\r\n", "chunk-size"),
+        (CHUNKED + b"5 5\r\nhello\r\n0\r\n\r\n", "chunk-size"),
+        (head(b"200 OK", b"content-length: 5", b"content-length: 6") + b"hello!", "Content-Length"),
+        (head(b"200 OK", b"content-length: 5, 6") + b"hello!", "Content-Length"),
+        (head(b"200 OK", b"content-length: 6", b"content-length: 5") + b"hello", "Content-Length"),
+        (head(b"200 OK", b"content-length: -1"), "Content-Length"),
+        (head(b"200 OK", b"content-length: +5") + b"hello", "Content-Length"),
+        (head(b"200 OK", b"content-length: 0x5") + b"hello", "Content-Length"),
+        (head(b"200 OK", b"content-length: 5_0") + b"hello", "Content-Length"),
+        (head(b"200 OK", b"content-length: ") + b"hello", "Content-Length"),
+        (head(b"200 OK", b"transfer-encoding: notchunked") + b"5\r\nhello\r\n0\r\n\r\n", "Transfer-Encoding"),
+        (head(b"200 OK", b"transfer-encoding: chunked, gzip") + chunks(b"hello"), "Transfer-Encoding"),
+        (head(b"200 OK", b"transfer-encoding: gzip, chunked") + chunks(b"hello"), "Transfer-Encoding"),
+        (head(b"200 OK", TE, TE) + chunks(b"hello"), "Transfer-Encoding"),
+        (head(b"200 OK", TE, b"content-length: 5") + chunks(b"hello"), "both"),
+        (head(b"200 OK", b"content-length : 5") + b"hello", "malformed header"),
+        (head(b"200 OK", b"x-a: 1", b" folded") + b"", "malformed header"),
+        (head(b"2000 OK", b"content-length: 0"), "status line"),
+        (head(b"200 OK", b"content-length: 0", version=b"HTTP/1.2"), "status line"),
+    ],
+    ids=[
+        "negative-chunk-size",
+        "0x-chunk-size",
+        "plus-chunk-size",
+        "underscore-chunk-size",
+        "space-before-chunk-size",
+        "empty-chunk-size",
+        "chunk-size-past-64-bits",
+        "two-chunk-sizes",
+        "two-content-lengths",
+        "content-length-list",
+        "two-content-lengths-last-fits",
+        "negative-content-length",
+        "plus-content-length",
+        "0x-content-length",
+        "underscore-content-length",
+        "empty-content-length",
+        "te-substring",
+        "te-chunked-not-last",
+        "te-other-coding",
+        "te-chunked-twice",
+        "te-and-content-length",
+        "space-before-colon",
+        "obsolete-line-folding",
+        "four-digit-status",
+        "http-1.2",
+    ],
+)
+async def test_malformed_framing_is_an_error_that_drops_the_connection(raw_server, pool, reply, error):
+    server = await raw_server(answering(reply))
+    with pytest.raises(NeuronHTTPError, match=error) as caught:
+        response = await get(pool, server.origin)
+        await response.read()
+    assert not isinstance(caught.value, NoResponse)
+    await eventually(lambda: server.client_closes == 1)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        head(b"200 OK", b"content-length: 5", b"content-length: 5") + b"hello",
+        head(b"200 OK", b"content-length: 5 , 5") + b"hello",
+        head(b"200 OK", b"Transfer-Encoding: Chunked") + chunks(b"hel", b"lo"),
+        head(b"200 OK", b"transfer-encoding: chunked", b"x-empty:") + b"5;a=1 ;b\r\nhello\r\n0\r\n\r\n",
+    ],
+    ids=["same-content-length-twice", "same-content-length-listed", "te-any-case", "extensions"],
+)
+async def test_valid_framing_shapes_that_look_odd_are_accepted(raw_server, pool, reply):
+    server = await raw_server(answering(reply))
+    assert await get_body(pool, server.origin) == b"hello"
+
+
+ENDLESS = 8 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        CHUNKED + b"1",
+        CHUNKED + b"5;",
+        CHUNKED + b"0\r\nx-trailer: ",
+        CHUNKED + b"0\r\n" + b"x-t: 1\r\n" * 9000,
+    ],
+    ids=["chunk-size-without-crlf", "extension-without-crlf", "trailer-without-crlf", "endless-trailers"],
+)
+async def test_a_line_without_crlf_is_bounded(raw_server, pool, start):
+    sent = 0
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> object:
+        nonlocal sent
+        await read_request(reader)
+        writer.write(start)
+        filler = (b"0" if start.endswith(b"1") else b"a") * 65536
+        while sent < ENDLESS:  # a broken neuron that never ends the line
+            writer.write(filler)
+            await writer.drain()
+            sent += len(filler)
+        return None
+
+    server = await raw_server(script)
+    with pytest.raises(NeuronHTTPError, match=r"without CRLF|too large") as caught:
+        response = await get(pool, server.origin)
+        await response.read()
+    assert not isinstance(caught.value, NoResponse)
+    assert len(response._buffer) <= 128 * 1024  # what the parser held never grew with the stream
+    await eventually(lambda: server.client_closes == 1)
+    assert sent < ENDLESS  # the gateway hung up instead of reading on
+
+
+# -- agreement with h11 on valid replies (property test) -------------------------------------------
+
+_TCHAR = "!#$%&'*+-.^_`|~" + "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+_FRAMING_NAMES = {"content-length", "transfer-encoding", "connection", "keep-alive", "trailer"}
+_tokens = st.text(_TCHAR, min_size=1, max_size=12)
+_field_names = _tokens.filter(lambda name: name.lower() not in _FRAMING_NAMES)
+_field_values = st.text(
+    st.characters(min_codepoint=0x21, max_codepoint=0x7E) | st.just(" ") | st.just("\t"), max_size=30
+).map(lambda value: value.strip(" \t"))
+_fields = st.lists(st.tuples(_field_names, _field_values), max_size=6)
+
+
+@st.composite
+def valid_replies(draw: st.DrawFn) -> tuple[bytes, list[int]]:
+    """A valid HTTP/1.1 reply as bytes (with its framing drawn at random), and where to split it
+    into the writes the server makes."""
+    status = draw(st.sampled_from([200, 201, 202, 400, 404, 409, 429, 500, 502, 503]))
+    reason = draw(st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E) | st.just(" "), max_size=12))
+    fields = draw(_fields)
+    body = draw(st.binary(max_size=3000))
+    framing = draw(st.sampled_from(["length", "chunked", "close"]))
+    lines = [f"HTTP/1.1 {status} {reason}".encode("latin-1")]
+    lines += [f"{name}: {value}".encode("latin-1") for name, value in fields]
+    if framing == "length":
+        lines.append(b"Content-Length: %d" % len(body))
+        payload = body
+    elif framing == "chunked":
+        lines.append(draw(st.sampled_from([b"Transfer-Encoding: chunked", b"transfer-encoding: Chunked"])))
+        cuts = sorted(draw(st.lists(st.integers(0, len(body)), max_size=8)))
+        pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True) if b > a]
+        encoded = []
+        for piece in pieces:
+            size = draw(st.sampled_from(["%x", "%X", "%04x"])) % len(piece)
+            extension = draw(st.sampled_from(["", ";a", ";name=value", ';q="quoted"', ";a=1;b"]))
+            encoded.append(f"{size}{extension}\r\n".encode() + piece + b"\r\n")
+        trailers = draw(_fields)
+        encoded.append(b"0\r\n" + b"".join(f"{n}: {v}\r\n".encode() for n, v in trailers) + b"\r\n")
+        payload = b"".join(encoded)
+    else:
+        payload = body  # ended by the server closing the connection
+    raw = b"\r\n".join(lines) + b"\r\n\r\n" + payload
+    splits = sorted(set(draw(st.lists(st.integers(1, max(1, len(raw) - 1)), max_size=6))))
+    return raw, splits
+
+
+def _h11_parse(raw: bytes, close_delimited: bool) -> tuple[int, list[tuple[str, str]], bytes]:
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="GET", target="/", headers=[("host", "neuron")]))
+    client.send(h11.EndOfMessage())
+    client.receive_data(raw)
+    if close_delimited:
+        client.receive_data(b"")
+    status, headers, body = 0, [], b""
+    while True:
+        event = client.next_event()
+        if isinstance(event, h11.Response):
+            status = event.status_code
+            headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in event.headers]
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            return status, headers, body
+        else:
+            raise AssertionError(f"h11 did not finish the reply: {event!r}")
+
+
+async def _ours_parse(raw: bytes, splits: list[int], close_delimited: bool):
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> object:
+        await read_request(reader)
+        for start, end in zip([0, *splits], [*splits, len(raw)], strict=True):
+            writer.write(raw[start:end])
+            await writer.drain()
+            await asyncio.sleep(0)
+        return HANG_UP if close_delimited else None
+
+    server = RawServer(script, "127.0.0.1")
+    await server.start()
+    pool = NeuronPool(connect_timeout_s=2.0)
+    try:
+        response = await get(pool, server.origin)
+        # h11 reports the Transfer-Encoding value lower-cased (it is a token, case-insensitive).
+        headers = [(n, v.lower() if n == "transfer-encoding" else v) for n, v in response.headers]
+        return response.status, headers, await response.read()
+    finally:
+        await pool.close()
+        await server.stop()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(valid_replies())
+def test_the_parser_agrees_with_h11_on_valid_replies(reply):
+    raw, splits = reply
+    close_delimited = b"content-length:" not in raw.lower().split(b"\r\n\r\n")[0] and (
+        b"transfer-encoding:" not in raw.lower().split(b"\r\n\r\n")[0]
+    )
+    expected = _h11_parse(raw, close_delimited)
+    assert asyncio.run(_ours_parse(raw, splits, close_delimited)) == expected

@@ -1,0 +1,125 @@
+"""Draining on SIGTERM: readiness turns 503 at once, and every stream still open at the end of the
+grace ends with its dialect's error event (never a cut without an ending, never a traceback)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.daemons import Daemon, LineStream, http_json
+
+pytestmark = pytest.mark.slow
+
+# Greedy decoding of the tiny model never picks its end token, so a stream in a dialect without
+# ``ignore_eos`` (Anthropic's) runs to max_tokens as surely as one with it.
+LONG = {"max_tokens": 30000, "ignore_eos": True, "temperature": 0, "stream": True}
+PROMPT = [{"role": "user", "content": "go"}]
+
+
+def _read_to_end(stream: LineStream) -> list[str]:
+    lines = []
+    try:
+        for line in stream:
+            lines.append(line)
+    except OSError as exc:  # a cut connection: what the fix forbids; keep what arrived
+        lines.append(f"<cut: {exc}>")
+    return lines
+
+
+def _ready(daemon: Daemon) -> int:
+    return http_json("GET", f"{daemon.url}/health/ready", timeout=5)[0]
+
+
+def _open_keepalive(daemon: Daemon) -> http.client.HTTPConnection:
+    parts = urlsplit(daemon.url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    connection.request("GET", "/health/ready")
+    reply = connection.getresponse()
+    assert reply.status == 200, reply.read()
+    reply.read()
+    return connection
+
+
+def test_streams_open_at_the_end_of_the_grace_end_with_their_error_event(start_neuron, start_gateway):
+    neuron = start_neuron(default_models='["tiny-chat"]')
+    gateway = start_gateway({"n1": neuron}, extra="shutdown_grace_s = 2\n")
+    deadline = time.monotonic() + 30
+    while _ready(gateway) != 200:
+        assert time.monotonic() < deadline, "the gateway never became ready"
+        time.sleep(0.1)
+    assert http_json("GET", f"{gateway.url}/health/live")[0] == 200
+    probe = _open_keepalive(gateway)
+
+    openai_stream = LineStream(
+        f"{gateway.url}/v1/chat/completions", "POST", {"model": "tiny-chat", "messages": PROMPT, **LONG}
+    )
+    anthropic_stream = LineStream(
+        f"{gateway.url}/v1/messages", "POST", {"model": "tiny-chat", "messages": PROMPT, **LONG}
+    )
+    with openai_stream, anthropic_stream, ThreadPoolExecutor(2) as pool:
+        assert openai_stream.status == 200 and anthropic_stream.status == 200
+        openai_lines, anthropic_lines = iter(openai_stream), iter(anthropic_stream)
+        assert next(openai_lines).startswith("data: ")
+        assert next(anthropic_lines) == "event: message_start"
+        gateway.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        probe.request("GET", "/health/ready")  # a load balancer's probe on its kept-alive connection
+        ready_status = probe.getresponse().status
+        openai_rest = pool.submit(_read_to_end, openai_stream)
+        anthropic_rest = pool.submit(_read_to_end, anthropic_stream)
+        openai_tail, anthropic_tail = openai_rest.result(30), anthropic_rest.result(30)
+    probe.close()
+    assert gateway.process.wait(15) == 0
+    took = time.monotonic() - signalled
+
+    assert ready_status == 503
+    assert len(openai_tail) > 2 and len(anthropic_tail) > 2, "the streams ended before the grace"
+    assert took > 1.0  # they ran on into the grace and were ended near its end
+    # OpenAI: an error frame, then [DONE].
+    assert openai_tail[-1] == "data: [DONE]", openai_tail[-3:]
+    error = json.loads(openai_tail[-2].removeprefix("data: "))["error"]
+    assert error["code"] == "shutting_down", error
+    # Anthropic: an error event (overloaded: the client may retry elsewhere) as the last event.
+    assert anthropic_tail[-2] == "event: error", anthropic_tail[-3:]
+    event = json.loads(anthropic_tail[-1].removeprefix("data: "))
+    assert event["type"] == "error" and event["error"]["type"] == "overloaded_error", event
+    log = gateway.log_text()
+    assert "Traceback" not in log and "CancelledError" not in log, log[-3000:]
+
+
+def test_readiness_waits_for_a_first_successful_poll(start_gateway):
+    gateway = start_gateway({"n1": type("Nowhere", (), {"url": "http://127.0.0.1:9"})()})
+    assert http_json("GET", f"{gateway.url}/health/live")[0] == 200
+    status, body, _ = http_json("GET", f"{gateway.url}/health/ready")
+    assert (status, body["status"]) == (503, "starting")
+    assert http_json("GET", f"{gateway.url}/health")[0] == 200  # /health keeps its old behaviour
+
+
+def test_a_neuron_ends_its_own_streams_at_the_end_of_its_grace(start_neuron):
+    neuron = start_neuron("shutdown_timeout_s = 2\n", default_models='["tiny-chat"]')
+    deadline = time.monotonic() + 60
+    while _ready(neuron) != 200:
+        assert time.monotonic() < deadline, "the neuron never became ready"
+        time.sleep(0.1)
+    assert http_json("GET", f"{neuron.url}/health/live")[0] == 200
+    probe = _open_keepalive(neuron)
+    body = {"model": "tiny-chat", "messages": PROMPT, **LONG}
+    with LineStream(f"{neuron.url}/v1/chat/completions", "POST", body) as stream:
+        lines = iter(stream)
+        assert next(lines).startswith("data: ")
+        neuron.process.send_signal(signal.SIGTERM)
+        probe.request("GET", "/health/ready")
+        ready_status = probe.getresponse().status
+        tail = _read_to_end(stream)
+    probe.close()
+    assert neuron.process.wait(30) == 0
+    assert ready_status == 503
+    assert tail[-1] == "data: [DONE]", tail[-3:]
+    assert json.loads(tail[-2].removeprefix("data: "))["error"]["code"] == "shutting_down"
+    assert "Traceback" not in neuron.log_text()
