@@ -119,6 +119,7 @@ class Connection:
         self.received = False
         self.requests_seen = 0
         self.head_since: float | None = None
+        self.head_begun = False
         self.body_since: float | None = None
 
     async def run(self) -> None:
@@ -196,9 +197,14 @@ class Connection:
             if self.h11.keep_alive_requests != self.requests_seen:  # requests went through meanwhile
                 self.requests_seen = self.h11.keep_alive_requests
                 self.head_since = now if partial else None
+                self.head_begun = partial
                 return partial
-            if self.head_since is None and partial:
-                self.head_since = now
+            if partial and not self.head_begun:
+                # The first bytes of a head (on a new connection too): no longer idle, so a drain
+                # lets this request finish instead of closing the connection under it.
+                self.head_begun = True
+                if self.head_since is None:
+                    self.head_since = now
                 return True
         elif state is h11.SEND_BODY:
             self.head_since = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
@@ -36,14 +37,28 @@ def _ready(daemon: Daemon) -> int:
     return http_json("GET", f"{daemon.url}/health/ready", timeout=5)[0]
 
 
-def _open_keepalive(daemon: Daemon) -> http.client.HTTPConnection:
-    parts = urlsplit(daemon.url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-    connection.request("GET", "/health/ready")
-    reply = connection.getresponse()
-    assert reply.status == 200, reply.read()
-    reply.read()
-    return connection
+class ReadyProbe:
+    """A load balancer's readiness probe that has begun its request before the signal.
+
+    A kept-alive connection that is idle when the drain starts is closed, like any idle one, and
+    a new connection is refused: both tell a balancer "not ready", but only a request already on
+    its way can show the 503 the route answers while draining. So the head is sent in two parts:
+    all but its last line before SIGTERM, the rest after the drain has begun.
+    """
+
+    def __init__(self, daemon: Daemon) -> None:
+        parts = urlsplit(daemon.url)
+        self.socket = socket.create_connection((parts.hostname, parts.port), timeout=10)
+        self.socket.sendall(b"GET /health/ready HTTP/1.1\r\nhost: probe\r\n")
+
+    def finish(self) -> int:
+        time.sleep(0.3)  # let the daemon handle the signal first
+        self.socket.sendall(b"\r\n")
+        reply = http.client.HTTPResponse(self.socket)
+        reply.begin()
+        status = reply.status
+        self.socket.close()
+        return status
 
 
 def test_streams_open_at_the_end_of_the_grace_end_with_their_error_event(start_neuron, start_gateway):
@@ -54,7 +69,7 @@ def test_streams_open_at_the_end_of_the_grace_end_with_their_error_event(start_n
         assert time.monotonic() < deadline, "the gateway never became ready"
         time.sleep(0.1)
     assert http_json("GET", f"{gateway.url}/health/live")[0] == 200
-    probe = _open_keepalive(gateway)
+    probe = ReadyProbe(gateway)
 
     openai_stream = LineStream(
         f"{gateway.url}/v1/chat/completions", "POST", {"model": "tiny-chat", "messages": PROMPT, **LONG}
@@ -69,12 +84,10 @@ def test_streams_open_at_the_end_of_the_grace_end_with_their_error_event(start_n
         assert next(anthropic_lines) == "event: message_start"
         gateway.process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        probe.request("GET", "/health/ready")  # a load balancer's probe on its kept-alive connection
-        ready_status = probe.getresponse().status
+        ready_status = probe.finish()
         openai_rest = pool.submit(_read_to_end, openai_stream)
         anthropic_rest = pool.submit(_read_to_end, anthropic_stream)
         openai_tail, anthropic_tail = openai_rest.result(30), anthropic_rest.result(30)
-    probe.close()
     assert gateway.process.wait(15) == 0
     took = time.monotonic() - signalled
 
@@ -108,16 +121,14 @@ def test_a_neuron_ends_its_own_streams_at_the_end_of_its_grace(start_neuron):
         assert time.monotonic() < deadline, "the neuron never became ready"
         time.sleep(0.1)
     assert http_json("GET", f"{neuron.url}/health/live")[0] == 200
-    probe = _open_keepalive(neuron)
+    probe = ReadyProbe(neuron)
     body = {"model": "tiny-chat", "messages": PROMPT, **LONG}
     with LineStream(f"{neuron.url}/v1/chat/completions", "POST", body) as stream:
         lines = iter(stream)
         assert next(lines).startswith("data: ")
         neuron.process.send_signal(signal.SIGTERM)
-        probe.request("GET", "/health/ready")
-        ready_status = probe.getresponse().status
+        ready_status = probe.finish()
         tail = _read_to_end(stream)
-    probe.close()
     assert neuron.process.wait(30) == 0
     assert ready_status == 503
     assert tail[-1] == "data: [DONE]", tail[-3:]
