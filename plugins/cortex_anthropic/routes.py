@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
@@ -111,7 +111,7 @@ class AnthropicRoutes:
                 return await endpoint(request, request_id)
             except CortexError as exc:
                 return error_response(exc, request_id)
-            except ClientGone:
+            except (ClientGone, ClientDisconnect):  # the client left; nobody to answer
                 return Response(status_code=499)
             except Exception:
                 log.exception("unhandled error on %s %s", request.method, request.url.path)

@@ -148,3 +148,38 @@ def test_an_alias_still_reaches_its_model_with_the_rest_of_the_body_intact(fleet
     reply = answer.json()
     assert reply["model"] == CHAT
     assert reply["usage"]["completion_tokens"] <= 3
+
+
+async def _upload_then_leave(port: int, path: str, key: str) -> None:
+    head = build("POST", path, [("Content-Type", "application/json"), ("Authorization", f"Bearer {key}")])
+    head = head.replace(b"Content-Length: 0", b"Content-Length: 100000")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head + b'{"model":"tiny-chat","messages":[')
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()
+    await writer.wait_closed()
+
+
+@pytest.mark.parametrize(
+    "daemon,path",
+    [
+        ("gateway", "/v1/chat/completions"),
+        ("gateway", "/v1/messages"),
+        ("gateway", "/admin/models/load"),
+        ("neuron", "/v1/chat/completions"),
+        ("neuron", "/models/load"),
+    ],
+)
+def test_a_client_leaving_during_its_upload_logs_no_traceback(fleet: Fleet, daemon: str, path: str):
+    """Issue 13: each such disconnect was logged as an unhandled error with two tracebacks."""
+    import time
+
+    port = fleet.gateway.port if daemon == "gateway" else fleet.neurons[0].port
+    key = ADMIN_KEY if path.startswith("/admin") else CLIENT_KEY if daemon == "gateway" else NEURON_TOKEN
+    before = fleet.tracebacks()
+    for _ in range(3):
+        asyncio.run(_upload_then_leave(port, path, key))
+    time.sleep(0.5)
+    assert fleet.tracebacks() == before
+    assert all(fleet.alive().values())
