@@ -153,7 +153,7 @@ def test_an_alias_still_reaches_its_model_with_the_rest_of_the_body_intact(fleet
 async def _upload_then_leave(port: int, path: str, key: str) -> None:
     head = build("POST", path, [("Content-Type", "application/json"), ("Authorization", f"Bearer {key}")])
     head = head.replace(b"Content-Length: 0", b"Content-Length: 100000")
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(head + b'{"model":"tiny-chat","messages":[')
     await writer.drain()
     await asyncio.sleep(0.2)
