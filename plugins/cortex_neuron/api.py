@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from cortex_kernel.bodies import decode_body
 from cortex_kernel.config.schema import NeuronConfig
-from cortex_kernel.errors import BadRequest, CortexError
+from cortex_kernel.errors import BadRequest, Conflict, CortexError
 from cortex_kernel.harness import Delta, Harness
 from cortex_kernel.openai_wire import ChatRequest, CompletionRequest, EmbeddingRequest, check_chat_request
 from cortex_neuron.discovery import Discovery, discover, read_devices
@@ -193,6 +193,8 @@ class NeuronAPI:
         record = self.registry.load(profile)
         if body.wait:
             await self.registry.wait_loaded(record)
+            if record.task is not None and record.task.cancelled():
+                raise Conflict(f"loading {model_id!r} was cancelled by an unload", code="load_cancelled")
             if record.state == "failed":
                 raise CortexError(f"loading {model_id!r} failed: {record.error}", code="load_failed")
         status = 200 if record.state == "ready" else 202

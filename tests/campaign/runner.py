@@ -138,7 +138,8 @@ async def _send_and_close(port: int, data: bytes) -> None:
 
 
 def judge_raw(case: RawCase, answers: list[Answer]) -> tuple[str, str | None]:
-    labels = ",".join(str(a.status) if a.status is not None else f"closed({a.error})" for a in answers)
+    seen = Counter(str(a.status) if a.status is not None else f"closed({a.error})" for a in answers)
+    labels = ",".join(label if n == 1 else f"{label}x{n}" for label, n in seen.items())
     if case.expect == "any":
         return labels, None
     if case.expect == "400-close":

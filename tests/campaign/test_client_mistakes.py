@@ -183,3 +183,28 @@ def test_a_client_leaving_during_its_upload_logs_no_traceback(fleet: Fleet, daem
     time.sleep(0.5)
     assert fleet.tracebacks() == before
     assert all(fleet.alive().values())
+
+
+def test_a_waited_load_cancelled_by_an_unload_is_a_conflict_not_an_empty_500(fleet: Fleet):
+    """Found by the soak: ``wait: true`` on a load that an unload cancels answered an empty 500."""
+    headers = [("Content-Type", "application/json"), ("Authorization", f"Bearer {NEURON_TOKEN}")]
+    port = fleet.neurons[0].port
+    load = build("POST", "/models/load", headers, b'{"model":"never-loaded","wait":true}')
+    unload = build("POST", "/models/unload", headers, b'{"model":"never-loaded"}')
+
+    async def race() -> tuple[Answer, Answer]:
+        waiting = asyncio.ensure_future(send(port, load))
+        await asyncio.sleep(0.02)
+        unloaded = await send(port, unload)
+        return await waiting, unloaded
+
+    statuses = []
+    for _ in range(3):
+        loaded, unloaded = asyncio.run(race())
+        assert unloaded.status == 200, unloaded.body
+        assert loaded.status in (200, 409), (loaded.status, loaded.body)
+        if loaded.status == 409:
+            assert loaded.json()["error"]["code"] == "load_cancelled"
+        statuses.append(loaded.status)
+    assert 409 in statuses, statuses
+    assert all(fleet.alive().values())
