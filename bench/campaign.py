@@ -22,11 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.campaign.fleet import build_models, start_fleet  # noqa: E402
-from tests.campaign.hostile import ROUTES, draw_cases  # noqa: E402
-from tests.campaign.rawhttp import PENDING_OTHER_FIXES, raw_cases  # noqa: E402
-from tests.campaign.runner import Tally, run_cases, run_raw, settle  # noqa: E402
-from tests.campaign.soak import soak  # noqa: E402
+from tests.campaign.fleet import build_models, start_fleet
+from tests.campaign.hostile import ROUTES, draw_cases
+from tests.campaign.rawhttp import PENDING_OTHER_FIXES, raw_cases
+from tests.campaign.runner import Tally, run_cases, run_raw, settle
+from tests.campaign.soak import soak
 
 
 def hostile(args: argparse.Namespace, home: Path) -> bool:

@@ -202,7 +202,8 @@ class SoakResult:
         for name in sorted(end):
             lines.append(
                 f"  {name:<12}{start.get(name, 0) / 1024:>9.1f}{base.get(name, 0) / 1024:>11.1f}"
-                f"{middle.get(name, 0) / 1024:>11.1f}{end[name] / 1024:>11.1f}{growth.get(name, 0.0):>+9.1f} %"
+                f"{middle.get(name, 0) / 1024:>11.1f}{end[name] / 1024:>11.1f}"
+                f"{growth.get(name, 0.0):>+9.1f} %"
             )
         lines.append(f"  (baseline at {self.baseline_s:.0f}s)")
         lines.append(
@@ -246,8 +247,8 @@ async def soak(
             await asyncio.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
             rss.append((time.monotonic() - started, fleet.rss_kb()))
             if progress:
-                print(f"  {rss[-1][0]:6.0f}s sent {sum(counts.sent.values())} failed {sum(counts.failed.values())}"
-                      f" rss {rss[-1][1]}", flush=True)  # fmt: skip
+                sent, failed = sum(counts.sent.values()), sum(counts.failed.values())
+                print(f"  {rss[-1][0]:6.0f}s sent {sent} failed {failed} rss {rss[-1][1]}", flush=True)
 
     tasks = [worker(kind) for kind, n in per_kind.items() for _ in range(n)]
     await asyncio.gather(sampler(), *tasks)
