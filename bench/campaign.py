@@ -113,7 +113,6 @@ def main() -> int:
         "--baseline-s", type=float, default=None, help="RSS baseline (default min(120, duration/4))"
     )
     s.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--keep", action="store_true", help="keep the daemons' logs (printed path)")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="cortex-campaign-"))
     ok = hostile(args, home) if args.command == "hostile" else soak_command(args, home)
