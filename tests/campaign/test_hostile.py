@@ -1,12 +1,13 @@
 """The hostile-input campaign, short: every route of both daemons, bad input of every kind.
 
-A few hundred generated requests (derandomized, so CI sees the same ones every run) are sent
+About 1,200 generated requests (derandomized, so CI sees the same ones every run) are sent
 concurrently, then the raw malformed-HTTP cases one by one. Afterwards: not one 5xx (bar 503
 with ``Retry-After``), every 4xx in its caller's envelope, both daemons alive, every in-flight
 and admission counter back to 0, and no traceback in either log.
 
 ``CORTEX_CAMPAIGN=long`` runs 10,000 requests instead; ``bench/campaign.py hostile`` does the
-same outside pytest and prints the counts by route and status.
+same outside pytest and prints the counts by route and status. The last test is eight seconds
+of the soak (``bench/campaign.py soak``) on the same fleet.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tests.campaign.runner import Tally, judge, run_cases, run_raw, settle
 
 pytestmark = pytest.mark.slow
 
-REQUESTS = 10_000 if os.environ.get("CORTEX_CAMPAIGN") == "long" else 700
+REQUESTS = 10_000 if os.environ.get("CORTEX_CAMPAIGN") == "long" else 1_200
 
 
 def test_hostile_requests_get_4xx_in_their_envelope_and_leave_nothing_behind(fleet: Fleet):
@@ -42,8 +43,13 @@ def test_hostile_requests_get_4xx_in_their_envelope_and_leave_nothing_behind(fle
     assert fleet.tracebacks() == before
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])  # fmt: skip
+@settings(
+    max_examples=150,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(case=any_case(ROUTES))
 def test_each_hostile_request_is_answered_without_a_server_error(fleet: Fleet, case: Case):
     """The same generator, one request at a time, so hypothesis can shrink a failure to its cause."""
@@ -62,3 +68,16 @@ def test_request_smuggling_shapes_get_400_and_a_closed_connection(fleet: Fleet):
     pending = {t: [c for c in raw_cases(t) if c.name in PENDING_OTHER_FIXES] for t in ("gateway", "neuron")}
     asyncio.run(run_raw(fleet, pending, tally))
     assert not tally.pending and not tally.failures, "\n".join(str(f) for f in tally.pending)
+
+
+def test_a_short_soak_of_mixed_load_fails_nothing_and_leaves_nothing_behind(fleet: Fleet):
+    """Eight seconds of ``bench/campaign.py soak`` (streams, disconnects, slow readers, hostile)."""
+    from tests.campaign.soak import soak
+
+    before = fleet.tracebacks()
+    result = asyncio.run(soak(fleet, 8.0, seed=1))
+    print("\n" + result.report())
+    assert sum(result.counts.sent.values()) > 0
+    assert result.failed == 0, result.counts.reasons
+    assert all(result.alive.values()) and result.busy == {}
+    assert fleet.tracebacks() == before
