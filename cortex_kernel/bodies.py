@@ -2,7 +2,9 @@
 
 Malformed JSON is a 400 (``invalid_json``), a field of the wrong type a 422 naming the field, a
 body that is not JSON by content type a 415, one over the size limit a 413 — before any handler
-logic runs.
+logic runs. JSON nested deeper than the decoder recurses (msgspec raises ``RecursionError`` near
+a thousand levels, which no real request needs) is malformed JSON too: a client's mistake, not a
+server error.
 """
 
 from __future__ import annotations
@@ -63,6 +65,11 @@ def error_param(exc: msgspec.ValidationError) -> str | None:
     return where or None
 
 
+def too_deep() -> BadRequest:
+    """The error for JSON nested deeper than any decoder here will follow."""
+    return BadRequest("malformed JSON body: nested too deeply", code="invalid_json")
+
+
 def decode_json(body: bytes, kind: type[T]) -> T:
     """Decode ``body`` into ``kind`` with the status codes described above."""
     try:
@@ -71,6 +78,8 @@ def decode_json(body: bytes, kind: type[T]) -> T:
         raise UnprocessableEntity(f"invalid request: {exc}", param=error_param(exc)) from exc
     except msgspec.DecodeError as exc:
         raise BadRequest(f"malformed JSON body: {exc}", code="invalid_json") from exc
+    except RecursionError:
+        raise too_deep() from None
 
 
 async def decode_body(request: Request, kind: type[T], max_bytes: int = DEFAULT_MAX_BYTES) -> T:

@@ -234,7 +234,7 @@ def _parse_tool_call(body: str) -> tuple[str, str] | None:
     """``(name, arguments-as-JSON)`` from a Hermes-style call body, or None when malformed."""
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(payload, dict) or not isinstance(payload.get("name"), str):
         return None

@@ -59,8 +59,9 @@ def _normalise_tool_call(call: Any) -> Any:
     function = dict(call["function"])
     arguments = function.get("arguments")
     if isinstance(arguments, str):
-        # A malformed string is left as it is; the template decides what to do with it.
-        with contextlib.suppress(ValueError):
+        # A malformed string (or one nested too deeply to decode) is left as it is; the template
+        # decides what to do with it.
+        with contextlib.suppress(ValueError, RecursionError):
             function["arguments"] = json.loads(arguments) if arguments.strip() else {}
     return {**call, "function": function}
 

@@ -44,7 +44,7 @@ def tool_input(partial_json: str) -> dict[str, Any]:
         return {}
     try:
         return _input_decoder.decode(partial_json)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, RecursionError):
         log.warning("a tool call's arguments are not a JSON object: %.200r", partial_json)
         return {"_raw": partial_json}
 

@@ -55,6 +55,8 @@ def decode_request(body: bytes, kind: type[T]) -> T:
         raise invalid("", exc) from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:  # msgspec's answer to JSON nested ~1,000 levels deep
+        raise BadRequest("the request body is not valid JSON: nested too deeply") from None
     if log.isEnabledFor(logging.DEBUG):
         known = set(kind.__struct_fields__)
         unknown = sorted(set(_keys_decoder.decode(body)) - known)

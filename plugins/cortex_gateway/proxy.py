@@ -1,10 +1,11 @@
 """OpenAI pass-through: forward the body bytes, stream the reply back unchanged.
 
 Only ``model`` and ``stream`` are decoded from the request (and ``model`` is rewritten only when
-the client used an alias). Client credentials are never forwarded; the gateway presents its own
-neuron token. The upstream timeout is per read (a stall), never a total cap, so long
-generations are not cut off. If a node fails before sending its first byte, the request is
-retried on another ready node.
+the client used an alias, without decoding the other fields: their values are copied as they came,
+so a value the gateway need not understand can never fail here). Client credentials are never
+forwarded; the gateway presents its own neuron token. The upstream timeout is per read (a stall),
+never a total cap, so long generations are not cut off. If a node fails before sending its first
+byte, the request is retried on another ready node.
 
 This is the gateway's hot path, so it is written close to the metal: requests go out through
 :mod:`cortex_gateway.neuron_http` and streams come back through :class:`RelayStream`, a raw ASGI
@@ -29,7 +30,7 @@ from cortex_gateway.fleet import Node
 from cortex_gateway.neuron_http import NeuronHTTPError, NeuronPool, NeuronResponse
 from cortex_gateway.placement import Placement
 from cortex_gateway.tap import RequestTap
-from cortex_kernel.bodies import read_body
+from cortex_kernel.bodies import read_body, too_deep
 from cortex_kernel.config.schema import Catalogue
 from cortex_kernel.errors import (
     BadRequest,
@@ -71,6 +72,7 @@ class RoutingFields(msgspec.Struct):
 
 
 _routing_decoder = msgspec.json.Decoder(RoutingFields)
+_fields_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
 def routing_fields(body: bytes) -> RoutingFields:
@@ -84,6 +86,27 @@ def routing_fields(body: bytes) -> RoutingFields:
         raise UnprocessableEntity(f"invalid request: {message}", param=param) from exc
     except msgspec.DecodeError as exc:
         raise BadRequest(f"malformed JSON body: {exc}", code="invalid_json") from exc
+    except RecursionError:
+        raise too_deep() from None
+
+
+def with_model(body: bytes, model: str) -> bytes:
+    """``body`` with its top-level ``model`` replaced and every other value copied byte for byte.
+
+    The values are decoded as :class:`msgspec.Raw` (skipped, not parsed), so a number out of range
+    or an invalid UTF-8 byte in a field the gateway does not read reaches the neuron unchanged,
+    to be judged there exactly as without an alias. The body already passed
+    :func:`routing_fields`, which skips the same values, so this cannot fail on them; should it,
+    that is still the client's malformed body.
+    """
+    try:
+        fields = _fields_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"malformed JSON body: {exc}", code="invalid_json") from exc
+    except RecursionError:
+        raise too_deep() from None
+    fields["model"] = msgspec.Raw(msgspec.json.encode(model))
+    return msgspec.json.encode(fields)
 
 
 class Forwarder:
@@ -131,16 +154,14 @@ class Forwarder:
         try:
             body = await read_body(request, self.max_body_bytes)
             fields = routing_fields(body)
+            model = self.catalogue.resolve(fields.model)
+            if model != fields.model:
+                body = with_model(body, model)
         except CortexError as exc:
             RequestTap(self.events, dialect="openai", endpoint=path, model="unknown", started=started).finish(
                 exc.status, exc.code
             )
             raise
-        model = self.catalogue.resolve(fields.model)
-        if model != fields.model:
-            document = msgspec.json.decode(body)
-            document["model"] = model
-            body = msgspec.json.encode(document)
         reply = await self.open(path, model, body, started=started, streamed=fields.stream)
         if fields.stream and reply.status == 200:
             return RelayStream(reply)

@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 from cortex_kernel.bodies import decode_body
 from cortex_kernel.config.schema import NeuronConfig
 from cortex_kernel.drain import Drain
-from cortex_kernel.errors import BadRequest, CortexError, Overloaded
+from cortex_kernel.errors import BadRequest, Conflict, CortexError, Overloaded
 from cortex_kernel.harness import Delta, Harness
 from cortex_kernel.node_wire import (
     ActivationState,
@@ -228,6 +228,8 @@ class NeuronAPI:
         record = self.registry.load(profile)
         if body.wait:
             await self.registry.wait_loaded(record)
+            if record.task is not None and record.task.cancelled():
+                raise Conflict(f"loading {model_id!r} was cancelled by an unload", code="load_cancelled")
             if record.state == "failed":
                 # The caller's mistake (a source outside the roots, an unknown model) keeps its
                 # 4xx; only a failure of this node is a 500.

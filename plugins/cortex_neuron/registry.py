@@ -262,9 +262,19 @@ class ModelRegistry:
         log.info("loaded %s with %s in %.2fs", record.id, record.harness, record.load_seconds)
 
     async def wait_loaded(self, record: ModelRecord) -> ModelRecord:
-        """Wait for ``record``'s load to finish (however it ends)."""
+        """Wait for ``record``'s load to finish (however it ends).
+
+        A load an unload cancelled ends here as a failed record ("load cancelled"), not as a
+        ``CancelledError`` escaping into the waiter's request (which would be an empty 500);
+        the waiter's own cancellation still propagates.
+        """
         if record.task is not None:
-            await asyncio.shield(record.task)
+            try:
+                await asyncio.shield(record.task)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not record.task.cancelled() or (current is not None and current.cancelling()):
+                    raise
         return record
 
     async def unload(self, model_id: str) -> State | Literal["absent"]:
