@@ -51,6 +51,8 @@ class Poller:
         # Called with each node after a poll: the neuron's own cycle count is the truth, and a
         # poll can land between a load and an unload the gateway counted itself.
         self.after_poll: Callable[[Node], None] | None = None
+        # Called once when a node is declared down, so what waits on it is let go at once.
+        self.on_down: Callable[[Node], None] | None = None
         self._refreshing: asyncio.Future[None] | None = None
         self._last_refresh = 0.0
         self.min_refresh_s = 0.25
@@ -79,6 +81,8 @@ class Poller:
                 # show phantom requests (and keep its models looking busy) until it returns.
                 for model in node.models.values():
                     model.in_flight = model.queued = 0
+                if self.on_down is not None:
+                    self.on_down(node)
             return
         live = health.get("models", {})
         node.models = {
