@@ -100,8 +100,12 @@ def test_two_gateways_bursting_at_different_cold_models_stay_within_every_budget
     try:
         for run in range(10):
             answers: list[tuple[int, dict, dict]] = []
+
+            def ask(gateway, model: str, answers=answers) -> None:
+                answers.append(_ask(gateway, model))
+
             threads = [
-                threading.Thread(target=lambda g=gateway, m=model: answers.append(_ask(g, m)))
+                threading.Thread(target=ask, args=(gateway, model))
                 for gateway, model in ((gateways[0], "a"), (gateways[1], "b"))
                 for _ in range(5)
             ]
@@ -125,3 +129,33 @@ def test_two_gateways_bursting_at_different_cold_models_stay_within_every_budget
     finally:
         watching = False
         watcher.join(10)
+
+
+def test_an_eviction_the_neuron_refuses_as_busy_is_re_planned(start_neuron, start_gateway, tiny_chat_model):
+    """Needs the neuron as arbiter (409 ``model_busy`` for an unload with requests)."""
+    neuron = start_neuron("memory_budget_mb = 100\n")
+    catalogue = _catalogue(tiny_chat_model, {"a": None, "b": None})
+    serving = start_gateway({"n1": neuron}, extra=FAST_POLLS, catalogue_extra=catalogue)
+    assert _ask(serving, "a")[0] == 200
+    # This one polls once at start and then seldom: it never sees the other gateway's stream.
+    evicting = start_gateway({"n1": neuron}, extra="poll_interval_s = 120.0\n", catalogue_extra=catalogue)
+    assert [(m["id"], m["state"], m["in_flight"]) for m in _view(evicting)["n1"]["models"]] == [
+        ("a", "ready", 0)
+    ]
+    body = {
+        "model": "a",
+        "messages": [{"role": "user", "content": "go"}],
+        "max_tokens": 40000,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with LineStream(f"{serving.url}/v1/chat/completions", "POST", body, timeout=60) as stream:
+        lines = iter(stream)
+        next(lines)
+        # ``a`` looks idle to this gateway, so it evicts it to make room; the neuron refuses.
+        status, reply, headers = _ask(evicting, "b")
+        assert status == 503 and reply["error"]["code"] == "no_capacity", reply
+        assert "retry-after" in {k.lower() for k in headers}
+        assert _states(neuron) == {"a": "ready"}
+        for _ in range(20):  # the stream on ``a`` carries on
+            assert "error" not in next(lines)
