@@ -206,9 +206,8 @@ class Forwarder:
         without the model, and placement finds or loads another replica (on this node too).
         """
         try:
-            await upstream.read()  # a small error body; reading it keeps the connection
-        except (NeuronHTTPError, TimeoutError):
-            pass
+            with contextlib.suppress(NeuronHTTPError, TimeoutError):
+                await upstream.read()  # a small error body; reading it keeps the connection
         finally:
             upstream.close()
             node.in_flight[model] -= 1
