@@ -151,16 +151,12 @@ class NeuronResponse:
             self._connection.abort()
         self._wake()
 
-    def abort(self, error: NeuronHTTPError) -> None:
-        """Fail a reply still in progress with ``error`` and drop its connection.
-
-        For a neuron declared down: a frozen process keeps its sockets open and never answers,
-        so without this the reader would wait out the whole stall timeout. What already arrived
-        is still handed over; the reader then gets ``error``, as for a neuron lost mid-reply.
-        """
+    def cut(self, reason: str) -> None:
+        """End an unfinished reply now as if the neuron had dropped it (the gateway drains):
+        the reader gets :class:`NeuronHTTPError` and the neuron sees the disconnect."""
         if self._done:
             return
-        self._fail(error)
+        self._fail(NeuronHTTPError(reason))
         self._connection.abort()
 
     async def _wait(self) -> None:
@@ -625,7 +621,7 @@ class NeuronPool:
         for connection in list(self._open):
             if connection.origin == origin:
                 if connection.response is not None:
-                    connection.response.abort(NeuronHTTPError(reason))
+                    connection.response.cut(reason)  # what arrived is still handed over first
                 connection.abort()
 
     async def close(self) -> None:

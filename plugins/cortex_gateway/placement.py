@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import aiohttp
@@ -39,8 +39,13 @@ class NodeLost(CortexError):
     code = "node_down"
 
 
-def refusal(node: Node, status: int, headers: Mapping[str, str], body: Any) -> Conflict:
-    """A neuron's 409 (``over_budget``, ``model_busy``) as an error placement re-plans on.
+# What a neuron answers when its own count disagrees with a gateway's plan (another gateway
+# placed there, or has requests on the victim): re-read that node and plan again.
+REPLAN_CODES = frozenset({"over_budget", "model_busy"})
+
+
+def refusal(node: Node, retry_after: str | None, body: object) -> Conflict:
+    """A neuron's 409 refusal of a load (``over_budget``) as an error placement re-plans on.
 
     It never reaches a client as 409: the conflict is between gateways, not the client's.
     ``body`` is the reply, raw or decoded.
@@ -53,11 +58,10 @@ def refusal(node: Node, status: int, headers: Mapping[str, str], body: Any) -> C
             payload = None
     error = payload.get("error") if isinstance(payload, dict) else None
     error = error if isinstance(error, dict) else {}
-    retry = headers.get("Retry-After", "")
     return Conflict(
-        f"node {node.name}: {error.get('message') or f'HTTP {status}'}",
+        f"node {node.name}: {error.get('message') or 'HTTP 409'}",
         code=str(error.get("code") or "conflict"),
-        retry_after=float(retry) if retry.isdigit() else None,
+        retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
     )
 
 
@@ -96,8 +100,8 @@ class Placement:
         self.reread = reread
         self.max_plans = max_plans
         # The placement tasks working on each node now, cancelled if it is declared down.
-        self._working: dict[str, set[asyncio.Task[Any]]] = {}
-        self._abandoned: set[asyncio.Task[Any]] = set()
+        self._working: dict[str, set[asyncio.Task[Node]]] = {}
+        self._abandoned: set[asyncio.Task[Node]] = set()
         self.defrag_after_cycles = defrag_after_cycles
         self.events = events or EventBus()
         self.defrag_restarts = 0
@@ -162,11 +166,14 @@ class Placement:
     # -- memory accounting -------------------------------------------------------------------
 
     def declared_bytes(self, node: Node, model_id: str) -> int:
-        """Memory ``model_id`` takes: its profile's ``vram_mb``, else what the neuron measured."""
+        """Memory ``model_id`` takes: its profile's ``vram_mb``, else what the neuron measured.
+        A failed load takes nothing (the neuron does not count it either)."""
+        reported = node.models.get(model_id)
+        if reported is not None and reported.state == "failed":
+            return 0
         profile = self.catalogue.get(model_id)
         if profile is not None and profile.vram_mb is not None:
             return profile.vram_mb * MIB
-        reported = node.models.get(model_id)
         return (reported.memory_bytes or 0) if reported else 0
 
     def free_bytes(self, node: Node) -> int | None:
@@ -176,9 +183,7 @@ class Placement:
         otherwise the GPUs' (or, on CPU hosts, RAM's) free memory minus loads still starting.
         """
         if node.budget_bytes is not None:
-            # A failed load holds no memory (the neuron frees it), so it counts for nothing.
-            held = (m for m, model in node.models.items() if model.state != "failed")
-            return node.budget_bytes - sum(self.declared_bytes(node, m) for m in held)
+            return node.budget_bytes - sum(self.declared_bytes(node, m) for m in node.models)
         measured = node.device_free_bytes if node.device_free_bytes is not None else node.available_bytes
         if measured is None:
             return None
@@ -253,7 +258,11 @@ class Placement:
                 except NodeLost as exc:
                     log.warning("placing %s on %s abandoned: %s", profile.id, node.name, exc.message)
                     last, replan = exc, True
-                except Conflict as exc:
+                except CortexError as exc:
+                    if exc.code not in REPLAN_CODES:
+                        log.warning("placing %s on %s failed: %s", profile.id, node.name, exc.message)
+                        last = exc
+                        continue
                     # Another gateway placed here too, or has requests on the victim: the
                     # neuron's word wins. Read the node again and plan with what it says.
                     log.info("placing %s on %s refused: %s", profile.id, node.name, exc.message)
@@ -262,14 +271,10 @@ class Placement:
                     if self.reread is not None:
                         await self.reread(node)
                     last, replan = exc, True
-                except CortexError as exc:
-                    log.warning("placing %s on %s failed: %s", profile.id, node.name, exc.message)
-                    last = exc
-                    continue
                 break
             if not replan:
                 break
-        if last is None or isinstance(last, (Conflict, NodeLost)):
+        if last is None or isinstance(last, NodeLost) or last.code in REPLAN_CODES:
             retry_after = last.retry_after if last is not None and last.retry_after else 10
             raise Overloaded(
                 f"no node can host {profile.id!r} now", code="no_capacity", retry_after=retry_after
@@ -280,9 +285,12 @@ class Placement:
         self, profile: ModelProfile, exclude: frozenset[str], refused: set[str]
     ) -> list[tuple[Node, list[str]]]:
         """A load already running somewhere (an operator's, another gateway's, a default model)
-        is joined; else :meth:`plan`, less free fits on nodes that refused at their budget (the
+        is joined, and a model asleep on a node is woken there (a load of a sleeping model wakes
+        it); else :meth:`plan`, less free fits on nodes that refused at their budget (the
         gateway's figure was wrong there, and only an eviction can change the neuron's)."""
-        loading = [n for n in self.fleet.replicas(profile.id, ("loading",)) if n.name not in exclude]
+        loading = [
+            n for n in self.fleet.replicas(profile.id, ("loading", "sleeping")) if n.name not in exclude
+        ]
         if loading:
             return [(node, []) for node in loading]
         return [
@@ -337,10 +345,14 @@ class Placement:
             async with self.session.post(
                 f"{node.endpoint}/models/unload", json={"model": model_id}, headers=self.headers
             ) as reply:
-                if reply.status == 409:  # model_busy: requests this gateway does not see (another's)
+                if reply.status == 409:  # model_busy: requests this gateway does not see use it
                     if current is not None and previous is not None:
                         current.state = previous
-                    raise refusal(node, reply.status, reply.headers, await reply.read())
+                    raise Overloaded(
+                        f"node {node.name} has requests in flight on {model_id!r}; try again shortly",
+                        code="model_busy",
+                        retry_after=5,
+                    )
                 if reply.status >= 400:
                     text = await reply.text()
                     raise CortexError(f"node {node.name} refused to unload {model_id!r}: {text}", status=502)
@@ -419,7 +431,7 @@ class Placement:
                 payload: dict[str, Any] = await reply.json(content_type=None)
                 if reply.status == 409:  # over_budget: the neuron's own count of its memory wins
                     node.models.pop(profile.id, None)
-                    raise refusal(node, reply.status, reply.headers, payload)
+                    raise refusal(node, reply.headers.get("Retry-After"), payload)
                 if reply.status >= 400:
                     message = payload.get("error", {}).get("message", f"HTTP {reply.status}")
                     node.models.pop(profile.id, None)

@@ -77,12 +77,12 @@ class Poller:
                 log.warning("node %s is down: %s", node.name, node.last_error)
                 node.up = False
                 node.discovery = None
+                if self.on_down is not None:  # a frozen node never answers: let go of it now
+                    self.on_down(node)
                 # Its last report's in-flight and queued counts died with it; keeping them would
                 # show phantom requests (and keep its models looking busy) until it returns.
                 for model in node.models.values():
                     model.in_flight = model.queued = 0
-                if self.on_down is not None:
-                    self.on_down(node)
             return
         live = health.get("models", {})
         node.models = {
