@@ -39,6 +39,11 @@ class GatewaySection(ConfigBase):
     stream_stall_timeout_s: PositiveFloat = 300.0
     shutdown_grace_s: PositiveFloat = 30.0
     neuron_token: str | None = None
+    # Watching the neurons: how often each is polled, how long a poll may take, and how many
+    # failed polls in a row declare it down (its loads are re-placed, its streams ended).
+    poll_interval_s: PositiveFloat = 2.0
+    poll_timeout_s: PositiveFloat = 5.0
+    down_after_failures: PositiveInt = 3
 
 
 class EvictionSection(ConfigBase):

@@ -114,7 +114,10 @@ def select_evictor(kernel: Kernel, strategy: str) -> Evictor:
 def gateway_part(kernel: Kernel) -> AppPart:
     config: CortexConfig = kernel.config.value
     catalogue = kernel.config.catalogue
-    fleet = Fleet([Node(name=n.name, endpoint=n.endpoint.rstrip("/")) for n in config.neurons])
+    fleet = Fleet(
+        [Node(name=n.name, endpoint=n.endpoint.rstrip("/")) for n in config.neurons],
+        down_after=config.gateway.down_after_failures,
+    )
     headers = {"content-type": "application/json"}
     if config.gateway.neuron_token:
         headers["authorization"] = f"Bearer {config.gateway.neuron_token}"
@@ -128,7 +131,14 @@ def gateway_part(kernel: Kernel) -> AppPart:
     async def lifespan() -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=1024, limit_per_host=512, keepalive_timeout=60)
         async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
-            poller = Poller(fleet, session, headers, events=events)
+            poller = Poller(
+                fleet,
+                session,
+                headers,
+                interval_s=config.gateway.poll_interval_s,
+                timeout_s=config.gateway.poll_timeout_s,
+                events=events,
+            )
             placement = Placement(
                 fleet,
                 catalogue,
@@ -136,6 +146,7 @@ def gateway_part(kernel: Kernel) -> AppPart:
                 headers,
                 evictor=evictor,
                 refresh=poller.refresh,
+                reread=poller.poll_node,
                 defrag_after_cycles=config.eviction.defrag_after_cycles,
                 events=events,
             )
@@ -152,6 +163,14 @@ def gateway_part(kernel: Kernel) -> AppPart:
                 events=events,
             )
             runtime.admin = Admin(fleet, catalogue, placement)
+            forwarder = runtime.forwarder
+
+            def node_down(node: Node) -> None:
+                # A frozen neuron keeps its sockets open and never answers: let go of it now.
+                placement.node_down(node)
+                forwarder.node_down(node)
+
+            poller.on_down = node_down
             await poller.poll_once()
             poller.start()
             ender = asyncio.get_running_loop().create_task(

@@ -520,6 +520,8 @@ class NeuronPool:
         self._queued: dict[Origin, collections.deque[asyncio.Future[None]]] = {}
         self._idle: dict[Origin, list[_Connection]] = {}
         self._open: set[_Connection] = set()
+        # The latest abort() per origin (a new tuple each time): a request connecting then sees it too.
+        self._aborted: dict[Origin, tuple[int, str]] = {}
         self._tls = tls_context  # for https:// neurons; the system's trust store when not given
 
     async def request(
@@ -547,6 +549,7 @@ class NeuronPool:
             header_block,
         )
         payload = [head, body] if body else [head]
+        aborted = self._aborted.get(origin)
         for attempt in range(2):
             await self._acquire(origin)
             try:
@@ -554,6 +557,9 @@ class NeuronPool:
                 reused = connection is not None
                 if connection is None:
                     connection = await self._connect(origin)
+                if self._aborted.get(origin) is not aborted:  # its node was declared down meanwhile
+                    connection.abort()
+                    raise NeuronHTTPError(self._aborted[origin][1])
             except BaseException:
                 self._release(origin)
                 raise
@@ -651,6 +657,23 @@ class NeuronPool:
         except OSError as exc:  # TimeoutError included
             raise NoResponse(f"cannot connect to {origin.host}:{origin.port}: {exc}") from exc
         return connection
+
+    def abort(self, origin: Origin, reason: str) -> None:
+        """Fail every reply in progress towards ``origin`` for ``reason``; drop its connections.
+
+        The gateway calls this when it declares that neuron down. A request still waiting for
+        its response head then fails over to another node, and a stream already relayed ends
+        with the error event a neuron lost mid-stream gives. It costs the relay one dictionary
+        lookup per request and nothing per chunk.
+        """
+        count = self._aborted[origin][0] + 1 if origin in self._aborted else 1
+        self._aborted[origin] = (count, reason)
+        self._idle.pop(origin, None)
+        for connection in list(self._open):
+            if connection.origin == origin:
+                if connection.response is not None:
+                    connection.response.cut(reason)  # what arrived is still handed over first
+                connection.abort()
 
     async def close(self) -> None:
         """Close every connection, idle or busy (at shutdown)."""

@@ -2,6 +2,12 @@
 
 One load per model however many requests arrive together (single flight); the requests that
 wait for it are bounded in number and time and then answered 503 with Retry-After.
+
+A plan is made from a view that may be a poll old, and other gateways place on the same nodes,
+so the neuron is the arbiter: it refuses a load that does not fit its memory budget
+(409 ``over_budget``) and an unload of a model with requests (409 ``model_busy``). Placement
+then re-reads that node and plans again, a bounded number of times. A node declared down while
+a load runs there is abandoned the same way, so its waiters move to a healthy node.
 """
 
 from __future__ import annotations
@@ -17,13 +23,39 @@ import msgspec
 
 from cortex_gateway.fleet import Fleet, Node, NodeModel
 from cortex_kernel.config.schema import Catalogue, ModelProfile
-from cortex_kernel.errors import CortexError, NotFound, Overloaded
+from cortex_kernel.errors import Conflict, CortexError, NotFound, Overloaded
 from cortex_kernel.events import DefragRestarted, EventBus, ModelLoaded, ModelUnloaded
 from cortex_kernel.eviction import EvictionRequest, Evictor, Resident, checked_choice
 from cortex_kernel.node_wire import ErrorDetail, ErrorReply, ModelEntry
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
+
+
+class NodeLost(CortexError):
+    """The node a placement was working on was declared down before the work finished."""
+
+    status = 503
+    type = "overloaded_error"
+    code = "node_down"
+
+
+# What a neuron answers when its own count disagrees with a gateway's plan (another gateway
+# placed there, or has requests on the victim): re-read that node and plan again.
+REPLAN_CODES = frozenset({"over_budget", "model_busy"})
+
+
+def refusal(node: Node, retry_after: str | None, raw: bytes) -> Conflict:
+    """A neuron's 409 refusal of a load (``over_budget``) as an error placement re-plans on.
+
+    It never reaches a client as 409: the conflict is between gateways, not the client's.
+    """
+    error = _error_detail(raw)
+    return Conflict(
+        f"node {node.name}: {error.message or 'HTTP 409'}",
+        code=error.code or "conflict",
+        retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+    )
 
 
 def eligible(node: Node, profile: ModelProfile) -> bool:
@@ -49,13 +81,20 @@ class Placement:
         *,
         evictor: Evictor | None = None,
         refresh: Callable[[], Awaitable[None]] | None = None,
+        reread: Callable[[Node], Awaitable[None]] | None = None,
         defrag_after_cycles: int = 0,
         events: EventBus | None = None,
         load_timeout_s: float = 1800.0,
         max_waiters: int = 512,
+        max_plans: int = 4,
     ) -> None:
         self.evictor = evictor
         self.refresh = refresh
+        self.reread = reread
+        self.max_plans = max_plans
+        # The placement tasks working on each node now, cancelled if it is declared down.
+        self._working: dict[str, set[asyncio.Task[Node]]] = {}
+        self._abandoned: set[asyncio.Task[Node]] = set()
         self.defrag_after_cycles = defrag_after_cycles
         self.events = events or EventBus()
         self.defrag_restarts = 0
@@ -120,11 +159,14 @@ class Placement:
     # -- memory accounting -------------------------------------------------------------------
 
     def declared_bytes(self, node: Node, model_id: str) -> int:
-        """Memory ``model_id`` takes: its profile's ``vram_mb``, else what the neuron measured."""
+        """Memory ``model_id`` takes: its profile's ``vram_mb``, else what the neuron measured.
+        A failed load takes nothing (the neuron does not count it either)."""
+        reported = node.models.get(model_id)
+        if reported is not None and reported.state == "failed":
+            return 0
         profile = self.catalogue.get(model_id)
         if profile is not None and profile.vram_mb is not None:
             return profile.vram_mb * MIB
-        reported = node.models.get(model_id)
         return (reported.memory_bytes or 0) if reported else 0
 
     def free_bytes(self, node: Node) -> int | None:
@@ -191,36 +233,104 @@ class Placement:
     async def _cold_load(self, profile: ModelProfile, exclude: frozenset[str]) -> Node:
         # What we know may be a poll old (a node that just came up, a model that just loaded):
         # look again before deciding that nothing can serve.
-        if not self.fleet.routable() or not self.plan(profile, exclude):
-            if self.refresh is not None:
-                await self.refresh()
+        if self.refresh is not None and (not self.fleet.routable() or not self.plan(profile, exclude)):
+            await self.refresh()
+        refused: set[str] = set()  # nodes that refused this model at their budget
+        last: CortexError | None = None
+        for _ in range(self.max_plans):
             node = self._ready(profile.id, exclude)
             if node is not None:
                 return node
-        # A load already running somewhere (an operator's, or a default model) is joined.
-        loading = [n for n in self.fleet.replicas(profile.id, ("loading",)) if n.name not in exclude]
-        plans: list[tuple[Node, list[str]]] = [(node, []) for node in loading] or self.plan(profile, exclude)
-        if not plans:
-            raise Overloaded(f"no node can host {profile.id!r} now", code="no_capacity", retry_after=10)
-        last: CortexError | None = None
-        for node, victims in plans:
-            try:
-                for victim in victims:
-                    await self.unload_on(node, victim, reason="evicted")
-                await self.load_on(node, profile)
-                self.cold_starts += 1
-                return node
-            except CortexError as exc:
-                log.warning("placing %s on %s failed: %s", profile.id, node.name, exc.message)
-                last = exc
-        assert last is not None
+            plans = self._plans(profile, exclude, refused)
+            replan = False
+            for node, victims in plans:
+                try:
+                    await self._on_node(node, self._make_room_and_load(node, victims, profile))
+                    self.cold_starts += 1
+                    return node
+                except NodeLost as exc:
+                    log.warning("placing %s on %s abandoned: %s", profile.id, node.name, exc.message)
+                    last, replan = exc, True
+                except CortexError as exc:
+                    if exc.code not in REPLAN_CODES:
+                        log.warning("placing %s on %s failed: %s", profile.id, node.name, exc.message)
+                        last = exc
+                        continue
+                    # Another gateway placed here too, or has requests on the victim: the
+                    # neuron's word wins. Read the node again and plan with what it says.
+                    log.info("placing %s on %s refused: %s", profile.id, node.name, exc.message)
+                    if exc.code == "over_budget":
+                        refused.add(node.name)
+                    if self.reread is not None:
+                        await self.reread(node)
+                    last, replan = exc, True
+                break
+            if not replan:
+                break
+        if last is None or isinstance(last, NodeLost) or last.code in REPLAN_CODES:
+            retry_after = last.retry_after if last is not None and last.retry_after else 10
+            raise Overloaded(
+                f"no node can host {profile.id!r} now", code="no_capacity", retry_after=retry_after
+            )
         raise last
+
+    def _plans(
+        self, profile: ModelProfile, exclude: frozenset[str], refused: set[str]
+    ) -> list[tuple[Node, list[str]]]:
+        """A load already running somewhere (an operator's, another gateway's, a default model)
+        is joined, and a model asleep on a node is woken there (a load of a sleeping model wakes
+        it); else :meth:`plan`, less free fits on nodes that refused at their budget (the
+        gateway's figure was wrong there, and only an eviction can change the neuron's)."""
+        loading = [
+            n for n in self.fleet.replicas(profile.id, ("loading", "sleeping")) if n.name not in exclude
+        ]
+        if loading:
+            return [(node, []) for node in loading]
+        return [
+            (node, victims)
+            for node, victims in self.plan(profile, exclude)
+            if victims or node.name not in refused
+        ]
+
+    async def _make_room_and_load(self, node: Node, victims: list[str], profile: ModelProfile) -> None:
+        for victim in victims:
+            await self.unload_on(node, victim, reason="evicted")
+        await self.load_on(node, profile)
+
+    async def _on_node(self, node: Node, work: Awaitable[None]) -> None:
+        """Await ``work`` on ``node``; if the node is declared down meanwhile, raise :class:`NodeLost`.
+
+        The work runs in this task, not a new one, so a load's reservation is in place before
+        anything else can plan. :meth:`node_down` cancels the task; the cancellation is turned
+        back into an error here unless the task was also cancelled for another reason.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        working = self._working.setdefault(node.name, set())
+        working.add(task)
+        try:
+            await work
+        except asyncio.CancelledError:
+            if task not in self._abandoned or task.uncancel() > 0:
+                raise
+            raise NodeLost(f"node {node.name} was declared down ({node.last_error})") from None
+        finally:
+            working.discard(task)
+            self._abandoned.discard(task)
+
+    def node_down(self, node: Node) -> None:
+        """Abandon the loads and evictions in progress on ``node``, now declared down: a frozen
+        neuron may never answer, and their waiters are placed again on a healthy node."""
+        for task in self._working.pop(node.name, set()):
+            self._abandoned.add(task)
+            task.cancel()
 
     async def unload_on(
         self, node: Node, model_id: str, reason: Literal["requested", "evicted"] = "requested"
     ) -> None:
         """Ask ``node`` to unload ``model_id``; the model is shown ``unloading`` meanwhile."""
         current = node.models.get(model_id)
+        previous = current.state if current is not None else None
         if current is not None:
             current.state = "unloading"
         log.info("unloading %s from %s (%s)", model_id, node.name, reason)
@@ -228,6 +338,14 @@ class Placement:
             async with self.session.post(
                 f"{node.endpoint}/models/unload", json={"model": model_id}, headers=self.headers
             ) as reply:
+                if reply.status == 409:  # model_busy: requests this gateway does not see use it
+                    if current is not None and previous is not None:
+                        current.state = previous
+                    raise Overloaded(
+                        f"node {node.name} has requests in flight on {model_id!r}; try again shortly",
+                        code="model_busy",
+                        retry_after=5,
+                    )
                 if reply.status >= 400:
                     text = await reply.text()
                     raise CortexError(f"node {node.name} refused to unload {model_id!r}: {text}", status=502)
@@ -304,6 +422,9 @@ class Placement:
                 f"{node.endpoint}/models/load", json=body, headers=self.headers, timeout=timeout
             ) as reply:
                 raw = await reply.read()
+                if reply.status == 409:  # over_budget: the neuron's own count of its memory wins
+                    node.models.pop(profile.id, None)
+                    raise refusal(node, reply.headers.get("Retry-After"), raw)
                 if reply.status >= 400:
                     error = _error_detail(raw)
                     message = error.message or f"HTTP {reply.status}"

@@ -63,6 +63,8 @@ class Poller:
         # Called with each node after a poll: the neuron's own cycle count is the truth, and a
         # poll can land between a load and an unload the gateway counted itself.
         self.after_poll: Callable[[Node], None] | None = None
+        # Called once when a node is declared down, so what waits on it is let go at once.
+        self.on_down: Callable[[Node], None] | None = None
         self._refreshing: asyncio.Future[None] | None = None
         self._last_refresh = 0.0
         self.min_refresh_s = 0.25
@@ -98,6 +100,8 @@ class Poller:
                 log.warning("node %s is down: %s", node.name, node.last_error)
                 node.up = False
                 node.discovery = None
+                if self.on_down is not None:  # a frozen node never answers: let go of it now
+                    self.on_down(node)
                 # Its last report's in-flight and queued counts died with it; keeping them would
                 # show phantom requests (and keep its models looking busy) until it returns.
                 for model in node.models.values():

@@ -197,7 +197,7 @@ class Forwarder:
     async def _open(self, path: str, model: str, body: bytes, tap: RequestTap) -> NeuronReply:
         tried: set[str] = set()
         last_error: Exception | None = None
-        for _ in range(self.max_attempts):
+        for attempt in range(self.max_attempts):
             waiting = time.perf_counter()
             node, cold = await self.placement.node_for_request(model, frozenset(tried))
             tap.waited_s += time.perf_counter() - waiting
@@ -220,8 +220,37 @@ class Forwarder:
             except BaseException:
                 node.in_flight[model] -= 1
                 raise
+            if upstream.status == 404 and attempt + 1 < self.max_attempts:
+                await self._gone(node, model, upstream)
+                tap.failovers += 1
+                last_error = NeuronHTTPError(f"node {node.name} no longer holds {model!r}")
+                continue
             return NeuronReply(node, model, upstream, tap, self.open_replies)
         raise UpstreamError(f"no node answered for {model!r}: {last_error}", code="upstream_unavailable")
+
+    async def _gone(self, node: Node, model: str, upstream: NeuronResponse) -> None:
+        """A node answered 404 for a model it held at the last poll: place the request again.
+
+        Between a poll and a request the model may have left the node (another gateway evicted
+        it, an operator unloaded it). Every 404 a neuron gives on these routes means exactly
+        that, so the client is not told a catalogue model does not exist: the node is shown
+        without the model, and placement finds or loads another replica (on this node too).
+        """
+        try:
+            with contextlib.suppress(NeuronHTTPError, TimeoutError):
+                await upstream.read()  # a small error body; reading it keeps the connection
+        finally:
+            upstream.close()
+            node.in_flight[model] -= 1
+        log.info("node %s no longer holds %s; placing the request again", node.name, model)
+        current = node.models.get(model)
+        if current is not None and current.state == "ready":
+            del node.models[model]
+
+    def node_down(self, node: Node) -> None:
+        """End what is in progress on ``node``, now declared down: requests waiting for their
+        first byte fail over, and streams end with the error event of a neuron lost mid-stream."""
+        self.pool.abort(node.origin, f"node {node.name} was declared down ({node.last_error})")
 
 
 class RelayStream(Response):
