@@ -43,6 +43,7 @@ from cortex_transformers.generation import (
     stream_generation,
 )
 from cortex_transformers.parsing import DEFAULT_MARKERS, OutputParser, prompt_opens_reasoning
+from cortex_transformers.process_state import PROCESS_STATE_LOCK
 from cortex_transformers.prompts import render_chat
 from cortex_transformers.sampling import SamplingParams, model_sampling_defaults, resolve_sampling
 from cortex_transformers.sources import WeightsSource, hub_offline, resolve_source
@@ -417,7 +418,8 @@ class TransformersHarness:
 
             tokenizer = AutoTokenizer.from_pretrained(source.location, **common)
             model_class = AutoModel if profile.task == "embedding" else AutoModelForCausalLM
-            model: Any = model_class.from_pretrained(source.location, **model_kwargs, **common)
+            with PROCESS_STATE_LOCK:  # from_pretrained patches globals: one at a time per process
+                model: Any = model_class.from_pretrained(source.location, **model_kwargs, **common)
             model.to(device)
             model.eval()
         except OSError as exc:  # missing files, a hub id not cached while offline, an unknown repo
