@@ -16,6 +16,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -33,6 +34,7 @@ from cortex_kernel.harness import (
 from cortex_kernel.openai_wire import ChatRequest, CompletionRequest, check_chat_request
 from cortex_transformers.detokenizer import decoder_for
 from cortex_transformers.embedding import Pooling, embed_texts, read_pooling
+from cortex_transformers.footprint import checkpoint_bytes
 from cortex_transformers.generation import (
     CANCEL_WAIT_S,
     Channel,
@@ -156,6 +158,47 @@ class TransformersHarness:
         if entry.device.type != "cpu":
             await asyncio.to_thread(_move, entry.model, entry.device, None)
         entry.sleeping = False
+
+    def estimate_bytes(self, profile: ModelProfile) -> int | None:
+        """Memory ``profile`` will take once loaded, from its checkpoint's files, or ``None``.
+
+        Cheap enough to run before every load (headers only; a synthetic model is built, as the
+        load would do next). ``None`` when it cannot tell: a hub model not yet downloaded, or a
+        source the load itself will reject with the right error.
+        """
+        try:
+            source = resolve_source(
+                profile.weights_source,
+                model_roots=self._context.model_roots,
+                cache_dir=self._context.cache_dir,
+            )
+            device, _ = self._device_for(profile)
+            dtype = self._dtype_for(profile, device)
+            directory = source.path or self._hub_snapshot(profile, source)
+            if directory is None:
+                return None
+            float_bytes = dtype.itemsize if isinstance(dtype, torch.dtype) else None
+            return checkpoint_bytes(directory, float_bytes)
+        except (CortexError, OSError, ValueError, KeyError, TypeError) as exc:
+            log.debug("cannot estimate the size of %s: %s", profile.id, exc)
+            return None
+
+    def _hub_snapshot(self, profile: ModelProfile, source: WeightsSource) -> Path | None:
+        """The local copy of a hub model, if it was downloaded before (never downloads)."""
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        kwargs = self._hub_kwargs(profile, source)
+        try:
+            path = snapshot_download(
+                str(source.hub_id),
+                cache_dir=kwargs.get("cache_dir"),
+                revision=kwargs.get("revision"),
+                local_files_only=True,
+            )
+        except LocalEntryNotFoundError:
+            return None
+        return Path(path)
 
     def describe(self, model_id: str) -> ModelDescription:
         entry = self._entry(model_id)

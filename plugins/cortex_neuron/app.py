@@ -54,6 +54,7 @@ def build_registry(kernel: Kernel) -> ModelRegistry:
         model_roots=[Path(root).expanduser() for root in config.model_roots],
         cache_dir=cache_dir,
         harness_options=config.harnesses,
+        memory_budget_bytes=config.memory_budget_mb * 1024 * 1024 if config.memory_budget_mb else None,
     )
 
 
