@@ -119,11 +119,14 @@ class Placement:
     # -- memory accounting -------------------------------------------------------------------
 
     def declared_bytes(self, node: Node, model_id: str) -> int:
-        """Memory ``model_id`` takes: its profile's ``vram_mb``, else what the neuron measured."""
+        """Memory ``model_id`` takes: its profile's ``vram_mb``, else what the neuron measured.
+        A failed load takes nothing (the neuron does not count it either)."""
+        reported = node.models.get(model_id)
+        if reported is not None and reported.state == "failed":
+            return 0
         profile = self.catalogue.get(model_id)
         if profile is not None and profile.vram_mb is not None:
             return profile.vram_mb * MIB
-        reported = node.models.get(model_id)
         return (reported.memory_bytes or 0) if reported else 0
 
     def free_bytes(self, node: Node) -> int | None:
@@ -196,8 +199,11 @@ class Placement:
             node = self._ready(profile.id, exclude)
             if node is not None:
                 return node
-        # A load already running somewhere (an operator's, or a default model) is joined.
-        loading = [n for n in self.fleet.replicas(profile.id, ("loading",)) if n.name not in exclude]
+        # A load already running somewhere (an operator's, or a default model) is joined, and a
+        # model asleep on a node is woken there (a load of a sleeping model wakes it).
+        loading = [
+            n for n in self.fleet.replicas(profile.id, ("loading", "sleeping")) if n.name not in exclude
+        ]
         plans: list[tuple[Node, list[str]]] = [(node, []) for node in loading] or self.plan(profile, exclude)
         if not plans:
             raise Overloaded(f"no node can host {profile.id!r} now", code="no_capacity", retry_after=10)
@@ -220,6 +226,7 @@ class Placement:
     ) -> None:
         """Ask ``node`` to unload ``model_id``; the model is shown ``unloading`` meanwhile."""
         current = node.models.get(model_id)
+        previous = current.state if current is not None else None
         if current is not None:
             current.state = "unloading"
         log.info("unloading %s from %s (%s)", model_id, node.name, reason)
@@ -227,6 +234,14 @@ class Placement:
             async with self.session.post(
                 f"{node.endpoint}/models/unload", json={"model": model_id}, headers=self.headers
             ) as reply:
+                if reply.status == 409:  # model_busy: requests this gateway does not see use it
+                    if current is not None and previous is not None:
+                        current.state = previous
+                    raise Overloaded(
+                        f"node {node.name} has requests in flight on {model_id!r}; try again shortly",
+                        code="model_busy",
+                        retry_after=5,
+                    )
                 if reply.status >= 400:
                     text = await reply.text()
                     raise CortexError(f"node {node.name} refused to unload {model_id!r}: {text}", status=502)

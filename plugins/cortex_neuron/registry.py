@@ -259,7 +259,11 @@ class ModelRegistry:
         estimate = getattr(harness, "estimate_bytes", None)
         if estimate is None:
             return 0
-        size: int | None = await asyncio.to_thread(estimate, profile)
+        try:
+            size: int | None = await asyncio.to_thread(estimate, profile)
+        except Exception:
+            log.exception("estimating the size of %s failed; counting 0", profile.id)
+            return 0
         return size or 0
 
     def _check_budget(self, model_id: str, needed: int) -> None:
@@ -276,7 +280,6 @@ class ModelRegistry:
             # Room comes back when a model unloads or a load fails; a model larger than the
             # whole budget never fits, so there is nothing to come back for.
             retry_after=RETRY_AFTER_S if needed <= budget else None,
-            extra={"needed_bytes": needed, "free_bytes": max(free, 0), "budget_bytes": budget},
         )
 
     async def _load(self, record: ModelRecord) -> None:
