@@ -65,6 +65,7 @@ class ModelLoad(msgspec.Struct, kw_only=True):
 
 class HostMemory(msgspec.Struct, kw_only=True):
     budget_bytes: int | None = None
+    reserved_bytes: int | None = None
     available_bytes: int | None = None
 
 

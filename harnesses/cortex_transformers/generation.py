@@ -128,9 +128,14 @@ class GenerationJob(StoppingCriteria):
         self._generation_config = copy.copy(generation_config)
         self._generation_config.max_new_tokens = plan.max_new_tokens
         # vLLM's ignore_eos: run to max_tokens (benchmarks, and tests that need a long stream).
+        # EOS may still be sampled; it just does not end the generation. ``generate`` fills a
+        # field left at None from the checkpoint's own config (and would stop on its EOS ids),
+        # so "no EOS" is an empty list, which it keeps; padding is pinned for the same reason.
         self._eos = frozenset() if plan.ignore_eos else frozenset(eos_token_ids)
         if plan.ignore_eos:
-            self._generation_config.eos_token_id = None
+            self._generation_config.eos_token_id = []
+            if self._generation_config.pad_token_id is None:
+                self._generation_config.pad_token_id = eos_token_ids[0] if eos_token_ids else 0
         self._channel = channel
         self._detokenizer = IncrementalDetokenizer(decode, plan.prompt_ids)
         self._stops = StopMatcher(plan.stop)

@@ -36,6 +36,7 @@ from cortex_kernel.harness import (
 from cortex_kernel.openai_wire import ChatRequest, CompletionRequest, check_chat_request
 from cortex_transformers.detokenizer import decoder_for
 from cortex_transformers.embedding import Pooling, embed_texts, read_pooling
+from cortex_transformers.footprint import checkpoint_bytes
 from cortex_transformers.generation import (
     CANCEL_WAIT_S,
     Channel,
@@ -46,6 +47,7 @@ from cortex_transformers.generation import (
     stream_generation,
 )
 from cortex_transformers.parsing import DEFAULT_MARKERS, OutputParser, prompt_opens_reasoning
+from cortex_transformers.process_state import PROCESS_STATE_LOCK
 from cortex_transformers.prompt_bound import max_prompt_bytes
 from cortex_transformers.prompts import render_chat
 from cortex_transformers.sampling import SamplingParams, model_sampling_defaults, resolve_sampling
@@ -160,6 +162,38 @@ class TransformersHarness:
         if entry.device.type != "cpu":
             await asyncio.to_thread(_move, entry.model, entry.device, None)
         entry.sleeping = False
+
+    def estimate_bytes(self, profile: ModelProfile) -> int | None:
+        """Memory ``profile`` will take once loaded, from its checkpoint's files, or ``None``.
+
+        Cheap enough to run before every load (headers only; a synthetic model is built, as the
+        load would do next). ``None`` when it cannot tell: a hub model not yet downloaded, or a
+        source the load itself will reject with the right error.
+        """
+        try:
+            source = resolve_source(
+                profile.weights_source,
+                model_roots=self._context.model_roots,
+                cache_dir=self._context.cache_dir,
+            )
+            device, _ = self._device_for(profile)
+            dtype = self._dtype_for(profile, device)
+            directory = source.path or self._hub_snapshot(profile, str(source.hub_id))
+            if directory is None:
+                return None
+            float_bytes = dtype.itemsize if isinstance(dtype, torch.dtype) else None
+            return checkpoint_bytes(directory, float_bytes)
+        except (CortexError, OSError, ValueError, KeyError, TypeError) as exc:
+            log.debug("cannot estimate the size of %s: %s", profile.id, exc)
+            return None
+
+    def _hub_snapshot(self, profile: ModelProfile, hub_id: str) -> Path | None:
+        """The local copy of a hub model, if it was downloaded before (never downloads)."""
+        cache, revision = self._hub_place(profile)
+        try:
+            return hub_snapshot(hub_id, hub_cache=cache, revision=revision, offline=True)
+        except NotFound:
+            return None
 
     def describe(self, model_id: str) -> ModelDescription:
         entry = self._entry(model_id)
@@ -435,7 +469,8 @@ class TransformersHarness:
 
             tokenizer = AutoTokenizer.from_pretrained(location, **common)
             model_class = AutoModel if profile.task == "embedding" else AutoModelForCausalLM
-            model: Any = model_class.from_pretrained(location, **model_kwargs, **common)
+            with PROCESS_STATE_LOCK:  # from_pretrained patches globals: one at a time per process
+                model: Any = model_class.from_pretrained(location, **model_kwargs, **common)
             model.to(device)
             model.eval()
         except OSError as exc:  # missing files, a hub id not cached while offline, an unknown repo
@@ -561,15 +596,18 @@ class TransformersHarness:
         if source.path is not None:
             return str(source.path)
         assert source.hub_id is not None
+        cache, revision = self._hub_place(profile)
+        offline = hub_offline() or bool(self._option(profile, "offline", False))
+        return str(hub_snapshot(source.hub_id, hub_cache=cache, revision=revision, offline=offline))
+
+    def _hub_place(self, profile: ModelProfile) -> tuple[Path, str | None]:
+        """The hub cache and revision a profile's hub model is read from."""
         cache = self._option(profile, "hub_cache_dir", None)
         revision = self._option(profile, "revision", None)
-        snapshot = hub_snapshot(
-            source.hub_id,
-            hub_cache=Path(str(cache)).expanduser() if cache is not None else self._context.cache_dir / "hub",
-            revision=str(revision) if revision is not None else None,
-            offline=hub_offline() or bool(self._option(profile, "offline", False)),
+        return (
+            Path(str(cache)).expanduser() if cache is not None else self._context.cache_dir / "hub",
+            str(revision) if revision is not None else None,
         )
-        return str(snapshot)
 
 
 def _model_context_length(model: Any, tokenizer: Any) -> int | None:

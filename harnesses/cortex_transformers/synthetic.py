@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from cortex_transformers.process_state import PROCESS_STATE_LOCK
+
 SYNTHETIC_PREFIX = "synthetic:"
 
 # Bump when a builder's output changes, so caches built by an older version are rebuilt.
@@ -402,7 +404,8 @@ def resolve_synthetic(source: str, cache_dir: Path) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = final.parent / f".{name}.{uuid.uuid4().hex}.tmp"
     try:
-        builder(staging)
+        with PROCESS_STATE_LOCK:  # building forks torch's global RNG and patches transformers
+            builder(staging)
         (staging / _MARKER).write_text(json.dumps({"name": name, "version": BUILD_VERSION}))
         if final.exists() and not _is_current(final):
             stale = final.parent / f".{name}.{uuid.uuid4().hex}.stale"

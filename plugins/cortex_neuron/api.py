@@ -46,7 +46,7 @@ from cortex_neuron.responses import (
     sse_stream,
     text_completion,
 )
-from cortex_neuron.wire import LoadRequest, ModelRequest
+from cortex_neuron.wire import LoadRequest, ModelRequest, UnloadRequest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -128,7 +128,7 @@ class NeuronAPI:
             profile = profile_for(entry, self.registry.catalogue)
             self.activation.in_progress = profile.id
             try:
-                record = await self.registry.wait_loaded(self.registry.load(profile))
+                record = await self.registry.wait_loaded(await self.registry.load(profile))
             except CortexError as exc:
                 log.warning("default model %s: %s", profile.id, exc.message)
                 self.activation.failed.append(profile.id)
@@ -165,6 +165,9 @@ class NeuronAPI:
                 max_rss_bytes=usage.ru_maxrss * 1024,
                 memory=HostMemory(
                     budget_bytes=budget * 1024 * 1024 if budget else None,
+                    # What loading, ready and sleeping models hold or were promised (the
+                    # figure the neuron checks a new load against; failed loads hold none).
+                    reserved_bytes=self.registry.reserved_bytes,
                     available_bytes=_available_ram_bytes(),
                 ),
                 devices=msgspec.convert(await asyncio.to_thread(_device_memory), list[DeviceMemory]),
@@ -203,7 +206,8 @@ class NeuronAPI:
             harness=record.harness,
             task=record.profile.task,
             devices=description.devices if description else [],
-            memory_bytes=description.memory_bytes if description else None,
+            # A failed model holds nothing, whatever it measured before it failed.
+            memory_bytes=description.memory_bytes if description and record.state != "failed" else None,
             context_length=(description.context_length if description else None)
             or record.profile.context_length,
             max_prompt_bytes=description.max_prompt_bytes if description else None,
@@ -225,7 +229,7 @@ class NeuronAPI:
         if body.model and body.profile and body.model != body.profile.id:
             raise BadRequest("'model' and 'profile.id' disagree", param="model")
         profile = self.registry.resolve_profile(model_id, body.profile)
-        record = self.registry.load(profile)
+        record = await self.registry.load(profile)
         if body.wait:
             await self.registry.wait_loaded(record)
             if record.task is not None and record.task.cancelled():
@@ -245,12 +249,14 @@ class NeuronAPI:
                     param=failure.param,
                     retry_after=failure.retry_after,
                 )
+            if record.state == "sleeping":  # it was asleep and waking it failed
+                raise CortexError(f"waking {model_id!r} failed: {record.error}", code="wake_failed")
         status = 200 if record.state == "ready" else 202
         return json_response(self._model_json(record), status)
 
     async def unload(self, request: Request) -> Response:
-        body = await self._body(request, ModelRequest)
-        state = await self.registry.unload(body.model)
+        body = await self._body(request, UnloadRequest)
+        state = await self.registry.unload(body.model, force=body.force)
         return json_response({"id": body.model, "state": state})
 
     async def sleep(self, request: Request) -> Response:

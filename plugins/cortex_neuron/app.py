@@ -64,6 +64,7 @@ def build_registry(kernel: Kernel) -> ModelRegistry:
             allow_inline_remote_code=config.allow_inline_remote_code,
             allow_inline_cache_dirs=config.allow_inline_cache_dirs,
         ),
+        memory_budget_bytes=config.memory_budget_mb * 1024 * 1024 if config.memory_budget_mb else None,
     )
 
 

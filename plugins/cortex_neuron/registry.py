@@ -1,9 +1,15 @@
 """The models on this node and their lifecycle: absent → loading → ready ⇄ sleeping → unloading.
 
 Loads are single-flight per model id: the first caller starts one task, every later caller
-(including one that arrives while it runs) waits on that same task or returns at once. State
-changes happen only on the event loop, so no lock is needed; harness work that blocks runs in
-the harness's own threads.
+(including one that arrives while it runs) waits on that same task or returns at once. A load
+of a model that sleeps wakes it, through the same single task. State changes happen only on the
+event loop, so no lock is needed; harness work that blocks runs in the harness's own threads.
+
+The neuron is the one place that sees every load on its host, whichever gateway asked, so it
+is the arbiter of its ``memory_budget_mb``: a load is refused (409 ``over_budget``) unless its
+size fits what loading, ready and sleeping models have not reserved. A failed load reserves
+nothing. An unload is refused (409 ``model_busy``) while the model has requests in flight or
+queued, unless forced (the daemon's own shutdown and engine restart force it).
 """
 
 from __future__ import annotations
@@ -19,12 +25,15 @@ from pathlib import Path
 from typing import Literal
 
 from cortex_kernel.config.schema import AdmissionSection, Catalogue, ModelProfile
-from cortex_kernel.errors import BadRequest, CortexError, Forbidden, NotFound, Overloaded
+from cortex_kernel.errors import BadRequest, Conflict, CortexError, Forbidden, NotFound, Overloaded
 from cortex_kernel.harness import Harness, HarnessContext, HarnessSpec, ModelDescription
 from cortex_kernel.sources import locate_source, not_allowed
 from cortex_neuron.admission import AdmissionGate
 
 log = logging.getLogger(__name__)
+MIB = 1024 * 1024
+# How long a client refused for room (or for a busy model) is told to wait before asking again.
+RETRY_AFTER_S = 5.0
 
 State = Literal["loading", "ready", "sleeping", "unloading", "failed"]
 Transition = Literal["loaded", "load_failed", "slept", "woke"]
@@ -55,7 +64,15 @@ class ModelRecord:
     load_started: float = field(default_factory=time.time)
     load_seconds: float | None = None
     last_used: float | None = None
+    # The load or wake in progress (single flight); done once the model is ready or failed.
     task: asyncio.Task[None] | None = None
+    # What this model counts against the budget: its declared ``vram_mb``, else an estimate
+    # while loading and the measured size once loaded. A failed model counts nothing.
+    reserved_bytes: int = 0
+
+    @property
+    def counted_bytes(self) -> int:
+        return 0 if self.state == "failed" else self.reserved_bytes
 
     @property
     def id(self) -> str:
@@ -76,6 +93,7 @@ class ModelRegistry:
         cache_dir: Path,
         harness_options: dict[str, dict[str, object]],
         trust: InlineTrust | None = None,
+        memory_budget_bytes: int | None = None,
     ) -> None:
         names = [spec.name for spec in specs]
         duplicates = {name for name in names if names.count(name) > 1}
@@ -90,6 +108,7 @@ class ModelRegistry:
         self.cache_dir = cache_dir
         self.harness_options = harness_options
         self.trust = trust or InlineTrust()
+        self.memory_budget_bytes = memory_budget_bytes
         self.records: dict[str, ModelRecord] = {}
         self.cycles = 0
         # Told of every finished load and every sleep or wake, with its duration (the metrics).
@@ -217,24 +236,87 @@ class ModelRegistry:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def load(self, profile: ModelProfile) -> ModelRecord:
-        """Start loading ``profile`` (or join the load in progress); return its record at once."""
-        record = self.records.get(profile.id)
-        if record is not None and record.state in ("loading", "ready", "sleeping"):
+    @property
+    def reserved_bytes(self) -> int:
+        """Memory taken or promised on this node: loading, ready, sleeping and unloading models."""
+        return sum(record.counted_bytes for record in self.records.values())
+
+    async def load(self, profile: ModelProfile) -> ModelRecord:
+        """Start loading ``profile``, join the load in progress, or wake the model if it sleeps;
+        return its record at once (the load runs on as a task).
+
+        Raises 409 ``over_budget`` when the model does not fit the memory budget.
+        """
+        record = self._joinable(profile.id)
+        if record is not None:
             return record
-        if record is not None and record.state == "unloading":
-            raise Overloaded(f"model {profile.id!r} is unloading", code="model_unloading", retry_after=2)
         self.spec_for(profile.harness)  # an unknown harness is a 400 before any state changes
+        needed = await self._size_of(profile)
+        # The size may have taken a thread hop to learn: look again before deciding.
+        record = self._joinable(profile.id)
+        if record is not None:
+            return record
+        self._check_budget(profile.id, needed)
         record = ModelRecord(
             profile=profile,
             harness=profile.harness,
             gate=AdmissionGate(
                 self.admission.max_in_flight, self.admission.max_queued, self.admission.max_wait_s
             ),
+            reserved_bytes=needed,
         )
         self.records[profile.id] = record
         record.task = asyncio.get_running_loop().create_task(self._load(record), name=f"load {profile.id}")
         return record
+
+    def _joinable(self, model_id: str) -> ModelRecord | None:
+        """The record a new load of ``model_id`` joins (waking it if it sleeps), or ``None``
+        when a new record is needed (none yet, or a failed one to replace)."""
+        record = self.records.get(model_id)
+        if record is None or record.state == "failed":
+            return None
+        if record.state == "unloading":
+            raise Overloaded(f"model {model_id!r} is unloading", code="model_unloading", retry_after=2)
+        if record.state == "sleeping":
+            self._start_wake(record)
+        return record
+
+    async def _size_of(self, profile: ModelProfile) -> int:
+        """Bytes ``profile`` will take: its declared ``vram_mb``, else the harness's estimate
+        (the checkpoint's size on disk), else 0. Only asked when there is a budget to keep."""
+        if profile.vram_mb is not None:
+            return profile.vram_mb * MIB
+        if self.memory_budget_bytes is None:
+            return 0
+        try:
+            harness = await self._build_harness(profile.harness)
+        except Exception:
+            return 0  # the load reports why the harness cannot be built
+        estimate = getattr(harness, "estimate_bytes", None)
+        if estimate is None:
+            return 0
+        try:
+            size: int | None = await asyncio.to_thread(estimate, profile)
+        except Exception:
+            log.exception("estimating the size of %s failed; counting 0", profile.id)
+            return 0
+        return size or 0
+
+    def _check_budget(self, model_id: str, needed: int) -> None:
+        budget = self.memory_budget_bytes
+        if budget is None:
+            return
+        free = budget - self.reserved_bytes
+        if needed <= free:
+            return
+        raise Conflict(
+            f"model {model_id!r} needs {_mib(needed)} MiB but {_mib(max(free, 0))} MiB of this "
+            f"neuron's {_mib(budget)} MiB budget are free",
+            code="over_budget",
+            # Room comes back when a model unloads or a load fails; a model larger than the
+            # whole budget never fits, so there is nothing to come back for.
+            retry_after=RETRY_AFTER_S if needed <= budget else None,
+        )
 
     async def _load(self, record: ModelRecord) -> None:
         started = time.monotonic()
@@ -257,12 +339,44 @@ class ModelRegistry:
             return
         record.state, record.error = "ready", None
         record.load_seconds = time.monotonic() - started
+        measured = record.description.memory_bytes if record.description else None
+        if record.profile.vram_mb is None and measured is not None:
+            record.reserved_bytes = measured  # as the gateway counts it: declared, else measured
         self.cycles += 1
         self._notify(record, "loaded", record.load_seconds)
         log.info("loaded %s with %s in %.2fs", record.id, record.harness, record.load_seconds)
 
+    def _start_wake(self, record: ModelRecord) -> None:
+        """Wake a sleeping model, or join the wake (or load) already in progress."""
+        if record.task is not None and not record.task.done():
+            return
+        record.task = asyncio.get_running_loop().create_task(self._wake(record), name=f"wake {record.id}")
+
+    async def _wake(self, record: ModelRecord) -> None:
+        started = time.monotonic()
+        try:
+            await self.harness_for(record.harness).wake(record.id)
+        except CortexError as exc:
+            record.error = f"waking failed: {exc.message}"
+            log.warning("waking %s failed: %s", record.id, exc.message)
+            return
+        except Exception as exc:
+            record.error = f"waking failed: {type(exc).__name__}: {exc}"
+            log.exception("waking %s failed", record.id)
+            return
+        if record.state == "sleeping":
+            record.state, record.error = "ready", None
+            self._notify(record, "woke", time.monotonic() - started)
+
+    async def _woken(self, record: ModelRecord) -> State:
+        self._start_wake(record)
+        await self.wait_loaded(record)
+        if record.state != "ready":
+            raise CortexError(f"waking {record.id!r} failed: {record.error}", code="wake_failed")
+        return record.state
+
     async def wait_loaded(self, record: ModelRecord) -> ModelRecord:
-        """Wait for ``record``'s load to finish (however it ends).
+        """Wait for ``record``'s load or wake to finish (however it ends).
 
         A load an unload cancelled ends here as a failed record ("load cancelled"), not as a
         ``CancelledError`` escaping into the waiter's request (which would be an empty 500);
@@ -277,13 +391,24 @@ class ModelRegistry:
                     raise
         return record
 
-    async def unload(self, model_id: str) -> State | Literal["absent"]:
-        """Unload ``model_id``; a load in progress is cancelled first. Idempotent."""
+    async def unload(self, model_id: str, *, force: bool = False) -> State | Literal["absent"]:
+        """Unload ``model_id``; a load in progress is cancelled first. Idempotent.
+
+        Raises 409 ``model_busy`` while requests are in flight or queued, unless ``force``
+        (which ends them): another gateway may be routing to a model this one would evict.
+        """
         record = self.records.get(model_id)
         if record is None:
             return "absent"
         if record.state == "unloading":
             return "unloading"
+        if not force and (record.gate.in_flight or record.gate.queued):
+            raise Conflict(
+                f"model {model_id!r} has {record.gate.in_flight} requests in flight and "
+                f"{record.gate.queued} queued; unload it when idle, or force it",
+                code="model_busy",
+                retry_after=RETRY_AFTER_S,
+            )
         if record.task is not None and not record.task.done():
             record.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -303,27 +428,29 @@ class ModelRegistry:
         return "absent"
 
     async def set_sleep(self, model_id: str, asleep: bool) -> State:
-        """Sleep or wake a model through its harness."""
+        """Sleep or wake a model through its harness (a wake joins one already in progress)."""
         record = self.records.get(model_id)
         if record is None:
             raise NotFound(f"model {model_id!r} is not loaded on this neuron", code="model_not_loaded")
         harness = self.harness_for(record.harness)
         if not harness.supports_sleep:
             raise BadRequest(f"harness {record.harness!r} cannot sleep models", code="sleep_not_supported")
+        busy_with = record.task is not None and not record.task.done()
+        if not asleep and record.state == "sleeping":
+            return await self._woken(record)
         wanted: State = "sleeping" if asleep else "ready"
-        if record.state == wanted:
+        if record.state == wanted and not busy_with:
             return wanted
-        if record.state not in ("ready", "sleeping"):
-            raise Overloaded(
-                f"model {model_id!r} is {record.state}", code=f"model_{record.state}", retry_after=2
-            )
-        if asleep and (record.gate.in_flight or record.gate.queued):
+        if record.state not in ("ready", "sleeping") or busy_with:
+            code = f"model_{record.state}" if record.state != "sleeping" else "model_waking"
+            raise Overloaded(f"model {model_id!r} is {record.state}", code=code, retry_after=2)
+        if record.gate.in_flight or record.gate.queued:
             raise Overloaded(f"model {model_id!r} has requests in flight", code="model_busy", retry_after=2)
         started = time.monotonic()
-        await (harness.sleep(model_id) if asleep else harness.wake(model_id))
-        record.state = wanted
-        self._notify(record, "slept" if asleep else "woke", time.monotonic() - started)
-        return wanted
+        await harness.sleep(model_id)
+        record.state = "sleeping"
+        self._notify(record, "slept", time.monotonic() - started)
+        return "sleeping"
 
     def engine_stats(self, record: ModelRecord) -> dict[str, float] | None:
         """The engine's own gauges for a loaded model (running, waiting, KV-cache use), when
@@ -351,8 +478,8 @@ class ModelRegistry:
             raise Overloaded(f"models still in use: {', '.join(busy)}", code="node_busy", retry_after=5)
         profiles = [r.profile for r in self if r.state in ("ready", "sleeping")]
         for profile in profiles:
-            await self.unload(profile.id)
-        records = [self.load(profile) for profile in profiles]
+            await self.unload(profile.id, force=True)
+        records = [await self.load(profile) for profile in profiles]
         for record in records:
             await self.wait_loaded(record)
         self.cycles = 0
@@ -366,7 +493,7 @@ class ModelRegistry:
 
         async def unload_quietly(model_id: str) -> None:
             try:
-                await self.unload(model_id)
+                await self.unload(model_id, force=True)
             except Exception:
                 log.exception("unloading %s at shutdown failed", model_id)
 
@@ -384,3 +511,8 @@ def profile_for(entry: str | ModelProfile, catalogue: Catalogue) -> ModelProfile
     if profile is None:
         raise NotFound(f"default model {entry!r} is not in the catalogue", code="model_not_found")
     return profile
+
+
+def _mib(size: int) -> str:
+    """``size`` in MiB for a message: whole numbers plain, small ones to one decimal."""
+    return f"{size / MIB:.1f}".removesuffix(".0")

@@ -8,7 +8,10 @@ from cortex_kernel.config.schema import ModelProfile
 
 
 class LoadRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """``POST /models/load``: a catalogue id, or a full profile (what the gateway sends)."""
+    """``POST /models/load``: a catalogue id, or a full profile (what the gateway sends).
+
+    For a model that sleeps, a load wakes it.
+    """
 
     model: str | None = None
     profile: ModelProfile | None = None
@@ -16,6 +19,13 @@ class LoadRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class ModelRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """``POST /models/unload|sleep|wake``."""
+    """``POST /models/sleep|wake``."""
 
     model: str
+
+
+class UnloadRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /models/unload``: ``force`` unloads even with requests in flight (they end)."""
+
+    model: str
+    force: bool = False

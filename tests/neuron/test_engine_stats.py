@@ -48,7 +48,7 @@ def test_engine_stats_are_exported(tmp_path):
     )
 
     async def load():
-        await registry.wait_loaded(registry.load(registry.catalogue.models[0]))
+        await registry.wait_loaded(await registry.load(registry.catalogue.models[0]))
 
     asyncio.run(load())
     record = registry.records["m"]

@@ -1,0 +1,35 @@
+"""The transformers harness's size estimate before a load, which the neuron checks its budget with."""
+
+from __future__ import annotations
+
+import pytest
+
+from cortex_kernel.config.schema import ModelProfile
+
+pytestmark = pytest.mark.slow
+
+
+def profile(source, **fields) -> ModelProfile:
+    return ModelProfile(id="m", harness="transformers", source=str(source), min_devices=0, **fields)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_chat_model", "tiny_embed_model"])
+async def test_the_estimate_matches_what_the_loaded_model_measures(harness, request, fixture):
+    source = request.getfixturevalue(fixture)
+    task = "embedding" if "embed" in fixture else "chat"
+    estimate = harness.estimate_bytes(profile(source, task=task))
+    measured = (await harness.load(profile(source, task=task))).memory_bytes
+    # Parameters are exact; buffers (rotary frequencies, position ids) are not in the checkpoint.
+    assert 0.95 * measured <= estimate <= measured
+
+
+def test_the_estimate_follows_the_load_dtype(harness, tiny_chat_model):
+    full = harness.estimate_bytes(profile(tiny_chat_model))
+    half = harness.estimate_bytes(profile(tiny_chat_model, options={"dtype": "bfloat16"}))
+    assert half * 2 == full
+
+
+def test_no_estimate_for_what_cannot_be_read(harness, tmp_path):
+    assert harness.estimate_bytes(profile("some-org/not-downloaded")) is None
+    assert harness.estimate_bytes(profile(tmp_path / "models" / "missing")) is None
+    assert harness.estimate_bytes(profile("synthetic:no-such-model")) is None
