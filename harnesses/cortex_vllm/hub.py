@@ -76,7 +76,7 @@ def local_snapshot(hub_id: str, cache_dir: str, *, offline: bool) -> str:
         ) from exc
     except GatedRepoError as exc:
         raise Forbidden(
-            f"model {hub_id!r} is gated on the hub and this host has no access to it", code="source_forbidden"
+            f"model {hub_id!r} is gated on the hub and this host has no access to it", code="source_not_allowed"
         ) from exc
     except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
         raise NotFound(f"model {hub_id!r} does not exist on the hub", code="model_not_found") from exc

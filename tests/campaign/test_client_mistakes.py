@@ -192,9 +192,20 @@ def test_a_waited_load_cancelled_by_an_unload_is_a_conflict_not_an_empty_500(fle
     load = build("POST", "/models/load", headers, b'{"model":"never-loaded","wait":true}')
     unload = build("POST", "/models/unload", headers, b'{"model":"never-loaded"}')
 
+    listing = build("GET", "/models", headers)
+
+    async def state() -> str | None:
+        models = (await send(port, listing)).json()["data"]
+        return next((m["state"] for m in models if m["id"] == "never-loaded"), None)
+
     async def race() -> tuple[Answer, Answer]:
+        # Unload while the load is surely in progress: its record says "loading" (a load of the
+        # tiny model takes far longer than one poll), not after a fixed sleep that a fast load
+        # or a slow machine can miss.
         waiting = asyncio.ensure_future(send(port, load))
-        await asyncio.sleep(0.02)
+        for _ in range(5000):
+            if waiting.done() or await state() == "loading":
+                break
         unloaded = await send(port, unload)
         return await waiting, unloaded
 
