@@ -97,6 +97,11 @@ class GuardedH11(H11Protocol):
         # Otherwise an "Upgrade: h2c" header is ignored, as RFC 9110 §7.8 allows: the request
         # is answered in HTTP/1.1.
 
+    async def _send_error_response(self, status_code: int) -> None:
+        # h11 refuses a transfer coding other than chunked while parsing the head, before
+        # _check_protocol runs, with a 501 hint; a malformed request is the client's mistake.
+        await super()._send_error_response(400 if status_code == 501 else status_code)
+
 
 class Connection:
     """Serve one accepted socket until either side closes it."""

@@ -164,3 +164,12 @@ class LineStream:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def unloadable_model(root: Path) -> Path:
+    """A model directory under ``root`` that exists (so its source is accepted) but cannot load:
+    its config names no architecture, so the harness fails the load and keeps a failed record."""
+    broken = root / "unloadable-model"
+    broken.mkdir(parents=True, exist_ok=True)
+    (broken / "config.json").write_text("{}")
+    return broken

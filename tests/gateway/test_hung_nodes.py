@@ -170,3 +170,24 @@ def test_a_request_routed_to_a_node_that_then_freezes_fails_over(start_neuron, s
     assert status == 200, reply
     assert _states(second).get("tiny-chat") == "ready"
     assert time.monotonic() - started < DOWN_AFTER_S + 45
+
+
+def test_a_frozen_node_that_resumes_rejoins_and_serves(start_neuron, start_gateway, freeze):
+    """SIGCONT after the node was declared down: the next poll brings it back, its abandoned
+    streams stay ended, and requests are routed to it again (it is the only node here)."""
+    neuron = start_neuron()
+    gateway = start_gateway({"n1": neuron}, extra=FAST_POLLS)
+    assert _ask(gateway)[0] == 200
+    freeze(neuron)
+    _when_down(gateway, "n1")
+    status, reply, _ = _ask(gateway, timeout=30)
+    assert status == 503, reply  # no node at all now: an honest, retryable answer
+    assert neuron.process is not None
+    os.kill(neuron.process.pid, signal.SIGCONT)
+    deadline = time.monotonic() + 20
+    while not _node_up(gateway, "n1"):
+        assert time.monotonic() < deadline, "n1 never came back"
+        time.sleep(0.05)
+    status, reply, _ = _ask(gateway)
+    assert status == 200, reply
+    assert _states(neuron) == {"tiny-chat": "ready"}

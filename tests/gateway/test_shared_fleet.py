@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.daemons import LineStream, http_json, toml_str
+from tests.daemons import LineStream, http_json, toml_str, unloadable_model
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def test_a_failed_load_holds_no_room_in_the_gateways_view(
     start_neuron, start_gateway, tiny_chat_model, tiny_model_root
 ):
     neuron = start_neuron("memory_budget_mb = 100\n")
-    missing = tiny_model_root / "no-such-model"  # inside the model roots, so the load starts and fails
+    missing = unloadable_model(tiny_model_root)  # inside the roots: the load starts and fails
     catalogue = _catalogue(tiny_chat_model, {"broken": missing, "a": None})
     gateway = start_gateway({"n1": neuron}, extra=FAST_POLLS, catalogue_extra=catalogue)
     assert _ask(gateway, "broken")[0] >= 400

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.daemons import LineStream, http_json, toml_str
+from tests.daemons import LineStream, http_json, toml_str, unloadable_model
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def test_a_model_the_neuron_put_to_sleep_is_woken_for_a_request(start_neuron, st
 
 def test_a_failed_load_holds_no_capacity_in_a_tight_fleet(start_neuron, start_gateway, tiny_chat_model):
     neuron = start_neuron("memory_budget_mb = 20\n")
-    missing = tiny_chat_model.parent / "no-such-model"
+    missing = unloadable_model(tiny_chat_model.parent)
     flaky = (
         f'\n[[models]]\nid = "flaky"\nharness = "transformers"\nsource = {toml_str(missing)}\n'
         "min_devices = 0\nvram_mb = 16\n"

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.daemons import LineStream, http_json, toml_str
+from tests.daemons import LineStream, http_json, toml_str, unloadable_model
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +86,7 @@ def test_without_a_declared_size_the_checkpoint_is_measured_on_disk(start_neuron
 
 def test_a_failed_load_frees_its_budget_and_can_be_replaced(start_neuron, tiny_chat_model):
     neuron = start_neuron("memory_budget_mb = 20\n")
-    missing = tiny_chat_model.parent / "no-such-model"
+    missing = unloadable_model(tiny_chat_model.parent)
     status, _, _ = load(neuron, inline("flaky", missing, vram_mb=16))
     assert status >= 400
     record = models(neuron)["flaky"]
