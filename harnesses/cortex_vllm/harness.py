@@ -24,6 +24,7 @@ import sys
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from vllm.engine.arg_utils import AsyncEngineArgs
@@ -32,12 +33,11 @@ from cortex_kernel.config.schema import ModelProfile
 from cortex_kernel.errors import BadRequest, Conflict, CortexError, NotFound, Overloaded
 from cortex_kernel.harness import Delta, Embeddings, HarnessContext, ModelDescription
 from cortex_kernel.openai_wire import ChatRequest, CompletionRequest, check_chat_request
-from cortex_transformers.sources import hub_offline, resolve_source
+from cortex_transformers.sources import hub_offline, hub_snapshot, resolve_source
 from cortex_vllm.devices import MIB, DeviceLocks, MemoryProbe, NvmlProbe, held_bytes, wait_released
 from cortex_vllm.engine_args import EnginePlan, plan_engine
 from cortex_vllm.errors import translate
 from cortex_vllm.frontend import Frontend, Prepared
-from cortex_vllm.hub import local_snapshot
 from cortex_vllm.options import VllmOptions, read_options
 from cortex_vllm.stats import EngineGauges, gauge_logger_factory
 from cortex_vllm.stream import EngineAborted
@@ -340,9 +340,17 @@ class VllmHarness:
         model, download_dir = source.location, None
         if source.hub_id is not None:
             download_dir = options.hub_cache_dir or str(self._context.cache_dir / "hub")
-            # vLLM gets the snapshot directory, not the id: offline it would look in the default
-            # hub cache only (see cortex_vllm.hub).
-            model = local_snapshot(source.hub_id, download_dir, offline=hub_offline())
+            # vLLM gets the snapshot directory, not the id: it honours download_dir for the weights
+            # only, reading the config, tokenizer and chat template through the default hub cache,
+            # and offline it would look there alone, missing what the harness downloaded before.
+            revision = options.engine_args.get("revision")
+            snapshot = hub_snapshot(
+                source.hub_id,
+                hub_cache=Path(download_dir).expanduser(),
+                revision=str(revision) if revision is not None else None,
+                offline=hub_offline(),
+            )
+            model = str(snapshot)
         return plan_engine(profile, options, model=model, download_dir=download_dir, uuids=self._probe.uuids)
 
     async def _start_engine(self, profile: ModelProfile, plan: EnginePlan, gauges: EngineGauges) -> Any:

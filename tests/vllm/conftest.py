@@ -8,7 +8,6 @@ options) run everywhere.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 
 from cortex_kernel.config.schema import ModelProfile
 from cortex_kernel.harness import HarnessContext
+from tests.hubcache import cached_repo
 
 _HERE = Path(__file__).parent
 
@@ -50,27 +50,12 @@ def vllm_context(tiny_model_root: Path, tmp_path: Path) -> HarnessContext:
 
 
 HUB_ID = "cortex-test/tiny-chat"
-HUB_REVISION = "0123456789abcdef0123456789abcdef01234567"
-
-
-def fill_hub_cache(cache: Path, model: Path, hub_id: str = HUB_ID) -> Path:
-    """Put ``model`` into ``cache`` as the hub would have downloaded it; return the snapshot.
-
-    The layout is the hub's own (``models--ORG--NAME/snapshots/REV`` and ``refs/main``), so the
-    lookup that finds it is huggingface_hub's, not ours. Nothing is downloaded.
-    """
-    repo = cache / f"models--{hub_id.replace('/', '--')}"
-    snapshot = repo / "snapshots" / HUB_REVISION
-    shutil.copytree(model, snapshot)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(HUB_REVISION)
-    return snapshot
 
 
 @pytest.fixture
 def harness_hub_snapshot(vllm_context: HarnessContext, tiny_chat_model: Path) -> Path:
     """The tiny chat model as ``HUB_ID`` in the harness's hub cache (``<cache_dir>/hub``)."""
-    return fill_hub_cache(vllm_context.cache_dir / "hub", tiny_chat_model)
+    return cached_repo(vllm_context.cache_dir / "hub", HUB_ID, tiny_chat_model)
 
 
 @pytest.fixture

@@ -10,11 +10,12 @@ import pytest
 pytest.importorskip("vllm", reason="vllm is not installed")
 
 from cortex_kernel.config.schema import ModelProfile
-from cortex_kernel.errors import BadRequest, Conflict, CortexError, NotFound
+from cortex_kernel.errors import BadRequest, Conflict, CortexError, Forbidden, NotFound
 from cortex_kernel.harness import Harness
 from cortex_kernel.openai_wire import ChatRequest, CompletionRequest
 from cortex_vllm.harness import cuda_initialized_here
-from tests.vllm.conftest import HUB_ID, fill_hub_cache
+from tests.hubcache import FAKE_COMMIT, cached_repo
+from tests.vllm.conftest import HUB_ID
 from tests.vllm.scripted import GIB
 
 
@@ -269,7 +270,7 @@ async def test_offline_the_hub_option_names_the_cache_looked_in(
     harness, scripted, vllm_profile, tmp_path, tiny_chat_model, monkeypatch
 ):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    snapshot = fill_hub_cache(tmp_path / "elsewhere", tiny_chat_model)
+    snapshot = cached_repo(tmp_path / "elsewhere", HUB_ID, tiny_chat_model)
     seen = stop_at_start(scripted)
     profile = variant(vllm_profile, source=HUB_ID, options={"hub_cache_dir": str(tmp_path / "elsewhere")})
 
@@ -290,6 +291,24 @@ async def test_offline_a_hub_model_never_downloaded_is_not_found(
 
     assert caught.value.code == "model_not_found"
     assert seen == []
+
+
+async def test_the_engine_args_revision_picks_the_snapshot_and_a_path_shaped_one_is_refused(
+    harness, scripted, vllm_profile, harness_hub_snapshot, monkeypatch
+):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    seen = stop_at_start(scripted)
+    pinned = {**vllm_profile.options, "engine_args": {"revision": FAKE_COMMIT}}
+    with pytest.raises(CortexError, match="stop here"):
+        await harness.load(variant(vllm_profile, source=HUB_ID, options=pinned))
+    assert seen[0].model == str(harness_hub_snapshot)
+
+    for revision in ("../../../../etc", "/etc"):
+        options = {**vllm_profile.options, "engine_args": {"revision": revision}}
+        with pytest.raises(Forbidden) as caught:
+            await harness.load(variant(vllm_profile, source=HUB_ID, options=options))
+        assert (caught.value.status, caught.value.code) == (403, "source_not_allowed")
+    assert len(seen) == 1
 
 
 async def test_offline_vllm_builds_its_config_from_the_snapshot_the_harness_found(
