@@ -226,10 +226,20 @@ async def stream_generation(
     Closing or cancelling this generator stops the job and waits (boundedly) until its worker
     has let go of the model, so the caller may rely on the work having stopped.
     """
-    channel = Channel(asyncio.get_running_loop())
+    loop = asyncio.get_running_loop()
+    channel = Channel(loop)
     job = job_factory(channel)
     registry.add(job)
     future = executor.submit(job.run)
+
+    def let_go(_: object) -> None:
+        # The job leaves the registry when its worker is done, not when this generator's cleanup
+        # reaches its end: a second cancellation landing in the bounded wait below would skip
+        # that, and the job (its prompt, its channel) would stay registered forever.
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody counts jobs now
+            loop.call_soon_threadsafe(registry.discard, job)
+
+    future.add_done_callback(let_go)
     try:
         while True:
             for item in await channel.receive():
@@ -245,4 +255,3 @@ async def stream_generation(
             job.done.set()  # it never started, so it holds nothing
         else:
             await asyncio.wait({asyncio.wrap_future(future)}, timeout=CANCEL_WAIT_S)
-        registry.discard(job)

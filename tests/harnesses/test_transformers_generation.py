@@ -234,6 +234,32 @@ async def test_cancelling_the_consumer_stops_generation(loaded):
     assert at_cancel < 5000
 
 
+async def test_a_consumer_cancelled_again_while_it_stops_leaves_no_job_behind(loaded):
+    # What the neuron does when a streaming client leaves: it cancels the task that drains the
+    # stream, and the cancellation can land again while the stream waits for its worker to let
+    # go. Each leak kept a job (with its prompt and channel) forever: about 8 KB per disconnect.
+    started = asyncio.Event()
+
+    async def consume():
+        async for _ in loaded.chat(MODEL, chat_request(max_tokens=5000, temperature=0)):
+            started.set()
+
+    for _ in range(5):
+        started.clear()
+        task = asyncio.create_task(consume())
+        await started.wait()
+        task.cancel()
+        await asyncio.sleep(0)  # the stream is now in its cleanup, waiting for the worker
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    for _ in range(200):  # the workers finish their decode step and let go
+        if loaded.in_flight(MODEL) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert loaded.in_flight(MODEL) == 0
+
+
 async def test_unloading_mid_stream_ends_the_stream_with_not_found(loaded):
     stream = loaded.chat(MODEL, chat_request(max_tokens=5000, temperature=0))
     await stream.__anext__()
