@@ -173,3 +173,15 @@ def unloadable_model(root: Path) -> Path:
     broken.mkdir(parents=True, exist_ok=True)
     (broken / "config.json").write_text("{}")
     return broken
+
+
+def endless_stream(model: str) -> dict[str, Any]:
+    """A streamed chat request that runs until something ends it (40,000 tokens, EOS ignored):
+    what the fault tests hold open while they freeze, evict, unload or drain."""
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": "go"}],
+        "max_tokens": 40000,
+        "ignore_eos": True,
+        "stream": True,
+    }

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.daemons import LineStream, http_json, toml_str, unloadable_model
+from tests.daemons import LineStream, endless_stream, http_json, toml_str, unloadable_model
 
 pytestmark = pytest.mark.slow
 
@@ -142,13 +142,7 @@ def test_an_eviction_the_neuron_refuses_as_busy_is_re_planned(start_neuron, star
     assert [(m["id"], m["state"], m["in_flight"]) for m in _view(evicting)["n1"]["models"]] == [
         ("a", "ready", 0)
     ]
-    body = {
-        "model": "a",
-        "messages": [{"role": "user", "content": "go"}],
-        "max_tokens": 40000,
-        "ignore_eos": True,
-        "stream": True,
-    }
+    body = endless_stream("a")
     with LineStream(f"{serving.url}/v1/chat/completions", "POST", body, timeout=60) as stream:
         lines = iter(stream)
         next(lines)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.daemons import LineStream, http_json, toml_str, unloadable_model
+from tests.daemons import LineStream, endless_stream, http_json, toml_str, unloadable_model
 
 pytestmark = pytest.mark.slow
 
@@ -75,13 +75,7 @@ def test_a_busy_victim_means_503_with_retry_after(start_neuron, start_gateway, t
     )
     gateway = start_gateway({"n1": neuron}, extra='[eviction]\nstrategy = "lru"\n', catalogue_extra=other)
     assert ask(gateway, "tiny-chat")[0] == 200
-    body = {
-        "model": "tiny-chat",
-        "messages": [{"role": "user", "content": "go"}],
-        "max_tokens": 40000,
-        "ignore_eos": True,
-        "stream": True,
-    }
+    body = endless_stream("tiny-chat")
     with LineStream(f"{neuron.url}/v1/chat/completions", "POST", body, timeout=60) as stream:
         next(iter(stream))
         status, reply, headers = ask(gateway, "other")
@@ -95,13 +89,7 @@ def test_an_admin_unload_of_a_busy_model_is_refused_and_leaves_it_serving(start_
     neuron = start_neuron()
     gateway = start_gateway({"n1": neuron})
     assert ask(gateway, "tiny-chat")[0] == 200
-    body = {
-        "model": "tiny-chat",
-        "messages": [{"role": "user", "content": "go"}],
-        "max_tokens": 40000,
-        "ignore_eos": True,
-        "stream": True,
-    }
+    body = endless_stream("tiny-chat")
     with LineStream(f"{gateway.url}/v1/chat/completions", "POST", body, timeout=60) as stream:
         next(iter(stream))
         status, reply, headers = http_json(

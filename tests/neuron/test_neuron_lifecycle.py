@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.daemons import LineStream, http_json, toml_str, unloadable_model
+from tests.daemons import LineStream, endless_stream, http_json, toml_str, unloadable_model
 
 pytestmark = pytest.mark.slow
 
@@ -104,13 +104,7 @@ def test_a_failed_load_frees_its_budget_and_can_be_replaced(start_neuron, tiny_c
 def test_unloading_a_busy_model_is_refused_unless_forced(start_neuron):
     neuron = start_neuron()
     assert load(neuron, {"model": "tiny-chat"})[0] == 200
-    body = {
-        "model": "tiny-chat",
-        "messages": [{"role": "user", "content": "go"}],
-        "max_tokens": 40000,
-        "ignore_eos": True,
-        "stream": True,
-    }
+    body = endless_stream("tiny-chat")
     with LineStream(f"{neuron.url}/v1/chat/completions", "POST", body, timeout=60) as stream:
         lines = iter(stream)
         next(lines)
