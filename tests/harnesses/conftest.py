@@ -35,3 +35,10 @@ def make_harness(tiny_chat_model: Path, tiny_embed_model: Path) -> Iterator:
 def harness(make_harness, harness_context: HarnessContext):
     """A transformers harness whose model roots are the tiny models and ``tmp_path / "models"``."""
     return make_harness(harness_context)
+
+
+@pytest.fixture
+async def loaded(harness, tiny_chat_profile):
+    """The harness with the tiny chat model loaded."""
+    await harness.load(tiny_chat_profile)
+    return harness

@@ -42,12 +42,6 @@ def count_forwards(harness, model_id=MODEL):
         hook.remove()
 
 
-@pytest.fixture
-async def loaded(harness, tiny_chat_profile):
-    await harness.load(tiny_chat_profile)
-    return harness
-
-
 async def test_usage_is_exact(loaded):
     request = chat_request(max_tokens=9, temperature=0)
     with count_forwards(loaded) as forwards:

@@ -44,12 +44,6 @@ def eos_from_step(harness, step: int) -> Iterator[list[int]]:
         hook.remove()
 
 
-@pytest.fixture
-async def loaded(harness, tiny_chat_profile):
-    await harness.load(tiny_chat_profile)
-    return harness
-
-
 @pytest.mark.parametrize("step", [1, 3])
 @pytest.mark.parametrize("sampling", [{"temperature": 0}, {"temperature": 1.0, "seed": 7}])
 async def test_the_hook_makes_the_model_stop_early(loaded, step, sampling):
