@@ -60,27 +60,22 @@ class Refused(Exception):
 def check_framing(request: h11.Request) -> None:
     """Refuse the request shapes that let two parsers disagree on where a request ends.
 
-    h11 already refuses conflicting ``Content-Length`` values. It accepts ``Content-Length``
-    beside ``Transfer-Encoding`` (it frames by the latter) and chunked bodies on HTTP/1.0, either
-    of which lets a proxy in front of us read a different request boundary than we do (RFC 9112
-    §6.1, §6.3); and it answers any transfer coding but ``chunked`` with a 501, which would count
-    a client's malformed request as a server error. All of these are a 400 and a closed connection.
+    h11 already refuses conflicting ``Content-Length`` values and any transfer coding but one
+    ``chunked`` (while reading the head, before this runs; see ``_send_error_response``). It
+    accepts ``Content-Length`` beside ``Transfer-Encoding`` (it frames by the latter) and chunked
+    bodies on HTTP/1.0, either of which lets a proxy in front of us read a different request
+    boundary than we do (RFC 9112 §6.1, §6.3): both are a 400 and a closed connection.
     """
-    codings: list[bytes] = []
-    has_length = False
-    for name, value in request.headers:
+    chunked = has_length = False
+    for name, _ in request.headers:
         if name == b"transfer-encoding":
-            codings.append(value.strip().lower())
+            chunked = True
         elif name == b"content-length":
             has_length = True
-    if not codings:
-        return
-    if has_length:
+    if chunked and has_length:
         raise Refused(400, "a request may not carry both Content-Length and Transfer-Encoding", "bad_framing")
-    if request.http_version == b"1.0":
+    if chunked and request.http_version == b"1.0":
         raise Refused(400, "Transfer-Encoding is not allowed on an HTTP/1.0 request", "bad_framing")
-    if codings != [b"chunked"]:
-        raise Refused(400, "the only transfer coding accepted is a single 'chunked'", "bad_framing")
 
 
 class GuardedH11(H11Protocol):
