@@ -11,7 +11,11 @@ the stock class cannot be configured out of:
   and a request that misses it is answered 408 and the connection closed;
 - it accepts the framing shapes request smuggling relies on (``Content-Length`` together with
   ``Transfer-Encoding``, chunked HTTP/1.0), which h11 tolerates; here they are a 400 and a close;
-- it serves h2c to any client that asks; here only when ``allow_h2c`` is on.
+- it serves h2c to any client that asks; here only when ``allow_h2c`` is on;
+- when the app answers before the request body has arrived (a 413, a 401), it closes the socket
+  with unread bytes in it, and the kernel then resets the connection: a client still sending
+  gets a broken pipe instead of the answer. Here the connection lingers, as nginx's does: our
+  side is shut, and what the client still sends is read and dropped for up to ``LINGER_S``.
 
 No deadline ever applies while a response is being sent, so streams last as long as they need.
 """
@@ -36,6 +40,7 @@ from cortex_kernel.config.schema import ConnectionLimits
 from cortex_kernel.errors import CortexError, openai_error_body
 
 MAX_RECV = 2**16
+LINGER_S = 5.0
 
 
 class Refused(Exception):
@@ -127,6 +132,8 @@ class Connection:
         self.head_since: float | None = None
         self.head_begun = False
         self.body_since: float | None = None
+        self.linger_until: float | None = None
+        self.read_timeout: asyncio.Timeout | None = None
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -151,18 +158,19 @@ class Connection:
 
     async def _read_data(self, loop: asyncio.AbstractEventLoop) -> None:
         while not self.reader.at_eof():
-            deadline = self._deadline()
             try:
-                if deadline is None:
+                async with asyncio.timeout_at(self._deadline()) as self.read_timeout:
                     data = await self.reader.read(MAX_RECV)
-                else:
-                    async with asyncio.timeout_at(deadline):
-                        data = await self.reader.read(MAX_RECV)
             except TimeoutError:
-                self._timed_out()
+                if self.linger_until is None:
+                    self._timed_out()
                 break
             except OSError:  # ConnectionError included
                 break
+            finally:
+                self.read_timeout = None
+            if self.linger_until is not None:
+                continue  # answered already: the rest of the body is read only to be dropped
             self.received = self.received or bool(data)
             try:
                 await self.protocol.handle(RawData(data))
@@ -185,6 +193,8 @@ class Connection:
         return connection.their_state
 
     def _deadline(self) -> float | None:
+        if self.linger_until is not None:
+            return self.linger_until
         state = self._h11_state()
         if state is h11.IDLE and self.head_since is not None:
             return self.head_since + self.limits.header_timeout_s
@@ -257,12 +267,34 @@ class Connection:
                 except (ConnectionError, RuntimeError):
                     await self.protocol.handle(Closed())
         elif isinstance(event, Closed):
-            await self._close()
+            if not self._linger():
+                await self._close()
         elif isinstance(event, Updated):
             if event.idle:
                 await self.idle_task.restart(self._task_group, self._idle_timeout)
             else:
                 await self.idle_task.stop()
+
+    def _linger(self) -> bool:
+        """Shut our side but keep reading, when the client is still sending a body we answered.
+
+        Closing a socket with unread bytes makes the kernel send a reset, which can reach the
+        client before it reads the answer. So our side is shut (the client sees the answer and
+        our FIN) and the read loop drops what still arrives until EOF or ``LINGER_S``; the socket
+        is closed when the loop ends. False when there is nothing to wait for.
+        """
+        if self.linger_until is not None:
+            return True
+        if self._h11_state() is not h11.SEND_BODY or self.reader.at_eof():
+            return False
+        try:
+            self.writer.write_eof()
+        except (OSError, RuntimeError):
+            return False
+        self.linger_until = asyncio.get_running_loop().time() + LINGER_S
+        if self.read_timeout is not None:
+            self.read_timeout.reschedule(self.linger_until)
+        return True
 
     async def _close(self) -> None:
         with contextlib.suppress(NotImplementedError, OSError, RuntimeError):

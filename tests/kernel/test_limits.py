@@ -217,6 +217,23 @@ def test_a_client_that_leaves_during_its_upload_leaves_no_traceback(daemon: Daem
     assert "Traceback" not in log and "unhandled error" not in log, log[-3000:]
 
 
+def test_an_answer_given_before_the_body_arrived_reaches_a_client_still_sending(daemon: Daemon) -> None:
+    """A body refused unread (over the size limit) is answered, and the connection lingers.
+
+    Closing at once, with the client's bytes unread, makes the kernel reset the connection: the
+    client, still writing, then gets a broken pipe instead of the 413 (as CI once saw).
+    """
+    declared = 1024 * 1024 * 1024
+    for _ in range(3):
+        head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n"
+        with connect(daemon, head.encode()) as sock:
+            sock.sendall(b" " * (8 * 1024 * 1024))  # the rest of the upload is never sent
+            sock.shutdown(socket.SHUT_WR)
+            raw = read_until_closed(sock)
+        assert responses(raw) in ([413], [401]), raw[:300]
+    assert daemon.alive()
+
+
 # -- request smuggling shapes ------------------------------------------------------------------
 
 
