@@ -74,7 +74,7 @@ def register_harnesses() -> list[HarnessSpec] | None:
 
 
 @hookspec
-def register_dialects() -> list[Dialect] | None:
+def register_dialects(kernel: Kernel) -> list[Dialect] | None:
     """Offer API dialects to the gateway.
 
     Called once by the gateway at start-up, when it assembles its app. Return objects satisfying
@@ -83,9 +83,11 @@ def register_dialects() -> list[Dialect] | None:
     ``render_models`` to answer ``GET /v1/models`` in its own shape. OpenAI chat, completions
     and embeddings are served by the gateway itself; a dialect must not claim those paths.
 
+    :param kernel: the start-up context (a dialect reads its own configuration table there).
     :return: a list of dialects, or ``None``.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.1 receives ``kernel`` (implementations may leave it out).
     """
 
 

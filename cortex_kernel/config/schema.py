@@ -89,6 +89,14 @@ class ConnectionLimits(ConfigBase):
     allow_h2c: bool = False
 
 
+class ResponsesSection(ConfigBase):
+    """``[responses]``: the Responses dialect's in-memory store behind ``previous_response_id``."""
+
+    store_max_responses: PositiveInt = 1024
+    store_max_mb: PositiveInt = 256
+    store_ttl_s: PositiveFloat = 3600.0
+
+
 class CortexConfig(ConfigBase):
     """The gateway's configuration (``cortex.toml``)."""
 
@@ -99,6 +107,7 @@ class CortexConfig(ConfigBase):
     auth: AuthSection = msgspec.field(default_factory=AuthSection)
     plugins: PluginsSection = msgspec.field(default_factory=PluginsSection)
     limits: ConnectionLimits = msgspec.field(default_factory=ConnectionLimits)
+    responses: ResponsesSection = msgspec.field(default_factory=ResponsesSection)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -121,7 +121,9 @@ def gateway_part(kernel: Kernel) -> AppPart:
     headers = {"content-type": "application/json"}
     if config.gateway.neuron_token:
         headers["authorization"] = f"Bearer {config.gateway.neuron_token}"
-    dialects: list[Dialect] = [d for result in kernel.pm.hook.register_dialects() if result for d in result]
+    dialects: list[Dialect] = [
+        d for result in kernel.pm.hook.register_dialects(kernel=kernel) if result for d in result
+    ]
     evictor = select_evictor(kernel, config.eviction.strategy)
     sinks = kernel.pm.hook.register_event_sinks(role="gateway", kernel=kernel)
     events = EventBus(sink for result in sinks if result for sink in result)

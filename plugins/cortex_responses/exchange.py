@@ -1,0 +1,80 @@
+"""One ``/v1/responses`` exchange with a neuron: size the output, open the stream, read events.
+
+The output budget follows the Anthropic dialect's rule (:mod:`cortex_anthropic.exchange`): a
+``max_output_tokens`` larger than what the context leaves after the prompt is clamped to it,
+never rejected, and only a prompt that leaves no room at all is refused (400
+``context_length_exceeded``, both numbers in the message). Without ``max_output_tokens`` — Codex
+never sends it — nothing is counted up front: the neuron generates until the reply ends or the
+context is full, and refuses an over-long prompt itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import msgspec
+
+from cortex_anthropic.chat_protocol import ChatCompletionRequest
+from cortex_anthropic.exchange import CHAT_PATH, Connection, Neuron, Plan, _raise_for_status
+from cortex_anthropic.streaming import chat_chunks
+from cortex_responses.events import EventTranslator
+from cortex_responses.protocol import StreamEvent
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """What to ask a neuron for."""
+
+    model: str
+    chat: ChatCompletionRequest
+    max_output_tokens: int | None
+    context_length: int | None
+    prompt_cache_key: str | None = None
+
+
+async def connect(neuron: Neuron, exchange: Exchange) -> Connection:
+    """Open the neuron's stream (measuring and clamping first when there is a budget to clamp)."""
+    # TODO(routing): pass hints=RouteHints(prompt_cache_key=exchange.prompt_cache_key) once
+    # cortex_kernel.routing lands (owned by the routers helper).
+    if exchange.max_output_tokens is not None:
+        plan = Plan(
+            model=exchange.model,
+            chat=exchange.chat,
+            max_tokens=exchange.max_output_tokens,
+            context_length=exchange.context_length,
+        )
+        return await neuron.connect(plan)
+    reply = await neuron.upstream.open(CHAT_PATH, exchange.model, _encode(exchange.chat))
+    try:
+        await _raise_for_status(reply)
+    except BaseException:
+        reply.close()
+        raise
+    return Connection(reply=reply, prompt_tokens=None, clamped=False)
+
+
+async def response_events(
+    neuron: Neuron, exchange: Exchange, translator: EventTranslator, connection: Connection | None
+) -> AsyncIterator[StreamEvent]:
+    """The Responses events of one exchange.
+
+    ``response.created`` and ``response.in_progress`` are yielded before anything is awaited. With
+    ``connection`` None the upstream is opened after them (a cold model loads inside
+    :func:`connect`), so a streamed response can start — and keep alive — while the model loads.
+    """
+    for event in translator.start():
+        yield event
+    if connection is None:
+        connection = await connect(neuron, exchange)
+    translator.input_tokens = connection.prompt_tokens
+    try:
+        async for chunk in chat_chunks(connection.reply.chunks()):
+            for event in translator.feed(chunk):
+                yield event
+        for event in translator.finish():
+            yield event
+    finally:
+        connection.reply.close()

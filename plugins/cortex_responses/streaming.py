@@ -1,0 +1,78 @@
+"""The Responses event stream: ``event:`` + ``data:`` frames, keep-alive comments, and failures as
+``response.failed``.
+
+While the model is silent (a cold load, a long prefill, a queue) a ``: keep-alive`` comment goes
+out every few seconds: SSE clients ignore comments, and idle-stream timers (Codex has one) see
+bytes. A failure after the headers went out ends the stream with ``response.failed`` carrying
+an error code, never with a cut-off stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import msgspec
+
+from cortex_kernel.errors import CortexError
+from cortex_responses.events import EventTranslator
+from cortex_responses.protocol import StreamEvent
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE = b": keep-alive\n\n"
+_encode = msgspec.json.Encoder().encode
+
+
+def sse_frame(event: StreamEvent) -> bytes:
+    name = type(event).__struct_config__.tag
+    return b"event: " + str(name).encode() + b"\ndata: " + _encode(event) + b"\n\n"
+
+
+async def _next(events: AsyncIterator[StreamEvent]) -> StreamEvent | None:
+    return await anext(events, None)
+
+
+async def paced(events: AsyncIterator[StreamEvent], keepalive_s: float) -> AsyncIterator[StreamEvent | None]:
+    """``events`` as they come, with ``None`` (a keep-alive) whenever none came for ``keepalive_s``.
+
+    The next event is awaited in a task the timer never cancels; closing this generator cancels
+    that task and closes ``events``, which closes the upstream reply.
+    """
+    pending: asyncio.Task[StreamEvent | None] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.get_running_loop().create_task(_next(events))
+            done, _ = await asyncio.wait({pending}, timeout=keepalive_s)
+            if not done:
+                yield None
+                continue
+            task, pending = pending, None
+            event = task.result()
+            if event is None:
+                return
+            yield event
+    finally:
+        if pending is not None:
+            pending.cancel()
+            await asyncio.wait({pending})
+        with contextlib.suppress(Exception):
+            await events.aclose()  # type: ignore[attr-defined]
+
+
+async def sse_body(
+    events: AsyncIterator[StreamEvent], translator: EventTranslator, keepalive_s: float
+) -> AsyncIterator[bytes]:
+    """The body of a streamed ``/v1/responses``."""
+    try:
+        async for event in paced(events, keepalive_s):
+            yield KEEPALIVE if event is None else sse_frame(event)
+    except CortexError as exc:
+        log.warning("responses stream failed: %s", exc.message)
+        yield sse_frame(translator.failed(exc))
+    except Exception:
+        log.exception("responses stream failed")
+        yield sse_frame(translator.failed(CortexError("internal error; see the gateway log")))

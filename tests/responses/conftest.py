@@ -1,0 +1,183 @@
+"""Fixtures for the Responses dialect: the gateway app in-process in front of the scripted neuron
+double (:mod:`tests.anthropic.scripted`), driven by the official ``openai`` SDK, and a real
+``cortex-kernel serve`` + ``cortex-kernel neuron`` pair with the tiny model."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import openai
+import pytest
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+import cortex_evictors.plugin
+import cortex_gateway.plugin
+from cortex_kernel.app import create_app
+from cortex_kernel.config.loader import LoadedConfig
+from cortex_kernel.config.schema import Catalogue, CortexConfig, ModelProfile, NeuronEndpoint
+from cortex_kernel.hookspecs import hookimpl
+from cortex_kernel.kernel import Kernel
+from cortex_kernel.plugins import build_plugin_manager
+from cortex_responses.dialect import ResponsesDialect
+from tests.anthropic.scripted import MODEL, ScriptedNeuron
+from tests.daemons import Daemon, free_port, toml_str, write_toml
+
+FAST_KEEPALIVE_S = 0.05
+
+
+class DialectPlugin:
+    """Registers one configured dialect object (so a test can choose its settings)."""
+
+    def __init__(self, dialect: ResponsesDialect) -> None:
+        self.dialect = dialect
+
+    @hookimpl
+    def register_dialects(self) -> list[ResponsesDialect]:
+        return [self.dialect]
+
+
+def gateway_app(neuron_url: str, *, dialect: ResponsesDialect | None = None) -> Starlette:
+    """The real gateway app (gateway plugin + this dialect) pointed at one neuron."""
+    profiles = [ModelProfile(id=MODEL, harness="scripted", min_devices=0)]
+    profiles.append(ModelProfile(id="embedder", harness="scripted", min_devices=0, task="embedding"))
+    config = CortexConfig(neurons=[NeuronEndpoint(name="n1", endpoint=neuron_url)])
+    loaded = LoadedConfig(
+        kind="cortex", value=config, path=None, sources={}, catalogue=Catalogue(models=profiles, aliases={})
+    )
+    plugin = DialectPlugin(dialect or ResponsesDialect(keepalive_s=FAST_KEEPALIVE_S))
+    pm = build_plugin_manager(
+        load_entrypoints=False,
+        extra=[
+            ("gateway", cortex_gateway.plugin),
+            ("evictors", cortex_evictors.plugin),
+            ("responses", plugin),
+        ],
+    )
+    return create_app(Kernel(role="gateway", config=loaded, pm=pm))
+
+
+@dataclass
+class Gateway:
+    """The gateway under test: raw HTTP (``http``), the SDK (``client``) and the fake neuron."""
+
+    http: TestClient
+    client: openai.OpenAI
+    neuron: ScriptedNeuron
+
+
+@pytest.fixture
+def neuron() -> Iterator[ScriptedNeuron]:
+    scripted = ScriptedNeuron().start()
+    yield scripted
+    scripted.stop()
+
+
+@pytest.fixture
+def make_gateway(neuron: ScriptedNeuron) -> Iterator[Callable[..., Gateway]]:
+    with contextlib.ExitStack() as stack:
+
+        def make(**kwargs) -> Gateway:
+            http = stack.enter_context(TestClient(gateway_app(neuron.url, **kwargs)))
+            client = openai.OpenAI(
+                base_url=f"{http.base_url}/v1", api_key="client-key", http_client=http, max_retries=0
+            )
+            return Gateway(http=http, client=client, neuron=neuron)
+
+        yield make
+
+
+@pytest.fixture
+def gateway(make_gateway: Callable[..., Gateway]) -> Gateway:
+    return make_gateway()
+
+
+# ---------------------------------------------------------------------------------------------
+# A real gateway in front of a real neuron serving the tiny synthetic chat model.
+
+TINY_CONTEXT = 64
+
+
+def entry_point_shim(root: Path) -> str | None:
+    """A directory holding a dist-info that registers this plugin's entry point, for daemons run
+    from a checkout whose installed metadata predates it (``None`` when it is installed)."""
+    names = {ep.name for ep in importlib.metadata.entry_points(group="cortex_kernel")}
+    if "responses" in names:
+        return None
+    info = root / "cortex_responses_checkout-0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cortex-responses-checkout\nVersion: 0\n")
+    (info / "entry_points.txt").write_text("[cortex_kernel]\nresponses = cortex_responses.plugin\n")
+    return str(root)
+
+
+@dataclass
+class RealFleet:
+    url: str
+    log_text: Callable[[], str]
+
+
+@pytest.fixture(scope="module")
+def real_fleet(tmp_path_factory: pytest.TempPathFactory, tiny_chat_model: Path) -> Iterator[RealFleet]:
+    """``cortex-kernel neuron`` + ``cortex-kernel serve`` on loopback; yields the gateway URL.
+
+    ``tiny-chat`` has its full context, ``tiny-short`` the same weights with a 64-token context
+    (for clamping and "input too long")."""
+    tmp_path = tmp_path_factory.mktemp("responses-fleet")
+    catalogue = f"""
+[[models]]
+id = "tiny-chat"
+harness = "transformers"
+source = {toml_str(tiny_chat_model)}
+min_devices = 0
+
+[[models]]
+id = "tiny-short"
+harness = "transformers"
+source = {toml_str(tiny_chat_model)}
+min_devices = 0
+context_length = {TINY_CONTEXT}
+"""
+    neuron_port, gateway_port = free_port(), free_port()
+    home = tmp_path / "neuron"
+    write_toml(home / "models.toml", catalogue)
+    neuron_config = write_toml(
+        home / "neuron.toml",
+        f'listen = "127.0.0.1:{neuron_port}"\nname = "n1"\n'
+        f"cache_dir = {toml_str(home / 'cache')}\n"
+        f"model_roots = [{toml_str(tiny_chat_model.parent)}]\n",
+    )
+    etc = tmp_path / "gateway"
+    write_toml(etc / "models.toml", catalogue)
+    gateway_config = write_toml(
+        etc / "cortex.toml",
+        f'[gateway]\nlisten = "127.0.0.1:{gateway_port}"\nmetrics_listen = "127.0.0.1:{free_port()}"\n\n'
+        f'[[neurons]]\nname = "n1"\nendpoint = "http://127.0.0.1:{neuron_port}"\n\n'
+        "[responses]\nstore_max_responses = 64\nstore_ttl_s = 600\n",
+    )
+    env: dict[str, str] = {}
+    shim = entry_point_shim(tmp_path / "entry-points")
+    if shim is not None:
+        env["PYTHONPATH"] = os.pathsep.join([shim, os.environ.get("PYTHONPATH", "")])
+    neuron = Daemon(
+        ["neuron", "--config", str(neuron_config)], neuron_port, home / "neuron.log", {"HF_HUB_OFFLINE": "1"}
+    )
+    gateway = Daemon(["serve", "--config", str(gateway_config)], gateway_port, etc / "gateway.log", env)
+    try:
+        neuron.start()
+        gateway.start()
+        neuron.wait_healthy()
+        deadline = time.monotonic() + 60
+        while gateway.wait_healthy()["nodes"]["up"] < 1:
+            assert time.monotonic() < deadline, gateway.log_text()
+            time.sleep(0.1)
+        yield RealFleet(url=gateway.url, log_text=gateway.log_text)
+    finally:
+        gateway.stop()
+        neuron.stop()
