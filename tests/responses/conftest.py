@@ -43,9 +43,11 @@ class DialectPlugin:
         return [self.dialect]
 
 
-def gateway_app(neuron_url: str, *, dialect: ResponsesDialect | None = None) -> Starlette:
+def gateway_app(
+    neuron_url: str, *, catalogue: tuple[str, ...] = (MODEL,), dialect: ResponsesDialect | None = None
+) -> Starlette:
     """The real gateway app (gateway plugin + this dialect) pointed at one neuron."""
-    profiles = [ModelProfile(id=MODEL, harness="scripted", min_devices=0)]
+    profiles = [ModelProfile(id=model, harness="scripted", min_devices=0) for model in catalogue]
     profiles.append(ModelProfile(id="embedder", harness="scripted", min_devices=0, task="embedding"))
     config = CortexConfig(neurons=[NeuronEndpoint(name="n1", endpoint=neuron_url)])
     loaded = LoadedConfig(
