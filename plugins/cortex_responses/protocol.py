@@ -95,10 +95,13 @@ class ReasoningInputItem(msgspec.Struct, kw_only=True):
 
 
 class TextPartIn(msgspec.Struct, kw_only=True):
-    """``input_text``, ``output_text`` and ``refusal`` parts (the last carries ``refusal``)."""
+    """``input_text`` and ``output_text`` parts."""
 
-    text: str = ""
-    refusal: str = ""
+    text: str
+
+
+class RefusalPartIn(msgspec.Struct, kw_only=True):
+    refusal: str
 
 
 class ImagePartIn(msgspec.Struct, kw_only=True):

@@ -55,6 +55,7 @@ from cortex_responses.protocol import (
     ImagePartIn,
     MessageItem,
     ReasoningInputItem,
+    RefusalPartIn,
     ResponsesRequest,
     TextPartIn,
     ToolOutputItem,
@@ -108,9 +109,12 @@ def content_parts(content: str | list[dict[str, Any]], path: str) -> list[Conten
     for index, raw in enumerate(content):
         where = f"{path}[{index}]"
         kind = raw.get("type") if isinstance(raw, dict) else None
-        if kind in _TEXT_PARTS or kind == "refusal":
+        if kind in _TEXT_PARTS:
             part: TextPartIn = convert(raw, TextPartIn, where)
-            parts.append(TextPart(text=part.text or part.refusal))
+            parts.append(TextPart(text=part.text))
+        elif kind == "refusal":
+            refusal: RefusalPartIn = convert(raw, RefusalPartIn, where)
+            parts.append(TextPart(text=refusal.refusal))
         elif kind == "input_image":
             parts.append(_image(raw, where))
         elif kind == "input_file":
@@ -305,13 +309,14 @@ def chat_request(
     if not messages or all(isinstance(message, SystemMessage) for message in messages):
         raise BadRequest("input: at least one input item is required", param="input")
     kwargs, effort = reasoning_settings(params)
+    choice = tool_choice(params.tool_choice, names)  # checked even when no tool is left to choose
     request = ChatCompletionRequest(
         model=model,
         messages=messages,
         stream=True,
         stream_options=StreamOptions(include_usage=True),
         tools=tools if tools else UNSET,
-        tool_choice=tool_choice(params.tool_choice, names) if tools else UNSET,
+        tool_choice=choice if tools else UNSET,
         parallel_tool_calls=params.parallel_tool_calls
         if tools and params.parallel_tool_calls is not None
         else UNSET,
