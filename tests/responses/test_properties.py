@@ -253,7 +253,7 @@ def test_invalid_bodies_always_get_a_4xx_in_openais_envelope(gateway):
     @given(invalid_bodies, st.booleans())
     def check(body: bytes, streamed: bool) -> None:
         if streamed and body.startswith(b"{"):
-            body = json.dumps({**json.loads(body), "stream": True}).encode()
+            body = json.dumps({"stream": True, **json.loads(body)}).encode()
         response = gateway.http.post(
             "/v1/responses", content=body, headers={"content-type": "application/json"}
         )
