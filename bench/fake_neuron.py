@@ -28,8 +28,20 @@ def chunk(i: int) -> bytes:
     return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
 
 
-def build_app(tokens: int, gap_s: float) -> web.Application:
-    chunks = [chunk(i) for i in range(tokens)]
+def finish_chunks(tokens: int) -> list[bytes]:
+    """The finish chunk and the usage chunk a real neuron ends a stream with (dialects need them)."""
+    finish = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    usage = {
+        "choices": [],
+        "usage": {"prompt_tokens": 8, "completion_tokens": tokens, "total_tokens": 8 + tokens},
+    }
+    return [
+        b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n" for body in (finish, usage)
+    ]
+
+
+def build_app(tokens: int, gap_s: float, finish: bool = False) -> web.Application:
+    chunks = [chunk(i) for i in range(tokens)] + (finish_chunks(tokens) if finish else [])
     done = b"data: [DONE]\n\n"
     completion = json.dumps(
         {
@@ -86,10 +98,13 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--gap-ms", type=float, default=0.0)
     parser.add_argument("--cpu", type=int, default=None)
+    parser.add_argument("--finish", action="store_true", help="end streams with finish and usage chunks")
     args = parser.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
-    web.run_app(build_app(args.tokens, args.gap_ms / 1000), host="127.0.0.1", port=args.port, print=None)
+    web.run_app(
+        build_app(args.tokens, args.gap_ms / 1000, args.finish), host="127.0.0.1", port=args.port, print=None
+    )
 
 
 if __name__ == "__main__":

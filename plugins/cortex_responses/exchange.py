@@ -10,7 +10,7 @@ context is full, and refuses an over-long prompt itself.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -19,7 +19,7 @@ from cortex_anthropic.chat_protocol import ChatCompletionRequest
 from cortex_anthropic.exchange import CHAT_PATH, Connection, Neuron, Plan, _raise_for_status
 from cortex_anthropic.streaming import chat_chunks
 from cortex_responses.events import EventTranslator
-from cortex_responses.protocol import StreamEvent
+from cortex_responses.protocol import Response, StreamEvent
 
 _encode = msgspec.json.Encoder().encode
 
@@ -57,24 +57,33 @@ async def connect(neuron: Neuron, exchange: Exchange) -> Connection:
 
 
 async def response_events(
-    neuron: Neuron, exchange: Exchange, translator: EventTranslator, connection: Connection | None
-) -> AsyncIterator[StreamEvent]:
-    """The Responses events of one exchange.
+    neuron: Neuron,
+    exchange: Exchange,
+    translator: EventTranslator,
+    connection: Connection | None,
+    on_done: Callable[[Response], None] | None = None,
+) -> AsyncIterator[list[StreamEvent]]:
+    """The Responses events of one exchange, in batches: the events one upstream chunk produced
+    go out in one write (a delta opening an item brings its ``added`` events; the end brings the
+    ``done`` events and the terminal one), which costs the gateway a write per chunk, not per event.
 
     ``response.created`` and ``response.in_progress`` are yielded before anything is awaited. With
     ``connection`` None the upstream is opened after them (a cold model loads inside
     :func:`connect`), so a streamed response can start — and keep alive — while the model loads.
+    ``on_done`` gets the final response (completed or incomplete) before its event is yielded.
     """
-    for event in translator.start():
-        yield event
+    yield translator.start()
     if connection is None:
         connection = await connect(neuron, exchange)
     translator.input_tokens = connection.prompt_tokens
     try:
         async for chunk in chat_chunks(connection.reply.chunks()):
-            for event in translator.feed(chunk):
-                yield event
-        for event in translator.finish():
-            yield event
+            events = translator.feed(chunk)
+            if events:
+                yield events
+        events = translator.finish()
+        if on_done is not None:
+            on_done(translator.response)
+        yield events
     finally:
         connection.reply.close()

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -27,8 +28,6 @@ from cortex_responses.events import EventTranslator, new_id
 from cortex_responses.exchange import Exchange, connect, response_events
 from cortex_responses.protocol import (
     DeletedResponse,
-    ResponseCompleted,
-    ResponseIncomplete,
     ResponsesRequest,
     StreamEvent,
 )
@@ -178,7 +177,8 @@ class ResponsesRoutes:
         # meanwhile. Otherwise connect now, so refusals keep their HTTP status.
         if not (params.stream and not entry.get("loaded")):
             connection = await connect(self.neuron, exchange)
-        events = self._kept(response_events(self.neuron, exchange, translator, connection), items)
+        keep = partial(self._keep, items) if response.store else None
+        events = response_events(self.neuron, exchange, translator, connection, keep)
         close = connection.reply.close if connection is not None else None
         if params.stream:
             return EventStreamResponse(sse_body(events, translator, self.keepalive_s), on_close=close)
@@ -188,16 +188,9 @@ class ResponsesRoutes:
             if close is not None:
                 close()
 
-    async def _kept(
-        self, events: AsyncIterator[StreamEvent], items: list[dict[str, Any]]
-    ) -> AsyncIterator[StreamEvent]:
-        """``events``, storing the response when it ends (unless the client said ``store: false``)."""
-        async with contextlib.aclosing(events):  # type: ignore[type-var]
-            async for event in events:
-                if isinstance(event, ResponseCompleted | ResponseIncomplete) and event.response.store:
-                    output = [_builtins(item) for item in event.response.output]
-                    self.store.put(event.response, [*items, *output])
-                yield event
+    def _keep(self, items: list[dict[str, Any]], response: ResponseObject) -> None:
+        """Store a finished response with its conversation (not called for ``store: false``)."""
+        self.store.put(response, [*items, *(_builtins(item) for item in response.output)])
 
     async def retrieve(self, request: Request) -> Response:
         return json_response(self._stored(request.path_params["response_id"]))
@@ -209,7 +202,7 @@ class ResponsesRoutes:
         return json_response(DeletedResponse(id=response_id))
 
 
-async def _folded(events: AsyncIterator[StreamEvent], translator: EventTranslator) -> ResponseObject:
+async def _folded(events: AsyncIterator[list[StreamEvent]], translator: EventTranslator) -> ResponseObject:
     """The events of a non-streamed reply, drained: the translator's response is then final."""
     async with contextlib.aclosing(events):  # type: ignore[type-var]
         async for _ in events:

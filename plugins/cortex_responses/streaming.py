@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import get_args
 
 import msgspec
 
@@ -26,22 +27,32 @@ KEEPALIVE = b": keep-alive\n\n"
 _encode = msgspec.json.Encoder().encode
 
 
+def _frame_head(kind: type[StreamEvent]) -> bytes:
+    return b"event: " + str(kind.__struct_config__.tag).encode() + b"\ndata: "
+
+
+_HEADS = {kind: _frame_head(kind) for kind in get_args(StreamEvent)}
+
+
 def sse_frame(event: StreamEvent) -> bytes:
-    name = type(event).__struct_config__.tag
-    return b"event: " + str(name).encode() + b"\ndata: " + _encode(event) + b"\n\n"
+    """``event: TYPE`` + ``data: JSON`` + a blank line."""
+    return _HEADS[type(event)] + _encode(event) + b"\n\n"
 
 
-async def _next(events: AsyncIterator[StreamEvent]) -> StreamEvent | None:
+Batch = list[StreamEvent]
+
+
+async def _next(events: AsyncIterator[Batch]) -> Batch | None:
     return await anext(events, None)
 
 
-async def paced(events: AsyncIterator[StreamEvent], keepalive_s: float) -> AsyncIterator[StreamEvent | None]:
+async def paced(events: AsyncIterator[Batch], keepalive_s: float) -> AsyncIterator[Batch | None]:
     """``events`` as they come, with ``None`` (a keep-alive) whenever none came for ``keepalive_s``.
 
     The next event is awaited in a task the timer never cancels; closing this generator cancels
     that task and closes ``events``, which closes the upstream reply.
     """
-    pending: asyncio.Task[StreamEvent | None] | None = None
+    pending: asyncio.Task[Batch | None] | None = None
     try:
         while True:
             if pending is None:
@@ -64,12 +75,12 @@ async def paced(events: AsyncIterator[StreamEvent], keepalive_s: float) -> Async
 
 
 async def sse_body(
-    events: AsyncIterator[StreamEvent], translator: EventTranslator, keepalive_s: float
+    events: AsyncIterator[Batch], translator: EventTranslator, keepalive_s: float
 ) -> AsyncIterator[bytes]:
     """The body of a streamed ``/v1/responses``."""
     try:
-        async for event in paced(events, keepalive_s):
-            yield KEEPALIVE if event is None else sse_frame(event)
+        async for batch in paced(events, keepalive_s):
+            yield KEEPALIVE if batch is None else b"".join(map(sse_frame, batch))
     except CortexError as exc:
         log.warning("responses stream failed: %s", exc.message)
         yield sse_frame(translator.failed(exc))
