@@ -20,13 +20,14 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gateway_overhead import EXE, HERE, cpu_seconds, free_port, start, wait_up
+from gateway_overhead import EXE, HERE, cpu_seconds, free_port, start
 
 HI = [{"role": "user", "content": "hi"}]
 ENDPOINTS = {
@@ -54,6 +55,21 @@ async def run_round(base: str, name: str, workers: int, requests: int) -> None:
                 await one(session, base + path, body)
 
         await asyncio.gather(*(worker() for _ in range(workers)))
+
+
+async def wait_up(url: str, log: Path, timeout_s: float = 120.0) -> None:
+    """Until ``url`` answers 200 (a loaded machine can take a while to start a gateway)."""
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(url) as reply:
+                    if reply.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up; see {log}")
 
 
 def entry_point_shim(root: Path) -> dict[str, str]:
@@ -85,8 +101,8 @@ async def main_async(rounds: int, workers: int, requests: int, workdir: Path) ->
     gateway = start([EXE, "--log-level", "warning", "serve", "--config", str(config)], 0, workdir / "gw.log")
     try:
         base = f"http://127.0.0.1:{gateway_port}"
-        await wait_up(f"http://127.0.0.1:{upstream_port}/health")
-        await wait_up(f"{base}/health")
+        await wait_up(f"http://127.0.0.1:{upstream_port}/health", workdir / "upstream.log")
+        await wait_up(f"{base}/health", workdir / "gw.log")
         for name in ENDPOINTS:  # warm connections and code paths
             await run_round(base, name, 2, 3)
         per_request: dict[str, list[float]] = {name: [] for name in ENDPOINTS}

@@ -16,12 +16,22 @@ from dataclasses import dataclass
 import msgspec
 
 from cortex_anthropic.chat_protocol import ChatCompletionRequest
-from cortex_anthropic.exchange import CHAT_PATH, Connection, Neuron, Plan, _raise_for_status
+from cortex_anthropic.errors import from_neuron
+from cortex_anthropic.exchange import CHAT_PATH, Connection, Neuron, Plan
 from cortex_anthropic.streaming import chat_chunks
+from cortex_kernel.dialect import UpstreamReply
 from cortex_responses.events import EventTranslator
 from cortex_responses.protocol import Response, StreamEvent
 
 _encode = msgspec.json.Encoder().encode
+
+
+async def raise_for_status(reply: UpstreamReply) -> None:
+    """A neuron's error reply as the :class:`CortexError` it stands for."""
+    if reply.status < 400:
+        return
+    retry_after = next((v for k, v in reply.headers.items() if k.lower() == "retry-after"), None)
+    raise from_neuron(reply.status, await reply.read(), retry_after)
 
 
 @dataclass(frozen=True)
@@ -49,7 +59,7 @@ async def connect(neuron: Neuron, exchange: Exchange) -> Connection:
         return await neuron.connect(plan)
     reply = await neuron.upstream.open(CHAT_PATH, exchange.model, _encode(exchange.chat))
     try:
-        await _raise_for_status(reply)
+        await raise_for_status(reply)
     except BaseException:
         reply.close()
         raise
