@@ -57,6 +57,11 @@ from cortex_responses.protocol import (
     ResponseIncomplete,
     ResponseInProgress,
     StreamEvent,
+    SummaryPartAdded,
+    SummaryPartDone,
+    SummaryText,
+    SummaryTextDelta,
+    SummaryTextDone,
     Usage,
 )
 from cortex_responses.tools import CUSTOM_ARGUMENT, ToolNames
@@ -94,10 +99,14 @@ class EventTranslator:
     :param response: the response as it starts (``in_progress``, no output, request fields echoed);
         it is updated in place and is the final response once :meth:`finish` has run.
     :param names: the tool-name map of the request.
+    :param summarize: the client asked for a reasoning summary (``reasoning.summary``): reasoning
+        streams as summary parts (``response.reasoning_summary_*``), which is what such clients
+        display; a local model's summary is its whole reasoning. The item carries it both ways.
     """
 
-    def __init__(self, response: Response, names: ToolNames) -> None:
+    def __init__(self, response: Response, names: ToolNames, *, summarize: bool = False) -> None:
         self.response = response
+        self._summarize = summarize
         self._names = names
         self._sequence = 0
         self._items: dict[int, OutputItem] = {}
@@ -158,70 +167,101 @@ class EventTranslator:
     ) -> None:
         segment = self._segment
         if segment is None or segment.kind != kind:
-            self._close_segment(events)
-            segment = self._segment = _Segment(
-                kind=kind,
-                item_id=new_id("rs" if kind == "reasoning" else "msg"),
-                output_index=self._take_index(),
-            )
-            item: OutputItem
-            part: OutputText | ReasoningText
-            if kind == "reasoning":
-                item = ReasoningItem(id=segment.item_id, summary=[], content=[], status="in_progress")
-                part = ReasoningText(text="")
-            else:
-                item = OutputMessage(id=segment.item_id, status="in_progress", content=[])
-                part = OutputText(text="")
-            events.append(self._seq(OutputItemAdded(output_index=segment.output_index, item=item)))
-            events.append(
-                self._seq(
-                    ContentPartAdded(
-                        item_id=segment.item_id, output_index=segment.output_index, content_index=0, part=part
-                    )
-                )
-            )
+            segment = self._open_segment(events, kind)
         segment.text.append(text)
-        ids = segment.item_id, segment.output_index
-        if kind == "reasoning":
+        item_id, index = segment.item_id, segment.output_index
+        if kind == "message":
             events.append(
-                self._seq(
-                    ReasoningTextDelta(delta=text, item_id=ids[0], output_index=ids[1], content_index=0)
-                )
+                self._seq(OutputTextDelta(delta=text, item_id=item_id, output_index=index, content_index=0))
+            )
+        elif self._summarize:
+            events.append(
+                self._seq(SummaryTextDelta(delta=text, item_id=item_id, output_index=index, summary_index=0))
             )
         else:
             events.append(
-                self._seq(OutputTextDelta(delta=text, item_id=ids[0], output_index=ids[1], content_index=0))
+                self._seq(
+                    ReasoningTextDelta(delta=text, item_id=item_id, output_index=index, content_index=0)
+                )
             )
+
+    def _open_segment(self, events: list[StreamEvent], kind: Literal["reasoning", "message"]) -> _Segment:
+        self._close_segment(events)
+        item_id = new_id("rs" if kind == "reasoning" else "msg")
+        segment = self._segment = _Segment(kind=kind, item_id=item_id, output_index=self._take_index())
+        index = segment.output_index
+        item: OutputItem
+        if kind == "reasoning":
+            item = ReasoningItem(id=item_id, summary=[], content=[], status="in_progress")
+        else:
+            item = OutputMessage(id=item_id, status="in_progress", content=[])
+        events.append(self._seq(OutputItemAdded(output_index=index, item=item)))
+        if kind == "message":
+            part = OutputText(text="")
+            events.append(
+                self._seq(ContentPartAdded(item_id=item_id, output_index=index, content_index=0, part=part))
+            )
+        elif self._summarize:
+            summary = SummaryText(text="")
+            events.append(
+                self._seq(
+                    SummaryPartAdded(item_id=item_id, output_index=index, summary_index=0, part=summary)
+                )
+            )
+        else:
+            reasoning = ReasoningText(text="")
+            events.append(
+                self._seq(
+                    ContentPartAdded(item_id=item_id, output_index=index, content_index=0, part=reasoning)
+                )
+            )
+        return segment
 
     def _close_segment(self, events: list[StreamEvent]) -> None:
         segment, self._segment = self._segment, None
         if segment is None:
             return
         text = "".join(segment.text)
-        ids = segment.item_id, segment.output_index
+        item_id, index = segment.item_id, segment.output_index
         item: OutputItem
-        if segment.kind == "reasoning":
-            reasoning = ReasoningText(text=text)
-            events.append(
-                self._seq(ReasoningTextDone(text=text, item_id=ids[0], output_index=ids[1], content_index=0))
-            )
-            events.append(
-                self._seq(
-                    ContentPartDone(part=reasoning, item_id=ids[0], output_index=ids[1], content_index=0)
-                )
-            )
-            item = ReasoningItem(id=segment.item_id, summary=[], content=[reasoning], status="completed")
-        else:
+        if segment.kind == "message":
             output = OutputText(text=text)
             events.append(
-                self._seq(OutputTextDone(text=text, item_id=ids[0], output_index=ids[1], content_index=0))
+                self._seq(OutputTextDone(text=text, item_id=item_id, output_index=index, content_index=0))
             )
             events.append(
-                self._seq(ContentPartDone(part=output, item_id=ids[0], output_index=ids[1], content_index=0))
+                self._seq(ContentPartDone(part=output, item_id=item_id, output_index=index, content_index=0))
             )
-            item = OutputMessage(id=segment.item_id, status="completed", content=[output])
-        self._items[segment.output_index] = item
-        events.append(self._seq(OutputItemDone(output_index=segment.output_index, item=item)))
+            item = OutputMessage(id=item_id, status="completed", content=[output])
+        else:
+            reasoning = ReasoningText(text=text)
+            summary: list[SummaryText] = []
+            if self._summarize:
+                summary = [SummaryText(text=text)]
+                events.append(
+                    self._seq(
+                        SummaryTextDone(text=text, item_id=item_id, output_index=index, summary_index=0)
+                    )
+                )
+                events.append(
+                    self._seq(
+                        SummaryPartDone(part=summary[0], item_id=item_id, output_index=index, summary_index=0)
+                    )
+                )
+            else:
+                events.append(
+                    self._seq(
+                        ReasoningTextDone(text=text, item_id=item_id, output_index=index, content_index=0)
+                    )
+                )
+                events.append(
+                    self._seq(
+                        ContentPartDone(part=reasoning, item_id=item_id, output_index=index, content_index=0)
+                    )
+                )
+            item = ReasoningItem(id=item_id, summary=summary, content=[reasoning], status="completed")
+        self._items[index] = item
+        events.append(self._seq(OutputItemDone(output_index=index, item=item)))
 
     def _tool_fragment(self, events: list[StreamEvent], fragment: ToolCallFragment) -> None:
         call = self._calls.setdefault(fragment.index, _Call())

@@ -146,6 +146,10 @@ class ReasoningText(msgspec.Struct, tag="reasoning_text", tag_field="type", kw_o
     text: str
 
 
+class SummaryText(msgspec.Struct, tag="summary_text", tag_field="type", kw_only=True):
+    text: str
+
+
 Status = Literal["in_progress", "completed", "incomplete"]
 
 
@@ -158,7 +162,7 @@ class OutputMessage(msgspec.Struct, tag="message", tag_field="type", kw_only=Tru
 
 class ReasoningItem(msgspec.Struct, tag="reasoning", tag_field="type", kw_only=True):
     id: str
-    summary: list[Any]
+    summary: list[SummaryText]
     content: list[ReasoningText]
     status: Status
 
@@ -338,6 +342,34 @@ class ReasoningTextDone(_Event, tag="response.reasoning_text.done"):
     text: str
 
 
+class SummaryPartAdded(_Event, tag="response.reasoning_summary_part.added"):
+    item_id: str
+    output_index: int
+    summary_index: int
+    part: SummaryText
+
+
+class SummaryPartDone(_Event, tag="response.reasoning_summary_part.done"):
+    item_id: str
+    output_index: int
+    summary_index: int
+    part: SummaryText
+
+
+class SummaryTextDelta(_Event, tag="response.reasoning_summary_text.delta"):
+    item_id: str
+    output_index: int
+    summary_index: int
+    delta: str
+
+
+class SummaryTextDone(_Event, tag="response.reasoning_summary_text.done"):
+    item_id: str
+    output_index: int
+    summary_index: int
+    text: str
+
+
 class ArgumentsDelta(_Event, tag="response.function_call_arguments.delta"):
     item_id: str
     output_index: int
@@ -377,6 +409,10 @@ StreamEvent = (
     | OutputTextDone
     | ReasoningTextDelta
     | ReasoningTextDone
+    | SummaryPartAdded
+    | SummaryPartDone
+    | SummaryTextDelta
+    | SummaryTextDone
     | ArgumentsDelta
     | ArgumentsDone
     | CustomInputDelta

@@ -171,7 +171,12 @@ class ResponsesRoutes:
             prompt_cache_key=params.prompt_cache_key,
         )
         response = initial_response(params, model)
-        translator = EventTranslator(response, names)
+        reasoning = params.reasoning
+        summarize = reasoning is not None and (reasoning.summary or reasoning.generate_summary) not in (
+            None,
+            "none",
+        )
+        translator = EventTranslator(response, names, summarize=summarize)
         connection: Connection | None = None
         # A cold model is loaded inside connect(); a stream starts first so it can keep alive
         # meanwhile. Otherwise connect now, so refusals keep their HTTP status.

@@ -109,6 +109,25 @@ def test_the_stream_follows_the_documented_sequence_with_keepalives(gateway):
     assert sent["chat_template_kwargs"] == {"enable_thinking": True} and sent["reasoning_effort"] == "high"
 
 
+def test_a_requested_reasoning_summary_streams_as_summary_parts(gateway):
+    gateway.neuron.then(reply(chunk(reasoning="Think"), chunk(reasoning="ing."), chunk(content="Done.")))
+    response, events = create(gateway, True, reasoning={"effort": "low", "summary": "auto"})
+    kinds = [event.type for event in events]
+    assert kinds[2:9] == [
+        "response.output_item.added",
+        "response.reasoning_summary_part.added",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.done",
+        "response.reasoning_summary_part.done",
+        "response.output_item.done",
+    ]
+    reasoning = response.output[0]
+    assert reasoning.type == "reasoning" and [part.text for part in reasoning.summary] == ["Thinking."]
+    assert [part.text for part in reasoning.content] == ["Thinking."]
+    assert response.output_text == "Done."
+
+
 def test_reasoning_effort_none_switches_thinking_off(gateway):
     create(gateway, False, reasoning={"effort": "none"})
     assert gateway.neuron.last["chat_template_kwargs"] == {"enable_thinking": False}
