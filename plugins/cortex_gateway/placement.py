@@ -157,10 +157,10 @@ class Placement:
 
     def _ready(self, model_id: str, exclude: frozenset[str], hints: RouteHints | None = None) -> Node | None:
         ready = [n for n in self.fleet.replicas(model_id) if n.name not in exclude]
+        if self.routers is not None and ready and self.routers.asks(model_id, ready):
+            return self.routers.choose(model_id, ready, hints, self.events)
         if len(ready) < 2:
             return ready[0] if ready else None
-        if self.routers is not None:
-            return self.routers.choose(model_id, ready, hints, self.events)
         return min(ready, key=lambda node: (node.model_load(model_id), node.name))
 
     # -- memory accounting -------------------------------------------------------------------

@@ -76,10 +76,17 @@ class RouterTable:
     def router_for(self, model_id: str) -> Router:
         return self.per_model.get(model_id, self.default)
 
+    def asks(self, model_id: str, ready: Sequence[Node]) -> bool:
+        """Whether the model's router is asked: always when there is a choice, and for a single
+        replica too unless the router is ``least_loaded`` (a session router remembers where a
+        request that failed over went; least-loaded has nothing to learn, so the common
+        single-node case stays as cheap as before)."""
+        return len(ready) > 1 or self.router_for(model_id).name != DEFAULT_STRATEGY
+
     def choose(
         self, model_id: str, ready: Sequence[Node], hints: RouteHints | None, events: EventBus
     ) -> Node:
-        """The replica to try first among ``ready`` (two or more), as the model's router orders them."""
+        """The replica to try first among ``ready``, as the model's router orders them."""
         router = self.router_for(model_id)
         hints = hints or RouteHints()
         facts = RoutingFacts(

@@ -1,7 +1,6 @@
 """Routing decisions as a counter: how often sessions found their replica, moved, or fell back.
 
-Fed by the gateway's ``RoutingDecided`` events (one per decision among two or more ready
-replicas). With ``affinity`` a falling ``affinity_hit`` share, or a rising ``moved_for_load``, is
+Fed by the gateway's ``RoutingDecided`` events (one per decision). With ``affinity`` a falling ``affinity_hit`` share, or a rising ``moved_for_load``, is
 the first sign that prefix caches are being lost to load; ``refused`` and ``error`` count
 answers of a router plugin the kernel had to overrule.
 """
@@ -21,7 +20,7 @@ class RoutingMetrics:
         self.guards = guards
         self.decisions = Counter(
             "cortex_gateway_routing_decisions",
-            "Replica choices among two or more ready replicas, by router and outcome.",
+            "Replica choices by router and outcome (least_loaded with one ready replica is not counted).",
             ["router", "outcome"],
             registry=registry,
         )
