@@ -1,8 +1,9 @@
 """Routing decisions as a counter: how often sessions found their replica, moved, or fell back.
 
-Fed by the gateway's ``RoutingDecided`` events (one per decision). With ``affinity`` a falling ``affinity_hit`` share, or a rising ``moved_for_load``, is
-the first sign that prefix caches are being lost to load; ``refused`` and ``error`` count
-answers of a router plugin the kernel had to overrule.
+Fed by the gateway's ``RoutingDecided`` events (one per decision). With ``affinity`` a falling
+``affinity_hit`` share, or a rising ``moved_for_load``, is the first sign that prefix caches are
+being lost to load; ``refused`` and ``error`` count answers of a router plugin the kernel had to
+overrule.
 """
 
 from __future__ import annotations
