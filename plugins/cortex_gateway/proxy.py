@@ -172,14 +172,17 @@ class Forwarder:
                 exc.status, exc.code
             )
             raise
-        reply = await self.open(
-            path, model, body, started=started, streamed=fields.stream, hints=self._body_hints(fields)
-        )
+        hints = self._body_hints(fields) if self._wants_hints(model) else None
+        reply = await self.open(path, model, body, started=started, streamed=fields.stream, hints=hints)
         if fields.stream and reply.status == 200:
             return RelayStream(reply)
         # A whole JSON reply (or an error) is relayed in one piece: cheaper than a stream.
         payload = await reply.read()
         return Response(payload, status_code=reply.status, headers=dict(reply.headers))
+
+    def _wants_hints(self, model: str) -> bool:
+        routers = self.placement.routers
+        return routers is not None and routers.wants_hints(model)
 
     def _body_hints(self, fields: RoutingFields) -> RouteHints:
         """The hints an OpenAI body carries; the prefix fingerprint only when it has no key."""
@@ -212,7 +215,8 @@ class Forwarder:
         )
         tap.streamed = streamed
         try:
-            return await self._open(path, model, body, tap, self.hints.resolve(hints, body))
+            hints = self.hints.resolve(hints, body if self._wants_hints(model) else None)
+            return await self._open(path, model, body, tap, hints)
         except CortexError as exc:
             tap.finish(exc.status, exc.code)
             raise

@@ -76,6 +76,11 @@ class RouterTable:
     def router_for(self, model_id: str) -> Router:
         return self.per_model.get(model_id, self.default)
 
+    def wants_hints(self, model_id: str) -> bool:
+        """Whether the model's router may use session keys and fingerprints: every router but
+        ``least_loaded``, for which the gateway does not read them at all."""
+        return self.router_for(model_id).name != DEFAULT_STRATEGY
+
     def asks(self, model_id: str, ready: Sequence[Node]) -> bool:
         """Whether the model's router is asked: always when there is a choice, and for a single
         replica too unless the router is ``least_loaded`` (a session router remembers where a

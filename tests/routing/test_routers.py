@@ -181,3 +181,30 @@ def test_routing_settings_are_checked(bad):
 
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"routing": bad}, CortexConfig)
+
+
+def test_affinity_counts_only_live_load_not_a_stale_poll():
+    """A finished request still shows in the neuron's last poll for up to a poll interval; the
+    live count is what the gateway has in flight now, so an idle session does not move."""
+    router = Affinity()
+    home = checked_route(router, _facts(*_idle("a", "b"), key="s")).order[0]
+    other = "b" if home == "a" else "a"
+    stale = (Replica(name=home, polled_in_flight=6, polled_queued=3), Replica(name=other))
+    assert checked_route(router, _facts(*stale, key="s")).outcome == "affinity_hit"
+
+
+def test_the_gateway_builds_live_facts_from_its_own_in_flight_count():
+    from cortex_gateway.fleet import Node, NodeModel
+    from cortex_gateway.routing_table import engine_gauges, replica
+
+    node = Node(name="a", endpoint="http://x")
+    node.models["m"] = NodeModel(
+        id="m", state="ready", in_flight=4, queued=1, engine={"requests_waiting": 2.0}
+    )
+    node.in_flight["m"] = 1
+    seen = replica(node, "m")
+    assert (seen.in_flight, seen.polled_in_flight, seen.polled_queued) == (1, 4, 1)
+    assert seen.engine == {"requests_waiting": 2.0}
+    assert engine_gauges({"kv_cache_usage_ratio": 0.5, "note": "x", "flag": True}) == {
+        "kv_cache_usage_ratio": 0.5
+    }
