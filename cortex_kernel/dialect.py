@@ -9,11 +9,14 @@ mounts the dialect's routes, so a dialect translates its request to OpenAI chat,
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
+
+if TYPE_CHECKING:
+    from cortex_kernel.routing import RouteHints
 
 
 @runtime_checkable
@@ -56,9 +59,13 @@ class Upstream(Protocol):
         """The concrete model id for ``model`` (aliases resolved)."""
         ...
 
-    async def open(self, path: str, model: str, body: bytes) -> UpstreamReply:
+    async def open(
+        self, path: str, model: str, body: bytes, hints: RouteHints | None = None
+    ) -> UpstreamReply:
         """Route ``body`` for ``model`` to a neuron and POST it to ``path`` (e.g.
-        ``/v1/chat/completions``), cold-loading the model if needed. Raises
+        ``/v1/chat/completions``), cold-loading the model if needed. ``hints`` is what the
+        dialect knows of the request for the router (a session key such as Anthropic
+        ``metadata.user_id``); the gateway adds its configured session and class headers. Raises
         :class:`cortex_kernel.errors.CortexError` when no node can serve (404 unknown model,
         503 with ``retry_after`` when busy or loading, 502 when nodes fail)."""
         ...

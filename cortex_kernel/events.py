@@ -71,6 +71,17 @@ class PollFailed(msgspec.Struct, kw_only=True, frozen=True):
     reason: str = ""
 
 
+class RoutingDecided(msgspec.Struct, kw_only=True, frozen=True):
+    """One routing decision: which router placed a request for ``model`` on ``node``, and how
+    (``outcome``: e.g. ``affinity_hit``, ``moved_for_load``, ``fallback``, ``first_seen``,
+    ``no_key``, ``ranked``; ``refused`` or ``error`` when the kernel overruled the router)."""
+
+    model: str
+    router: str
+    outcome: str
+    node: str
+
+
 class DeviceSnapshot(msgspec.Struct, kw_only=True, frozen=True):
     index: int
     memory_used_bytes: int | None = None
@@ -99,7 +110,15 @@ class FleetPolled(msgspec.Struct, kw_only=True, frozen=True):
     nodes: tuple[NodeSnapshot, ...]
 
 
-Event = RequestFinished | ModelLoaded | ModelUnloaded | DefragRestarted | PollFailed | FleetPolled
+Event = (
+    RequestFinished
+    | ModelLoaded
+    | ModelUnloaded
+    | DefragRestarted
+    | PollFailed
+    | FleetPolled
+    | RoutingDecided
+)
 
 
 @runtime_checkable

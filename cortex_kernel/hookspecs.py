@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from cortex_kernel.eviction import Evictor
     from cortex_kernel.harness import HarnessSpec
     from cortex_kernel.kernel import AppPart, Kernel, Role
+    from cortex_kernel.routing import Router
 
 PROJECT = "cortex_kernel"
 
@@ -104,6 +105,26 @@ def register_evictors() -> list[Evictor] | None:
     :return: a list of evictors, or ``None``.
 
     .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def register_routers(kernel: Kernel) -> list[Router] | None:
+    """Offer routing strategies to the gateway.
+
+    Called once by the gateway at start-up (a router may read its settings from
+    ``kernel.config``, e.g. the ``[routing]`` table). Return objects satisfying
+    :class:`cortex_kernel.routing.Router`; the one whose ``name`` equals ``[routing] strategy``
+    in ``cortex.toml`` (or a model's ``routing`` in ``models.toml``) orders the ready replicas of
+    each request, given its :class:`cortex_kernel.routing.RoutingFacts`. ``route`` runs on the
+    event loop for every request, so it must be quick and must not block. Two routers with the
+    same name is a start-up error. The gateway only tries replicas it offered, each at most once,
+    and tries those a router left out after the ones it named.
+
+    :param kernel: the start-up context.
+    :return: a list of routers, or ``None``.
+
+    .. versionadded:: 0.2
     """
 
 

@@ -53,6 +53,33 @@ class EvictionSection(ConfigBase):
     defrag_after_cycles: NonNegativeInt = 0
 
 
+# -- routing (the `routers` block) ------------------------------------------------------------
+
+
+class RoutingSection(ConfigBase):
+    """``[routing]``: which router orders a model's ready replicas, and what it reads.
+
+    ``strategy`` names a router plugin (built-ins: ``least_loaded``, ``affinity``,
+    ``kv_aware``); a model's ``routing`` in ``models.toml`` overrides it. The session key comes
+    from the first of ``session_headers`` a request carries, then the body (OpenAI
+    ``prompt_cache_key`` / ``user``, Anthropic ``metadata.user_id``), then a fingerprint of the
+    first ``fingerprint_bytes`` of the prompt's leading prefix. ``load_epsilon`` is the ε of the
+    load bound: a session leaves its replica only while that replica holds more than
+    (1 + ε) x the mean load. ``kv_full_ratio`` is the engine KV-cache usage at which
+    ``kv_aware`` treats a replica as full.
+    """
+
+    strategy: str = "least_loaded"
+    session_headers: list[str] = msgspec.field(
+        default_factory=lambda: ["x-claude-code-session-id", "x-session-id"]
+    )
+    request_class_header: str = "x-claude-code-request-class"
+    fingerprint_bytes: PositiveInt = 4096
+    load_epsilon: Annotated[float, msgspec.Meta(ge=0)] = 0.25
+    kv_full_ratio: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.9
+    max_sessions: PositiveInt = 65536
+
+
 class NeuronEndpoint(ConfigBase):
     """One ``[[neurons]]`` entry: a node the gateway routes to."""
 
@@ -108,6 +135,7 @@ class CortexConfig(ConfigBase):
     plugins: PluginsSection = msgspec.field(default_factory=PluginsSection)
     limits: ConnectionLimits = msgspec.field(default_factory=ConnectionLimits)
     responses: ResponsesSection = msgspec.field(default_factory=ResponsesSection)
+    routing: RoutingSection = msgspec.field(default_factory=RoutingSection)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,6 +160,7 @@ class ModelProfile(ConfigBase):
     devices: list[NonNegativeInt] | None = None
     description: str | None = None
     options: dict[str, Any] = msgspec.field(default_factory=dict)
+    routing: str | None = None  # a router's name: overrides [routing] strategy for this model
 
     @property
     def weights_source(self) -> str:

@@ -29,6 +29,7 @@ from cortex_anthropic.protocol import DeltaUsage, MessageDelta, MessageStop, Sto
 from cortex_anthropic.streaming import chat_chunks
 from cortex_kernel.dialect import Upstream, UpstreamReply
 from cortex_kernel.errors import BadRequest, NotFound, UpstreamError
+from cortex_kernel.routing import RouteHints
 
 TEMPLATE_SLACK_TOKENS = 2048
 CHAT_PATH = "/v1/chat/completions"
@@ -96,7 +97,7 @@ class Neuron:
     async def count(self, model: str, chat: ChatCompletionRequest) -> TokenCount:
         """The prompt's exact token count and the model's context length, from the neuron."""
         body = _encode(msgspec.structs.replace(chat, stream=False, stream_options=UNSET))
-        reply = await self.upstream.open(COUNT_PATH, model, body)
+        reply = await self.upstream.open(COUNT_PATH, model, body, hints=route_hints(chat))
         payload = await reply.read()
         await _raise_for_status(reply, payload)
         try:
@@ -121,7 +122,7 @@ class Neuron:
             if room < limit:
                 limit, clamped = room, True
         body = _encode(msgspec.structs.replace(plan.chat, max_completion_tokens=limit))
-        reply = await self.upstream.open(CHAT_PATH, plan.model, body)
+        reply = await self.upstream.open(CHAT_PATH, plan.model, body, hints=route_hints(plan.chat))
         try:
             await _raise_for_status(reply)
         except BaseException:
@@ -171,3 +172,10 @@ async def prewarm_events(translator: EventTranslator, counted: TokenCount) -> As
     stop = StopInfo(stop_reason="max_tokens", stop_sequence=None)
     yield MessageDelta(delta=stop, usage=DeltaUsage(input_tokens=counted.prompt_tokens, output_tokens=0))
     yield MessageStop()
+
+
+def route_hints(chat: ChatCompletionRequest) -> RouteHints | None:
+    """``metadata.user_id`` (carried as the chat's ``user``) as the session key for the router:
+    Claude Code puts its session id there, so a session's turns and token counts go to the
+    replica that holds its prefix cache."""
+    return RouteHints(session_key=chat.user) if isinstance(chat.user, str) else None

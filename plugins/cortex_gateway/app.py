@@ -30,6 +30,8 @@ from cortex_gateway.neuron_http import NeuronPool
 from cortex_gateway.placement import Placement
 from cortex_gateway.poller import Poller
 from cortex_gateway.proxy import Forwarder
+from cortex_gateway.route_hints import HintReader, RoutingHeaders
+from cortex_gateway.routing_table import select_routers
 from cortex_kernel.config.errors import ConfigError
 from cortex_kernel.config.schema import Catalogue, CortexConfig
 from cortex_kernel.dialect import Dialect, UpstreamReply
@@ -39,6 +41,7 @@ from cortex_kernel.events import EventBus
 from cortex_kernel.eviction import Evictor
 from cortex_kernel.kernel import AppPart, Kernel
 from cortex_kernel.plugins import PluginError
+from cortex_kernel.routing import RouteHints
 
 _encode = msgspec.json.Encoder().encode
 log = logging.getLogger(__name__)
@@ -74,9 +77,11 @@ class GatewayUpstream:
     def resolve(self, model: str) -> str:
         return self._catalogue.resolve(model)
 
-    async def open(self, path: str, model: str, body: bytes) -> UpstreamReply:
+    async def open(
+        self, path: str, model: str, body: bytes, hints: RouteHints | None = None
+    ) -> UpstreamReply:
         _, forwarder, _ = self._runtime.ready()
-        return await forwarder.open(path, self.resolve(model), body, dialect=self._dialect)
+        return await forwarder.open(path, self.resolve(model), body, dialect=self._dialect, hints=hints)
 
     def models(self) -> list[dict[str, Any]]:
         return merged_models(self._fleet, self._catalogue)
@@ -125,6 +130,7 @@ def gateway_part(kernel: Kernel) -> AppPart:
         d for result in kernel.pm.hook.register_dialects(kernel=kernel) if result for d in result
     ]
     evictor = select_evictor(kernel, config.eviction.strategy)
+    routers = select_routers(kernel, catalogue)
     sinks = kernel.pm.hook.register_event_sinks(role="gateway", kernel=kernel)
     events = EventBus(sink for result in sinks if result for sink in result)
     runtime = Runtime()
@@ -151,6 +157,7 @@ def gateway_part(kernel: Kernel) -> AppPart:
                 reread=poller.poll_node,
                 defrag_after_cycles=config.eviction.defrag_after_cycles,
                 events=events,
+                routers=routers,
             )
             runtime.placement = placement
             poller.after_poll = placement.maybe_defrag
@@ -163,6 +170,7 @@ def gateway_part(kernel: Kernel) -> AppPart:
                 max_body_bytes=config.gateway.max_body_bytes,
                 stall_timeout_s=config.gateway.stream_stall_timeout_s,
                 events=events,
+                hints=HintReader(config.routing.fingerprint_bytes),
             )
             runtime.admin = Admin(fleet, catalogue, placement)
             forwarder = runtime.forwarder
@@ -249,5 +257,12 @@ def gateway_part(kernel: Kernel) -> AppPart:
     ]
     for dialect in dialects:
         routes.extend(dialect.routes(GatewayUpstream(runtime, fleet, catalogue, dialect.name)))
-    middleware = [Middleware(GatewayAuth, auth=config.auth, events=events)]
+    middleware = [
+        Middleware(GatewayAuth, auth=config.auth, events=events),
+        Middleware(
+            RoutingHeaders,
+            session_headers=config.routing.session_headers,
+            class_header=config.routing.request_class_header,
+        ),
+    ]
     return AppPart(name="gateway", routes=routes, middleware=middleware, lifespan=lifespan)

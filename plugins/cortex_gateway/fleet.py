@@ -25,6 +25,7 @@ class NodeModel:
     context_length: int | None = None
     memory_bytes: int | None = None
     last_used: float | None = None
+    engine: dict[str, float] | None = None  # the engine's own gauges (vLLM), for routers
 
     @property
     def load(self) -> int:

@@ -22,11 +22,13 @@ import aiohttp
 import msgspec
 
 from cortex_gateway.fleet import Fleet, Node, NodeModel
+from cortex_gateway.routing_table import RouterTable
 from cortex_kernel.config.schema import Catalogue, ModelProfile
 from cortex_kernel.errors import Conflict, CortexError, NotFound, Overloaded
 from cortex_kernel.events import DefragRestarted, EventBus, ModelLoaded, ModelUnloaded
 from cortex_kernel.eviction import EvictionRequest, Evictor, Resident, checked_choice
 from cortex_kernel.node_wire import ErrorDetail, ErrorReply, ModelEntry
+from cortex_kernel.routing import RouteHints
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
@@ -87,7 +89,9 @@ class Placement:
         load_timeout_s: float = 1800.0,
         max_waiters: int = 512,
         max_plans: int = 4,
+        routers: RouterTable | None = None,
     ) -> None:
+        self.routers = routers
         self.evictor = evictor
         self.refresh = refresh
         self.reread = reread
@@ -116,10 +120,11 @@ class Placement:
         return node
 
     async def node_for_request(
-        self, model_id: str, exclude: frozenset[str] = frozenset()
+        self, model_id: str, exclude: frozenset[str] = frozenset(), hints: RouteHints | None = None
     ) -> tuple[Node, bool]:
-        """Like :meth:`node_for`, also saying whether this request waited for a load."""
-        node = self._ready(model_id, exclude)
+        """Like :meth:`node_for`, also saying whether this request waited for a load; ``hints``
+        go to the model's router when there is a choice of ready replicas."""
+        node = self._ready(model_id, exclude, hints)
         if node is not None:
             return node, False
         task = self._loads.get(model_id)
@@ -150,8 +155,10 @@ class Placement:
         finally:
             self._waiters -= 1
 
-    def _ready(self, model_id: str, exclude: frozenset[str]) -> Node | None:
+    def _ready(self, model_id: str, exclude: frozenset[str], hints: RouteHints | None = None) -> Node | None:
         ready = [n for n in self.fleet.replicas(model_id) if n.name not in exclude]
+        if self.routers is not None and ready and self.routers.asks(model_id, ready):
+            return self.routers.choose(model_id, ready, hints, self.events)
         if len(ready) < 2:
             return ready[0] if ready else None
         return min(ready, key=lambda node: (node.model_load(model_id), node.name))

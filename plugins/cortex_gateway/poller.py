@@ -18,6 +18,7 @@ import aiohttp
 import msgspec
 
 from cortex_gateway.fleet import Fleet, Node, NodeModel
+from cortex_gateway.routing_table import engine_gauges
 from cortex_kernel.events import (
     DeviceSnapshot,
     EventBus,
@@ -119,6 +120,7 @@ class Poller:
                 context_length=entry.context_length,
                 memory_bytes=entry.memory_bytes,
                 last_used=entry.last_used,
+                engine=engine_gauges(counts.engine) if counts else None,
             )
         # Loads and unloads the gateway started but the neuron does not show yet stay visible.
         for model_id, pending in node.pending.items():

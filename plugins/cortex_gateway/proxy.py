@@ -29,6 +29,7 @@ from starlette.types import Message, Receive, Scope, Send
 from cortex_gateway.fleet import Node
 from cortex_gateway.neuron_http import NeuronHTTPError, NeuronPool, NeuronResponse
 from cortex_gateway.placement import Placement
+from cortex_gateway.route_hints import HintReader, body_key, fingerprint
 from cortex_gateway.tap import RequestTap
 from cortex_kernel.bodies import read_body, too_deep
 from cortex_kernel.config.schema import Catalogue
@@ -40,6 +41,7 @@ from cortex_kernel.errors import (
     openai_error_body,
 )
 from cortex_kernel.events import EventBus
+from cortex_kernel.routing import RouteHints
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +67,16 @@ SSE_DONE = b"data: [DONE]\n\n"
 
 
 class RoutingFields(msgspec.Struct):
-    """The only fields the gateway reads from an OpenAI request."""
+    """The only fields the gateway reads from an OpenAI request. The routing hints are kept as
+    :class:`msgspec.Raw` (skipped, not parsed, in the same pass) and read only when a router
+    needs them, so a value of the wrong type there is ignored for routing, never refused."""
 
     model: str
     stream: bool = False
+    prompt_cache_key: msgspec.Raw = msgspec.Raw(b"")
+    user: msgspec.Raw = msgspec.Raw(b"")
+    messages: msgspec.Raw = msgspec.Raw(b"")
+    tools: msgspec.Raw = msgspec.Raw(b"")
 
 
 _routing_decoder = msgspec.json.Decoder(RoutingFields)
@@ -123,7 +131,9 @@ class Forwarder:
         stall_timeout_s: float,
         max_attempts: int = 3,
         events: EventBus | None = None,
+        hints: HintReader | None = None,
     ) -> None:
+        self.hints = hints or HintReader(fingerprint_bytes=4096)
         self.events = events or EventBus()
         self.placement = placement
         self.catalogue = catalogue
@@ -162,12 +172,26 @@ class Forwarder:
                 exc.status, exc.code
             )
             raise
-        reply = await self.open(path, model, body, started=started, streamed=fields.stream)
+        hints = self._body_hints(fields) if self._wants_hints(model) else None
+        reply = await self.open(path, model, body, started=started, streamed=fields.stream, hints=hints)
         if fields.stream and reply.status == 200:
             return RelayStream(reply)
         # A whole JSON reply (or an error) is relayed in one piece: cheaper than a stream.
         payload = await reply.read()
         return Response(payload, status_code=reply.status, headers=dict(reply.headers))
+
+    def _wants_hints(self, model: str) -> bool:
+        routers = self.placement.routers
+        return routers is not None and routers.wants_hints(model)
+
+    def _body_hints(self, fields: RoutingFields) -> RouteHints:
+        """The hints an OpenAI body carries; the prefix fingerprint only when it has no key."""
+        key, user = body_key(fields.prompt_cache_key), body_key(fields.user)
+        headers = self.hints.header_hints()
+        if key or user or (headers is not None and headers.session_key):
+            return RouteHints(prompt_cache_key=key, session_key=user)
+        print_ = fingerprint(fields.messages, fields.tools, self.hints.fingerprint_bytes)
+        return RouteHints(fingerprint=print_ or "")  # "" : looked, found none; never look again
 
     async def open(
         self,
@@ -178,8 +202,10 @@ class Forwarder:
         dialect: str = "openai",
         started: float | None = None,
         streamed: bool = False,
+        hints: RouteHints | None = None,
     ) -> NeuronReply:
-        """POST ``body`` to a node that serves ``model``, retrying another before the first byte."""
+        """POST ``body`` to a node that serves ``model``, retrying another before the first byte;
+        ``hints`` (and the request's routing headers) go to the model's router."""
         tap = RequestTap(
             self.events,
             dialect=dialect,
@@ -189,17 +215,23 @@ class Forwarder:
         )
         tap.streamed = streamed
         try:
-            return await self._open(path, model, body, tap)
+            hints = self.hints.resolve(hints, body if self._wants_hints(model) else None)
+            return await self._open(path, model, body, tap, hints)
         except CortexError as exc:
             tap.finish(exc.status, exc.code)
             raise
 
-    async def _open(self, path: str, model: str, body: bytes, tap: RequestTap) -> NeuronReply:
+    async def _open(
+        self, path: str, model: str, body: bytes, tap: RequestTap, hints: RouteHints
+    ) -> NeuronReply:
         tried: set[str] = set()
+        header_block = self.header_block
+        if hints.request_class is not None:  # one of a fixed set of words: safe in a header
+            header_block += b"x-cortex-request-class: " + hints.request_class.encode() + b"\r\n"
         last_error: Exception | None = None
         for attempt in range(self.max_attempts):
             waiting = time.perf_counter()
-            node, cold = await self.placement.node_for_request(model, frozenset(tried))
+            node, cold = await self.placement.node_for_request(model, frozenset(tried), hints)
             tap.waited_s += time.perf_counter() - waiting
             tap.cold_start = tap.cold_start or cold
             tap.node = node.name
@@ -208,7 +240,7 @@ class Forwarder:
             node.last_routed[model] = time.time()
             try:
                 upstream = await self.pool.request(
-                    node.origin, "POST", path, self.header_block, body, stall_timeout_s=self.stall
+                    node.origin, "POST", path, header_block, body, stall_timeout_s=self.stall
                 )
             except (NeuronHTTPError, TimeoutError) as exc:
                 node.in_flight[model] -= 1

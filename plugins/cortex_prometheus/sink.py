@@ -20,11 +20,13 @@ from cortex_kernel.events import (
     ModelUnloaded,
     PollFailed,
     RequestFinished,
+    RoutingDecided,
 )
 from cortex_prometheus.fleet_collector import FleetCollector
 from cortex_prometheus.labels import Guards
 from cortex_prometheus.lifecycle_metrics import LifecycleMetrics
 from cortex_prometheus.request_metrics import RequestMetrics
+from cortex_prometheus.routing_metrics import RoutingMetrics
 
 
 class MetricsSink:
@@ -40,6 +42,7 @@ class MetricsSink:
         self.guards = Guards.build(self.registry, catalogue, nodes)
         self.requests = RequestMetrics(self.registry, self.guards)
         self.lifecycle = LifecycleMetrics(self.registry, self.guards, nodes)
+        self.routing = RoutingMetrics(self.registry, self.guards)
         self.fleet = FleetCollector(self.guards)
         self.registry.register(self.fleet)
 
@@ -56,3 +59,5 @@ class MetricsSink:
             self.lifecycle.defragged(event)
         elif isinstance(event, PollFailed):
             self.lifecycle.poll_failed(event)
+        elif isinstance(event, RoutingDecided):
+            self.routing.decided(event)

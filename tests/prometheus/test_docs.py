@@ -63,6 +63,7 @@ def test_every_exported_family_is_documented_with_its_type_and_nothing_else_is(t
 BOUNDED_LABELS = {
     "model", "node", "dialect", "endpoint", "status", "reason", "stream", "result",
     "strategy", "error", "device", "state", "label", "kind", "harness",
+    "router", "outcome",  # router names and outcomes: bounded like strategy and reason
 }  # fmt: skip
 
 
