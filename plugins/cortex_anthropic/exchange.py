@@ -48,6 +48,7 @@ class Plan:
     max_tokens: int
     context_length: int | None
     stops: tuple[str, ...] = ()
+    hints: RouteHints | None = None  # a dialect's own routing hints; else ``route_hints(chat)``
 
 
 @dataclass(frozen=True)
@@ -94,10 +95,12 @@ class Neuron:
             raise BadRequest(f"model: {model} is an embedding model, not a chat model", param="model")
         return entry
 
-    async def count(self, model: str, chat: ChatCompletionRequest) -> TokenCount:
+    async def count(
+        self, model: str, chat: ChatCompletionRequest, hints: RouteHints | None = None
+    ) -> TokenCount:
         """The prompt's exact token count and the model's context length, from the neuron."""
         body = _encode(msgspec.structs.replace(chat, stream=False, stream_options=UNSET))
-        reply = await self.upstream.open(COUNT_PATH, model, body, hints=route_hints(chat))
+        reply = await self.upstream.open(COUNT_PATH, model, body, hints=hints or route_hints(chat))
         payload = await reply.read()
         await _raise_for_status(reply, payload)
         try:
@@ -111,7 +114,7 @@ class Neuron:
         prompt: int | None = None
         upper_bound = len(_encode(plan.chat)) + TEMPLATE_SLACK_TOKENS + plan.max_tokens
         if plan.stops or context_length is None or upper_bound > context_length:
-            counted = await self.count(plan.model, plan.chat)
+            counted = await self.count(plan.model, plan.chat, plan.hints)
             prompt = counted.prompt_tokens
             context_length = counted.context_length or context_length
         limit, clamped = plan.max_tokens, False
@@ -122,7 +125,8 @@ class Neuron:
             if room < limit:
                 limit, clamped = room, True
         body = _encode(msgspec.structs.replace(plan.chat, max_completion_tokens=limit))
-        reply = await self.upstream.open(CHAT_PATH, plan.model, body, hints=route_hints(plan.chat))
+        hints = plan.hints or route_hints(plan.chat)
+        reply = await self.upstream.open(CHAT_PATH, plan.model, body, hints=hints)
         try:
             await _raise_for_status(reply)
         except BaseException:

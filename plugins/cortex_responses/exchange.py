@@ -20,6 +20,7 @@ from cortex_anthropic.errors import from_neuron
 from cortex_anthropic.exchange import CHAT_PATH, Connection, Neuron, Plan
 from cortex_anthropic.streaming import chat_chunks
 from cortex_kernel.dialect import UpstreamReply
+from cortex_kernel.routing import RouteHints
 from cortex_responses.events import EventTranslator
 from cortex_responses.protocol import Response, StreamEvent
 
@@ -44,20 +45,29 @@ class Exchange:
     context_length: int | None
     prompt_cache_key: str | None = None
 
+    @property
+    def hints(self) -> RouteHints | None:
+        """``prompt_cache_key`` (Codex sends its conversation id there), else ``user``, for the
+        router: a conversation's turns go to the replica that holds its prefix cache."""
+        user = self.chat.user if isinstance(self.chat.user, str) else None
+        if self.prompt_cache_key is None and user is None:
+            return None
+        return RouteHints(prompt_cache_key=self.prompt_cache_key, session_key=user)
+
 
 async def connect(neuron: Neuron, exchange: Exchange) -> Connection:
     """Open the neuron's stream (measuring and clamping first when there is a budget to clamp)."""
-    # TODO(routing): pass hints=RouteHints(prompt_cache_key=exchange.prompt_cache_key) once
-    # cortex_kernel.routing lands (owned by the routers helper).
     if exchange.max_output_tokens is not None:
         plan = Plan(
             model=exchange.model,
             chat=exchange.chat,
             max_tokens=exchange.max_output_tokens,
             context_length=exchange.context_length,
+            hints=exchange.hints,
         )
         return await neuron.connect(plan)
-    reply = await neuron.upstream.open(CHAT_PATH, exchange.model, _encode(exchange.chat))
+    body = _encode(exchange.chat)
+    reply = await neuron.upstream.open(CHAT_PATH, exchange.model, body, hints=exchange.hints)
     try:
         await raise_for_status(reply)
     except BaseException:
