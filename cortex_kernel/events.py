@@ -83,12 +83,15 @@ class ModelSnapshot(msgspec.Struct, kw_only=True, frozen=True):
     state: str
     in_flight: int
     queued: int
+    last_used: float | None = None
 
 
 class NodeSnapshot(msgspec.Struct, kw_only=True, frozen=True):
     node: str
     up: bool
     draining: bool
+    last_poll: float | None = None
+    last_error: str | None = None
     devices: tuple[DeviceSnapshot, ...] = ()
     models: tuple[ModelSnapshot, ...] = ()
 

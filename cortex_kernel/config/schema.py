@@ -89,6 +89,19 @@ class ConnectionLimits(ConfigBase):
     allow_h2c: bool = False
 
 
+class ConsoleSection(ConfigBase):
+    """``[console]``: the operator console's memory bounds and whether it keeps message text.
+
+    ``capture`` keeps the first characters of each chat's prompt and reply so operators can see
+    what a request was; it is off by default because those texts are the users' data.
+    """
+
+    capture: bool = False
+    capture_chars: PositiveInt = 500
+    recent_requests: PositiveInt = 200
+    activity_events: PositiveInt = 200
+
+
 class CortexConfig(ConfigBase):
     """The gateway's configuration (``cortex.toml``)."""
 
@@ -99,6 +112,7 @@ class CortexConfig(ConfigBase):
     auth: AuthSection = msgspec.field(default_factory=AuthSection)
     plugins: PluginsSection = msgspec.field(default_factory=PluginsSection)
     limits: ConnectionLimits = msgspec.field(default_factory=ConnectionLimits)
+    console: ConsoleSection = msgspec.field(default_factory=ConsoleSection)
 
 
 # ---------------------------------------------------------------------------------------------
