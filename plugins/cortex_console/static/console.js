@@ -292,6 +292,7 @@
         headers: headers({ "Content-Type": "application/json" }),
         body: JSON.stringify({
           model: $("play-model").value, stream: true, stream_options: { include_usage: true },
+          max_tokens: parseInt($("play-max").value, 10) || 64,
           messages: [{ role: "user", content: $("play-prompt").value }],
         }),
       });
