@@ -76,7 +76,9 @@ def start_console_fleet(
             f'listen = "127.0.0.1:{port}"\nname = "{name}"\ncache_dir = {toml_str(home / "cache")}\n'
             f"model_roots = {roots!r}\ndefault_models = []\nmemory_budget_mb = {budget}\n".replace("'", '"'),
         )
-        daemon = Daemon(["neuron", "--config", str(config)], port, home / "neuron.log", env={"HF_HUB_OFFLINE": "1"})
+        daemon = Daemon(
+            ["neuron", "--config", str(config)], port, home / "neuron.log", env={"HF_HUB_OFFLINE": "1"}
+        )
         started.append(daemon.start())
         neurons[name] = daemon
     for daemon in neurons.values():
@@ -109,7 +111,9 @@ def start_console_fleet(
 def console_fleet(
     tmp_path_factory: pytest.TempPathFactory, tiny_chat_model: Path, tiny_embed_model: Path
 ) -> Iterator[ConsoleFleet]:
-    fleet, started = start_console_fleet(tmp_path_factory.mktemp("console"), tiny_chat_model, tiny_embed_model)
+    fleet, started = start_console_fleet(
+        tmp_path_factory.mktemp("console"), tiny_chat_model, tiny_embed_model
+    )
     yield fleet
     for daemon in started:
         daemon.stop()

@@ -21,7 +21,9 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="the test ext
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/install-system-deps)"),
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="Debian's chromium is not installed (scripts/install-system-deps)"
+    ),
 ]
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "console.png"
 TIMEOUT_MS = 60_000
@@ -98,7 +100,9 @@ def test_the_page_lists_both_nodes_and_a_models_state_live(page, console_fleet):
     assert page.locator("article[data-node]").count() == 2
     for node in ("n1", "n2"):
         page.locator(f'article[data-node="{node}"] .badge.s-up').wait_for()
-    status, body, _ = http_json("POST", f"{console_fleet.url}/admin/models/load", {"model": "p"}, token=ADMIN_KEY)
+    status, body, _ = http_json(
+        "POST", f"{console_fleet.url}/admin/models/load", {"model": "p"}, token=ADMIN_KEY
+    )
     assert status in (200, 202), body
     row(page, "n2", "p").locator('[data-state="ready"]').wait_for()  # pushed, no reload
     assert row(page, "n2", "p").get_by_text("pinned").count() == 1
@@ -115,7 +119,9 @@ def test_a_load_shows_loading_then_ready_and_an_eviction_names_its_victim(page, 
     assert "loading" in seen and seen.index("loading") < seen.index("ready"), seen
 
     # b does not fit beside a on n1: loading it evicts a (idle since it loaded).
-    console_fleet.wait(lambda s: any(m["id"] == "a" and m["state"] == "ready" for m in s["nodes"][0]["models"]))
+    console_fleet.wait(
+        lambda s: any(m["id"] == "a" and m["state"] == "ready" for m in s["nodes"][0]["models"])
+    )
     page.get_by_label("Model to load on n1").select_option("b")
     page.get_by_role("button", name="Load on n1").click()
     evicted = page.locator('#activity li[data-kind="evicted"][data-victim="a"]')

@@ -55,7 +55,11 @@ def test_the_page_is_served_with_a_strict_policy_and_holds_no_fleet_data(console
     status, page, headers = request(f"{console_fleet.url}/console")
     assert status == 200 and headers["content-type"].startswith("text/html")
     policy = headers["content-security-policy"]
-    assert "default-src 'none'" in policy and "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert (
+        "default-src 'none'" in policy
+        and "script-src 'self'" in policy
+        and "frame-ancestors 'none'" in policy
+    )
     assert "unsafe-inline" not in policy
     assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff"
     assert b"<script>" not in page and b"style=" not in page  # no inline code for the policy to allow
@@ -125,7 +129,9 @@ def test_a_forged_cross_site_post_is_refused_on_a_loopback_admin_api(lone_gatewa
         assert json.loads(body)["error"]["code"] == "cross_site"
         assert not http_json("GET", f"{gateway.url}/admin/fleet")[1]["nodes"][0]["draining"]
     console = {"Origin": gateway.url, "Sec-Fetch-Site": "same-origin", "X-Cortex-Console": "1"}
-    status, body, _ = request(drain, "POST", b'{"drain": true}', {**console, "Content-Type": "application/json"})
+    status, body, _ = request(
+        drain, "POST", b'{"drain": true}', {**console, "Content-Type": "application/json"}
+    )
     assert status == 200 and json.loads(body)["draining"] is True
     status, body, _ = http_json("POST", drain, {"drain": False})  # the CLI: no browser headers
     assert status == 200 and body["draining"] is False

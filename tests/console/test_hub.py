@@ -12,12 +12,24 @@ from cortex_console.guard import AdminCheck
 from cortex_console.hub import QUEUE_BATCHES, ConsoleHub
 from cortex_console.routes import EventStream
 from cortex_kernel.config.schema import AuthSection, ConsoleSection
-from cortex_kernel.events import FleetPolled, ModelLoaded, ModelSnapshot, ModelUnloaded, NodeSnapshot, RequestFinished
+from cortex_kernel.events import (
+    FleetPolled,
+    ModelLoaded,
+    ModelSnapshot,
+    ModelUnloaded,
+    NodeSnapshot,
+    RequestFinished,
+)
 
 
 def finished(i: int) -> RequestFinished:
     return RequestFinished(
-        dialect="openai", endpoint="/v1/chat/completions", model="m", node="n1", status=200, duration_s=0.01 * i
+        dialect="openai",
+        endpoint="/v1/chat/completions",
+        model="m",
+        node="n1",
+        status=200,
+        duration_s=0.01 * i,
     )
 
 
