@@ -54,5 +54,9 @@ def register_app_parts(role: Role, kernel: Kernel) -> list[AppPart] | None:
     if config.console.capture:
         middleware.append(Middleware(CaptureMiddleware, hub=hub, limit=config.console.capture_chars))
     return [
-        AppPart(name="console", routes=console_routes(hub, AdminCheck(config.auth)), middleware=middleware)
+        AppPart(
+            name="console",
+            routes=console_routes(hub, AdminCheck(config.auth), kernel.drain),
+            middleware=middleware,
+        )
     ]

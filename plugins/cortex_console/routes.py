@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from cortex_console.guard import AdminCheck
 from cortex_console.hub import ConsoleHub, Subscriber
 from cortex_gateway.auth import error_for
+from cortex_kernel.drain import Drain
 
 KEEPALIVE_S = 15.0
 ASSETS = {"console.js": "text/javascript", "console.css": "text/css", "favicon.svg": "image/svg+xml"}
@@ -47,12 +48,14 @@ class EventStream:
 
     A raw ASGI app rather than a streaming response, so that a client which stops reading (its
     socket buffer full, our write blocked) can be dropped: the writer is a task we cancel when
-    the hub marks the subscriber gone, and returning ends the response and the connection.
+    the hub marks the subscriber gone, and returning ends the response and the connection. The
+    same happens when the gateway starts draining.
     """
 
-    def __init__(self, hub: ConsoleHub, check: AdminCheck) -> None:
+    def __init__(self, hub: ConsoleHub, check: AdminCheck, drain: Drain) -> None:
         self.hub = hub
         self.check = check
+        self.drain = drain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         error = self.check.verdict(scope)
@@ -70,6 +73,8 @@ class EventStream:
             loop.create_task(self._write(subscriber, send)),
             loop.create_task(_disconnected(receive)),
             loop.create_task(subscriber.gone.wait()),
+            # A console carries no user's work: it must not hold a shutdown for the whole grace.
+            loop.create_task(self.drain.draining.wait()),
         ]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -95,7 +100,7 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-def console_routes(hub: ConsoleHub, check: AdminCheck) -> list[BaseRoute]:
+def console_routes(hub: ConsoleHub, check: AdminCheck, drain: Drain) -> list[BaseRoute]:
     page = read_asset("index.html")
     assets = {name: (read_asset(name), media) for name, media in ASSETS.items()}
 
@@ -118,7 +123,7 @@ def console_routes(hub: ConsoleHub, check: AdminCheck) -> list[BaseRoute]:
         Route("/console", index, methods=["GET"]),
         Route("/console/static/{name}", asset, methods=["GET"]),
         Route("/console/api/state", state, methods=["GET"]),
-        Route("/console/api/stream", EventStream(hub, check), methods=["GET"]),
+        Route("/console/api/stream", EventStream(hub, check, drain), methods=["GET"]),
     ]
 
 

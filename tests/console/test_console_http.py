@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -167,3 +168,15 @@ def test_a_client_key_still_chats_and_an_admin_key_chats_too(tmp_path, lone_gate
     assert http_json("POST", url, body, token="nobody")[0] == 401
     for key in (CLIENT_KEY, ADMIN_KEY):  # past auth: the dead node answers, not the key check
         assert http_json("POST", url, body, token=key)[0] not in (401, 403)
+
+
+def test_open_console_streams_do_not_hold_up_a_gateway_shutdown(lone_gateway):
+    gateway = lone_gateway("shutdown_grace_s = 40\n")
+    req = urllib.request.Request(f"{gateway.url}/console/api/stream")
+    with urllib.request.urlopen(req, timeout=60) as reply:
+        assert reply.readline() == b"event: snapshot\n"
+        started = time.monotonic()
+        assert gateway.stop(timeout=60) == 0
+        # A console carries no user's work: it ends with the drain, not with the grace.
+        assert time.monotonic() - started < 20
+        assert reply.read() is not None  # the stream ended (EOF), the page will reconnect

@@ -12,6 +12,7 @@ from cortex_console.guard import AdminCheck
 from cortex_console.hub import QUEUE_BATCHES, ConsoleHub
 from cortex_console.routes import EventStream
 from cortex_kernel.config.schema import AuthSection, ConsoleSection
+from cortex_kernel.drain import Drain
 from cortex_kernel.events import (
     FleetPolled,
     ModelLoaded,
@@ -73,7 +74,7 @@ async def test_a_console_that_stops_reading_is_dropped_and_its_queue_stays_bound
 
 async def test_the_stream_ends_when_its_client_is_dropped_even_mid_write():
     hub = ConsoleHub(ConsoleSection())
-    stream = EventStream(hub, AdminCheck(AuthSection()))
+    stream = EventStream(hub, AdminCheck(AuthSection()), Drain())
     sent: list[dict] = []
     blocked = asyncio.Event()
 
