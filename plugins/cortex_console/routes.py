@@ -85,6 +85,12 @@ class EventStream:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, OSError):
                     await task
+        if self.drain.active and not subscriber.gone.is_set():
+            # A clean end the page can tell from a cut; bounded, as the client may be stuck too.
+            with contextlib.suppress(TimeoutError, OSError):
+                await asyncio.wait_for(
+                    send({"type": "http.response.body", "body": b"", "more_body": False}), 1.0
+                )
 
     async def _write(self, subscriber: Subscriber, send: Send) -> None:
         while True:
