@@ -181,7 +181,7 @@ async def scenario_run(name: str, rounds: int, workdir: Path, consoles: int = 0)
     )
     config = workdir / f"cortex-{name}.toml"
     config.write_text(
-        f'[gateway]\nlisten = "127.0.0.1:{gateway_port}"\n\n'
+        f'[gateway]\nlisten = "127.0.0.1:{gateway_port}"\nmetrics_listen = "127.0.0.1:{free_port()}"\n\n'
         f'[[neurons]]\nname = "fake"\nendpoint = "http://127.0.0.1:{upstream_port}"\n'
     )
     gateway = start(
