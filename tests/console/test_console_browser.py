@@ -128,10 +128,12 @@ def test_a_load_shows_loading_then_ready_and_an_eviction_names_its_victim(page, 
     evicted.wait_for()
     assert "n1" in evicted.inner_text()
     row(page, "n1", "b").locator('[data-state="ready"]').wait_for()
-    assert row(page, "n1", "a").count() == 0
+    row(page, "n1", "a").wait_for(state="detached")  # gone from n1 once a poll confirms it
 
+    before = page.locator("#requests tbody tr").count()
     chat(page)  # for the picture: a request in the table and a reply in the playground
-    page.locator("#requests tbody tr").first.wait_for()
+    page.locator("#requests tbody tr").nth(before).wait_for()
+    playwright_api.expect(row(page, "n2", "p").locator("td").nth(1)).to_have_text("0", timeout=TIMEOUT_MS)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 
 
