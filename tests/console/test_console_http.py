@@ -180,3 +180,10 @@ def test_open_console_streams_do_not_hold_up_a_gateway_shutdown(lone_gateway):
         # A console carries no user's work: it ends with the drain, not with the grace.
         assert time.monotonic() - started < 20
         assert reply.read() is not None  # the stream ended (EOF), the page will reconnect
+
+
+def test_blocking_the_console_plugin_removes_it(lone_gateway):
+    gateway = lone_gateway('\n[plugins]\nblock = ["console"]\n')
+    assert request(f"{gateway.url}/console")[0] == 404
+    assert request(f"{gateway.url}/console/api/state")[0] == 404
+    assert http_json("GET", f"{gateway.url}/admin/fleet")[0] == 200  # the gateway itself is untouched
