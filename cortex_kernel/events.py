@@ -46,10 +46,13 @@ class RequestFinished(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class ModelLoaded(msgspec.Struct, kw_only=True, frozen=True):
+    """A load that ended; ``error`` says why one failed (the node's message)."""
+
     node: str
     model: str
     seconds: float
     ok: bool
+    error: str | None = None
 
 
 class ModelUnloaded(msgspec.Struct, kw_only=True, frozen=True):

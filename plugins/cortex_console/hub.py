@@ -75,6 +75,7 @@ class ConsoleHub:
         self.captures: deque[dict[str, Any]] = deque(maxlen=section.recent_requests)
         self.fleet: list[dict[str, Any]] = []
         self.states: dict[tuple[str, str], tuple[str, float]] = {}
+        self.failures: dict[tuple[str, str], str] = {}  # why the last load of a model failed
         self.subscribers: set[Subscriber] = set()
         self.dropped = 0
         self._pending: list[dict[str, Any]] = []
@@ -100,10 +101,15 @@ class ConsoleHub:
     def _activity(self, event: Event, now: float) -> dict[str, Any] | None:
         if isinstance(event, ModelLoaded):
             state = "ready" if event.ok else "failed"
-            self.states[(event.node, event.model)] = (state, now)
-            self._set_model_state(event.node, event.model, state)
             verb = "loaded" if event.ok else "failed to load"
             text = f"{event.model} {verb} on {event.node} in {event.seconds:.1f} s"
+            if event.ok:
+                self.failures.pop((event.node, event.model), None)
+            else:
+                self.failures[(event.node, event.model)] = event.error or "no reason given"
+                text += f": {self.failures[(event.node, event.model)]}"
+            self.states[(event.node, event.model)] = (state, now)
+            self._set_model_state(event.node, event.model, state)
             return {
                 "kind": "loaded" if event.ok else "load_failed",
                 "node": event.node,
@@ -193,6 +199,8 @@ class ConsoleHub:
                     self.states[key] = (state, now)
                 model["since"] = self.states[key][1]
                 model["pinned"] = node.node in self.pins.get(model["model"], [])
+                if state == "failed":
+                    model["error"] = self.failures.get(key)
                 if before.get(key) != state and state in ("loading", "waking", "sleeping", "unloading"):
                     self.log(
                         {
@@ -223,6 +231,7 @@ class ConsoleHub:
                 for entry in row["models"]:
                     if entry["model"] == model:
                         entry["state"], entry["since"] = state, time.time()
+                        entry["error"] = self.failures.get((node, model)) if state == "failed" else None
                         break
                 else:
                     row["models"].append(
@@ -234,6 +243,7 @@ class ConsoleHub:
                             "last_used": None,
                             "since": time.time(),
                             "pinned": node in self.pins.get(model, []),
+                            "error": self.failures.get((node, model)) if state == "failed" else None,
                         }
                     )
                 self._push({"kind": "fleet", "nodes": self.fleet, "at": time.time()})

@@ -122,3 +122,13 @@ def test_the_fleet_view_marks_pins_and_logs_loading_and_node_changes():
 def test_without_admin_keys_only_loopback_may_watch(headers, client, status):
     verdict = AdminCheck(AuthSection()).verdict({"headers": headers, "client": client})
     assert (verdict.status if verdict else None) == status
+
+
+def test_a_failed_load_shows_its_reason_in_the_fleet_and_the_activity_log():
+    hub = ConsoleHub(ConsoleSection())
+    model = ModelSnapshot(model="m", state="loading", in_flight=0, queued=0)
+    hub.handle(FleetPolled(nodes=(NodeSnapshot(node="n1", up=True, draining=False, models=(model,)),)))
+    hub.handle(ModelLoaded(node="n1", model="m", seconds=0.5, ok=False, error="out of memory on cuda:0"))
+    assert hub.fleet[0]["models"][0]["state"] == "failed"
+    assert hub.fleet[0]["models"][0]["error"] == "out of memory on cuda:0"
+    assert hub.activity[-1]["kind"] == "load_failed" and "out of memory" in hub.activity[-1]["text"]

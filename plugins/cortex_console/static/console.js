@@ -215,6 +215,7 @@
     if (!node.models.length) return el("p", { class: "note", text: "no model loaded" });
     const rows = node.models.map((m) => {
       const cell = el("td", {}, el("span", { class: "badge s-" + m.state, "data-state": m.state, text: m.state }));
+      if (m.state === "failed" && m.error) cell.append(" ", el("span", { class: "error", text: m.error }));
       if (m.state === "loading" || m.state === "waking") {
         cell.append(" ", el("progress", { "aria-label": m.model + " " + m.state }),
           " ", el("span", { class: "ago", "data-t": m.since || "", text: ago(m.since) }));
