@@ -33,7 +33,11 @@ def extra_models(chat: Path) -> str:
         f'\n[[models]]\nid = "p"\nharness = "transformers"\nsource = {toml_str(chat)}\n'
         'min_devices = 0\nvram_mb = 16\npinned_on = ["n2"]\n'
     )
-    return sized + pinned
+    broken = (  # a source outside every model root: the node refuses to load it
+        '\n[[models]]\nid = "broken"\nharness = "transformers"\n'
+        'source = "/nowhere/weights"\nmin_devices = 0\n'
+    )
+    return sized + pinned + broken
 
 
 @dataclass

@@ -187,3 +187,19 @@ def test_blocking_the_console_plugin_removes_it(lone_gateway):
     assert request(f"{gateway.url}/console")[0] == 404
     assert request(f"{gateway.url}/console/api/state")[0] == 404
     assert http_json("GET", f"{gateway.url}/admin/fleet")[0] == 200  # the gateway itself is untouched
+
+
+def test_a_failed_load_reaches_the_console_with_the_nodes_reason(console_fleet):
+    status, body, _ = http_json(
+        "POST", f"{console_fleet.url}/admin/models/load", {"model": "broken", "node": "n2"}, token=ADMIN_KEY
+    )
+    assert status == 202, body
+    deadline = time.monotonic() + 60
+    while True:
+        state = http_json("GET", f"{console_fleet.url}/console/api/state", token=ADMIN_KEY)[1]
+        failed = [a for a in state["activity"] if a["kind"] == "load_failed" and a["model"] == "broken"]
+        if failed:
+            break
+        assert time.monotonic() < deadline, state["activity"]
+        time.sleep(0.2)
+    assert failed[0]["node"] == "n2" and "/nowhere/weights" in failed[0]["text"], failed
