@@ -203,3 +203,35 @@ def test_a_failed_load_reaches_the_console_with_the_nodes_reason(console_fleet):
         assert time.monotonic() < deadline, state["activity"]
         time.sleep(0.2)
     assert failed[0]["node"] == "n2" and "/nowhere/weights" in failed[0]["text"], failed
+
+
+@pytest.mark.timeout(290)
+def test_a_console_that_stops_reading_is_dropped_by_a_real_gateway(lone_gateway):
+    import http.client
+    import socket
+
+    gateway = lone_gateway()
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # a small window fills fast
+    stalled.connect(("127.0.0.1", gateway.port))
+    stalled.sendall(b"GET /console/api/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        admin = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=30)
+        state = http_json("GET", f"{gateway.url}/console/api/state")[1]
+        assert state["clients"] == 1
+        deadline = time.monotonic() + 200  # ~16,000 flips fill the socket buffers (34 s here)
+        flips = 0
+        while state["dropped"] == 0:
+            # Each drain flip is pushed to consoles at once: one batch each, never read here.
+            for _ in range(50):
+                admin.request(
+                    "POST", "/admin/nodes/n1/drain", body=f'{{"drain": {str(flips % 2 == 0).lower()}}}'
+                )
+                admin.getresponse().read()
+                flips += 1
+            state = http_json("GET", f"{gateway.url}/console/api/state")[1]
+            assert time.monotonic() < deadline, f"still subscribed after {flips} events"
+        assert state["clients"] == 0 and state["dropped"] == 1
+        admin.close()
+    finally:
+        stalled.close()
