@@ -46,10 +46,13 @@ class RequestFinished(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class ModelLoaded(msgspec.Struct, kw_only=True, frozen=True):
+    """A load that ended; ``error`` says why one failed (the node's message)."""
+
     node: str
     model: str
     seconds: float
     ok: bool
+    error: str | None = None
 
 
 class ModelUnloaded(msgspec.Struct, kw_only=True, frozen=True):
@@ -94,12 +97,15 @@ class ModelSnapshot(msgspec.Struct, kw_only=True, frozen=True):
     state: str
     in_flight: int
     queued: int
+    last_used: float | None = None
 
 
 class NodeSnapshot(msgspec.Struct, kw_only=True, frozen=True):
     node: str
     up: bool
     draining: bool
+    last_poll: float | None = None
+    last_error: str | None = None
     devices: tuple[DeviceSnapshot, ...] = ()
     models: tuple[ModelSnapshot, ...] = ()
 

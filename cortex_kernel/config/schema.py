@@ -122,6 +122,17 @@ class ResponsesSection(ConfigBase):
     store_max_responses: PositiveInt = 1024
     store_max_mb: PositiveInt = 256
     store_ttl_s: PositiveFloat = 3600.0
+class ConsoleSection(ConfigBase):
+    """``[console]``: the operator console's memory bounds and whether it keeps message text.
+
+    ``capture`` keeps the first characters of each chat's prompt and reply so operators can see
+    what a request was; it is off by default because those texts are the users' data.
+    """
+
+    capture: bool = False
+    capture_chars: PositiveInt = 500
+    recent_requests: PositiveInt = 200
+    activity_events: PositiveInt = 200
 
 
 class CortexConfig(ConfigBase):
@@ -136,6 +147,7 @@ class CortexConfig(ConfigBase):
     limits: ConnectionLimits = msgspec.field(default_factory=ConnectionLimits)
     responses: ResponsesSection = msgspec.field(default_factory=ResponsesSection)
     routing: RoutingSection = msgspec.field(default_factory=RoutingSection)
+    console: ConsoleSection = msgspec.field(default_factory=ConsoleSection)
 
 
 # ---------------------------------------------------------------------------------------------

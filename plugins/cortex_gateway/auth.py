@@ -2,9 +2,10 @@
 
 Client keys (``[auth] api_keys``) guard the API when ``require_api_key`` is set; without it any
 key is accepted, because OpenAI clients send placeholder tokens. The admin surface needs one of
-``admin_keys`` when any are configured, and otherwise answers only loopback clients. Errors come
-in the envelope of the dialect that was called, and each rejection is a ``RequestFinished``
-event (model ``unknown``, no node), so a client with a wrong key shows up in the metrics.
+``admin_keys`` when any are configured, and otherwise answers only loopback clients; an admin key
+is accepted wherever a client key is (the console's playground chats with it). Errors come in the
+envelope of the dialect that was called, and each rejection is a ``RequestFinished`` event (model
+``unknown``, no node), so a client with a wrong key shows up in the metrics.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from cortex_kernel.events import EventBus, RequestFinished
 from cortex_kernel.keys import KeySet, presented_key
 
 PUBLIC = frozenset({"/", "/health", "/health/live", "/health/ready"})
+# Paths whose plugin checks admin keys itself: the console's page and assets hold no data, and its
+# data routes answer only admins (a client key there is 403, not the 401 of a missing key).
+SELF_GUARDED = "/console"
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def self_guarded(path: str) -> bool:
+    return path == SELF_GUARDED or path.startswith(SELF_GUARDED + "/")
 
 
 def wants_anthropic(path: str, headers: dict[bytes, bytes]) -> bool:
@@ -44,8 +52,11 @@ class GatewayAuth:
         self.clients = KeySet(auth.api_keys)
         self.admins = KeySet(auth.admin_keys)
 
+    def _client(self, key: str | None) -> bool:
+        return self.clients.accepts(key) or self.admins.accepts(key)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC:
+        if scope["type"] != "http" or scope["path"] in PUBLIC or self_guarded(scope["path"]):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -58,7 +69,7 @@ class GatewayAuth:
                     error = Unauthorized("an admin key is required for /admin")
             elif (scope.get("client") or ("", 0))[0] not in LOOPBACK:
                 error = Forbidden("the admin API answers loopback clients only until admin_keys are set")
-        elif self.require and not self.clients.accepts(presented_key(headers)):
+        elif self.require and not self._client(presented_key(headers)):
             error = Unauthorized("missing or unknown API key")
         if error is not None:
             await error_for(path, headers, error)(scope, receive, send)

@@ -437,7 +437,11 @@ class Placement:
                     message = error.message or f"HTTP {reply.status}"
                     node.models.pop(profile.id, None)
                     seconds = time.perf_counter() - started
-                    self.events.emit(ModelLoaded(node=node.name, model=profile.id, seconds=seconds, ok=False))
+                    self.events.emit(
+                        ModelLoaded(
+                            node=node.name, model=profile.id, seconds=seconds, ok=False, error=message
+                        )
+                    )
                     # A refusal of the profile itself (a source outside the node's roots, an unknown
                     # model, a bad option) keeps its status; a 401 (this gateway's token) or a node
                     # that is full or busy stays a 502 like any other failure of the node.
@@ -452,8 +456,9 @@ class Placement:
             payload = _LOADED.decode(raw)  # a reply of the wrong shape: the node is broken
         except (aiohttp.ClientError, TimeoutError, ValueError, msgspec.DecodeError) as exc:
             node.models.pop(profile.id, None)
+            seconds = time.perf_counter() - started
             self.events.emit(
-                ModelLoaded(node=node.name, model=profile.id, seconds=time.perf_counter() - started, ok=False)
+                ModelLoaded(node=node.name, model=profile.id, seconds=seconds, ok=False, error=str(exc))
             )
             raise CortexError(
                 f"node {node.name} unreachable while loading: {exc}", status=502, code="load_failed"

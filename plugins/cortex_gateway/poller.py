@@ -179,6 +179,8 @@ def snapshot(node: Node) -> NodeSnapshot:
         node=node.name,
         up=node.up,
         draining=node.draining,
+        last_poll=node.last_poll,
+        last_error=node.last_error,
         devices=tuple(
             DeviceSnapshot(
                 index=int(d.get("index", i)),
@@ -189,7 +191,13 @@ def snapshot(node: Node) -> NodeSnapshot:
             for i, d in enumerate(node.device_health)
         ),
         models=tuple(
-            ModelSnapshot(model=m.id, state=m.state, in_flight=node.model_load(m.id), queued=m.queued)
+            ModelSnapshot(
+                model=m.id,
+                state=m.state,
+                in_flight=node.model_load(m.id),
+                queued=m.queued,
+                last_used=node.last_used(m.id),
+            )
             for m in node.models.values()
         ),
     )

@@ -1,0 +1,62 @@
+"""Entry point of the console plugin: an event sink and the ``/console`` part for the gateway.
+
+Like the Prometheus plugin, the sink (the hub) is made once per
+:class:`~cortex_kernel.kernel.Kernel` so that ``register_event_sinks`` and
+``register_app_parts``, called separately, share it; it lives only as long as that kernel.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from starlette.middleware import Middleware
+
+from cortex_console.hub import ConsoleHub
+from cortex_kernel.config.schema import CortexConfig
+from cortex_kernel.hookspecs import hookimpl
+from cortex_kernel.kernel import AppPart, Kernel, Role
+
+_hubs: dict[int, ConsoleHub] = {}
+
+
+def hub_for(kernel: Kernel) -> ConsoleHub:
+    """The one hub of ``kernel``'s gateway, made on first use."""
+    hub = _hubs.get(id(kernel))
+    if hub is None:
+        config: CortexConfig = kernel.config.value
+        models = kernel.config.catalogue.models
+        pins = {profile.id: list(profile.pinned_on) for profile in models}
+        catalogue = [{"id": p.id, "task": p.task, "pinned_on": list(p.pinned_on)} for p in models]
+        hub = _hubs[id(kernel)] = ConsoleHub(config.console, pins, catalogue)
+        weakref.finalize(kernel, _hubs.pop, id(kernel), None)
+    return hub
+
+
+@hookimpl
+def register_event_sinks(role: Role, kernel: Kernel) -> list[ConsoleHub] | None:
+    if role != "gateway":
+        return None
+    return [hub_for(kernel)]
+
+
+@hookimpl
+def register_app_parts(role: Role, kernel: Kernel) -> list[AppPart] | None:
+    if role != "gateway":
+        return None
+    from cortex_console.admin_tap import AdminTap
+    from cortex_console.capture import CaptureMiddleware
+    from cortex_console.guard import AdminCheck, CrossSiteGuard
+    from cortex_console.routes import console_routes
+
+    config: CortexConfig = kernel.config.value
+    hub = hub_for(kernel)
+    middleware = [Middleware(CrossSiteGuard), Middleware(AdminTap, hub=hub)]
+    if config.console.capture:
+        middleware.append(Middleware(CaptureMiddleware, hub=hub, limit=config.console.capture_chars))
+    return [
+        AppPart(
+            name="console",
+            routes=console_routes(hub, AdminCheck(config.auth), kernel.drain),
+            middleware=middleware,
+        )
+    ]

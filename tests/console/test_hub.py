@@ -1,0 +1,134 @@
+"""The console's hub and event stream in-process: bounded memory, one encoding per flush, and a
+console that stops reading dropped rather than buffered for."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from cortex_console.guard import AdminCheck
+from cortex_console.hub import QUEUE_BATCHES, ConsoleHub
+from cortex_console.routes import EventStream
+from cortex_kernel.config.schema import AuthSection, ConsoleSection
+from cortex_kernel.drain import Drain
+from cortex_kernel.events import (
+    FleetPolled,
+    ModelLoaded,
+    ModelSnapshot,
+    ModelUnloaded,
+    NodeSnapshot,
+    RequestFinished,
+)
+
+
+def finished(i: int) -> RequestFinished:
+    return RequestFinished(
+        dialect="openai",
+        endpoint="/v1/chat/completions",
+        model="m",
+        node="n1",
+        status=200,
+        duration_s=0.01 * i,
+    )
+
+
+def test_rings_are_bounded_and_hold_no_text():
+    hub = ConsoleHub(ConsoleSection(recent_requests=5, activity_events=3))
+    for i in range(50):
+        hub.handle(finished(i))
+        hub.handle(ModelUnloaded(node="n1", model=f"m{i}", reason="evicted", strategy="lru"))
+    assert len(hub.requests) == 5 and len(hub.activity) == 3
+    assert hub.activity[-1]["victim"] == "m49" and hub.activity[-1]["reason"] == "lru"
+    assert set(hub.requests[-1]) >= {"model", "node", "dialect", "status", "first_token_s", "duration_s"}
+    assert not {"prompt", "reply", "messages"} & set(hub.requests[-1])
+
+
+async def test_one_flush_sends_everything_since_the_last_to_every_console():
+    hub = ConsoleHub(ConsoleSection())
+    consoles = [hub.subscribe() for _ in range(3)]
+    for console in consoles:
+        assert (await console.queue.get()).startswith(b"event: snapshot\n")
+    for i in range(10):
+        hub.handle(finished(i))
+    hub.handle(ModelLoaded(node="n1", model="m", seconds=1.0, ok=True))
+    await asyncio.sleep(0.3)
+    chunks = [console.queue.get_nowait() for console in consoles]
+    assert all(c is chunks[0] for c in chunks)  # encoded once, shared
+    assert all(console.queue.empty() for console in consoles)
+    batch = json.loads(chunks[0].split(b"data: ", 1)[1])
+    assert [m["kind"] for m in batch].count("request") == 10
+    assert any(m["kind"] == "activity" and m["entry"]["kind"] == "loaded" for m in batch)
+
+
+async def test_a_console_that_stops_reading_is_dropped_and_its_queue_stays_bounded():
+    hub = ConsoleHub(ConsoleSection())
+    stalled = hub.subscribe()  # never read from
+    for i in range(QUEUE_BATCHES * 3):
+        hub.handle(finished(i))
+        hub.flush()
+        assert stalled.queue.qsize() <= QUEUE_BATCHES
+    assert stalled.gone.is_set() and stalled not in hub.subscribers and hub.dropped == 1
+
+
+async def test_the_stream_ends_when_its_client_is_dropped_even_mid_write():
+    hub = ConsoleHub(ConsoleSection())
+    stream = EventStream(hub, AdminCheck(AuthSection()), Drain())
+    sent: list[dict] = []
+    blocked = asyncio.Event()
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+        if len(sent) >= 2:  # the client's socket is full: every write after the head blocks forever
+            blocked.set()
+            await asyncio.Event().wait()
+
+    async def receive() -> dict:
+        await asyncio.Event().wait()  # the client never hangs up
+        return {}
+
+    scope = {"type": "http", "path": "/console/api/stream", "headers": [], "client": ("127.0.0.1", 1)}
+    task = asyncio.get_running_loop().create_task(stream(scope, receive, send))
+    await asyncio.wait_for(blocked.wait(), 10)
+    for i in range(QUEUE_BATCHES + 5):
+        hub.handle(finished(i))
+        hub.flush()
+    await asyncio.wait_for(task, 10)  # returned: the server closes the connection
+    assert not hub.subscribers and hub.dropped == 1
+
+
+def test_the_fleet_view_marks_pins_and_logs_loading_and_node_changes():
+    hub = ConsoleHub(ConsoleSection(), pins={"m": ["n1"]})
+
+    def polled(up: bool, state: str) -> FleetPolled:
+        model = ModelSnapshot(model="m", state=state, in_flight=0, queued=0)
+        return FleetPolled(nodes=(NodeSnapshot(node="n1", up=up, draining=False, models=(model,)),))
+
+    hub.handle(polled(True, "loading"))
+    hub.handle(polled(True, "ready"))
+    hub.handle(polled(False, "ready"))
+    assert hub.fleet[0]["models"][0]["pinned"] is True
+    assert [a["kind"] for a in hub.activity] == ["loading", "node_down"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "client", "status"),
+    [
+        ([], ("127.0.0.1", 1), None),
+        ([], ("10.1.2.3", 1), 403),
+    ],
+)
+def test_without_admin_keys_only_loopback_may_watch(headers, client, status):
+    verdict = AdminCheck(AuthSection()).verdict({"headers": headers, "client": client})
+    assert (verdict.status if verdict else None) == status
+
+
+def test_a_failed_load_shows_its_reason_in_the_fleet_and_the_activity_log():
+    hub = ConsoleHub(ConsoleSection())
+    model = ModelSnapshot(model="m", state="loading", in_flight=0, queued=0)
+    hub.handle(FleetPolled(nodes=(NodeSnapshot(node="n1", up=True, draining=False, models=(model,)),)))
+    hub.handle(ModelLoaded(node="n1", model="m", seconds=0.5, ok=False, error="out of memory on cuda:0"))
+    assert hub.fleet[0]["models"][0]["state"] == "failed"
+    assert hub.fleet[0]["models"][0]["error"] == "out of memory on cuda:0"
+    assert hub.activity[-1]["kind"] == "load_failed" and "out of memory" in hub.activity[-1]["text"]
