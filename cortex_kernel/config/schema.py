@@ -122,6 +122,8 @@ class ResponsesSection(ConfigBase):
     store_max_responses: PositiveInt = 1024
     store_max_mb: PositiveInt = 256
     store_ttl_s: PositiveFloat = 3600.0
+
+
 class ConsoleSection(ConfigBase):
     """``[console]``: the operator console's memory bounds and whether it keeps message text.
 
