@@ -89,6 +89,24 @@ class ConnectionLimits(ConfigBase):
     allow_h2c: bool = False
 
 
+# -- residency (sleep tier, idle TTLs, anti-thrash, replicas) ---------------------------------
+TtlSeconds = Annotated[float, msgspec.Meta(gt=0, le=30 * 24 * 3600)]
+ReplicaCount = Annotated[int, msgspec.Meta(ge=0, le=1024)]
+
+
+class ResidencySection(ConfigBase):
+    """``[residency]``: fleet-wide defaults of how long idle models stay and how placement
+    avoids thrashing (docs/gateway.md, "Residency")."""
+
+    sleep: bool = True
+    idle_ttl_s: TtlSeconds | None = None
+    unload_ttl_s: TtlSeconds | None = None
+    ttl_pinned: bool = False
+    ttl_check_interval_s: PositiveFloat = 1.0
+    hysteresis_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 30.0
+    thrash_window_s: Annotated[float, msgspec.Meta(ge=0, le=24 * 3600)] = 120.0
+
+
 class CortexConfig(ConfigBase):
     """The gateway's configuration (``cortex.toml``)."""
 
@@ -99,6 +117,7 @@ class CortexConfig(ConfigBase):
     auth: AuthSection = msgspec.field(default_factory=AuthSection)
     plugins: PluginsSection = msgspec.field(default_factory=PluginsSection)
     limits: ConnectionLimits = msgspec.field(default_factory=ConnectionLimits)
+    residency: ResidencySection = msgspec.field(default_factory=ResidencySection)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,6 +142,12 @@ class ModelProfile(ConfigBase):
     devices: list[NonNegativeInt] | None = None
     description: str | None = None
     options: dict[str, Any] = msgspec.field(default_factory=dict)
+    # -- residency: the sleep tier, idle TTLs and replicas (``None``: the [residency] default)
+    sleep: bool | None = None
+    idle_ttl_s: TtlSeconds | None = None
+    unload_ttl_s: TtlSeconds | None = None
+    min_replicas: ReplicaCount = 0
+    max_replicas: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
 
     @property
     def weights_source(self) -> str:
@@ -184,6 +209,8 @@ class NeuronConfig(ConfigBase):
     model_roots: list[str] = msgspec.field(default_factory=list)
     cache_dir: str | None = None
     memory_budget_mb: PositiveInt | None = None
+    # Host RAM that sleeping models may hold (their weights offloaded from the devices).
+    host_memory_budget_mb: PositiveInt | None = None
     max_body_bytes: PositiveInt = 32 * 1024 * 1024
     default_models: list[str | ModelProfile] = msgspec.field(default_factory=list)
     harnesses: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)

@@ -30,6 +30,7 @@ from cortex_gateway.neuron_http import NeuronPool
 from cortex_gateway.placement import Placement
 from cortex_gateway.poller import Poller
 from cortex_gateway.proxy import Forwarder
+from cortex_gateway.residency import Residency
 from cortex_kernel.config.errors import ConfigError
 from cortex_kernel.config.schema import Catalogue, CortexConfig
 from cortex_kernel.dialect import Dialect, UpstreamReply
@@ -149,6 +150,7 @@ def gateway_part(kernel: Kernel) -> AppPart:
                 reread=poller.poll_node,
                 defrag_after_cycles=config.eviction.defrag_after_cycles,
                 events=events,
+                residency=Residency(config.residency),
             )
             runtime.placement = placement
             poller.after_poll = placement.maybe_defrag
@@ -173,6 +175,7 @@ def gateway_part(kernel: Kernel) -> AppPart:
             poller.on_down = node_down
             await poller.poll_once()
             poller.start()
+            placement.residency.start()
             ender = asyncio.get_running_loop().create_task(
                 end_streams_at_cutoff(kernel.drain, runtime.forwarder), name="drain-cutoff"
             )
@@ -182,6 +185,7 @@ def gateway_part(kernel: Kernel) -> AppPart:
                 ender.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await ender
+                await placement.residency.stop()
                 await poller.stop()
                 await pool.close()
 
@@ -244,6 +248,8 @@ def gateway_part(kernel: Kernel) -> AppPart:
         Route("/admin/models/load", admin("load"), methods=["POST"]),
         Route("/admin/models/unload", admin("unload"), methods=["POST"]),
         Route("/admin/nodes/{name}/drain", admin("drain"), methods=["POST"]),
+        Route("/admin/nodes/{name}/models/{model}/sleep", admin("sleep"), methods=["POST"]),
+        Route("/admin/nodes/{name}/models/{model}/wake", admin("wake"), methods=["POST"]),
     ]
     for dialect in dialects:
         routes.extend(dialect.routes(GatewayUpstream(runtime, fleet, catalogue, dialect.name)))
