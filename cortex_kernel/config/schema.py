@@ -13,6 +13,7 @@ documented in ``docs/configuration.md`` and the example files.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -166,11 +167,31 @@ class Catalogue(ConfigBase):
     """The model catalogue (``models.toml``)."""
 
     models: list[ModelProfile] = msgspec.field(default_factory=list)
-    aliases: dict[str, str] = msgspec.field(default_factory=dict)
+    # An alias names one model, or an ordered list of them (a warm selector: the first one
+    # ready somewhere wins; the gateway resolves it against the fleet).
+    aliases: dict[str, str | list[str]] = msgspec.field(default_factory=dict)
 
-    def resolve(self, model_id: str) -> str:
-        """The concrete model id ``model_id`` names: its alias target, or itself."""
-        return self.aliases.get(model_id, model_id)
+    def targets(self, model_id: str) -> list[str]:
+        """The models an alias names, in order (``[model_id]`` for a name that is no alias)."""
+        target = self.aliases.get(model_id, model_id)
+        return [target] if isinstance(target, str) else target
+
+    def resolve(
+        self,
+        model_id: str,
+        ready: Callable[[str], bool] | None = None,
+        eligible: Callable[[str], bool] | None = None,
+    ) -> str:
+        """The concrete model id ``model_id`` names: itself, its alias target, or for a list the
+        first target ``ready`` says is ready, else the first ``eligible`` one, else the first."""
+        targets = self.targets(model_id)
+        if ready is not None and len(targets) > 1:
+            warm = next((t for t in targets if ready(t)), None)
+            if warm is not None:
+                return warm
+            if eligible is not None:
+                return next((t for t in targets if eligible(t)), targets[0])
+        return targets[0] if targets else model_id
 
     def get(self, model_id: str) -> ModelProfile | None:
         """Return the profile for ``model_id`` (an alias is resolved first), or ``None``."""

@@ -73,7 +73,10 @@ class GatewayUpstream:
         self._catalogue = catalogue
 
     def resolve(self, model: str) -> str:
-        return self._catalogue.resolve(model)
+        placement = self._runtime.placement
+        if placement is None:
+            return self._catalogue.resolve(model)
+        return self._catalogue.resolve(model, placement.is_ready, placement.can_place)
 
     async def open(self, path: str, model: str, body: bytes) -> UpstreamReply:
         _, forwarder, _ = self._runtime.ready()

@@ -155,6 +155,15 @@ class Placement:
         finally:
             self._waiters -= 1
 
+    def is_ready(self, model_id: str) -> bool:
+        """Whether ``model_id`` is ready on some routable node (warm alias selectors ask)."""
+        return bool(self.fleet.replicas(model_id))
+
+    def can_place(self, model_id: str) -> bool:
+        """Whether some node may run ``model_id`` at all (warm alias selectors ask)."""
+        profile = self.catalogue.get(model_id)
+        return profile is not None and any(eligible(node, profile) for node in self.fleet)
+
     def _ready(self, model_id: str, exclude: frozenset[str]) -> Node | None:
         ready = [n for n in self.fleet.replicas(model_id) if n.name not in exclude]
         if len(ready) < 2:
