@@ -106,6 +106,8 @@ class ResidencySection(ConfigBase):
     ttl_check_interval_s: PositiveFloat = 1.0
     hysteresis_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 30.0
     thrash_window_s: Annotated[float, msgspec.Meta(ge=0, le=24 * 3600)] = 120.0
+    scale_out_queued: PositiveInt = 1
+    scale_out_after_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
 
 
 class CortexConfig(ConfigBase):

@@ -92,6 +92,8 @@ class Admin:
                 "sleeps": self.placement.residency.sleeps,
                 "wakes": self.placement.residency.wakes,
                 "thrash_events": self.placement.residency.thrash_events,
+                "scale_outs": self.placement.residency.scale_outs,
+                "scale_ins": self.placement.residency.scale_ins,
             }
         )
 

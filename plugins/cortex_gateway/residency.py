@@ -32,7 +32,7 @@ import msgspec
 from cortex_gateway.fleet import Node, NodeModel
 from cortex_kernel.config.schema import ModelProfile, ResidencySection
 from cortex_kernel.errors import Conflict, CortexError, Overloaded
-from cortex_kernel.events import ModelSlept, ModelWoken, ThrashDetected
+from cortex_kernel.events import ModelSlept, ModelWoken, ReplicaScaled, ThrashDetected
 from cortex_kernel.eviction import Victim
 from cortex_kernel.node_wire import ErrorDetail, ErrorReply
 
@@ -56,6 +56,12 @@ class Residency:
         self._node_locks: dict[str, asyncio.Lock] = {}
         self._wakes: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._ttl_task: asyncio.Task[None] | None = None
+        # model → since when its replicas have queued at least ``scale_out_queued`` each.
+        self._queueing_since: dict[str, float] = {}
+        self._scaling: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        self.scale_outs = 0
+        self.scale_ins = 0
         self.sleeps = 0
         self.wakes = 0
         self.thrash_events = 0
@@ -251,14 +257,18 @@ class Residency:
     # -- idle TTLs -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the idle-TTL sweep (only when some model has a TTL)."""
+        """Start the idle-TTL and scale-out sweep (only when some model has a TTL or may have
+        more than one replica)."""
         catalogue = self.placement.catalogue
         defaults = self.settings.idle_ttl_s is not None or self.settings.unload_ttl_s is not None
-        if not defaults and not any(p.idle_ttl_s or p.unload_ttl_s for p in catalogue.models):
+        models = catalogue.models
+        if not defaults and not any(p.idle_ttl_s or p.unload_ttl_s or p.max_replicas > 1 for p in models):
             return
         self._ttl_task = asyncio.get_running_loop().create_task(self._sweep_forever(), name="idle ttl")
 
     async def stop(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         if self._ttl_task is not None:
             self._ttl_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -268,6 +278,7 @@ class Residency:
         while True:
             await asyncio.sleep(self.settings.ttl_check_interval_s)
             try:
+                self.scale_out()
                 await self.sweep()
             except Exception:  # a bug in one sweep must not stop the next
                 log.exception("idle sweep failed")
@@ -305,6 +316,7 @@ class Residency:
                     continue
                 idle = now - self.idle_since(node, model_id)
                 unload_ttl, sleep_ttl = self.unload_ttl(profile), self.idle_ttl(profile)
+                replicas = len(placement.fleet.replicas(model_id))
                 try:
                     if unload_ttl is not None and idle >= unload_ttl and self._beyond_min(profile, node):
                         await placement.unload_on(node, model_id, reason="idle")
@@ -315,14 +327,69 @@ class Residency:
                         and idle >= sleep_ttl
                         and self._beyond_min(profile, node)
                     ):
-                        if self.can_sleep(profile):
+                        room = self.host_free_bytes(node)
+                        if self.can_sleep(profile) and placement.declared_bytes(node, model_id) <= room:
                             await self.sleep_on(node, model_id, reason="idle")
                             self.idle_sleeps += 1
-                        elif unload_ttl is None:  # it may not sleep and has no second TTL: unload
+                        elif unload_ttl is None or not self.can_sleep(profile):
                             await placement.unload_on(node, model_id, reason="idle")
                             self.idle_unloads += 1
+                        else:
+                            continue
+                    else:
+                        continue
                 except CortexError as exc:  # busy after all, or the node went away: next pass
                     log.info("idle %s on %s kept: %s", model_id, node.name, exc.message)
+                    continue
+                if model.state == "ready" and replicas > 1:
+                    self.scale_ins += 1
+                    placement.events.emit(ReplicaScaled(node=node.name, model=model_id, direction="in"))
+
+    # -- replicas for hot models ------------------------------------------------------------
+
+    def scale_out(self) -> None:
+        """Start another replica of each model whose replicas have all queued for
+        ``scale_out_after_s``, up to its ``max_replicas``, on a node that can host it without
+        evicting anything in use (the evictor is offered only idle residents)."""
+        placement = self.placement
+        now = time.monotonic()
+        for profile in placement.catalogue.models:
+            if profile.max_replicas <= 1 or profile.id in self._scaling:
+                continue
+            replicas = placement.fleet.replicas(profile.id)
+            hot = bool(replicas) and all(
+                (m := n.models.get(profile.id)) is not None and m.queued >= self.settings.scale_out_queued
+                for n in replicas
+            )
+            if not hot:
+                self._queueing_since.pop(profile.id, None)
+                continue
+            since = self._queueing_since.setdefault(profile.id, now)
+            if now - since < self.settings.scale_out_after_s or len(replicas) >= profile.max_replicas:
+                continue
+            holding = {n.name for n in placement.fleet if profile.id in n.models}
+            plans = placement.plan(profile, frozenset(holding))
+            if not plans:
+                continue
+            node, victims = plans[0]
+            self._queueing_since.pop(profile.id, None)
+            self._scaling.add(profile.id)
+            task = asyncio.get_running_loop().create_task(
+                self._add_replica(node, victims, profile), name=f"scale out {profile.id}"
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _add_replica(self, node: Node, victims: list[Victim], profile: ModelProfile) -> None:
+        try:
+            log.info("scaling %s out to %s: its replicas queue", profile.id, node.name)
+            await self.make_room_and_place(node, victims, profile)
+            self.scale_outs += 1
+            self.placement.events.emit(ReplicaScaled(node=node.name, model=profile.id, direction="out"))
+        except CortexError as exc:
+            log.warning("scaling %s out to %s failed: %s", profile.id, node.name, exc.message)
+        finally:
+            self._scaling.discard(profile.id)
 
     def _beyond_min(self, profile: ModelProfile, node: Node) -> bool:
         """Whether letting ``profile`` go from ``node`` leaves at least ``min_replicas`` ready."""

@@ -7,13 +7,15 @@ Every neuron has a ``memory_budget_mb`` that holds one model and every model a d
 
 from __future__ import annotations
 
+import json
 import re
+import socket
 import time
 import urllib.request
 
 import pytest
 
-from tests.daemons import http_json, toml_str
+from tests.daemons import endless_stream, http_json, toml_str
 
 pytestmark = pytest.mark.slow
 
@@ -155,3 +157,68 @@ def test_two_models_on_a_node_for_one_swap_no_faster_than_the_hysteresis_allows(
     assert fleet["evictions"] <= 1 + elapsed / hysteresis
     assert fleet["thrash_events"] == 3  # every return within thrash_window_s is counted
     assert _metric(_fleet_metrics_url(gateway), "cortex_thrash_events_total") == 3
+
+
+def test_a_warm_selector_resolves_to_the_ready_target(start_neuron, start_gateway, tiny_chat_model):
+    neuron = start_neuron("memory_budget_mb = 200\n")
+    catalogue = _catalogue(tiny_chat_model, {"big": "", "small": ""}) + (
+        '\n[aliases]\ncoder = ["big", "small"]\n'
+    )
+    gateway = start_gateway({"n1": neuron}, catalogue_extra=catalogue)
+    assert _ask(gateway, "small")[0] == 200
+    _wait_states(neuron, {"small": "ready"})
+    status, body, _ = _ask(gateway, "coder")
+    assert (status, body["model"]) == (200, "small")  # the warm one, not a cold load of big
+    assert "big" not in _states(neuron)
+    listing = {m["id"]: m for m in http_json("GET", f"{gateway.url}/v1/models")[1]["data"]}
+    assert listing["coder"]["alias_of"] == "small" and listing["coder"]["alias_targets"] == ["big", "small"]
+    # With nothing of the list ready, the first eligible target is loaded.
+    assert http_json("POST", f"{gateway.url}/admin/models/unload", {"model": "small"})[0] == 200
+    _wait_states(neuron, {"small": None})
+    status, body, _ = _ask(gateway, "coder")
+    assert (status, body["model"]) == (200, "big")
+
+
+def _open_stream(gateway, model: str) -> socket.socket:
+    """A streamed request that runs until its socket is closed (sent raw, never read, so a
+    request still queued at the neuron does not block the test)."""
+    body = json.dumps(endless_stream(model)).encode()
+    host, port = gateway.url.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)), timeout=30)
+    conn.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        + f"content-length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    return conn
+
+
+def test_a_hot_model_gets_a_second_replica_and_loses_it_when_idle(
+    start_neuron, start_gateway, tiny_chat_model
+):
+    busy = "memory_budget_mb = 200\n[admission]\nmax_in_flight = 1\nmax_wait_s = 120\n"
+    n1, n2 = start_neuron(busy), start_neuron(busy)
+    gateway = start_gateway(
+        {"n1": n1, "n2": n2},
+        extra="poll_interval_s = 0.3\n[residency]\nscale_out_after_s = 1\nttl_check_interval_s = 0.3\n",
+        catalogue_extra=_catalogue(
+            tiny_chat_model, {"hot": "max_replicas = 2\nmin_replicas = 1\nidle_ttl_s = 2\nunload_ttl_s = 4"}
+        ),
+    )
+    assert _ask(gateway, "hot")[0] == 200
+    first, second = (n1, n2) if "hot" in _states(n1) else (n2, n1)
+    streams = [_open_stream(gateway, "hot") for _ in range(3)]  # one runs, two queue behind it
+    try:
+        _wait_states(second, {"hot": "ready"})  # sustained queueing: a replica on the idle node
+        fleet = _fleet(gateway)
+        assert fleet["scale_outs"] == 1
+    finally:
+        for conn in streams:
+            conn.close()
+    # Idle again: the replica beyond min_replicas goes under the TTL; one replica stays.
+    deadline = time.monotonic() + 90
+    while ("hot" in _states(first)) + ("hot" in _states(second)) != 1:
+        assert time.monotonic() < deadline, (_states(first), _states(second))
+        time.sleep(0.3)
+    assert _fleet(gateway)["scale_ins"] == 1
+    assert _metric(_fleet_metrics_url(gateway), "cortex_replica_scaling_total", kind="out") == 1
