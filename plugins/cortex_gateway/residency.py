@@ -316,7 +316,9 @@ class Residency:
                     continue
                 idle = now - self.idle_since(node, model_id)
                 unload_ttl, sleep_ttl = self.unload_ttl(profile), self.idle_ttl(profile)
-                replicas = len(placement.fleet.replicas(model_id))
+                # A ready replica let go while others serve is a scale-in (read before the
+                # move, which changes the model's state).
+                scale_in = model.state == "ready" and len(placement.fleet.replicas(model_id)) > 1
                 try:
                     if unload_ttl is not None and idle >= unload_ttl and self._beyond_min(profile, node):
                         await placement.unload_on(node, model_id, reason="idle")
@@ -341,7 +343,7 @@ class Residency:
                 except CortexError as exc:  # busy after all, or the node went away: next pass
                     log.info("idle %s on %s kept: %s", model_id, node.name, exc.message)
                     continue
-                if model.state == "ready" and replicas > 1:
+                if scale_in:
                     self.scale_ins += 1
                     placement.events.emit(ReplicaScaled(node=node.name, model=model_id, direction="in"))
 
