@@ -15,16 +15,16 @@ reports reloading a model on demand at 30-100+ s per switch, and sleep-level-1 w
 back from host RAM) 18-200x faster than a full reload, in 0.1-6 s across 0.6B-235B models. We
 take, per model size (linear in weights between the ends of those ranges):
 
-    size         weights  cold load  wake (L1)  sleep (L1)  unload
-    8B  bf16     16 GB    30 s       1.0 s      1.0 s       2 s
-    14B bf16     28 GB    40 s       1.5 s      1.5 s       2 s
-    32B fp8      32 GB    60 s       3.0 s      3.0 s       3 s
-    70B fp8      70 GB    100 s      6.0 s      6.0 s       4 s
+    size         footprint (weights + 6 GB KV cache)  cold load  wake (L1)  sleep (L1)  unload
+    8B  bf16     22 GB                                30 s       1.0 s      1.0 s       2 s
+    14B bf16     34 GB                                40 s       1.5 s      1.5 s       2 s
+    32B fp8      38 GB                                60 s       3.0 s      3.0 s       3 s
+    70B awq      46 GB                                100 s      6.0 s      6.0 s       4 s
 
 Trace: Zipf(s=1.1) popularity over ``--models`` models (sizes drawn 50% 8B, 25% 14B, 15% 32B,
 10% 70B), Poisson arrivals whose rate follows a diurnal sine (±60%), bursts (a random model gets
 20x its rate for 60 s every ~10 min) and popularity drift (the ranking rotates every 20 min).
-Each node: one 80 GB GPU (80 GB budget), 512 GB host RAM for sleeping models. The first 10% of
+Each node: one 48 GB GPU (48 GB budget: L40S, A6000), 512 GB host RAM for sleeping models. The first 10% of
 the trace is warm-up (every model's first load) and is left out of the figures.
 Each request holds its model busy for 2-20 s (uniform).
 
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import heapq
 import math
 import random
 import statistics
@@ -61,14 +60,14 @@ from cortex_kernel.errors import CortexError
 
 GB = 1024**3
 MIB = 1024**2
-# size name → (weights GB, cold load s, wake s, sleep s, unload s); see the module docstring.
+# size name → (footprint GB, cold load s, wake s, sleep s, unload s); see the module docstring.
 SIZES = {
-    "8B": (16, 30.0, 1.0, 1.0, 2.0),
-    "14B": (28, 40.0, 1.5, 1.5, 2.0),
-    "32B": (32, 60.0, 3.0, 3.0, 3.0),
-    "70B": (70, 100.0, 6.0, 6.0, 4.0),
+    "8B": (22, 30.0, 1.0, 1.0, 2.0),
+    "14B": (34, 40.0, 1.5, 1.5, 2.0),
+    "32B": (38, 60.0, 3.0, 3.0, 3.0),
+    "70B": (46, 100.0, 6.0, 6.0, 4.0),
 }
-NODE_DEVICE_GB = 80
+NODE_DEVICE_GB = 48
 NODE_HOST_GB = 512
 
 
@@ -127,9 +126,13 @@ class SimNeuron:
                 return await self.call("/models/wake", {"model": model_id})
             if self.device_reserved() + SIZES[size][0] * GB > NODE_DEVICE_GB * GB:
                 return 409, {"error": {"code": "over_budget", "message": "over budget"}}
-            self.models[model_id] = SimModel(state="loading", size=size)
+            if current is not None:  # loading, waking or unloading: join it as the neuron does
+                return 503, {"error": {"code": f"model_{current.state}", "message": "busy"}}
+            record = self.models[model_id] = SimModel(state="loading", size=size)
             await self.clock.sleep(SIZES[size][1])
-            self.models[model_id].state = "ready"
+            if self.models.get(model_id) is not record:
+                return 409, {"error": {"code": "load_cancelled", "message": "unloaded meanwhile"}}
+            record.state = "ready"
             self.loads += 1
             return 200, {"id": model_id, "state": "ready", "memory_bytes": SIZES[size][0] * GB}
         model = self.models.get(body["model"])
@@ -142,7 +145,8 @@ class SimNeuron:
                 return 409, {"error": {"code": "model_busy", "message": "busy"}}
             model.state = "unloading"
             await self.clock.sleep(SIZES[model.size][4])
-            del self.models[body["model"]]
+            if self.models.get(body["model"]) is model:
+                del self.models[body["model"]]
             return 200, {"state": "absent"}
         if path == "/models/sleep":
             if model.in_flight:
