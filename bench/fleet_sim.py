@@ -126,7 +126,9 @@ class SimNeuron:
                 return await self.call("/models/wake", {"model": model_id})
             if self.device_reserved() + SIZES[size][0] * GB > NODE_DEVICE_GB * GB:
                 return 409, {"error": {"code": "over_budget", "message": "over budget"}}
-            if current is not None:  # loading, waking or unloading: join it as the neuron does
+            if current is not None and current.state == "ready":
+                return 200, {"id": model_id, "state": "ready", "memory_bytes": SIZES[size][0] * GB}
+            if current is not None:  # loading, waking or unloading: come back later
                 return 503, {"error": {"code": f"model_{current.state}", "message": "busy"}}
             record = self.models[model_id] = SimModel(state="loading", size=size)
             await self.clock.sleep(SIZES[size][1])
