@@ -3,7 +3,6 @@ unloads and waking a sleeping model, on a real neuron over HTTP."""
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
