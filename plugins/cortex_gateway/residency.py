@@ -123,14 +123,16 @@ class Residency:
         """Move ``victims`` out of ``node`` and then wake or load ``profile`` there.
 
         Evicting placements on one node run one at a time, so two of them never pick the same
-        victims from the same view; a placement that would evict the model that evicted it
-        waits for the hysteresis window first. Returns whether the model was woken (not loaded).
+        victims from the same view; a placement that would unload the model that evicted it
+        waits for the hysteresis window first (putting it to sleep instead costs a wake, not a
+        cold load, so it does not wait). Returns whether the model was woken (not loaded).
         """
         if not victims:
             return await self._place(node, profile)
         lock = self._node_locks.setdefault(node.name, asyncio.Lock())
         async with lock:
-            wait = max(self._reversal_wait(node, v.id, profile.id) for v in victims)
+            unloads = [v for v in victims if v.action == "unload"]
+            wait = max((self._reversal_wait(node, v.id, profile.id) for v in unloads), default=0.0)
             if wait > 0:
                 log.info("holding %s on %s for %.1fs: it was just evicted there", profile.id, node.name, wait)
                 await asyncio.sleep(wait)
