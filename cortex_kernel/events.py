@@ -58,8 +58,43 @@ class ModelLoaded(msgspec.Struct, kw_only=True, frozen=True):
 class ModelUnloaded(msgspec.Struct, kw_only=True, frozen=True):
     node: str
     model: str
-    reason: Literal["requested", "evicted"]
+    reason: Literal["requested", "evicted", "idle"]
     strategy: str | None = None
+
+
+class ModelSlept(msgspec.Struct, kw_only=True, frozen=True):
+    """A model put to sleep on a node: to make room (``evicted``), after its idle TTL, or by an
+    operator."""
+
+    node: str
+    model: str
+    reason: Literal["requested", "evicted", "idle"]
+    strategy: str | None = None
+
+
+class ModelWoken(msgspec.Struct, kw_only=True, frozen=True):
+    """A sleeping model woken on its node (for a request, or by an operator)."""
+
+    node: str
+    model: str
+    seconds: float
+    ok: bool
+
+
+class ThrashDetected(msgspec.Struct, kw_only=True, frozen=True):
+    """A model placed back on a node it was evicted from less than ``thrash_window_s`` ago."""
+
+    node: str
+    model: str
+    seconds_since_eviction: float
+
+
+class ReplicaScaled(msgspec.Struct, kw_only=True, frozen=True):
+    """A replica added to a hot model (``out``) or an idle one beyond ``min_replicas`` let go (``in``)."""
+
+    node: str
+    model: str
+    direction: Literal["out", "in"]
 
 
 class DefragRestarted(msgspec.Struct, kw_only=True, frozen=True):
@@ -120,6 +155,10 @@ Event = (
     RequestFinished
     | ModelLoaded
     | ModelUnloaded
+    | ModelSlept
+    | ModelWoken
+    | ThrashDetected
+    | ReplicaScaled
     | DefragRestarted
     | PollFailed
     | FleetPolled

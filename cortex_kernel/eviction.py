@@ -1,21 +1,30 @@
-"""The evictor seam: which resident models to unload from a node to make room for another.
+"""The evictor seam: which resident models to put to sleep or unload to make room for another.
 
 The gateway decides *when* room is needed and asks the configured evictor (``[eviction]
-strategy``) *which* residents to unload. The kernel enforces the rules every evictor must keep,
-so a third-party evictor cannot break them: busy models (requests in flight or queued) and
-models pinned to the node are never offered as candidates, and a choice that frees less than
-needed is refused.
+strategy``) *which* residents to move out of device memory, and how: asleep (weights kept in
+the node's host RAM, woken in seconds) or unloaded (gone, the next request pays a cold load).
+The kernel enforces the rules every evictor must keep, so a third-party evictor cannot break
+them: busy models (requests in flight or queued) and models pinned to the node are never
+offered as candidates, a choice that frees less device memory than needed is refused, so is
+one that goes on choosing after enough was freed, and a model may be put to sleep only where
+it may sleep (its profile allows it, its harness can) and the node's host RAM holds every
+sleeping footprint chosen.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
+Action = Literal["sleep", "unload"]
+
 
 class Resident(msgspec.Struct, kw_only=True, frozen=True):
-    """A model loaded on the node, as an evictor sees it."""
+    """A model loaded on the node, as an evictor sees it.
+
+    ``can_sleep`` says the sleep tier is open to it; ``shielded`` that it recently evicted the
+    incoming model from this node (hysteresis: evicting it back is the last resort)."""
 
     id: str
     memory_bytes: int
@@ -23,16 +32,29 @@ class Resident(msgspec.Struct, kw_only=True, frozen=True):
     priority: int
     busy: bool = False
     pinned_here: bool = False
+    can_sleep: bool = False
+    shielded: bool = False
+
+
+class Victim(msgspec.Struct, kw_only=True, frozen=True):
+    """One resident to move out, and how."""
+
+    id: str
+    action: Action = "unload"
 
 
 class EvictionRequest(msgspec.Struct, kw_only=True, frozen=True):
-    """Room wanted on ``node`` for ``incoming`` (with its residency ``incoming_priority``)."""
+    """Room wanted on ``node`` for ``incoming`` (with its residency ``incoming_priority``).
+
+    ``host_free_bytes`` is the node's host RAM left for sleeping models (``None``: no figure,
+    so the sleep tier is bounded only by the neuron's own refusal)."""
 
     node: str
     incoming: str
     incoming_priority: int
     needed_bytes: int
     residents: tuple[Resident, ...]
+    host_free_bytes: int | None = 0
 
 
 @runtime_checkable
@@ -41,10 +63,11 @@ class Evictor(Protocol):
 
     name: str
 
-    def choose(self, request: EvictionRequest) -> list[str] | None:
-        """Ids to unload, in order, freeing at least ``needed_bytes``; ``None`` if impossible.
+    def choose(self, request: EvictionRequest) -> list[str | Victim] | None:
+        """Residents to move out, in order, freeing at least ``needed_bytes``; ``None`` if impossible.
 
-        Only ``request.residents`` that are neither busy nor pinned here are offered.
+        A plain id means unload it. Only ``request.residents`` that are neither busy nor pinned
+        here are offered.
         """
         ...
 
@@ -55,20 +78,29 @@ def evictable(request: EvictionRequest) -> EvictionRequest:
     return msgspec.structs.replace(request, residents=allowed)
 
 
-def checked_choice(evictor: Evictor, request: EvictionRequest) -> list[str] | None:
-    """Ask ``evictor`` and enforce the rules: only offered ids, enough freed, nothing extra."""
+def checked_choice(evictor: Evictor, request: EvictionRequest) -> list[Victim] | None:
+    """Ask ``evictor`` and enforce the rules: only offered ids, enough freed, nothing extra,
+    sleep only where allowed and where host RAM holds it."""
     offered = evictable(request)
     if request.needed_bytes <= 0:
         return []
     choice = evictor.choose(offered)
     if choice is None:
         return None
-    sizes = {r.id: r.memory_bytes for r in offered.residents}
-    if any(model_id not in sizes for model_id in choice) or len(set(choice)) != len(choice):
-        raise ValueError(f"evictor {evictor.name!r} chose models it was not offered: {choice}")
-    freed = 0
-    for index, model_id in enumerate(choice):
-        freed += sizes[model_id]
-        if freed >= request.needed_bytes and index != len(choice) - 1:
-            raise ValueError(f"evictor {evictor.name!r} chose more than needed: {choice}")
-    return choice if freed >= request.needed_bytes else None
+    victims = [c if isinstance(c, Victim) else Victim(id=c) for c in choice]
+    residents = {r.id: r for r in offered.residents}
+    ids = [v.id for v in victims]
+    if any(model_id not in residents for model_id in ids) or len(set(ids)) != len(ids):
+        raise ValueError(f"evictor {evictor.name!r} chose models it was not offered: {ids}")
+    freed = slept = 0
+    for index, victim in enumerate(victims):
+        resident = residents[victim.id]
+        if victim.action == "sleep":
+            slept += resident.memory_bytes
+            room = request.host_free_bytes
+            if not resident.can_sleep or (room is not None and slept > room):
+                raise ValueError(f"evictor {evictor.name!r} put {victim.id!r} to sleep where it may not")
+        freed += resident.memory_bytes
+        if freed >= request.needed_bytes and index != len(victims) - 1:
+            raise ValueError(f"evictor {evictor.name!r} chose more than needed: {ids}")
+    return victims if freed >= request.needed_bytes else None

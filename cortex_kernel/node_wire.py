@@ -64,9 +64,14 @@ class ModelLoad(msgspec.Struct, kw_only=True):
 
 
 class HostMemory(msgspec.Struct, kw_only=True):
+    """``/health``'s memory: the device budget and what non-sleeping models reserve of it, the
+    host's free RAM, and the host-RAM budget and what sleeping models hold of it."""
+
     budget_bytes: int | None = None
     reserved_bytes: int | None = None
     available_bytes: int | None = None
+    host_budget_bytes: int | None = None
+    host_reserved_bytes: int | None = None
 
 
 class ActivationState(msgspec.Struct, kw_only=True):

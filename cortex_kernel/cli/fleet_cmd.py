@@ -74,6 +74,8 @@ def render_fleet(health: dict[str, Any], fleet: dict[str, Any]) -> str:
             str(m.get("in_flight", 0)),
             _mib(m.get("memory_bytes")),
             _ago(m.get("last_used")),
+            _countdown(m.get("sleep_in_s")),
+            _countdown(m.get("unload_in_s")),
         ]
         for n in nodes
         for m in n.get("models") or []
@@ -81,13 +83,20 @@ def render_fleet(health: dict[str, Any], fleet: dict[str, Any]) -> str:
     lines = [
         f"fleet {health.get('status', '?')}: {health.get('nodes', {}).get('up', '?')}/"
         f"{health.get('nodes', {}).get('total', '?')} nodes up, "
-        f"{fleet.get('cold_starts', 0)} cold starts, {fleet.get('evictions', 0)} evictions",
+        f"{fleet.get('cold_starts', 0)} cold starts, {fleet.get('evictions', 0)} evictions, "
+        f"{fleet.get('wakes', 0)} wakes, {fleet.get('thrash_events', 0)} thrash events",
         "",
         _table(node_rows, ["NODE", "STATE", "GPUS", "FREE", "MODELS", "LAST ERROR"]),
     ]
     if model_rows:
-        lines += ["", _table(model_rows, ["MODEL", "NODE", "STATE", "IN FLIGHT", "MEMORY", "LAST USED"])]
+        headers = ["MODEL", "NODE", "STATE", "IN FLIGHT", "MEMORY", "LAST USED", "SLEEPS IN", "UNLOADS IN"]
+        lines += ["", _table(model_rows, headers)]
     return "\n".join(lines)
+
+
+def _countdown(seconds: float | None) -> str:
+    """An idle-TTL countdown: ``-`` when no TTL applies."""
+    return "-" if seconds is None else f"{seconds:.0f}s"
 
 
 @click.command("status")

@@ -37,6 +37,7 @@ from cortex_kernel.config.schema import (
     ConfigBase,
     ConfigKind,
     CortexConfig,
+    ModelProfile,
     NeuronConfig,
 )
 
@@ -364,7 +365,9 @@ def check_catalogue(catalogue: Catalogue, sources: Mapping[str, str], texts: Map
                 f"duplicate model id {profile.id!r}", f"models[{index}].id", "unique ids", sources, texts
             )
         seen.add(profile.id)
-    for alias, target in catalogue.aliases.items():
+    for index, profile in enumerate(catalogue.models):
+        _check_residency(profile, f"models[{index}]", sources, texts)
+    for alias in catalogue.aliases:
         if alias in seen:
             raise _located(
                 f"alias {alias!r} shadows a model id",
@@ -373,14 +376,42 @@ def check_catalogue(catalogue: Catalogue, sources: Mapping[str, str], texts: Map
                 sources,
                 texts,
             )
-        if target not in seen:
+        targets = catalogue.targets(alias)
+        unknown = [target for target in targets if target not in seen]
+        if unknown or not targets:
             raise _located(
-                f"alias {alias!r} points to unknown model {target!r}",
+                f"alias {alias!r} points to unknown model {unknown[0]!r}"
+                if unknown
+                else f"alias {alias!r} names no model",
                 f"aliases.{alias}",
-                "the id of a [[models]] entry",
+                "the id of a [[models]] entry, or a list of them",
                 sources,
                 texts,
             )
+
+
+def _check_residency(
+    profile: ModelProfile, key: str, sources: Mapping[str, str], texts: Mapping[str, str]
+) -> None:
+    """A model's TTLs and replica counts must make sense together."""
+    idle, unload = profile.idle_ttl_s, profile.unload_ttl_s
+    if idle is not None and unload is not None and unload <= idle:
+        raise _located(
+            f"unload_ttl_s ({unload:g}) must be longer than idle_ttl_s ({idle:g}) for {profile.id!r}",
+            f"{key}.unload_ttl_s",
+            "more seconds than idle_ttl_s",
+            sources,
+            texts,
+        )
+    if profile.min_replicas > profile.max_replicas:
+        raise _located(
+            f"min_replicas ({profile.min_replicas}) exceeds max_replicas ({profile.max_replicas}) "
+            f"for {profile.id!r}",
+            f"{key}.min_replicas",
+            "at most max_replicas",
+            sources,
+            texts,
+        )
 
 
 def _check_cortex(
@@ -405,6 +436,15 @@ def _check_cortex(
                     sources,
                     texts,
                 )
+    residency = config.residency
+    if residency.idle_ttl_s and residency.unload_ttl_s and residency.unload_ttl_s <= residency.idle_ttl_s:
+        raise _located(
+            "unload_ttl_s must be longer than idle_ttl_s",
+            "residency.unload_ttl_s",
+            "more seconds than residency.idle_ttl_s",
+            sources,
+            texts,
+        )
     names: set[str] = set()
     for index, neuron in enumerate(config.neurons):
         if neuron.name in names:

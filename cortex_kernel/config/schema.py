@@ -13,6 +13,7 @@ documented in ``docs/configuration.md`` and the example files.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -137,6 +138,26 @@ class ConsoleSection(ConfigBase):
     activity_events: PositiveInt = 200
 
 
+# -- residency (sleep tier, idle TTLs, anti-thrash, replicas) ---------------------------------
+TtlSeconds = Annotated[float, msgspec.Meta(gt=0, le=30 * 24 * 3600)]
+ReplicaCount = Annotated[int, msgspec.Meta(ge=0, le=1024)]
+
+
+class ResidencySection(ConfigBase):
+    """``[residency]``: fleet-wide defaults of how long idle models stay and how placement
+    avoids thrashing (docs/gateway.md, "Residency")."""
+
+    sleep: bool = True
+    idle_ttl_s: TtlSeconds | None = None
+    unload_ttl_s: TtlSeconds | None = None
+    ttl_pinned: bool = False
+    ttl_check_interval_s: PositiveFloat = 1.0
+    hysteresis_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 30.0
+    thrash_window_s: Annotated[float, msgspec.Meta(ge=0, le=24 * 3600)] = 120.0
+    scale_out_queued: PositiveInt = 1
+    scale_out_after_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
+
+
 class CortexConfig(ConfigBase):
     """The gateway's configuration (``cortex.toml``)."""
 
@@ -150,6 +171,7 @@ class CortexConfig(ConfigBase):
     responses: ResponsesSection = msgspec.field(default_factory=ResponsesSection)
     routing: RoutingSection = msgspec.field(default_factory=RoutingSection)
     console: ConsoleSection = msgspec.field(default_factory=ConsoleSection)
+    residency: ResidencySection = msgspec.field(default_factory=ResidencySection)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,6 +197,12 @@ class ModelProfile(ConfigBase):
     description: str | None = None
     options: dict[str, Any] = msgspec.field(default_factory=dict)
     routing: str | None = None  # a router's name: overrides [routing] strategy for this model
+    # -- residency: the sleep tier, idle TTLs and replicas (``None``: the [residency] default)
+    sleep: bool | None = None
+    idle_ttl_s: TtlSeconds | None = None
+    unload_ttl_s: TtlSeconds | None = None
+    min_replicas: ReplicaCount = 0
+    max_replicas: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
 
     @property
     def weights_source(self) -> str:
@@ -193,11 +221,31 @@ class Catalogue(ConfigBase):
     """The model catalogue (``models.toml``)."""
 
     models: list[ModelProfile] = msgspec.field(default_factory=list)
-    aliases: dict[str, str] = msgspec.field(default_factory=dict)
+    # An alias names one model, or an ordered list of them (a warm selector: the first one
+    # ready somewhere wins; the gateway resolves it against the fleet).
+    aliases: dict[str, str | list[str]] = msgspec.field(default_factory=dict)
 
-    def resolve(self, model_id: str) -> str:
-        """The concrete model id ``model_id`` names: its alias target, or itself."""
-        return self.aliases.get(model_id, model_id)
+    def targets(self, model_id: str) -> list[str]:
+        """The models an alias names, in order (``[model_id]`` for a name that is no alias)."""
+        target = self.aliases.get(model_id, model_id)
+        return [target] if isinstance(target, str) else target
+
+    def resolve(
+        self,
+        model_id: str,
+        ready: Callable[[str], bool] | None = None,
+        eligible: Callable[[str], bool] | None = None,
+    ) -> str:
+        """The concrete model id ``model_id`` names: itself, its alias target, or for a list the
+        first target ``ready`` says is ready, else the first ``eligible`` one, else the first."""
+        targets = self.targets(model_id)
+        if ready is not None and len(targets) > 1:
+            warm = next((t for t in targets if ready(t)), None)
+            if warm is not None:
+                return warm
+            if eligible is not None:
+                return next((t for t in targets if eligible(t)), targets[0])
+        return targets[0] if targets else model_id
 
     def get(self, model_id: str) -> ModelProfile | None:
         """Return the profile for ``model_id`` (an alias is resolved first), or ``None``."""
@@ -236,6 +284,8 @@ class NeuronConfig(ConfigBase):
     model_roots: list[str] = msgspec.field(default_factory=list)
     cache_dir: str | None = None
     memory_budget_mb: PositiveInt | None = None
+    # Host RAM that sleeping models may hold (their weights offloaded from the devices).
+    host_memory_budget_mb: PositiveInt | None = None
     max_body_bytes: PositiveInt = 32 * 1024 * 1024
     default_models: list[str | ModelProfile] = msgspec.field(default_factory=list)
     harnesses: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)

@@ -46,6 +46,7 @@ from cortex_transformers.generation import (
     base_generation_config,
     stream_generation,
 )
+from cortex_transformers.offload import HostCopy, offload, restore
 from cortex_transformers.parsing import DEFAULT_MARKERS, OutputParser, prompt_opens_reasoning
 from cortex_transformers.process_state import PROCESS_STATE_LOCK
 from cortex_transformers.prompt_bound import max_prompt_bytes
@@ -94,6 +95,7 @@ class _Loaded:
     embed_batch_size: int = 32
     jobs: set[GenerationJob] = field(default_factory=set)
     sleeping: bool = False
+    host_copy: HostCopy | None = None
 
 
 @dataclass(frozen=True)
@@ -146,22 +148,39 @@ class TransformersHarness:
         await asyncio.to_thread(_free_memory, device)
 
     async def sleep(self, model_id: str) -> None:
-        """Move the weights to host memory (a no-op for CPU models); requests are refused meanwhile."""
+        """Move the weights out of the model into a host-RAM copy (``offload``), freeing the
+        device; requests are refused meanwhile."""
         entry = self._entry(model_id)
         if entry.sleeping:
             return
         entry.sleeping = True
         await self._stop_jobs(entry, Conflict(f"model {model_id!r} went to sleep", code="model_sleeping"))
-        if entry.device.type != "cpu":
-            await asyncio.to_thread(_move, entry.model, torch.device("cpu"), entry.device)
+        entry.host_copy = await asyncio.to_thread(offload, entry.model)
+        await asyncio.to_thread(_free_memory, entry.device)
 
     async def wake(self, model_id: str) -> None:
+        """Put the host-RAM copy back on the model's device."""
         entry = self._entry(model_id)
         if not entry.sleeping:
             return
-        if entry.device.type != "cpu":
-            await asyncio.to_thread(_move, entry.model, entry.device, None)
+        if entry.host_copy is not None:
+            await asyncio.to_thread(restore, entry.model, entry.host_copy, entry.device)
+            entry.host_copy = None
         entry.sleeping = False
+
+    def resident_bytes(self, model_id: str) -> tuple[int, int]:
+        """Bytes of ``model_id``'s weights held in the model itself and in its host-RAM copy
+        (what a test reads to see that sleep moved them out of the working set)."""
+        entry = self._entry(model_id)
+        live = sum(
+            t.numel() * t.element_size()
+            for t in itertools.chain(entry.model.parameters(), entry.model.buffers())
+            if t.device.type != "meta"
+        )
+        # Tied tensors appear under each of their names but are kept once.
+        unique = {t.data_ptr(): t.numel() * t.element_size() for _, t in (entry.host_copy or {}).values()}
+        kept = sum(unique.values())
+        return live, kept
 
     def estimate_bytes(self, profile: ModelProfile) -> int | None:
         """Memory ``profile`` will take once loaded, from its checkpoint's files, or ``None``.
@@ -645,12 +664,6 @@ def _positive_int_option(value: Any) -> int | None:
 def _wait_for_jobs(jobs: list[GenerationJob], timeout: float) -> None:
     for job in jobs:
         job.done.wait(timeout)
-
-
-def _move(model: Any, target: torch.device, previous: torch.device | None) -> None:
-    model.to(target)
-    if previous is not None:
-        _free_memory(previous)
 
 
 def _free_memory(device: torch.device) -> None:

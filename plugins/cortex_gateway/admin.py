@@ -15,6 +15,7 @@ from cortex_gateway.placement import Placement, eligible
 from cortex_kernel.bodies import decode_body
 from cortex_kernel.config.schema import Catalogue, ModelProfile
 from cortex_kernel.errors import BadRequest, CortexError, NotFound, Overloaded
+from cortex_kernel.eviction import Victim
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -62,6 +63,8 @@ class Admin:
             "devices": node.devices(),
             "memory": {
                 "budget_bytes": node.budget_bytes,
+                "host_budget_bytes": node.host_budget_bytes,
+                "host_free_bytes": self.placement.residency.host_free_bytes(node),
                 "available_bytes": node.available_bytes,
                 "free_bytes": self.placement.free_bytes(node),
             },
@@ -73,6 +76,7 @@ class Admin:
                     "in_flight": node.model_load(model.id),
                     "last_used": node.last_used(model.id),
                     "memory_bytes": self.placement.declared_bytes(node, model.id),
+                    **self.placement.residency.countdowns(node, model.id),
                 }
                 for model in node.models.values()
             ],
@@ -85,6 +89,11 @@ class Admin:
                 "cold_starts": self.placement.cold_starts,
                 "evictions": self.placement.evictions,
                 "defrag_restarts": self.placement.defrag_restarts,
+                "sleeps": self.placement.residency.sleeps,
+                "wakes": self.placement.residency.wakes,
+                "thrash_events": self.placement.residency.thrash_events,
+                "scale_outs": self.placement.residency.scale_outs,
+                "scale_ins": self.placement.residency.scale_ins,
             }
         )
 
@@ -111,11 +120,9 @@ class Admin:
         self._spawn(self._load(target, profile, victims))
         return _json({"model": model, "node": target.name, "state": "loading"}, 202)
 
-    async def _load(self, node: Node, profile: ModelProfile, victims: list[str]) -> None:
+    async def _load(self, node: Node, profile: ModelProfile, victims: list[Victim]) -> None:
         try:
-            for victim in victims:
-                await self.placement.unload_on(node, victim, reason="evicted")
-            await self.placement.load_on(node, profile)
+            await self.placement.residency.make_room_and_place(node, victims, profile)
         except CortexError as exc:
             log.warning("admin load of %s on %s failed: %s", profile.id, node.name, exc.message)
 
@@ -131,6 +138,32 @@ class Admin:
         for node in nodes:
             await self.placement.unload_on(node, model)
         return _json({"model": model, "nodes": [n.name for n in nodes], "state": "unloaded"})
+
+    def _model_on(self, node: Node, name: str) -> str:
+        """The concrete id of ``name`` (an alias resolved) as held on ``node``, or the admin 404."""
+        model = self.catalogue.resolve(name)
+        if model not in node.models:
+            known = self.catalogue.get(model) is not None
+            raise NotFound(
+                f"model {model!r} is not on node {node.name!r}" if known else f"unknown model {model!r}",
+                code="model_not_loaded" if known else "model_not_found",
+                param="model",
+            )
+        return model
+
+    async def sleep(self, request: Request) -> Response:
+        """Put a model to sleep on a node (its weights to the node's host RAM)."""
+        node = self._node(request.path_params["name"])
+        model = self._model_on(node, request.path_params["model"])
+        await self.placement.residency.sleep_on(node, model)
+        return _json({"model": model, "node": node.name, "state": "sleeping"})
+
+    async def wake(self, request: Request) -> Response:
+        """Wake a model where it sleeps (joins a wake in progress)."""
+        node = self._node(request.path_params["name"])
+        model = self._model_on(node, request.path_params["model"])
+        await self.placement.residency.wake_on(node, model)
+        return _json({"model": model, "node": node.name, "state": "ready"})
 
     async def drain(self, request: Request) -> Response:
         node = self._node(request.path_params["name"])

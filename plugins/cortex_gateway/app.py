@@ -30,6 +30,7 @@ from cortex_gateway.neuron_http import NeuronPool
 from cortex_gateway.placement import Placement
 from cortex_gateway.poller import Poller
 from cortex_gateway.proxy import Forwarder
+from cortex_gateway.residency import Residency
 from cortex_gateway.route_hints import HintReader, RoutingHeaders
 from cortex_gateway.routing_table import select_routers
 from cortex_kernel.config.errors import ConfigError
@@ -75,7 +76,10 @@ class GatewayUpstream:
         self._catalogue = catalogue
 
     def resolve(self, model: str) -> str:
-        return self._catalogue.resolve(model)
+        placement = self._runtime.placement
+        if placement is None:
+            return self._catalogue.resolve(model)
+        return self._catalogue.resolve(model, placement.is_ready, placement.can_place)
 
     async def open(
         self, path: str, model: str, body: bytes, hints: RouteHints | None = None
@@ -158,6 +162,7 @@ def gateway_part(kernel: Kernel) -> AppPart:
                 defrag_after_cycles=config.eviction.defrag_after_cycles,
                 events=events,
                 routers=routers,
+                residency=Residency(config.residency),
             )
             runtime.placement = placement
             poller.after_poll = placement.maybe_defrag
@@ -183,6 +188,7 @@ def gateway_part(kernel: Kernel) -> AppPart:
             poller.on_down = node_down
             await poller.poll_once()
             poller.start()
+            placement.residency.start()
             ender = asyncio.get_running_loop().create_task(
                 end_streams_at_cutoff(kernel.drain, runtime.forwarder), name="drain-cutoff"
             )
@@ -192,6 +198,7 @@ def gateway_part(kernel: Kernel) -> AppPart:
                 ender.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await ender
+                await placement.residency.stop()
                 await poller.stop()
                 await pool.close()
 
@@ -254,6 +261,8 @@ def gateway_part(kernel: Kernel) -> AppPart:
         Route("/admin/models/load", admin("load"), methods=["POST"]),
         Route("/admin/models/unload", admin("unload"), methods=["POST"]),
         Route("/admin/nodes/{name}/drain", admin("drain"), methods=["POST"]),
+        Route("/admin/nodes/{name}/models/{model}/sleep", admin("sleep"), methods=["POST"]),
+        Route("/admin/nodes/{name}/models/{model}/wake", admin("wake"), methods=["POST"]),
     ]
     for dialect in dialects:
         routes.extend(dialect.routes(GatewayUpstream(runtime, fleet, catalogue, dialect.name)))

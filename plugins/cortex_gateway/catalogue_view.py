@@ -14,8 +14,9 @@ def merged_models(fleet: Fleet, catalogue: Catalogue) -> list[dict[str, Any]]:
     for node in fleet:
         ids.extend(model_id for model_id in node.models if model_id not in ids)
     aliases_of: dict[str, list[str]] = {}
-    for alias, target in catalogue.aliases.items():
-        aliases_of.setdefault(target, []).append(alias)
+    for alias in catalogue.aliases:
+        for target in catalogue.targets(alias):
+            aliases_of.setdefault(target, []).append(alias)
     created = int(fleet.started)
     entries = []
     for model_id in ids:
@@ -49,7 +50,11 @@ def merged_models(fleet: Fleet, catalogue: Catalogue) -> list[dict[str, Any]]:
                 entry["description"] = profile.description
         entries.append(entry)
     by_id = {entry["id"]: entry for entry in entries}
-    for alias, target in sorted(catalogue.aliases.items()):
-        base = by_id.get(target, {})
-        entries.append({**base, "id": alias, "alias_of": target, "aliases": []})
+    for alias in sorted(catalogue.aliases):
+        targets = catalogue.targets(alias)
+        target = catalogue.resolve(alias, lambda t: bool(fleet.replicas(t)))
+        entry = {**by_id.get(target, {}), "id": alias, "alias_of": target, "aliases": []}
+        if len(targets) > 1:
+            entry["alias_targets"] = targets
+        entries.append(entry)
     return entries

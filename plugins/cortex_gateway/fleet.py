@@ -49,6 +49,7 @@ class Node:
     last_routed: dict[str, float] = field(default_factory=dict)
     device_health: list[dict[str, Any]] = field(default_factory=list)
     budget_bytes: int | None = None
+    host_budget_bytes: int | None = None
     available_bytes: int | None = None
     device_free_bytes: int | None = None
     cycles: int = 0

@@ -22,11 +22,12 @@ import aiohttp
 import msgspec
 
 from cortex_gateway.fleet import Fleet, Node, NodeModel
+from cortex_gateway.residency import Residency
 from cortex_gateway.routing_table import RouterTable
 from cortex_kernel.config.schema import Catalogue, ModelProfile
 from cortex_kernel.errors import Conflict, CortexError, NotFound, Overloaded
 from cortex_kernel.events import DefragRestarted, EventBus, ModelLoaded, ModelUnloaded
-from cortex_kernel.eviction import EvictionRequest, Evictor, Resident, checked_choice
+from cortex_kernel.eviction import EvictionRequest, Evictor, Resident, Victim, checked_choice
 from cortex_kernel.node_wire import ErrorDetail, ErrorReply, ModelEntry
 from cortex_kernel.routing import RouteHints
 
@@ -90,9 +91,13 @@ class Placement:
         max_waiters: int = 512,
         max_plans: int = 4,
         routers: RouterTable | None = None,
+        residency: Residency | None = None,
     ) -> None:
         self.routers = routers
         self.evictor = evictor
+        # Sleeping, waking, idle TTLs and anti-thrash (cortex_gateway.residency).
+        self.residency = residency or Residency()
+        self.residency.attach(self)
         self.refresh = refresh
         self.reread = reread
         self.max_plans = max_plans
@@ -155,6 +160,15 @@ class Placement:
         finally:
             self._waiters -= 1
 
+    def is_ready(self, model_id: str) -> bool:
+        """Whether ``model_id`` is ready on some routable node (warm alias selectors ask)."""
+        return bool(self.fleet.replicas(model_id))
+
+    def can_place(self, model_id: str) -> bool:
+        """Whether some node may run ``model_id`` at all (warm alias selectors ask)."""
+        profile = self.catalogue.get(model_id)
+        return profile is not None and any(eligible(node, profile) for node in self.fleet)
+
     def _ready(self, model_id: str, exclude: frozenset[str], hints: RouteHints | None = None) -> Node | None:
         ready = [n for n in self.fleet.replicas(model_id) if n.name not in exclude]
         if self.routers is not None and ready and self.routers.asks(model_id, ready):
@@ -182,14 +196,16 @@ class Placement:
         With a ``memory_budget_mb`` on the neuron, the budget minus what residents declare;
         otherwise the GPUs' (or, on CPU hosts, RAM's) free memory minus loads still starting.
         """
-        if node.budget_bytes is not None:
-            return node.budget_bytes - sum(self.declared_bytes(node, m) for m in node.models)
+        if node.budget_bytes is not None:  # a sleeping model holds host RAM, not the budget
+            awake = (m for m, model in node.models.items() if model.state != "sleeping")
+            return node.budget_bytes - sum(self.declared_bytes(node, m) for m in awake)
         measured = node.device_free_bytes if node.device_free_bytes is not None else node.available_bytes
         if measured is None:
             return None
         return measured - sum(self.declared_bytes(node, m) for m in node.pending if m in node.models)
 
-    def residents(self, node: Node) -> tuple[Resident, ...]:
+    def residents(self, node: Node, incoming: str = "") -> tuple[Resident, ...]:
+        """What holds device memory on ``node`` (a sleeping model holds none, so is not one)."""
         return tuple(
             Resident(
                 id=model_id,
@@ -198,40 +214,51 @@ class Placement:
                 priority=profile.residency_priority if (profile := self.catalogue.get(model_id)) else 100,
                 busy=node.busy(model_id) or model.state != "ready",
                 pinned_here=bool(profile and node.name in profile.pinned_on),
+                can_sleep=self.residency.can_sleep(profile),
+                shielded=self.residency.shielded(node, model_id, incoming),
             )
             for model_id, model in node.models.items()
+            if model.state != "sleeping"
         )
 
     # -- placement -----------------------------------------------------------------------------
 
     def plan(
         self, profile: ModelProfile, exclude: frozenset[str] = frozenset()
-    ) -> list[tuple[Node, list[str]]]:
+    ) -> list[tuple[Node, list[Victim]]]:
         """Where ``profile`` could load, best first: free fits (by name), then fits after eviction
-        (fewest victims, then name). Each entry names the residents to unload first."""
-        incoming = self.declared_bytes_for(profile)
-        fits: list[tuple[tuple[int, int, str], Node, list[str]]] = []
+        (those that would evict the model that just evicted it last, then fewest victims, fewest
+        unloads, then name). Each entry names the residents to put to sleep or unload first."""
+        fits: list[tuple[tuple[int, int, int, int, str], Node, list[Victim]]] = []
         for node in self.fleet:
             if node.name in exclude or not eligible(node, profile):
                 continue
-            free = self.free_bytes(node)
-            needed = incoming - free if free is not None else 0
-            if needed <= 0:
-                fits.append(((0, 0, node.name), node, []))
+            victims = self.room_on(node, profile)
+            if victims is None:
                 continue
-            if self.evictor is None:
-                continue
-            request = EvictionRequest(
-                node=node.name,
-                incoming=profile.id,
-                incoming_priority=profile.residency_priority,
-                needed_bytes=needed,
-                residents=self.residents(node),
-            )
-            victims = checked_choice(self.evictor, request)
-            if victims is not None:
-                fits.append(((1, len(victims), node.name), node, victims))
+            reverses = any(self.residency.shielded(node, v.id, profile.id) for v in victims)
+            unloads = sum(v.action == "unload" for v in victims)
+            fits.append(((min(len(victims), 1), reverses, len(victims), unloads, node.name), node, victims))
         return [(node, victims) for _, node, victims in sorted(fits, key=lambda item: item[0])]
+
+    def room_on(self, node: Node, profile: ModelProfile) -> list[Victim] | None:
+        """What to move out of ``node`` for ``profile`` to fit its devices ([] when it fits
+        already), or ``None`` when the evictor finds no way."""
+        free = self.free_bytes(node)
+        needed = self.declared_bytes_for(profile) - free if free is not None else 0
+        if needed <= 0:
+            return []
+        if self.evictor is None:
+            return None
+        request = EvictionRequest(
+            node=node.name,
+            incoming=profile.id,
+            incoming_priority=profile.residency_priority,
+            needed_bytes=needed,
+            residents=self.residents(node, profile.id),
+            host_free_bytes=self.residency.host_free_bytes(node),
+        )
+        return checked_choice(self.evictor, request)
 
     @staticmethod
     def declared_bytes_for(profile: ModelProfile) -> int:
@@ -252,8 +279,10 @@ class Placement:
             replan = False
             for node, victims in plans:
                 try:
-                    await self._on_node(node, self._make_room_and_load(node, victims, profile))
-                    self.cold_starts += 1
+                    woke = await self._on_node(
+                        node, self.residency.make_room_and_place(node, victims, profile)
+                    )
+                    self.cold_starts += not woke
                     return node
                 except NodeLost as exc:
                     log.warning("placing %s on %s abandoned: %s", profile.id, node.name, exc.message)
@@ -283,28 +312,28 @@ class Placement:
 
     def _plans(
         self, profile: ModelProfile, exclude: frozenset[str], refused: set[str]
-    ) -> list[tuple[Node, list[str]]]:
-        """A load already running somewhere (an operator's, another gateway's, a default model)
-        is joined, and a model asleep on a node is woken there (a load of a sleeping model wakes
-        it); else :meth:`plan`, less free fits on nodes that refused at their budget (the
-        gateway's figure was wrong there, and only an eviction can change the neuron's)."""
-        loading = [
-            n for n in self.fleet.replicas(profile.id, ("loading", "sleeping")) if n.name not in exclude
-        ]
+    ) -> list[tuple[Node, list[Victim]]]:
+        """A load or wake already running somewhere (an operator's, another gateway's, a default
+        model) is joined, and a model asleep on a node is woken there, making room for it first;
+        else :meth:`plan`, less free fits on nodes that refused at their budget (the gateway's
+        figure was wrong there, and only an eviction can change the neuron's)."""
+        loading = [n for n in self.fleet.replicas(profile.id, ("loading", "waking")) if n.name not in exclude]
         if loading:
             return [(node, []) for node in loading]
+        asleep = [
+            (node, victims)
+            for node in self.fleet.replicas(profile.id, ("sleeping",))
+            if node.name not in exclude and (victims := self.room_on(node, profile)) is not None
+        ]
+        if asleep:
+            return sorted(asleep, key=lambda plan: (len(plan[1]), plan[0].name))
         return [
             (node, victims)
             for node, victims in self.plan(profile, exclude)
             if victims or node.name not in refused
         ]
 
-    async def _make_room_and_load(self, node: Node, victims: list[str], profile: ModelProfile) -> None:
-        for victim in victims:
-            await self.unload_on(node, victim, reason="evicted")
-        await self.load_on(node, profile)
-
-    async def _on_node(self, node: Node, work: Awaitable[None]) -> None:
+    async def _on_node(self, node: Node, work: Awaitable[bool]) -> bool:
         """Await ``work`` on ``node``; if the node is declared down meanwhile, raise :class:`NodeLost`.
 
         The work runs in this task, not a new one, so a load's reservation is in place before
@@ -316,7 +345,7 @@ class Placement:
         working = self._working.setdefault(node.name, set())
         working.add(task)
         try:
-            await work
+            return await work
         except asyncio.CancelledError:
             if task not in self._abandoned or task.uncancel() > 0:
                 raise
@@ -333,7 +362,7 @@ class Placement:
             task.cancel()
 
     async def unload_on(
-        self, node: Node, model_id: str, reason: Literal["requested", "evicted"] = "requested"
+        self, node: Node, model_id: str, reason: Literal["requested", "evicted", "idle"] = "requested"
     ) -> None:
         """Ask ``node`` to unload ``model_id``; the model is shown ``unloading`` meanwhile."""
         current = node.models.get(model_id)

@@ -126,6 +126,7 @@ class Poller:
         for model_id, pending in node.pending.items():
             node.models.setdefault(model_id, pending)
         node.budget_bytes = health.memory.budget_bytes
+        node.host_budget_bytes = health.memory.host_budget_bytes
         node.available_bytes = health.memory.available_bytes
         devices = health.devices
         node.device_health = msgspec.to_builtins(devices)

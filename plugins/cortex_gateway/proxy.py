@@ -164,7 +164,7 @@ class Forwarder:
         try:
             body = await read_body(request, self.max_body_bytes)
             fields = routing_fields(body)
-            model = self.catalogue.resolve(fields.model)
+            model = self.catalogue.resolve(fields.model, self.placement.is_ready, self.placement.can_place)
             if model != fields.model:
                 body = with_model(body, model)
         except CortexError as exc:

@@ -165,10 +165,13 @@ class NeuronAPI:
                 max_rss_bytes=usage.ru_maxrss * 1024,
                 memory=HostMemory(
                     budget_bytes=budget * 1024 * 1024 if budget else None,
-                    # What loading, ready and sleeping models hold or were promised (the
+                    # What loading, waking and ready models hold or were promised (the
                     # figure the neuron checks a new load against; failed loads hold none).
                     reserved_bytes=self.registry.reserved_bytes,
                     available_bytes=_available_ram_bytes(),
+                    # Sleeping models hold host RAM only, against their own budget.
+                    host_budget_bytes=_mib_bytes(self.config.host_memory_budget_mb),
+                    host_reserved_bytes=self.registry.host_reserved_bytes,
                 ),
                 devices=msgspec.convert(await asyncio.to_thread(_device_memory), list[DeviceMemory]),
             )
@@ -464,3 +467,8 @@ def _device_memory() -> list[dict[str, Any]]:
         }
         for d in devices
     ]
+
+
+def _mib_bytes(mib: int | None) -> int | None:
+    """A ``*_mb`` setting in bytes (``None`` stays ``None``)."""
+    return mib * 1024 * 1024 if mib else None

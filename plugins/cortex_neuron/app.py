@@ -65,6 +65,9 @@ def build_registry(kernel: Kernel) -> ModelRegistry:
             allow_inline_cache_dirs=config.allow_inline_cache_dirs,
         ),
         memory_budget_bytes=config.memory_budget_mb * 1024 * 1024 if config.memory_budget_mb else None,
+        host_memory_budget_bytes=(
+            config.host_memory_budget_mb * 1024 * 1024 if config.host_memory_budget_mb else None
+        ),
     )
 
 

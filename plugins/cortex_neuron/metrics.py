@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from cortex_kernel.harness import Delta
 from cortex_neuron.registry import ModelRecord, ModelRegistry, Transition
 
-STATES = ("loading", "ready", "sleeping", "unloading", "failed")
+STATES = ("loading", "ready", "sleeping", "waking", "unloading", "failed")
 
 # The same boundaries as the gateway's histograms of the same kind (see docs/metrics.md), so the
 # two can be compared bucket by bucket. From a granted slot to the first token: vLLM's buckets.

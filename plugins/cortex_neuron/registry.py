@@ -1,4 +1,5 @@
-"""The models on this node and their lifecycle: absent → loading → ready ⇄ sleeping → unloading.
+"""The models on this node and their lifecycle: absent → loading → ready ⇄ sleeping → unloading
+(sleeping → waking → ready).
 
 Loads are single-flight per model id: the first caller starts one task, every later caller
 (including one that arrives while it runs) waits on that same task or returns at once. A load
@@ -7,9 +8,12 @@ event loop, so no lock is needed; harness work that blocks runs in the harness's
 
 The neuron is the one place that sees every load on its host, whichever gateway asked, so it
 is the arbiter of its ``memory_budget_mb``: a load is refused (409 ``over_budget``) unless its
-size fits what loading, ready and sleeping models have not reserved. A failed load reserves
-nothing. An unload is refused (409 ``model_busy``) while the model has requests in flight or
-queued, unless forced (the daemon's own shutdown and engine restart force it).
+size fits what loading, waking and ready models have not reserved. A sleeping model holds
+host RAM, not device memory: it counts against ``host_memory_budget_mb`` only, so putting it
+to sleep makes room on the devices, and waking it needs that room back (409 ``over_budget``
+when another model took it). A failed load reserves nothing. An unload is refused
+(409 ``model_busy``) while the model has requests in flight or queued, unless forced (the
+daemon's own shutdown and engine restart force it).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ MIB = 1024 * 1024
 # How long a client refused for room (or for a busy model) is told to wait before asking again.
 RETRY_AFTER_S = 5.0
 
-State = Literal["loading", "ready", "sleeping", "unloading", "failed"]
+State = Literal["loading", "ready", "sleeping", "waking", "unloading", "failed"]
 Transition = Literal["loaded", "load_failed", "slept", "woke"]
 TransitionObserver = Callable[["ModelRecord", Transition, float], None]
 _UNSET = object()
@@ -72,7 +76,13 @@ class ModelRecord:
 
     @property
     def counted_bytes(self) -> int:
-        return 0 if self.state == "failed" else self.reserved_bytes
+        """Device memory held or promised: a failed or sleeping model holds none."""
+        return 0 if self.state in ("failed", "sleeping") else self.reserved_bytes
+
+    @property
+    def host_bytes(self) -> int:
+        """Host RAM held by a sleeping model's offloaded weights."""
+        return self.reserved_bytes if self.state == "sleeping" else 0
 
     @property
     def id(self) -> str:
@@ -94,6 +104,7 @@ class ModelRegistry:
         harness_options: dict[str, dict[str, object]],
         trust: InlineTrust | None = None,
         memory_budget_bytes: int | None = None,
+        host_memory_budget_bytes: int | None = None,
     ) -> None:
         names = [spec.name for spec in specs]
         duplicates = {name for name in names if names.count(name) > 1}
@@ -109,6 +120,7 @@ class ModelRegistry:
         self.harness_options = harness_options
         self.trust = trust or InlineTrust()
         self.memory_budget_bytes = memory_budget_bytes
+        self.host_memory_budget_bytes = host_memory_budget_bytes
         self.records: dict[str, ModelRecord] = {}
         self.cycles = 0
         # Told of every finished load and every sleep or wake, with its duration (the metrics).
@@ -169,6 +181,8 @@ class ModelRegistry:
             raise Overloaded(
                 f"model {model_id!r} is asleep; wake it first", code="model_sleeping", retry_after=2
             )
+        if record.state == "waking":
+            raise Overloaded(f"model {model_id!r} is waking", code="model_waking", retry_after=2)
         if record.state != "ready":
             raise NotFound(f"model {model_id!r} is {record.state} on this neuron", code="model_not_loaded")
         record.last_used = time.time()
@@ -238,8 +252,13 @@ class ModelRegistry:
 
     @property
     def reserved_bytes(self) -> int:
-        """Memory taken or promised on this node: loading, ready, sleeping and unloading models."""
+        """Device memory taken or promised on this node: loading, waking, ready and unloading models."""
         return sum(record.counted_bytes for record in self.records.values())
+
+    @property
+    def host_reserved_bytes(self) -> int:
+        """Host RAM held by sleeping models."""
+        return sum(record.host_bytes for record in self.records.values())
 
     async def load(self, profile: ModelProfile) -> ModelRecord:
         """Start loading ``profile``, join the load in progress, or wake the model if it sleeps;
@@ -347,9 +366,15 @@ class ModelRegistry:
         log.info("loaded %s with %s in %.2fs", record.id, record.harness, record.load_seconds)
 
     def _start_wake(self, record: ModelRecord) -> None:
-        """Wake a sleeping model, or join the wake (or load) already in progress."""
+        """Wake a sleeping model, or join the wake (or load) already in progress (single flight).
+
+        Raises 409 ``over_budget`` when its weights no longer fit the device budget."""
         if record.task is not None and not record.task.done():
             return
+        if record.state != "sleeping":
+            return
+        self._check_budget(record.id, record.reserved_bytes)
+        record.state = "waking"  # counted against the devices from now on
         record.task = asyncio.get_running_loop().create_task(self._wake(record), name=f"wake {record.id}")
 
     async def _wake(self, record: ModelRecord) -> None:
@@ -357,16 +382,18 @@ class ModelRegistry:
         try:
             await self.harness_for(record.harness).wake(record.id)
         except CortexError as exc:
-            record.error = f"waking failed: {exc.message}"
+            record.state, record.error = "sleeping", f"waking failed: {exc.message}"
             log.warning("waking %s failed: %s", record.id, exc.message)
             return
         except Exception as exc:
-            record.error = f"waking failed: {type(exc).__name__}: {exc}"
+            record.state, record.error = "sleeping", f"waking failed: {type(exc).__name__}: {exc}"
             log.exception("waking %s failed", record.id)
             return
-        if record.state == "sleeping":
+        if record.state == "waking":
             record.state, record.error = "ready", None
-            self._notify(record, "woke", time.monotonic() - started)
+            seconds = time.monotonic() - started
+            self._notify(record, "woke", seconds)
+            log.info("woke %s in %.2fs", record.id, seconds)
 
     async def _woken(self, record: ModelRecord) -> State:
         self._start_wake(record)
@@ -417,7 +444,7 @@ class ModelRegistry:
         record.state = "unloading"
         try:
             harness = self._harnesses.get(record.harness)
-            if harness is not None and previous in ("ready", "sleeping", "loading", "failed"):
+            if harness is not None and previous in ("ready", "sleeping", "waking", "loading", "failed"):
                 await harness.unload(model_id)
         except Exception as exc:
             record.state, record.error = "failed", f"unload failed: {exc}"
@@ -436,7 +463,7 @@ class ModelRegistry:
         if not harness.supports_sleep:
             raise BadRequest(f"harness {record.harness!r} cannot sleep models", code="sleep_not_supported")
         busy_with = record.task is not None and not record.task.done()
-        if not asleep and record.state == "sleeping":
+        if not asleep and record.state in ("sleeping", "waking"):
             return await self._woken(record)
         wanted: State = "sleeping" if asleep else "ready"
         if record.state == wanted and not busy_with:
@@ -446,10 +473,20 @@ class ModelRegistry:
             raise Overloaded(f"model {model_id!r} is {record.state}", code=code, retry_after=2)
         if record.gate.in_flight or record.gate.queued:
             raise Overloaded(f"model {model_id!r} has requests in flight", code="model_busy", retry_after=2)
+        host_budget = self.host_memory_budget_bytes
+        if host_budget is not None and self.host_reserved_bytes + record.reserved_bytes > host_budget:
+            free = max(host_budget - self.host_reserved_bytes, 0)
+            raise Conflict(
+                f"model {model_id!r} needs {_mib(record.reserved_bytes)} MiB of host RAM to sleep but "
+                f"{_mib(free)} MiB of this neuron's {_mib(host_budget)} MiB host budget are free",
+                code="host_over_budget",
+            )
         started = time.monotonic()
         await harness.sleep(model_id)
         record.state = "sleeping"
-        self._notify(record, "slept", time.monotonic() - started)
+        seconds = time.monotonic() - started
+        self._notify(record, "slept", seconds)
+        log.info("put %s to sleep in %.2fs", model_id, seconds)
         return "sleeping"
 
     def engine_stats(self, record: ModelRecord) -> dict[str, float] | None:

@@ -12,7 +12,16 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from cortex_kernel.events import DefragRestarted, ModelLoaded, ModelUnloaded, PollFailed
+from cortex_kernel.events import (
+    DefragRestarted,
+    ModelLoaded,
+    ModelSlept,
+    ModelUnloaded,
+    ModelWoken,
+    PollFailed,
+    ReplicaScaled,
+    ThrashDetected,
+)
 from cortex_prometheus import buckets
 from cortex_prometheus.labels import Guards
 
@@ -53,8 +62,34 @@ class LifecycleMetrics:
             ["node", "error"],
             registry=registry,
         )
+        self.sleeps = Counter(
+            "cortex_model_sleeps",
+            "Models the gateway put to sleep, by reason (evicted to make room, idle TTL, requested).",
+            ["node", "model", "reason"],
+            registry=registry,
+        )
+        self.wakes = Histogram(
+            "cortex_model_wake_duration_seconds",
+            "Wakes of sleeping models the gateway asked a node for, by result, and how long each took.",
+            ["node", "model", "result"],
+            buckets=buckets.LOAD_SECONDS,
+            registry=registry,
+        )
+        self.thrash = Counter(
+            "cortex_thrash_events",
+            "Models placed back on a node less than thrash_window_s after they were evicted from it.",
+            ["node", "model"],
+            registry=registry,
+        )
+        self.scaling = Counter(
+            "cortex_replica_scaling",
+            "Replicas added to a hot model (out) or let go when idle beyond min_replicas (in).",
+            ["node", "model", "kind"],
+            registry=registry,
+        )
         for node in nodes:
             self.defrags.labels(guards.node(node))
+            self.thrash.labels(guards.node(node), guards.model("unknown"))
 
     def loaded(self, event: ModelLoaded) -> None:
         labels = (self.guards.node(event.node), self.guards.model(event.model), "ok" if event.ok else "error")
@@ -65,6 +100,23 @@ class LifecycleMetrics:
         self.unloads.labels(node, model, event.reason).inc()
         if event.reason == "evicted":
             self.evictions.labels(node, model, self.guards.strategy(event.strategy or "unknown")).inc()
+
+    def slept(self, event: ModelSlept) -> None:
+        node, model = self.guards.node(event.node), self.guards.model(event.model)
+        self.sleeps.labels(node, model, event.reason).inc()
+        if event.reason == "evicted":
+            self.evictions.labels(node, model, self.guards.strategy(event.strategy or "unknown")).inc()
+
+    def woken(self, event: ModelWoken) -> None:
+        labels = (self.guards.node(event.node), self.guards.model(event.model), "ok" if event.ok else "error")
+        self.wakes.labels(*labels).observe(event.seconds)
+
+    def thrashed(self, event: ThrashDetected) -> None:
+        self.thrash.labels(self.guards.node(event.node), self.guards.model(event.model)).inc()
+
+    def scaled(self, event: ReplicaScaled) -> None:
+        node, model = self.guards.node(event.node), self.guards.model(event.model)
+        self.scaling.labels(node, model, event.direction).inc()
 
     def defragged(self, event: DefragRestarted) -> None:
         self.defrags.labels(self.guards.node(event.node)).inc()

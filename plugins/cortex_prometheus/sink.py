@@ -17,10 +17,14 @@ from cortex_kernel.events import (
     Event,
     FleetPolled,
     ModelLoaded,
+    ModelSlept,
     ModelUnloaded,
+    ModelWoken,
     PollFailed,
+    ReplicaScaled,
     RequestFinished,
     RoutingDecided,
+    ThrashDetected,
 )
 from cortex_prometheus.fleet_collector import FleetCollector
 from cortex_prometheus.labels import Guards
@@ -55,6 +59,14 @@ class MetricsSink:
             self.lifecycle.loaded(event)
         elif isinstance(event, ModelUnloaded):
             self.lifecycle.unloaded(event)
+        elif isinstance(event, ModelSlept):
+            self.lifecycle.slept(event)
+        elif isinstance(event, ModelWoken):
+            self.lifecycle.woken(event)
+        elif isinstance(event, ThrashDetected):
+            self.lifecycle.thrashed(event)
+        elif isinstance(event, ReplicaScaled):
+            self.lifecycle.scaled(event)
         elif isinstance(event, DefragRestarted):
             self.lifecycle.defragged(event)
         elif isinstance(event, PollFailed):

@@ -274,6 +274,20 @@ async def test_sleep_refuses_requests_until_wake(loaded):
     assert deltas[-1].usage.completion_tokens == 2
 
 
+async def test_sleep_moves_the_weights_out_of_the_model_and_wake_restores_them(loaded):
+    before = await collect(loaded.chat(MODEL, chat_request(max_tokens=6, temperature=0)))
+    live, kept = loaded.resident_bytes(MODEL)
+    assert live > 0 and kept == 0
+    await loaded.sleep(MODEL)
+    asleep_live, asleep_kept = loaded.resident_bytes(MODEL)
+    assert asleep_live == 0 and asleep_kept == live  # every byte left the model for the host copy
+    assert all(p.device.type == "meta" for p in loaded.handles(MODEL).model.parameters())
+    await loaded.wake(MODEL)
+    assert loaded.resident_bytes(MODEL) == (live, 0)
+    after = await collect(loaded.chat(MODEL, chat_request(max_tokens=6, temperature=0)))
+    assert "".join(d.text for d in after) == "".join(d.text for d in before)  # the same weights came back
+
+
 async def test_chat_template_kwargs_reach_the_template(loaded):
     plain = await loaded.count_tokens(MODEL, chat_request())
     thinking = await loaded.count_tokens(MODEL, chat_request(chat_template_kwargs={"enable_thinking": True}))

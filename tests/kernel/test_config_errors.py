@@ -146,3 +146,45 @@ def test_alias_to_unknown_model(run_cli, tmp_path):
     result = run_cli("config", "check", str(path))
     assert result.exit_code == 2
     assert f"{path}:6: aliases.fast: alias 'fast' points to unknown model 'zzz'" in result.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "line", "key", "problem"),
+    [
+        ("idle_ttl_s = 0\n", 4, "models[0].idle_ttl_s", "> 0"),
+        (
+            "idle_ttl_s = 60\nunload_ttl_s = 30\n",
+            5,
+            "models[0].unload_ttl_s",
+            "must be longer than idle_ttl_s",
+        ),
+        ("max_replicas = 0\n", 4, "models[0].max_replicas", ">= 1"),
+        ("min_replicas = 3\nmax_replicas = 2\n", 4, "models[0].min_replicas", "exceeds max_replicas"),
+        ("min_replicas = -1\n", 4, "models[0].min_replicas", ">= 0"),
+    ],
+)
+def test_residency_keys_out_of_range(run_cli, tmp_path, extra, line, key, problem):
+    path = _write(tmp_path / "models.toml", f'[[models]]\nid = "m"\nharness = "x"\n{extra}')
+    result = run_cli("config", "check", str(path))
+    assert result.exit_code == 2
+    message = _single_error_line(result.output)
+    assert f"{path}:{line}: {key}:" in message and problem in message, message
+
+
+def test_residency_default_ttls_out_of_order(run_cli, tmp_path):
+    path = _write(tmp_path / "cortex.toml", "[residency]\nidle_ttl_s = 60\nunload_ttl_s = 10\n")
+    result = run_cli("config", "check", str(path))
+    assert result.exit_code == 2
+    assert f"{path}:3: residency.unload_ttl_s: unload_ttl_s must be longer" in _single_error_line(
+        result.output
+    )
+
+
+def test_alias_list_naming_an_unknown_model(run_cli, tmp_path):
+    path = _write(
+        tmp_path / "models.toml",
+        '[[models]]\nid = "big"\nharness = "x"\n\n[aliases]\ncoder = ["big", "nope"]\n',
+    )
+    result = run_cli("config", "check", str(path))
+    assert result.exit_code == 2
+    assert f"{path}:6: aliases.coder: alias 'coder' points to unknown model 'nope'" in result.output

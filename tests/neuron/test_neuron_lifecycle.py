@@ -3,7 +3,6 @@ unloads and waking a sleeping model, on a real neuron over HTTP."""
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -134,17 +133,27 @@ def test_load_wakes_a_sleeping_model(start_neuron):
     assert chat(neuron, "tiny-chat")[0] == 200
 
 
-def test_a_sleeping_model_keeps_its_reservation(start_neuron, tiny_chat_model):
-    neuron = start_neuron("memory_budget_mb = 20\n")
-    assert load(neuron, {"model": "tiny-chat"})[0] == 200
-    http_json("POST", f"{neuron.url}/models/sleep", {"model": "tiny-chat"})
-    status, body, _ = load(neuron, inline("other", tiny_chat_model, vram_mb=16))
-    assert status == 409 and body["error"]["code"] == "over_budget"
-    deadline = time.monotonic() + 5
-    while models(neuron)["tiny-chat"]["state"] != "sleeping":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    assert load(neuron, {"model": "tiny-chat"})[0] == 200  # waking needs no new room
+def test_a_sleeping_model_holds_host_ram_not_the_device_budget(start_neuron, tiny_chat_model):
+    neuron = start_neuron("memory_budget_mb = 20\nhost_memory_budget_mb = 20\n")
+    mib = 1024 * 1024
+    assert load(neuron, {"model": "tiny-chat"})[0] == 200  # vram_mb = 16
+    assert http_json("POST", f"{neuron.url}/models/sleep", {"model": "tiny-chat"})[0] == 200
+    memory = http_json("GET", f"{neuron.url}/health")[1]["memory"]
+    assert (memory["reserved_bytes"], memory["host_reserved_bytes"]) == (0, 16 * mib)
+    assert memory["host_budget_bytes"] == 20 * mib
+    # Its sleep made room on the device budget for another model...
+    assert load(neuron, inline("other", tiny_chat_model, vram_mb=16))[0] == 200
+    # ...so waking it now needs room that is taken,
+    status, body, _ = load(neuron, {"model": "tiny-chat"})
+    assert (status, body["error"]["code"]) == (409, "over_budget")
+    assert models(neuron)["tiny-chat"]["state"] == "sleeping"
+    # and the host budget holds one sleeping footprint, not two.
+    status, body, _ = http_json("POST", f"{neuron.url}/models/sleep", {"model": "other"})
+    assert (status, body["error"]["code"]) == (409, "host_over_budget")
+    assert http_json("POST", f"{neuron.url}/models/unload", {"model": "other"})[0] == 200
+    status, body, _ = http_json("POST", f"{neuron.url}/models/wake", {"model": "tiny-chat"})
+    assert (status, body["state"]) == (200, "ready")
+    assert chat(neuron, "tiny-chat")[0] == 200
 
 
 def test_profile_source_outside_the_roots_is_not_a_budget_question(start_neuron, tmp_path):

@@ -1,0 +1,441 @@
+"""Fleet simulator: the gateway's real placement, evictors, residency and poller against simulated
+neurons, replaying a multi-model trace on 4, 16 and 100 nodes.
+
+What is real: ``cortex_gateway.placement.Placement`` (ready replica, single flight, plans),
+``cortex_gateway.residency.Residency`` (sleep tier, idle TTLs, hysteresis), the ``lru`` and
+``priority`` evictors with the kernel's checks, and ``cortex_gateway.poller.Poller`` decoding
+each neuron's ``/models`` and ``/health``. What is simulated: the neurons (an in-process stand-in
+for the aiohttp session answering the same routes with the same JSON) and time (every duration
+is divided by ``--speedup`` and run on the real event loop; the figures printed are converted
+back to simulated seconds).
+
+Durations (stated assumptions, from published vLLM figures). The vLLM project's post "Zero-Reload
+Model Switching with vLLM Sleep Mode" (https://blog.vllm.ai/2025/10/26/sleep-mode.html, 2025-10-26)
+reports reloading a model on demand at 30-100+ s per switch, and sleep-level-1 wakes (weights
+back from host RAM) 18-200x faster than a full reload, in 0.1-6 s across 0.6B-235B models. We
+take, per model size (linear in weights between the ends of those ranges):
+
+    size         footprint (weights + 6 GB KV cache)  cold load  wake (L1)  sleep (L1)  unload
+    8B  bf16     22 GB                                30 s       1.0 s      1.0 s       2 s
+    14B bf16     34 GB                                40 s       1.5 s      1.5 s       2 s
+    32B fp8      38 GB                                60 s       3.0 s      3.0 s       3 s
+    70B awq      46 GB                                100 s      6.0 s      6.0 s       4 s
+
+Trace: Zipf(s=1.1) popularity over ``--models`` models (sizes drawn 50% 8B, 25% 14B, 15% 32B,
+10% 70B), Poisson arrivals whose rate follows a diurnal sine (±60%), bursts (a random model gets
+20x its rate for 60 s every ~10 min) and popularity drift (the ranking rotates every 20 min).
+Each node: one 48 GB GPU (48 GB budget: L40S, A6000), 512 GB host RAM for sleeping models. The first 10% of
+the trace is warm-up (every model's first load) and is left out of the figures.
+Each request holds its model busy for 2-20 s (uniform).
+
+Policies compared: ``unload-lru`` (today: lru, no sleep tier), ``lru+sleep``, ``priority+sleep``
+(priorities 50/100/200 by popularity tier) and ``ttl-only`` (llama-swap-like: unload after
+300 s idle, lru unload when room is needed, no sleep).
+
+Run: ``python bench/fleet_sim.py`` (about 10 minutes on 2 cores); ``--quick`` for a short trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import random
+import statistics
+import time
+from collections.abc import Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from cortex_evictors.strategies import LeastRecentlyUsed, Priority
+from cortex_gateway.fleet import Fleet, Node
+from cortex_gateway.placement import Placement
+from cortex_gateway.poller import Poller
+from cortex_gateway.residency import Residency
+from cortex_kernel.config.schema import Catalogue, ModelProfile, ResidencySection
+from cortex_kernel.errors import CortexError
+
+GB = 1024**3
+MIB = 1024**2
+# size name → (footprint GB, cold load s, wake s, sleep s, unload s); see the module docstring.
+SIZES = {
+    "8B": (22, 30.0, 1.0, 1.0, 2.0),
+    "14B": (34, 40.0, 1.5, 1.5, 2.0),
+    "32B": (38, 60.0, 3.0, 3.0, 3.0),
+    "70B": (46, 100.0, 6.0, 6.0, 4.0),
+}
+NODE_DEVICE_GB = 48
+NODE_HOST_GB = 512
+
+
+@dataclass
+class SimModel:
+    state: str
+    size: str
+    in_flight: int = 0
+    last_used: float | None = None
+
+
+@dataclass
+class SimNeuron:
+    """One simulated neuron: the lifecycle routes the gateway calls, with the sizes' durations."""
+
+    name: str
+    clock: Clock
+    host_budget: bool
+    models: dict[str, SimModel] = field(default_factory=dict)
+    loads: int = 0
+    wakes: int = 0
+    sleeps: int = 0
+
+    def device_reserved(self) -> int:
+        return sum(SIZES[m.size][0] * GB for m in self.models.values() if m.state != "sleeping")
+
+    def host_reserved(self) -> int:
+        return sum(SIZES[m.size][0] * GB for m in self.models.values() if m.state == "sleeping")
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "models": {k: {"state": m.state, "in_flight": m.in_flight} for k, m in self.models.items()},
+            "memory": {
+                "budget_bytes": NODE_DEVICE_GB * GB,
+                "reserved_bytes": self.device_reserved(),
+                "host_budget_bytes": NODE_HOST_GB * GB if self.host_budget else None,
+                "host_reserved_bytes": self.host_reserved(),
+            },
+        }
+
+    def model_list(self) -> dict[str, Any]:
+        return {
+            "data": [
+                {"id": k, "state": m.state, "in_flight": m.in_flight, "last_used": m.last_used}
+                for k, m in self.models.items()
+            ]
+        }
+
+    async def call(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        if path == "/models/load":
+            profile = body["profile"]
+            model_id, size = profile["id"], profile["options"]["size"]
+            current = self.models.get(model_id)
+            if current is not None and current.state == "sleeping":
+                return await self.call("/models/wake", {"model": model_id})
+            if self.device_reserved() + SIZES[size][0] * GB > NODE_DEVICE_GB * GB:
+                return 409, {"error": {"code": "over_budget", "message": "over budget"}}
+            if current is not None and current.state == "ready":
+                return 200, {"id": model_id, "state": "ready", "memory_bytes": SIZES[size][0] * GB}
+            if current is not None:  # loading, waking or unloading: come back later
+                return 503, {"error": {"code": f"model_{current.state}", "message": "busy"}}
+            record = self.models[model_id] = SimModel(state="loading", size=size)
+            await self.clock.sleep(SIZES[size][1])
+            if self.models.get(model_id) is not record:
+                return 409, {"error": {"code": "load_cancelled", "message": "unloaded meanwhile"}}
+            record.state = "ready"
+            self.loads += 1
+            return 200, {"id": model_id, "state": "ready", "memory_bytes": SIZES[size][0] * GB}
+        model = self.models.get(body["model"])
+        if model is None and path == "/models/unload":
+            return 200, {"state": "absent"}  # idempotent, like the neuron's
+        if model is None:
+            return 404, {"error": {"code": "model_not_loaded", "message": "absent"}}
+        if path == "/models/unload":
+            if model.in_flight:
+                return 409, {"error": {"code": "model_busy", "message": "busy"}}
+            model.state = "unloading"
+            await self.clock.sleep(SIZES[model.size][4])
+            if self.models.get(body["model"]) is model:
+                del self.models[body["model"]]
+            return 200, {"state": "absent"}
+        if path == "/models/sleep":
+            if model.in_flight:
+                return 503, {"error": {"code": "model_busy", "message": "busy"}}
+            if self.host_budget and self.host_reserved() + SIZES[model.size][0] * GB > NODE_HOST_GB * GB:
+                return 409, {"error": {"code": "host_over_budget", "message": "host full"}}
+            await self.clock.sleep(SIZES[model.size][3])
+            model.state = "sleeping"
+            self.sleeps += 1
+            return 200, {"state": "sleeping"}
+        if path == "/models/wake":
+            if model.state == "ready":
+                return 200, {"state": "ready"}
+            if self.device_reserved() + SIZES[model.size][0] * GB > NODE_DEVICE_GB * GB:
+                return 409, {"error": {"code": "over_budget", "message": "over budget"}}
+            model.state = "waking"
+            await self.clock.sleep(SIZES[model.size][2])
+            model.state = "ready"
+            self.wakes += 1
+            return 200, {"state": "ready"}
+        return 404, {"error": {"code": "not_found", "message": path}}
+
+
+class Clock:
+    """Simulated seconds on the real event loop, ``speedup`` times faster."""
+
+    def __init__(self, speedup: float) -> None:
+        self.speedup = speedup
+        self.start = time.monotonic()
+
+    def now(self) -> float:
+        return (time.monotonic() - self.start) * self.speedup
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds / self.speedup)
+
+
+class _Reply:
+    def __init__(self, status: int, body: Any) -> None:
+        self.status = status
+        self._raw = msgspec.json.encode(body)
+        self.headers: dict[str, str] = {}
+
+    async def read(self) -> bytes:
+        return self._raw
+
+    async def text(self) -> str:
+        return self._raw.decode()
+
+    def raise_for_status(self) -> None:
+        if self.status >= 400:
+            raise RuntimeError(f"HTTP {self.status}")
+
+
+class SimSession:
+    """Stands in for the gateway's aiohttp session: routes by endpoint to a :class:`SimNeuron`."""
+
+    def __init__(self, neurons: dict[str, SimNeuron]) -> None:
+        self.neurons = neurons
+
+    def _split(self, url: str) -> tuple[SimNeuron, str]:
+        rest = url.removeprefix("sim://")
+        name, _, path = rest.partition("/")
+        return self.neurons[name], "/" + path
+
+    @asynccontextmanager
+    async def get(self, url: str, **_: Any) -> Iterator[_Reply]:  # type: ignore[misc]
+        neuron, path = self._split(url)
+        if path == "/models":
+            yield _Reply(200, neuron.model_list())
+        elif path == "/health":
+            yield _Reply(200, neuron.health())
+        else:
+            yield _Reply(200, {"devices": []})
+
+    @asynccontextmanager
+    async def post(self, url: str, json: Any = None, **_: Any) -> Iterator[_Reply]:  # type: ignore[misc]
+        neuron, path = self._split(url)
+        status, body = await neuron.call(path, json or {})
+        yield _Reply(status, body)
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    evictor: str
+    sleep: bool
+    idle_unload_s: float | None = None
+
+
+POLICIES = (
+    Policy("unload-lru", "lru", sleep=False),
+    Policy("lru+sleep", "lru", sleep=True),
+    Policy("priority+sleep", "priority", sleep=True),
+    Policy("ttl-only", "lru", sleep=False, idle_unload_s=300.0),
+)
+
+
+def catalogue(models: int, rng: random.Random) -> Catalogue:
+    sizes = rng.choices(list(SIZES), weights=[50, 25, 15, 10], k=models)
+    profiles = [
+        ModelProfile(
+            id=f"m{i:02d}",
+            harness="sim",
+            vram_mb=SIZES[size][0] * 1024,
+            min_devices=0,
+            priority=200 if i < models // 5 else 100 if i < models // 2 else 50,
+            options={"size": size},
+        )
+        for i, size in enumerate(sizes)
+    ]
+    return Catalogue(models=profiles)
+
+
+def trace(models: int, duration_s: float, base_rate: float, rng: random.Random) -> list[tuple[float, str]]:
+    """(arrival time, model) pairs: Zipf popularity, diurnal rate, bursts, drifting ranking."""
+    weights = [1 / (rank + 1) ** 1.1 for rank in range(models)]
+    arrivals: list[tuple[float, str]] = []
+    t = 0.0
+    burst_model, burst_until, next_burst = 0, -1.0, rng.uniform(0, 600)
+    while t < duration_s:
+        diurnal = 1 + 0.6 * math.sin(2 * math.pi * t / duration_s)
+        t += rng.expovariate(base_rate * diurnal)
+        if t >= next_burst:
+            burst_model, burst_until, next_burst = rng.randrange(models), t + 60, t + rng.uniform(300, 900)
+        shift = int(t // 1200)  # the ranking rotates every 20 minutes
+        if t < burst_until and rng.random() < 0.5:
+            index = burst_model
+        else:
+            index = (rng.choices(range(models), weights=weights)[0] + shift * 3) % models
+        arrivals.append((t, f"m{index:02d}"))
+    return arrivals
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str, Any]:
+    rng = random.Random(args.seed)
+    cat = catalogue(args.models, rng)
+    speedup = args.speedup or {4: 200.0, 16: 100.0}.get(nodes, 25.0)
+    duration = args.duration if nodes < 100 or args.quick else args.duration / 3
+    arrivals = trace(args.models, duration, args.rate * nodes / 4, rng)
+    warm_up = duration / 10
+    clock = Clock(speedup)
+    neurons = {f"n{i:03d}": SimNeuron(f"n{i:03d}", clock, host_budget=policy.sleep) for i in range(nodes)}
+    fleet = Fleet([Node(name=n, endpoint=f"sim://{n}") for n in neurons])
+    session = SimSession(neurons)
+    scale = 1 / speedup
+    residency = Residency(
+        ResidencySection(
+            sleep=policy.sleep,
+            idle_ttl_s=policy.idle_unload_s * scale if policy.idle_unload_s else None,
+            hysteresis_s=30 * scale,
+            thrash_window_s=120 * scale,
+            ttl_check_interval_s=max(0.01, 5 * scale),
+        )
+    )
+    evictor = LeastRecentlyUsed() if policy.evictor == "lru" else Priority()
+    poller = Poller(fleet, session, {}, interval_s=2 * scale)  # type: ignore[arg-type]
+    placement = Placement(
+        fleet,
+        cat,
+        session,  # type: ignore[arg-type]
+        {},
+        evictor=evictor,
+        refresh=poller.refresh,
+        reread=poller.poll_node,
+        residency=residency,
+    )
+    poll_costs: list[float] = []
+    started = time.perf_counter()
+    await poller.poll_once()
+    poll_costs.append(time.perf_counter() - started)
+    residency.start()
+    decisions: list[float] = []
+    plan = placement.plan
+
+    def timed_plan(*a: Any, **k: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return plan(*a, **k)
+        finally:
+            decisions.append(time.perf_counter() - began)
+
+    placement.plan = timed_plan  # type: ignore[method-assign]
+    waits: list[float] = []
+    failed = 0
+
+    async def poll_forever() -> None:
+        while True:
+            await clock.sleep(2)
+            began = time.perf_counter()
+            await poller.poll_once()
+            poll_costs.append(time.perf_counter() - began)
+
+    async def one(arrival: float, model: str) -> None:
+        nonlocal failed
+        counted = arrival >= warm_up
+        began = time.perf_counter()
+        t0 = clock.now()
+        try:
+            node, waited = await placement.node_for_request(model)
+        except CortexError:
+            failed += counted
+            return
+        if not waited:
+            decisions.append(time.perf_counter() - began)
+        if counted:
+            waits.append(clock.now() - t0 if waited else 0.0)
+        sim = neurons[node.name].models.get(model)
+        if sim is None:
+            return
+        sim.in_flight += 1
+        node.in_flight[model] = node.in_flight.get(model, 0) + 1
+        node.last_routed[model] = time.time()
+        try:
+            await clock.sleep(rng.uniform(2, 20))
+        finally:
+            sim.in_flight -= 1
+            sim.last_used = time.time()
+            node.in_flight[model] -= 1
+
+    poll_task = asyncio.get_running_loop().create_task(poll_forever())
+    tasks: list[asyncio.Task[None]] = []
+    for arrival, model in arrivals:
+        delay = arrival - clock.now()
+        if delay > 0:
+            await clock.sleep(delay)
+        tasks.append(asyncio.get_running_loop().create_task(one(arrival, model)))
+    await asyncio.gather(*tasks)
+    poll_task.cancel()
+    await residency.stop()
+    waited = [w for w in waits if w > 0]
+    return {
+        "policy": policy.name,
+        "nodes": nodes,
+        "requests": sum(1 for arrival, _ in arrivals if arrival >= warm_up),
+        "failed": failed,
+        "cold_loads": sum(n.loads for n in neurons.values()),
+        "wakes": sum(n.wakes for n in neurons.values()),
+        "thrash": residency.thrash_events,
+        "waited": len(waited),
+        "wait_p50": percentile(waited, 0.5),
+        "wait_p99": percentile(waits, 0.99),
+        "decide_p50_ms": percentile(decisions, 0.5) * 1000,
+        "decide_p99_ms": percentile(decisions, 0.99) * 1000,
+        "poll_ms": statistics.median(poll_costs) * 1000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", type=int, default=40)
+    parser.add_argument("--duration", type=float, default=3600.0, help="simulated seconds of trace")
+    parser.add_argument("--rate", type=float, default=0.5, help="requests/s per 4 nodes at the mean")
+    parser.add_argument(
+        "--speedup", type=float, default=0.0, help="simulated/real seconds (default: 200, 100, 25 by size)"
+    )
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--nodes", type=int, nargs="*", default=[4, 16, 100])
+    parser.add_argument("--quick", action="store_true", help="a 15-minute trace")
+    parser.add_argument("--policies", nargs="*", default=[p.name for p in POLICIES])
+    args = parser.parse_args()
+    if args.quick:
+        args.duration = 900.0
+    header = (
+        f"{'policy':<15} {'nodes':>5} {'reqs':>6} {'fail':>4} {'cold':>5} {'wakes':>5} {'thrash':>6} "
+        f"{'waited':>6} {'wait p50 s':>10} {'wait p99 s':>10} {'decide p50 ms':>13} {'decide p99 ms':>13} "
+        f"{'poll ms':>8}"
+    )
+    print(header)
+    for nodes in args.nodes:
+        for policy in (p for p in POLICIES if p.name in args.policies):
+            r = asyncio.run(run(policy, nodes, args))
+            print(
+                f"{r['policy']:<15} {r['nodes']:>5} {r['requests']:>6} {r['failed']:>4} {r['cold_loads']:>5} "
+                f"{r['wakes']:>5} {r['thrash']:>6} {r['waited']:>6} {r['wait_p50']:>10.2f} "
+                f"{r['wait_p99']:>10.2f} {r['decide_p50_ms']:>13.3f} {r['decide_p99_ms']:>13.3f} "
+                f"{r['poll_ms']:>8.2f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

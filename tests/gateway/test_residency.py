@@ -1,0 +1,224 @@
+"""Residency across real neurons: the sleep tier, idle TTLs, anti-thrash hysteresis, admin sleep/wake.
+
+Every neuron has a ``memory_budget_mb`` that holds one model and every model a declared
+``vram_mb``, so each placement is deterministic. Waits are on observable state (the neuron's
+``/health``), never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+import urllib.request
+
+import pytest
+
+from tests.daemons import endless_stream, http_json, toml_str
+
+pytestmark = pytest.mark.slow
+
+
+def _catalogue(chat, models: dict[str, str]) -> str:
+    return "".join(
+        f'\n[[models]]\nid = "{name}"\nharness = "transformers"\nsource = {toml_str(chat)}\n'
+        f"min_devices = 0\nvram_mb = 60\n{extra}\n"
+        for name, extra in models.items()
+    )
+
+
+def _ask(gateway, model: str):
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    return http_json("POST", f"{gateway.url}/v1/chat/completions", body, timeout=180)
+
+
+def _states(neuron) -> dict[str, str]:
+    return {m: v["state"] for m, v in http_json("GET", f"{neuron.url}/health")[1]["models"].items()}
+
+
+def _wait_states(neuron, wanted: dict[str, str | None], timeout: float = 90.0) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        states = _states(neuron)
+        if all(states.get(model) == state for model, state in wanted.items()):
+            return states
+        if time.monotonic() > deadline:
+            raise AssertionError(f"wanted {wanted}, the neuron shows {states}")
+        time.sleep(0.2)
+
+
+def _metric(url: str, name: str, **labels: str) -> float:
+    """The value of one sample on a Prometheus page (0 when absent)."""
+    with urllib.request.urlopen(url, timeout=30) as reply:
+        text = reply.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(rf"^{name}(?:\{{(.*)\}})? (\S+)$", line)
+        if match and all(f'{k}="{v}"' in (match.group(1) or "") for k, v in labels.items()):
+            total += float(match.group(2))
+    return total
+
+
+def _fleet(gateway) -> dict:
+    return http_json("GET", f"{gateway.url}/admin/fleet")[1]
+
+
+def test_a_model_put_to_sleep_for_room_is_woken_not_reloaded(start_neuron, start_gateway, tiny_chat_model):
+    neuron = start_neuron("memory_budget_mb = 100\nhost_memory_budget_mb = 200\n")
+    gateway = start_gateway(
+        {"n1": neuron},
+        extra='[eviction]\nstrategy = "lru"\n[residency]\nhysteresis_s = 0\n',
+        catalogue_extra=_catalogue(tiny_chat_model, {"a": "", "b": ""}),
+    )
+    metrics = f"{neuron.url}/metrics"
+    assert _ask(gateway, "a")[0] == 200
+    # Room for b: a is put to sleep (its weights to host RAM), not unloaded.
+    assert _ask(gateway, "b")[0] == 200
+    assert _wait_states(neuron, {"a": "sleeping", "b": "ready"})
+    health = http_json("GET", f"{neuron.url}/health")[1]["memory"]
+    assert health["host_reserved_bytes"] == 60 * 1024 * 1024  # sleeping a counts against host RAM
+    assert health["reserved_bytes"] == 60 * 1024 * 1024  # and only b against the device budget
+    # The next request for a wakes it where it sleeps (b goes to sleep in turn): no second load.
+    assert _ask(gateway, "a")[0] == 200
+    assert _wait_states(neuron, {"a": "ready", "b": "sleeping"})
+    assert _metric(metrics, "cortex_neuron_wake_duration_seconds_count", model="a") == 1
+    assert _metric(metrics, "cortex_neuron_load_duration_seconds_count", model="a", result="ok") == 1
+    assert "woke a" in neuron.log_text()
+    fleet = _fleet(gateway)
+    assert (fleet["cold_starts"], fleet["wakes"], fleet["sleeps"]) == (2, 1, 2)
+    assert fleet["thrash_events"] == 1  # a came back to n1 right after its eviction there
+    gateway_metrics = _fleet_metrics_url(gateway)
+    assert _metric(gateway_metrics, "cortex_thrash_events_total", node="n1", model="a") == 1
+    assert _metric(gateway_metrics, "cortex_model_sleeps_total", reason="evicted") == 2
+
+
+def _fleet_metrics_url(gateway) -> str:
+    config = (gateway.log.parent / "cortex.toml").read_text()
+    port = re.search(r'metrics_listen = "127\.0\.0\.1:(\d+)"', config).group(1)
+    return f"http://127.0.0.1:{port}/metrics"
+
+
+def test_admin_sleep_and_wake_and_their_404s(start_neuron, start_gateway, tiny_chat_model):
+    neuron = start_neuron("memory_budget_mb = 100\nhost_memory_budget_mb = 200\n")
+    gateway = start_gateway({"n1": neuron}, catalogue_extra=_catalogue(tiny_chat_model, {"a": ""}))
+    assert _ask(gateway, "a")[0] == 200
+    status, body, _ = http_json("POST", f"{gateway.url}/admin/nodes/n1/models/a/sleep")
+    assert (status, body["state"]) == (200, "sleeping")
+    assert _wait_states(neuron, {"a": "sleeping"})
+    assert http_json("POST", f"{gateway.url}/admin/nodes/n1/models/a/wake")[0] == 200
+    assert _wait_states(neuron, {"a": "ready"})
+    for path, code in (
+        ("nodes/nope/models/a/sleep", "node_not_found"),
+        ("nodes/n1/models/ghost/wake", "model_not_found"),
+        ("nodes/n1/models/tiny-chat/sleep", "model_not_loaded"),
+    ):
+        status, body, _ = http_json("POST", f"{gateway.url}/admin/{path}")
+        assert (status, body["error"]["code"]) == (404, code), path
+
+
+def test_an_idle_model_sleeps_after_its_ttl_and_unloads_after_the_second(
+    start_neuron, start_gateway, tiny_chat_model
+):
+    neuron = start_neuron("memory_budget_mb = 200\nhost_memory_budget_mb = 200\n")
+    gateway = start_gateway(
+        {"n1": neuron},
+        extra="[residency]\nttl_check_interval_s = 0.2\n",
+        catalogue_extra=_catalogue(tiny_chat_model, {"t": "idle_ttl_s = 3\nunload_ttl_s = 8", "keep": ""}),
+    )
+    assert _ask(gateway, "t")[0] == 200
+    assert _ask(gateway, "keep")[0] == 200
+    countdown = next(m for n in _fleet(gateway)["nodes"] for m in n["models"] if m["id"] == "t")
+    assert 0 < countdown["sleep_in_s"] <= 3 and 3 < countdown["unload_in_s"] <= 8
+    _wait_states(neuron, {"t": "sleeping", "keep": "ready"})
+    _wait_states(neuron, {"t": None, "keep": "ready"})
+    assert "keep" in _states(neuron)  # no TTL, never touched
+
+
+def test_two_models_on_a_node_for_one_swap_no_faster_than_the_hysteresis_allows(
+    start_neuron, start_gateway, tiny_chat_model
+):
+    neuron = start_neuron("memory_budget_mb = 100\n")  # no host budget: evictions unload
+    hysteresis = 3.0
+    gateway = start_gateway(
+        {"n1": neuron},
+        extra=f'[eviction]\nstrategy = "lru"\n[residency]\nhysteresis_s = {hysteresis}\n',
+        catalogue_extra=_catalogue(tiny_chat_model, {"a": "", "b": ""}),
+    )
+    assert _ask(gateway, "a")[0] == 200
+    started = time.monotonic()
+    for model in ("b", "a", "b", "a"):
+        assert _ask(gateway, model)[0] == 200
+    elapsed = time.monotonic() - started
+    fleet = _fleet(gateway)
+    # The first swap is free; each swap back waits out the window since the last one.
+    assert fleet["evictions"] == 4
+    assert elapsed >= 3 * hysteresis * 0.9
+    assert fleet["evictions"] <= 1 + elapsed / hysteresis
+    assert fleet["thrash_events"] == 3  # every return within thrash_window_s is counted
+    assert _metric(_fleet_metrics_url(gateway), "cortex_thrash_events_total") == 3
+
+
+def test_a_warm_selector_resolves_to_the_ready_target(start_neuron, start_gateway, tiny_chat_model):
+    neuron = start_neuron("memory_budget_mb = 200\n")
+    catalogue = _catalogue(tiny_chat_model, {"big": "", "small": ""}) + (
+        '\n[aliases]\ncoder = ["big", "small"]\n'
+    )
+    gateway = start_gateway({"n1": neuron}, catalogue_extra=catalogue)
+    assert _ask(gateway, "small")[0] == 200
+    _wait_states(neuron, {"small": "ready"})
+    status, body, _ = _ask(gateway, "coder")
+    assert (status, body["model"]) == (200, "small")  # the warm one, not a cold load of big
+    assert "big" not in _states(neuron)
+    listing = {m["id"]: m for m in http_json("GET", f"{gateway.url}/v1/models")[1]["data"]}
+    assert listing["coder"]["alias_of"] == "small" and listing["coder"]["alias_targets"] == ["big", "small"]
+    # With nothing of the list ready, the first eligible target is loaded.
+    assert http_json("POST", f"{gateway.url}/admin/models/unload", {"model": "small"})[0] == 200
+    _wait_states(neuron, {"small": None})
+    status, body, _ = _ask(gateway, "coder")
+    assert (status, body["model"]) == (200, "big")
+
+
+def _open_stream(gateway, model: str) -> socket.socket:
+    """A streamed request that runs until its socket is closed (sent raw, never read, so a
+    request still queued at the neuron does not block the test)."""
+    body = json.dumps(endless_stream(model)).encode()
+    host, port = gateway.url.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)), timeout=30)
+    conn.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        + f"content-length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    return conn
+
+
+def test_a_hot_model_gets_a_second_replica_and_loses_it_when_idle(
+    start_neuron, start_gateway, tiny_chat_model
+):
+    busy = "memory_budget_mb = 200\n[admission]\nmax_in_flight = 1\nmax_wait_s = 120\n"
+    n1, n2 = start_neuron(busy), start_neuron(busy)
+    gateway = start_gateway(
+        {"n1": n1, "n2": n2},
+        extra="poll_interval_s = 0.3\n[residency]\nscale_out_after_s = 1\nttl_check_interval_s = 0.3\n",
+        catalogue_extra=_catalogue(
+            tiny_chat_model, {"hot": "max_replicas = 2\nmin_replicas = 1\nidle_ttl_s = 2\nunload_ttl_s = 4"}
+        ),
+    )
+    assert _ask(gateway, "hot")[0] == 200
+    first, second = (n1, n2) if "hot" in _states(n1) else (n2, n1)
+    streams = [_open_stream(gateway, "hot") for _ in range(3)]  # one runs, two queue behind it
+    try:
+        _wait_states(second, {"hot": "ready"})  # sustained queueing: a replica on the idle node
+        fleet = _fleet(gateway)
+        assert fleet["scale_outs"] == 1
+    finally:
+        for conn in streams:
+            conn.close()
+    # Idle again: the replica beyond min_replicas goes under the TTL; one replica stays.
+    deadline = time.monotonic() + 90
+    while ("hot" in _states(first)) + ("hot" in _states(second)) != 1:
+        assert time.monotonic() < deadline, (_states(first), _states(second))
+        time.sleep(0.3)
+    assert _fleet(gateway)["scale_ins"] == 1
+    assert _metric(_fleet_metrics_url(gateway), "cortex_replica_scaling_total", kind="out") == 1
