@@ -29,6 +29,7 @@ from starlette.types import Message, Receive, Scope, Send
 from cortex_gateway.fleet import Node
 from cortex_gateway.neuron_http import NeuronHTTPError, NeuronPool, NeuronResponse
 from cortex_gateway.placement import Placement
+from cortex_gateway.request_class import class_header_line, request_class_of
 from cortex_gateway.tap import RequestTap
 from cortex_kernel.bodies import read_body, too_deep
 from cortex_kernel.config.schema import Catalogue
@@ -162,7 +163,14 @@ class Forwarder:
                 exc.status, exc.code
             )
             raise
-        reply = await self.open(path, model, body, started=started, streamed=fields.stream)
+        reply = await self.open(
+            path,
+            model,
+            body,
+            started=started,
+            streamed=fields.stream,
+            request_class=request_class_of(request.headers),
+        )
         if fields.stream and reply.status == 200:
             return RelayStream(reply)
         # A whole JSON reply (or an error) is relayed in one piece: cheaper than a stream.
@@ -178,6 +186,7 @@ class Forwarder:
         dialect: str = "openai",
         started: float | None = None,
         streamed: bool = False,
+        request_class: str | None = None,
     ) -> NeuronReply:
         """POST ``body`` to a node that serves ``model``, retrying another before the first byte."""
         tap = RequestTap(
@@ -189,12 +198,14 @@ class Forwarder:
         )
         tap.streamed = streamed
         try:
-            return await self._open(path, model, body, tap)
+            return await self._open(path, model, body, tap, class_header_line(request_class))
         except CortexError as exc:
             tap.finish(exc.status, exc.code)
             raise
 
-    async def _open(self, path: str, model: str, body: bytes, tap: RequestTap) -> NeuronReply:
+    async def _open(
+        self, path: str, model: str, body: bytes, tap: RequestTap, extra_headers: bytes = b""
+    ) -> NeuronReply:
         tried: set[str] = set()
         last_error: Exception | None = None
         for attempt in range(self.max_attempts):
@@ -208,7 +219,12 @@ class Forwarder:
             node.last_routed[model] = time.time()
             try:
                 upstream = await self.pool.request(
-                    node.origin, "POST", path, self.header_block, body, stall_timeout_s=self.stall
+                    node.origin,
+                    "POST",
+                    path,
+                    self.header_block + extra_headers,
+                    body,
+                    stall_timeout_s=self.stall,
                 )
             except (NeuronHTTPError, TimeoutError) as exc:
                 node.in_flight[model] -= 1
