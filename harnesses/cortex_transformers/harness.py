@@ -234,19 +234,6 @@ class TransformersHarness:
         cache = self._entry(model_id).prefix_cache
         return cache.stats() if cache is not None else None
 
-    def engine_stats(self, model_id: str) -> dict[str, float]:
-        """The prefix cache's figures under the names the neuron exports (``ENGINE_METRICS``); like
-        vLLM's, queries and hits count prompt tokens looked up and tokens reused."""
-        stats = self.prefix_cache_stats(model_id)
-        if stats is None:
-            return {}
-        return {
-            "prefix_cache_bytes": float(stats.bytes),
-            "prefix_cache_entries": float(stats.entries),
-            "prefix_cache_queries_total": float(stats.queried_tokens),
-            "prefix_cache_hits_total": float(stats.reused_tokens),
-        }
-
     def in_flight(self, model_id: str) -> int:
         """Generations currently holding ``model_id`` (running or queued for a worker)."""
         return len(self._entry(model_id).jobs)

@@ -59,16 +59,6 @@ ENGINE_METRICS: dict[str, tuple[str, str, str]] = {
         "counter",
         "Prompt tokens found in the prefix cache.",
     ),
-    "prefix_cache_bytes": (
-        "cortex_neuron_engine_prefix_cache_bytes",
-        "gauge",
-        "Memory the transformers harness's prefix cache holds.",
-    ),
-    "prefix_cache_entries": (
-        "cortex_neuron_engine_prefix_cache_entries",
-        "gauge",
-        "Sequences the transformers harness's prefix cache holds.",
-    ),
     "preemptions_total": ("cortex_neuron_engine_preemptions", "counter", "Requests preempted by the engine."),
     "prompt_tokens_total": (
         "cortex_neuron_engine_prompt_tokens",

@@ -182,7 +182,7 @@ async def test_sleep_and_unload_drop_the_cache(loaded):
     messages = [{"role": "user", "content": SYSTEM}]
     await run(loaded, "tiny-chat", chat("tiny-chat", messages))
     assert loaded.prefix_cache_stats("tiny-chat").entries == 1
-    assert loaded.engine_stats("tiny-chat")["prefix_cache_bytes"] > 0
+    assert loaded.prefix_cache_stats("tiny-chat").bytes > 0
     await loaded.sleep("tiny-chat")
     assert loaded.prefix_cache_stats("tiny-chat").entries == 0
     await loaded.wake("tiny-chat")
