@@ -14,6 +14,11 @@ from typing import Any
 
 import msgspec
 
+# The header a gateway sets on a request to a neuron to name its request class (``main``,
+# ``subagent``, ``compaction``, ``auxiliary``; absent or unknown is ``main``): the neuron's
+# admission queue serves higher classes first under contention (docs/neuron.md).
+REQUEST_CLASS_HEADER = "x-cortex-request-class"
+
 
 class Device(msgspec.Struct, kw_only=True):
     """One GPU as ``/discovery`` describes it."""

@@ -266,6 +266,13 @@ class AdmissionSection(ConfigBase):
     max_in_flight: PositiveInt = 4
     max_queued: NonNegativeInt = 16
     max_wait_s: PositiveFloat = 30.0
+    # Request classes (the gateway's ``x-cortex-request-class``): a higher number is served first
+    # under contention; a class not listed counts as ``main``. ``max_bypass`` bounds how often a
+    # waiter may be overtaken by later arrivals before it is served in arrival order (no starvation).
+    class_priority: dict[str, int] = msgspec.field(
+        default_factory=lambda: {"main": 3, "subagent": 2, "compaction": 1, "auxiliary": 0}
+    )
+    max_bypass: NonNegativeInt = 8
 
 
 class NeuronConfig(ConfigBase):

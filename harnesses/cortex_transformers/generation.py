@@ -27,6 +27,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from cortex_kernel.errors import CortexError, Overloaded
 from cortex_kernel.stop_sequences import StopMatcher
 from cortex_transformers.detokenizer import IncrementalDetokenizer
+from cortex_transformers.prefix_cache import PrefixCache
 from cortex_transformers.sampling import SamplingParams, logits_processors
 
 # How long closing a stream waits for its worker to notice. A decode step is milliseconds, but a
@@ -58,11 +59,13 @@ class GenerationPlan:
 
 @dataclass(frozen=True)
 class Finished:
-    """The end of a generation: why, and how many tokens were generated (EOS included)."""
+    """The end of a generation: why, how many tokens were generated (EOS included), how many
+    prompt tokens came from the prefix cache."""
 
     reason: Literal["stop", "length"]
     completion_tokens: int
     stop: str | None = None
+    cached_tokens: int = 0
 
 
 def base_generation_config(model: Any, eos_token_ids: Sequence[int]) -> Any:
@@ -122,8 +125,11 @@ class GenerationJob(StoppingCriteria):
         generation_config: Any,
         eos_token_ids: Sequence[int],
         channel: Channel,
+        prefix_cache: PrefixCache | None = None,
     ) -> None:
         self._model = model
+        self._prefix_cache = prefix_cache
+        self.cached_tokens = 0
         self._plan = plan
         self._generation_config = copy.copy(generation_config)
         self._generation_config.max_new_tokens = plan.max_new_tokens
@@ -188,7 +194,9 @@ class GenerationJob(StoppingCriteria):
                 tail = self._stops.push(self._detokenizer.flush()) + self._stops.flush()
                 if tail:
                     self._channel.send(tail)
-                self._channel.send(Finished(self._reason, self.generated, self._stops.matched))
+                self._channel.send(
+                    Finished(self._reason, self.generated, self._stops.matched, self.cached_tokens)
+                )
         except torch.OutOfMemoryError as exc:
             self._channel.send(Overloaded(f"out of memory while generating: {exc}", retry_after=5))
         except CortexError as exc:
@@ -206,14 +214,24 @@ class GenerationJob(StoppingCriteria):
         self._stop_now = torch.ones(1, dtype=torch.bool, device=device)
         self._go_on = torch.zeros(1, dtype=torch.bool, device=device)
         processors = logits_processors(self._plan.sampling, prompt_length=input_ids.shape[1], device=device)
+        extra: dict[str, Any] = {}
+        if self._prefix_cache is not None:
+            # A fresh cache either way (never a stored one: generate grows it in place), holding
+            # the longest prefix a recent sequence shares with this prompt.
+            self.cached_tokens, cache = self._prefix_cache.lookup(self._plan.prompt_ids)
+            extra[self._prefix_cache.keyword] = cache
         with torch.inference_mode():
-            self._model.generate(
+            output = self._model.generate(
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),
                 generation_config=self._generation_config,
                 logits_processor=processors,
                 stopping_criteria=StoppingCriteriaList([self]),
+                **extra,
             )
+        if self._prefix_cache is not None:
+            sequences = getattr(output, "sequences", output)
+            self._prefix_cache.store(sequences[0], cache)
 
 
 async def stream_generation(

@@ -48,6 +48,7 @@ from cortex_transformers.generation import (
 )
 from cortex_transformers.offload import HostCopy, offload, restore
 from cortex_transformers.parsing import DEFAULT_MARKERS, OutputParser, prompt_opens_reasoning
+from cortex_transformers.prefix_cache import PrefixCache, PrefixCacheStats
 from cortex_transformers.process_state import PROCESS_STATE_LOCK
 from cortex_transformers.prompt_bound import max_prompt_bytes
 from cortex_transformers.prompts import render_chat
@@ -60,6 +61,8 @@ log = logging.getLogger(__name__)
 _UNBOUNDED_MAX_TOKENS = 4096
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _SWITCHES = ("auto", "on", "off")
+# The prefix cache's bound per chat model when neither the profile nor the harness table sets one.
+_DEFAULT_PREFIX_CACHE_MB = 512
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class _Loaded:
     jobs: set[GenerationJob] = field(default_factory=set)
     sleeping: bool = False
     host_copy: HostCopy | None = None
+    prefix_cache: PrefixCache | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,8 @@ class TransformersHarness:
         if entry is None:
             return
         await self._stop_jobs(entry, NotFound(f"model {model_id!r} was unloaded", code="model_not_found"))
+        if entry.prefix_cache is not None:
+            entry.prefix_cache.clear()
         device = entry.device
         entry.model = entry.tokenizer = entry.generation_config = None
         await asyncio.to_thread(_free_memory, device)
@@ -155,6 +161,8 @@ class TransformersHarness:
             return
         entry.sleeping = True
         await self._stop_jobs(entry, Conflict(f"model {model_id!r} went to sleep", code="model_sleeping"))
+        if entry.prefix_cache is not None:
+            entry.prefix_cache.clear()  # asleep, a model holds no memory beyond its weights
         entry.host_copy = await asyncio.to_thread(offload, entry.model)
         await asyncio.to_thread(_free_memory, entry.device)
 
@@ -239,6 +247,11 @@ class TransformersHarness:
                 job.cancel()
         self._models.clear()
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def prefix_cache_stats(self, model_id: str) -> PrefixCacheStats | None:
+        """What ``model_id``'s prefix cache holds and has saved; ``None`` when it has none."""
+        cache = self._entry(model_id).prefix_cache
+        return cache.stats() if cache is not None else None
 
     def in_flight(self, model_id: str) -> int:
         """Generations currently holding ``model_id`` (running or queued for a worker)."""
@@ -352,7 +365,13 @@ class TransformersHarness:
             if self._ready(entry.profile.id, "chat") is not entry:
                 raise NotFound(f"model {entry.profile.id!r} was reloaded", code="model_not_found")
             return GenerationJob(
-                entry.model, entry.decode, plan, entry.generation_config, entry.eos_token_ids, channel
+                entry.model,
+                entry.decode,
+                plan,
+                entry.generation_config,
+                entry.eos_token_ids,
+                channel,
+                entry.prefix_cache,
             )
 
         pieces = stream_generation(start, self._executor, entry.jobs)
@@ -365,7 +384,9 @@ class TransformersHarness:
                     if reason == "stop" and parser is not None and parser.tool_calls:
                         reason = "tool_calls"
                     usage = Usage(
-                        prompt_tokens=len(plan.prompt_ids), completion_tokens=piece.completion_tokens
+                        prompt_tokens=len(plan.prompt_ids),
+                        completion_tokens=piece.completion_tokens,
+                        cached_tokens=piece.cached_tokens,
                     )
                     yield Delta(finish_reason=reason, usage=usage)
                     return
@@ -558,6 +579,10 @@ class TransformersHarness:
             markers.tool_start in vocab or markers.tool_start in template,
         )
         entry.max_prompt_bytes = max_prompt_bytes(tokenizer, entry.context_length)
+        bound_mb = self._option(profile, "prefix_cache_mb", _DEFAULT_PREFIX_CACHE_MB)
+        if not isinstance(bound_mb, int | float) or isinstance(bound_mb, bool) or bound_mb < 0:
+            raise BadRequest("option 'prefix_cache_mb' must be a number >= 0", code="invalid_option")
+        entry.prefix_cache = PrefixCache.for_model(model, entry.generation_config, int(bound_mb * 2**20))
         entry.capabilities = ["chat", "completions"]
         if entry.tools:
             entry.capabilities.append("tools")

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 import msgspec
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cortex_kernel.node_wire import REQUEST_CLASS_HEADER
 from cortex_kernel.routing import REQUEST_CLASSES, RouteHints
 
 MAX_KEY_BYTES = 256  # longer session values are not keys anyone sends; ignore them
@@ -51,14 +52,15 @@ class RoutingHeaders:
     def __init__(self, app: ASGIApp, *, session_headers: Iterable[str], class_header: str) -> None:
         self.app = app
         self.session = [h.lower().encode("latin-1") for h in session_headers]
-        self.klass = class_header.lower().encode("latin-1")
+        # Our own header first (any client may send it), then the configured client's.
+        self.klass = [REQUEST_CLASS_HEADER.encode("latin-1"), class_header.lower().encode("latin-1")]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         found: dict[bytes, bytes] = {}
-        wanted = (*self.session, self.klass)
+        wanted = (*self.session, *self.klass)
         for name, value in scope["headers"]:
             if name in wanted and name not in found:
                 found[name] = value
@@ -68,8 +70,12 @@ class RoutingHeaders:
                 session = usable_key(found[name].decode("latin-1").strip())
                 if session is not None:
                     break
-        raw_class = found.get(self.klass)
-        klass = request_class(raw_class.decode("latin-1")) if raw_class is not None else None
+        klass = None
+        for name in self.klass:
+            if name in found:
+                klass = request_class(found[name].decode("latin-1"))
+                if klass is not None:
+                    break
         if session is None and klass is None:
             await self.app(scope, receive, send)
             return

@@ -24,6 +24,7 @@ from cortex_kernel.drain import Drain
 from cortex_kernel.errors import BadRequest, Conflict, CortexError, Overloaded
 from cortex_kernel.harness import Delta, Harness
 from cortex_kernel.node_wire import (
+    REQUEST_CLASS_HEADER,
     ActivationState,
     DeviceMemory,
     Health,
@@ -329,7 +330,7 @@ class NeuronAPI:
         stack = AsyncExitStack()
         arrived = time.monotonic()
         try:
-            await stack.enter_async_context(record.gate.admit())
+            await stack.enter_async_context(record.gate.admit(request.headers.get(REQUEST_CLASS_HEADER)))
         except CortexError:
             self.metrics.rejections.labels(model).inc()
             self.metrics.requests.labels(model, endpoint, "5xx").inc()
@@ -377,6 +378,7 @@ class NeuronAPI:
                 if delta.usage is not None:
                     self.metrics.tokens.labels(model, "prompt").inc(delta.usage.prompt_tokens)
                     self.metrics.tokens.labels(model, "completion").inc(delta.usage.completion_tokens)
+                    self.metrics.tokens.labels(model, "cached").inc(delta.usage.cached_tokens)
                 yield delta
             timer.finished(time.monotonic())
         finally:
@@ -389,7 +391,7 @@ class NeuronAPI:
         if not body.inputs:
             raise BadRequest("'input' must not be empty", param="input")
         record, harness = self.registry.ready(body.model)
-        async with record.gate.admit():
+        async with record.gate.admit(request.headers.get(REQUEST_CLASS_HEADER)):
             result = await until_disconnect(
                 request, harness.embed(body.model, body.inputs, normalize=body.normalize)
             )
@@ -403,7 +405,7 @@ class NeuronAPI:
         body = await self._body(request, ChatRequest)
         record, harness = self.registry.ready(body.model)
         try:
-            async with record.gate.admit():
+            async with record.gate.admit(request.headers.get(REQUEST_CLASS_HEADER)):
                 count = await until_disconnect(request, harness.count_tokens(body.model, body))
         except ClientGone:
             return Response(status_code=499)

@@ -52,9 +52,13 @@ ENGINE_METRICS: dict[str, tuple[str, str, str]] = {
     "prefix_cache_queries_total": (
         "cortex_neuron_engine_prefix_cache_queries",
         "counter",
-        "Prefix-cache lookups.",
+        "Prompt tokens looked up in the prefix cache.",
     ),
-    "prefix_cache_hits_total": ("cortex_neuron_engine_prefix_cache_hits", "counter", "Prefix-cache hits."),
+    "prefix_cache_hits_total": (
+        "cortex_neuron_engine_prefix_cache_hits",
+        "counter",
+        "Prompt tokens found in the prefix cache.",
+    ),
     "preemptions_total": ("cortex_neuron_engine_preemptions", "counter", "Requests preempted by the engine."),
     "prompt_tokens_total": (
         "cortex_neuron_engine_prompt_tokens",
@@ -192,7 +196,8 @@ class NeuronMetrics:
         )
         self.tokens = Counter(
             "cortex_neuron_tokens",
-            "Tokens processed, by model and kind (prompt or completion).",
+            "Tokens processed, by model and kind (prompt, completion, or cached: prompt tokens served "
+            "from the engine's prefix cache, a part of prompt).",
             ["model", "kind"],
             registry=self.registry,
         )

@@ -280,7 +280,11 @@ class ModelRegistry:
             profile=profile,
             harness=profile.harness,
             gate=AdmissionGate(
-                self.admission.max_in_flight, self.admission.max_queued, self.admission.max_wait_s
+                self.admission.max_in_flight,
+                self.admission.max_queued,
+                self.admission.max_wait_s,
+                priorities=self.admission.class_priority,
+                max_bypass=self.admission.max_bypass,
             ),
             reserved_bytes=needed,
         )

@@ -1,0 +1,205 @@
+"""The transformers harness's prefix cache: reuse is reported, output unchanged, memory bounded."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cortex_kernel.config.schema import ModelProfile
+from cortex_kernel.errors import BadRequest
+from cortex_kernel.harness import HarnessContext
+from cortex_kernel.openai_wire import ChatRequest, CompletionRequest
+
+pytestmark = pytest.mark.slow
+
+SYSTEM = "You are a careful coding agent. " + " ".join(
+    f"Rule {i}: keep tool output short." for i in range(40)
+)
+
+
+def profile(source, model_id, **options) -> ModelProfile:
+    return ModelProfile(
+        id=model_id, harness="transformers", source=str(source), min_devices=0, options=options
+    )
+
+
+def chat(model, messages, **fields) -> ChatRequest:
+    return ChatRequest(model=model, messages=messages, temperature=0, max_tokens=12, **fields)
+
+
+async def run(harness, model, request):
+    deltas = [d async for d in harness.chat(model, request)]
+    text = "".join(d.text + d.reasoning for d in deltas)
+    return text, deltas[-1].usage
+
+
+@pytest.fixture
+async def pair(make_harness, harness_context, tiny_chat_model):
+    """One harness with the prefix cache (model ``c``) and one without (model ``p``), same weights."""
+    cached = make_harness(harness_context)
+    await cached.load(profile(tiny_chat_model, "c"))
+    plain = make_harness(
+        HarnessContext(
+            model_roots=harness_context.model_roots,
+            cache_dir=harness_context.cache_dir,
+            options={"prefix_cache_mb": 0},
+        )
+    )
+    await plain.load(profile(tiny_chat_model, "p"))
+    assert cached.prefix_cache_stats("c") is not None and plain.prefix_cache_stats("p") is None
+    return cached, plain
+
+
+async def same_as_plain(pair, messages):
+    """Run ``messages`` on both harnesses; the text must match; return the cached harness's usage."""
+    cached, plain = pair
+    text, usage = await run(cached, "c", chat("c", messages))
+    expected, plain_usage = await run(plain, "p", chat("p", messages))
+    assert text == expected
+    assert plain_usage.cached_tokens == 0 and usage.prompt_tokens == plain_usage.prompt_tokens
+    return text, usage
+
+
+async def prompt_ids(harness, model, messages) -> list[int]:
+    entry = harness._entry(model)
+    return (await asyncio.to_thread(harness._render, entry, chat(model, messages))).ids
+
+
+async def test_a_shared_prefix_is_reported_cached_and_output_is_unchanged(pair):
+    cached, _ = pair
+    first = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "List the files."}]
+    reply, usage = await same_as_plain(pair, first)
+    assert usage.cached_tokens == 0  # nothing seen yet
+    # The next turn resends the history Claude-Code-style: everything before is a shared prefix.
+    second = [*first, {"role": "assistant", "content": reply}, {"role": "user", "content": "Now the tests."}]
+    _, usage = await same_as_plain(pair, second)
+    shared = common_prefix(await prompt_ids(cached, "c", first), await prompt_ids(cached, "c", second))
+    assert usage.cached_tokens >= shared > 100
+    assert usage.cached_tokens < usage.prompt_tokens
+
+
+@pytest.mark.parametrize("cut", [0.1, 0.25, 0.5, 0.9])
+async def test_prefixes_of_several_lengths(pair, cut):
+    """The second prompt leaves the first part-way through its user turn; reuse stops exactly
+    where the tokens part (or one short of the whole prompt)."""
+    cached, _ = pair
+    words = SYSTEM.split()
+    first = [{"role": "user", "content": SYSTEM}]
+    head = " ".join(words[: int(len(words) * cut)])
+    second = [{"role": "user", "content": head + " Then something else entirely, please."}]
+    await same_as_plain(pair, first)
+    _, usage = await same_as_plain(pair, second)
+    shared = common_prefix(await prompt_ids(cached, "c", first), await prompt_ids(cached, "c", second))
+    assert usage.cached_tokens == min(shared, usage.prompt_tokens - 1) > 0
+
+
+async def test_a_prompt_that_ends_inside_a_template_sequence(pair):
+    """The first prompt ends with the template's multi-token assistant header (``<|im_start|>``,
+    ``as``, ``s``, ...); the second opens a user turn there, so the two part after the header's
+    first token: the cached run ends mid-way through the template's own sequence."""
+    cached, _ = pair
+    first = [{"role": "user", "content": SYSTEM}]
+    ids = await prompt_ids(cached, "c", first)
+    second = [{"role": "user", "content": SYSTEM}, {"role": "user", "content": "And more."}]
+    other = await prompt_ids(cached, "c", second)
+    shared = common_prefix(ids, other)
+    header = cached.handles("c").tokenizer.convert_tokens_to_ids("<|im_start|>")
+    assert ids[shared - 1] == header and len(ids) - shared > 2  # inside the header, not at its edge
+    await same_as_plain(pair, first)
+    _, usage = await same_as_plain(pair, second)
+    assert usage.cached_tokens == shared
+
+
+async def test_the_same_prompt_twice_reuses_all_but_its_last_token(pair):
+    messages = [{"role": "user", "content": SYSTEM}]
+    await same_as_plain(pair, messages)
+    _, again = await same_as_plain(pair, messages)
+    assert again.cached_tokens == again.prompt_tokens - 1
+
+
+async def test_completions_reuse_too(pair):
+    cached, plain = pair
+    for model, harness in (("c", cached), ("p", plain)):
+        outputs = []
+        for suffix in ("", " and a tail"):
+            request = CompletionRequest(model=model, prompt=SYSTEM + suffix, temperature=0, max_tokens=8)
+            deltas = [d async for d in harness.complete(model, request)]
+            outputs.append(("".join(d.text for d in deltas), deltas[-1].usage.cached_tokens))
+        if model == "c":
+            assert outputs[1][1] > 100
+            reused = outputs
+        else:
+            assert [o[0] for o in outputs] == [o[0] for o in reused]
+
+
+async def test_concurrent_requests_on_one_entry_do_not_disturb_each_other(pair):
+    cached, plain = pair
+    base = [{"role": "user", "content": SYSTEM}]
+    await run(cached, "c", chat("c", base))
+    turns = [
+        [*base, {"role": "assistant", "content": "ok"}, {"role": "user", "content": f"Step {i}."}]
+        for i in range(4)
+    ]
+    got = await asyncio.gather(*(run(cached, "c", chat("c", t)) for t in turns))
+    for (text, usage), turn in zip(got, turns, strict=True):
+        assert usage.cached_tokens > 100
+        assert text == (await run(plain, "p", chat("p", turn)))[0]
+
+
+async def test_memory_stays_under_the_bound_for_a_stream_of_distinct_prefixes(
+    make_harness, harness_context, tiny_chat_model
+):
+    harness = make_harness(harness_context)
+    await harness.load(profile(tiny_chat_model, "b", prefix_cache_mb=0.25))  # 256 KiB: ~500 tokens here
+    bound = 256 * 1024
+    for i in range(12):
+        content = f"Session {i}: " + " ".join(f"word{i}x{j}" for j in range(60 + 10 * i))
+        await run(harness, "b", chat("b", [{"role": "user", "content": content}]))
+        stats = harness.prefix_cache_stats("b")
+        assert stats.bytes <= bound and stats.max_bytes == bound
+        assert stats.entries >= 1
+    assert stats.entries < 12  # older sequences were evicted
+    # The most recent sequence is still there and is reused.
+    _, usage = await run(harness, "b", chat("b", [{"role": "user", "content": content + " more"}]))
+    assert usage.cached_tokens > 0
+
+
+async def test_a_sequence_over_the_whole_bound_keeps_its_leading_part(
+    make_harness, harness_context, tiny_chat_model
+):
+    harness = make_harness(harness_context)
+    await harness.load(profile(tiny_chat_model, "s", prefix_cache_mb=0.05))  # ~100 tokens of KV
+    messages = [{"role": "user", "content": SYSTEM}]
+    _, first = await run(harness, "s", chat("s", messages))
+    stats = harness.prefix_cache_stats("s")
+    assert 0 < stats.bytes <= 0.05 * 2**20
+    _, usage = await run(harness, "s", chat("s", messages))
+    assert 0 < usage.cached_tokens < first.prompt_tokens - 1
+
+
+async def test_sleep_and_unload_drop_the_cache(loaded):
+    messages = [{"role": "user", "content": SYSTEM}]
+    await run(loaded, "tiny-chat", chat("tiny-chat", messages))
+    assert loaded.prefix_cache_stats("tiny-chat").entries == 1
+    assert loaded.prefix_cache_stats("tiny-chat").bytes > 0
+    await loaded.sleep("tiny-chat")
+    assert loaded.prefix_cache_stats("tiny-chat").entries == 0
+    await loaded.wake("tiny-chat")
+    _, usage = await run(loaded, "tiny-chat", chat("tiny-chat", messages))
+    assert usage.cached_tokens == 0
+
+
+@pytest.mark.parametrize("value", [-1, "big", True])
+async def test_a_bad_bound_is_refused(harness, tiny_chat_model, value):
+    with pytest.raises(BadRequest, match="prefix_cache_mb"):
+        await harness.load(profile(tiny_chat_model, "x", prefix_cache_mb=value))
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
