@@ -26,6 +26,7 @@ from cortex_gateway.admin import Admin
 from cortex_gateway.auth import GatewayAuth
 from cortex_gateway.catalogue_view import merged_models
 from cortex_gateway.fleet import Fleet, Node
+from cortex_gateway.model_status import props_for
 from cortex_gateway.neuron_http import NeuronPool
 from cortex_gateway.placement import Placement
 from cortex_gateway.poller import Poller
@@ -208,6 +209,9 @@ def gateway_part(kernel: Kernel) -> AppPart:
                 return rendered
         return json_response({"object": "list", "data": entries})
 
+    async def props(request: Request) -> Response:
+        return json_response(props_for(request, merged_models(fleet, catalogue)))
+
     async def health(request: Request) -> Response:
         nodes = list(fleet)
         up = len(fleet.up_nodes())
@@ -236,6 +240,7 @@ def gateway_part(kernel: Kernel) -> AppPart:
         Route("/v1/completions", forward("/v1/completions"), methods=["POST"]),
         Route("/v1/embeddings", forward("/v1/embeddings"), methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
+        Route("/props", props, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/health/live", live, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),

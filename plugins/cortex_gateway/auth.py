@@ -19,7 +19,11 @@ from cortex_kernel.errors import CortexError, Forbidden, Unauthorized, anthropic
 from cortex_kernel.events import EventBus, RequestFinished
 from cortex_kernel.keys import KeySet, presented_key
 
-PUBLIC = frozenset({"/", "/health", "/health/live", "/health/ready"})
+# Claude Code's warm-up probe and telemetry sink (answered empty by the Anthropic dialect) are
+# public: Claude Code may send them without the key it uses for /v1/messages.
+PUBLIC = frozenset(
+    {"/", "/health", "/health/live", "/health/ready", "/api/hello", "/api/event_logging/batch"}
+)
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 

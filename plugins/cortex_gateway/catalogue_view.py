@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from cortex_gateway.fleet import Fleet
+from cortex_gateway.model_status import router_fields
 from cortex_kernel.config.schema import Catalogue
 
 
 def merged_models(fleet: Fleet, catalogue: Catalogue) -> list[dict[str, Any]]:
-    """OpenAI model entries with our fields: locations per node, context length, aliases."""
+    """OpenAI model entries with our fields: locations per node, context length, aliases, and
+    llama.cpp's router status (see :mod:`cortex_gateway.model_status`)."""
     ids = [profile.id for profile in catalogue.models]
     for node in fleet:
         ids.extend(model_id for model_id in node.models if model_id not in ids)
@@ -52,4 +54,6 @@ def merged_models(fleet: Fleet, catalogue: Catalogue) -> list[dict[str, Any]]:
     for alias, target in sorted(catalogue.aliases.items()):
         base = by_id.get(target, {})
         entries.append({**base, "id": alias, "alias_of": target, "aliases": []})
+    for entry in entries:
+        entry.update(router_fields(entry))
     return entries
