@@ -161,3 +161,34 @@ def test_the_gateway_fixture_is_this_files_own(tmp_path: Path):
         assert line in config
     catalogue = json.loads((home / "models.json").read_text())["models"][0]
     assert catalogue["slug"] == "tiny-chat" and catalogue["context_window"] == TINY_WINDOW
+
+
+def docs_blocks() -> tuple[str, str]:
+    """The ``config.toml`` and ``model_catalog_json`` of docs/clients.md's Codex section."""
+    text = (Path(__file__).resolve().parents[2] / "docs/clients.md").read_text()
+    section = text[text.index("## Codex CLI") :]
+    section = section[: section.index("\n## ", 1)]
+    toml_block = re.search(r"```toml\n(.*?)```", section, re.S)
+    json_block = re.search(r"```json\n(.*?)```", section, re.S)
+    assert toml_block and json_block
+    return toml_block.group(1), json_block.group(1)
+
+
+def test_the_documented_codex_config_is_valid_for_the_pinned_codex(codex, tmp_path):
+    config, catalogue = docs_blocks()
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "models.json").write_text(catalogue)
+    with CaptureServer() as server:
+        config = re.sub(r'base_url = "[^"]*"', f'base_url = "{server.base_url}"', config)
+        config = re.sub(
+            r'model_catalog_json = "[^"]*"', f'model_catalog_json = "{home / "models.json"}"', config
+        )
+        config = config.replace('env_key = "CORTEX_API_KEY"', 'env_key = "CORTEX_GATEWAY_KEY"')
+        (home / "config.toml").write_text(config)
+        done = run_codex(codex, home, tmp_path / "work", "Say hi.", "--strict-config")
+    assert done.returncode == 0, done.stderr[-2000:]  # --strict-config refuses any unknown key
+    assert "Model metadata" not in done.stderr  # the catalogue entry was found and read
+    [sent] = server.posts()
+    assert sent.body["model"] == json.loads(catalogue)["models"][0]["slug"] == "qwen3-coder"
+    assert sent.body["input"][0]["content"][0]["text"].startswith("You are a coding agent working")
