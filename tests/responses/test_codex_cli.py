@@ -122,7 +122,8 @@ def test_the_captured_fixtures_hold_what_the_dialect_must_translate():
 # ---------------------------------------------------------------------------------------------
 # Against a real gateway.
 
-TINY_WINDOW = 8192  # codex-tiny's context here (tiny-chat's weights), so a noisy reply stays short
+TINY_WINDOW = 6144  # codex-tiny's context (tiny-chat's weights): Codex's prompt is ~4.4K tokens of it
+CUT_BY_LENGTH = "ERROR: Incomplete response returned, reason: max_output_tokens"
 TRANSLATION_ERRORS = re.compile(r"Traceback|unhandled error|stream failed|ERROR", re.IGNORECASE)
 
 
@@ -145,10 +146,18 @@ def test_codex_exec_against_a_real_gateway(codex, fleet, tmp_path):
     if not serves_responses(fleet):
         pytest.skip("the gateway does not serve POST /v1/responses (plugins/cortex_responses is not here)")
     home = codex_home(tmp_path / "home", fleet.url + "/v1", "codex-tiny", context_window=TINY_WINDOW)
-    done = run_codex(codex, home, tmp_path / "work", "Say hi.", *SMALL_PROMPT)
+    done = run_codex(codex, home, tmp_path / "work", "Say hi.", *SMALL_PROMPT, timeout_s=240)
     log = fleet.log_text()
-    assert done.returncode == 0, f"{done.stderr[-3000:]}\n--- gateway log ---\n{log[-3000:]}"
-    assert "tokens used" in done.stderr  # Codex reached response.completed and read its usage
+    context = f"{done.stderr[-3000:]}\n--- gateway log ---\n{log[-3000:]}"
+    # Codex read the streamed reply to its end: it prints the text and the usage it found in
+    # response.completed (or response.incomplete).
+    assert "tokens used" in done.stderr, context
+    # The tiny model's random weights rarely emit an end token, so its reply may run until the
+    # window is full; the dialect then ends with response.incomplete (max_output_tokens), which
+    # Codex reports as an error of the turn. That is the model's outcome, not a protocol error;
+    # nothing else may go wrong.
+    errors = {line for line in done.stderr.splitlines() if line.startswith("ERROR")}
+    assert done.returncode == 0 or errors == {CUT_BY_LENGTH}, context
     assert not TRANSLATION_ERRORS.search(log), log[-3000:]
 
 
