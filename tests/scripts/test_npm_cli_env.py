@@ -81,7 +81,8 @@ def test_another_version_or_client_is_its_own_install(env):
 def test_without_npm_it_fails_with_a_reason(env, tmp_path):
     tools = tmp_path / "no-npm"
     tools.mkdir()
-    (tools / "dirname").symlink_to(shutil.which("dirname") or "/usr/bin/dirname")
+    for tool in ("bash", "dirname"):  # what the scripts need before they look for npm
+        (tools / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
     bare = env | {"PATH": str(tools)}
     done = subprocess.run(
         ["/bin/bash", str(REPO_ROOT / "scripts/codex-env")], env=bare, capture_output=True, text=True
