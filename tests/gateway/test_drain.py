@@ -63,12 +63,16 @@ class ReadyProbe:
 
 def test_streams_open_at_the_end_of_the_grace_end_with_their_error_event(start_neuron, start_gateway):
     neuron = start_neuron(default_models='["tiny-chat"]')
-    gateway = start_gateway({"n1": neuron}, extra="shutdown_grace_s = 2\n")
+    # The probe's head stays half-sent while both streams open (a prompt count comes before
+    # message_start), which can outlast the default header_timeout_s on a loaded machine.
+    limits = "[limits]\nheader_timeout_s = 120\n"
+    gateway = start_gateway({"n1": neuron}, extra="shutdown_grace_s = 2\n" + limits)
     deadline = time.monotonic() + 30
     while _ready(gateway) != 200:
         assert time.monotonic() < deadline, "the gateway never became ready"
         time.sleep(0.1)
     assert http_json("GET", f"{gateway.url}/health/live")[0] == 200
+    probe = ReadyProbe(gateway)
 
     openai_stream = LineStream(
         f"{gateway.url}/v1/chat/completions", "POST", {"model": "tiny-chat", "messages": PROMPT, **LONG}
@@ -81,9 +85,6 @@ def test_streams_open_at_the_end_of_the_grace_end_with_their_error_event(start_n
         openai_lines, anthropic_lines = iter(openai_stream), iter(anthropic_stream)
         assert next(openai_lines).startswith("data: ")
         assert next(anthropic_lines) == "event: message_start"
-        # Begun only now: its head must be finished within header_timeout_s, and opening the
-        # streams (a prompt count before message_start) can take a while on a loaded machine.
-        probe = ReadyProbe(gateway)
         gateway.process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         ready_status = probe.finish()
