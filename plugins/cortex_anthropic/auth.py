@@ -1,10 +1,12 @@
 """Where client authentication plugs into this dialect.
 
-The gateway has no client keys yet, so the default :class:`AcceptAnyKey` lets every request in,
-whether it carries ``x-api-key`` (the SDK's ``api_key``, Claude Code's ``ANTHROPIC_API_KEY``),
-``Authorization: Bearer`` (``auth_token``, ``ANTHROPIC_AUTH_TOKEN``), both, or neither. Every
-route calls the dialect's :class:`Authenticator` before it reads the body, so adding keys means
-passing a different authenticator to :class:`cortex_anthropic.dialect.AnthropicDialect`; its
+The gateway's client keys (``[auth] api_keys`` with ``require_api_key``) are checked by its own
+auth middleware before any route runs, for every dialect alike. This is a further seam, per
+dialect: the default :class:`AcceptAnyKey` adds no check of its own, whether the request carries
+``x-api-key`` (the SDK's ``api_key``, Claude Code's ``ANTHROPIC_API_KEY``), ``Authorization:
+Bearer`` (``auth_token``, ``ANTHROPIC_AUTH_TOKEN``), both, or neither. Every route calls the
+dialect's :class:`Authenticator` before it reads the body, so a stricter rule means passing a
+different authenticator to :class:`cortex_anthropic.dialect.AnthropicDialect`; its
 :class:`cortex_kernel.errors.CortexError` (401 ``authentication_error``, 403
 ``permission_error``) is rendered in Anthropic's envelope like any other error.
 """
@@ -37,7 +39,7 @@ class Authenticator(Protocol):
 
 
 class AcceptAnyKey:
-    """Lets every request in and ignores its credentials (the gateway has no client keys yet)."""
+    """Lets every request in and ignores its credentials (the gateway's middleware checks keys)."""
 
     async def authenticate(self, request: Request) -> None:
         return None

@@ -11,6 +11,8 @@ Status choices:
   ``overloaded_error``) is **529 overloaded_error with Retry-After**. 529 is what Anthropic
   itself sends, what the SDKs map to ``OverloadedError``, and what Claude Code treats as
   "overloaded, retry"; the SDKs honour Retry-After on any retried status;
+* 429 and 529 (and a bare 503) carry ``retry-after`` in whole seconds and
+  ``x-should-retry: true``; other 4xx say ``x-should-retry: false``;
 * other 5xx keep their status (500, 502 upstream failure) as ``api_error``; 504 is
   ``timeout_error``.
 
@@ -32,6 +34,8 @@ from cortex_anthropic.protocol import ErrorBody, ErrorEvent
 from cortex_kernel.errors import BadRequest, CortexError, retry_headers
 
 OVERLOADED_STATUS = 529
+RETRYABLE_STATUSES = frozenset({429, 503, OVERLOADED_STATUS})
+DEFAULT_RETRY_AFTER_S = 2.0
 
 _TYPES_BY_STATUS = {
     401: "authentication_error",
@@ -72,10 +76,26 @@ def error_event(error: CortexError, request_id: str | None = None) -> ErrorEvent
     return ErrorEvent(error=ErrorBody(type=kind, message=error.message), request_id=request_id)
 
 
+def retry_advice(status: int, error: CortexError) -> dict[str, str]:
+    """``retry-after`` (whole seconds) and ``x-should-retry`` for a status Claude Code acts on.
+
+    Claude Code and the SDKs obey ``x-should-retry`` over their own status rules, and wait
+    ``retry-after`` seconds (Claude Code gives up on waits above 60 s). A retryable status
+    without a hint of its own gets :data:`DEFAULT_RETRY_AFTER_S`; a client mistake says
+    ``false``, so no client resends a request that cannot succeed.
+    """
+    if status in RETRYABLE_STATUSES:
+        seconds = DEFAULT_RETRY_AFTER_S if error.retry_after is None else error.retry_after
+        return {"retry-after": str(max(1, round(seconds))), "x-should-retry": "true"}
+    if 400 <= status < 500:
+        return {"x-should-retry": "false"}
+    return retry_headers(error)
+
+
 def error_response(error: CortexError, request_id: str) -> Response:
-    """An HTTP error response in Anthropic's envelope, with Retry-After when there is a hint."""
+    """An HTTP error response in Anthropic's envelope, with the retry advice of its status."""
     status, _ = anthropic_status(error)
-    headers = {"request-id": request_id, **retry_headers(error)}
+    headers = {"request-id": request_id, **retry_advice(status, error)}
     return Response(
         _encode(error_event(error, request_id)),
         status_code=status,

@@ -10,7 +10,10 @@ tokenizer and chat template). Counting costs a round trip and a template render,
 skipped when even a generous upper bound — one token per byte of the request, plus
 :data:`TEMPLATE_SLACK_TOKENS` for the template's own text — plus ``max_tokens`` fits the
 model's context length as the gateway last saw it. It is always done when stop sequences are
-in play, since a stream the dialect cuts at a stop sequence carries no usage of its own.
+in play, since a stream the dialect cuts at a stop sequence carries no usage of its own, and for
+every streamed exchange: ``message_start`` must carry the real prompt count (the same number
+``count_tokens`` gives), because Claude Code reads it to decide when to compact, and a stream
+otherwise learns the count only at its end.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Plan:
     context_length: int | None
     stops: tuple[str, ...] = ()
     hints: RouteHints | None = None  # a dialect's own routing hints; else ``route_hints(chat)``
+    count_prompt: bool = False  # measure the prompt even when the output budget does not need it
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,7 @@ class Neuron:
         context_length = plan.context_length
         prompt: int | None = None
         upper_bound = len(_encode(plan.chat)) + TEMPLATE_SLACK_TOKENS + plan.max_tokens
-        if plan.stops or context_length is None or upper_bound > context_length:
+        if plan.count_prompt or plan.stops or context_length is None or upper_bound > context_length:
             counted = await self.count(plan.model, plan.chat, plan.hints)
             prompt = counted.prompt_tokens
             context_length = counted.context_length or context_length
@@ -140,14 +144,15 @@ async def message_events(
 ) -> AsyncIterator[StreamEvent]:
     """The Anthropic events of one exchange.
 
-    ``message_start`` is yielded before anything is awaited. With ``connection`` None the
-    upstream is opened after that (a cold model loads inside :meth:`Neuron.connect`), so a
-    streamed response can start — and ping — while the model loads.
+    With ``connection`` None the upstream is opened here (a cold model loads inside
+    :meth:`Neuron.connect`), so a streamed response can start — and ping — while the model
+    loads; ``message_start`` follows once the prompt has been counted, so it carries the real
+    ``input_tokens``. The pings that go out first are skipped by every Anthropic client (the
+    SDKs drop ``ping`` before dispatching events).
     """
-    yield translator.start(connection.prompt_tokens if connection is not None else None)
     if connection is None:
         connection = await neuron.connect(plan)
-        translator.input_tokens = connection.prompt_tokens
+    yield translator.start(connection.prompt_tokens)
     translator.clamped = connection.clamped
     try:
         async for chunk in chat_chunks(connection.reply.chunks()):

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from cortex_anthropic.auth import Authenticator
+from cortex_anthropic.claude_code import claude_code_routes
 from cortex_anthropic.disconnect import ClientGone, until_disconnect
 from cortex_anthropic.errors import error_response, new_request_id
 from cortex_anthropic.events import EventTranslator
@@ -99,6 +100,7 @@ class AnthropicRoutes:
             Route("/v1/messages", self._handler(self.messages), methods=["POST"]),
             Route("/v1/messages/count_tokens", self._handler(self.count_tokens), methods=["POST"]),
             Route("/v1/models/{model_id:path}", self._handler(self.model), methods=["GET"]),
+            *claude_code_routes(self.max_body_bytes),
         ]
 
     def _handler(
@@ -146,6 +148,7 @@ class AnthropicRoutes:
             max_tokens=params.max_tokens,
             context_length=entry.get("context_length"),
             stops=tuple(params.stop_sequences or ()),
+            count_prompt=bool(params.stream),
         )
         translator = EventTranslator(model, stops=plan.stops, show_reasoning=shows_reasoning(params))
         events: AsyncIterator[StreamEvent]

@@ -19,13 +19,15 @@ import aiohttp
 import msgspec
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from cortex_gateway.admin import Admin
 from cortex_gateway.auth import GatewayAuth
 from cortex_gateway.catalogue_view import merged_models
 from cortex_gateway.fleet import Fleet, Node
+from cortex_gateway.model_events import model_events
+from cortex_gateway.model_status import props_for
 from cortex_gateway.neuron_http import NeuronPool
 from cortex_gateway.placement import Placement
 from cortex_gateway.poller import Poller
@@ -45,6 +47,7 @@ from cortex_kernel.plugins import PluginError
 from cortex_kernel.routing import RouteHints
 
 _encode = msgspec.json.Encoder().encode
+MODEL_EVENTS_TICK_S = 1.0  # how often /models/sse compares the fleet's model states
 log = logging.getLogger(__name__)
 
 
@@ -225,6 +228,16 @@ def gateway_part(kernel: Kernel) -> AppPart:
                 return rendered
         return json_response({"object": "list", "data": entries})
 
+    async def props(request: Request) -> Response:
+        return json_response(props_for(request, merged_models(fleet, catalogue)))
+
+    async def model_event_stream(request: Request) -> Response:
+        def snapshot() -> dict[str, str]:
+            return {e["id"]: e["status"]["value"] for e in merged_models(fleet, catalogue)}
+
+        body = model_events(snapshot, lambda: kernel.drain.active, tick_s=MODEL_EVENTS_TICK_S)
+        return StreamingResponse(body, media_type="text/event-stream", headers={"cache-control": "no-cache"})
+
     async def health(request: Request) -> Response:
         nodes = list(fleet)
         up = len(fleet.up_nodes())
@@ -253,6 +266,8 @@ def gateway_part(kernel: Kernel) -> AppPart:
         Route("/v1/completions", forward("/v1/completions"), methods=["POST"]),
         Route("/v1/embeddings", forward("/v1/embeddings"), methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
+        Route("/props", props, methods=["GET"]),
+        Route("/models/sse", model_event_stream, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/health/live", live, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),

@@ -20,7 +20,11 @@ from cortex_kernel.errors import CortexError, Forbidden, Unauthorized, anthropic
 from cortex_kernel.events import EventBus, RequestFinished
 from cortex_kernel.keys import KeySet, presented_key
 
-PUBLIC = frozenset({"/", "/health", "/health/live", "/health/ready"})
+# Claude Code's warm-up probe and telemetry sink (answered empty by the Anthropic dialect) are
+# public: Claude Code may send them without the key it uses for /v1/messages.
+PUBLIC = frozenset(
+    {"/", "/health", "/health/live", "/health/ready", "/api/hello", "/api/event_logging/batch"}
+)
 # Paths whose plugin checks admin keys itself: the console's page and assets hold no data, and its
 # data routes answer only admins (a client key there is 403, not the 401 of a missing key).
 SELF_GUARDED = "/console"

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from cortex_gateway.fleet import Fleet
+from cortex_gateway.model_status import router_fields
 from cortex_kernel.config.schema import Catalogue
 
 
 def merged_models(fleet: Fleet, catalogue: Catalogue) -> list[dict[str, Any]]:
-    """OpenAI model entries with our fields: locations per node, context length, aliases."""
+    """OpenAI model entries with our fields: locations per node, context length, aliases, and
+    llama.cpp's router status (see :mod:`cortex_gateway.model_status`)."""
     ids = [profile.id for profile in catalogue.models]
     for node in fleet:
         ids.extend(model_id for model_id in node.models if model_id not in ids)
@@ -57,4 +59,6 @@ def merged_models(fleet: Fleet, catalogue: Catalogue) -> list[dict[str, Any]]:
         if len(targets) > 1:
             entry["alias_targets"] = targets
         entries.append(entry)
+    for entry in entries:
+        entry.update(router_fields(entry))
     return entries

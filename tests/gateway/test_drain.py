@@ -63,7 +63,10 @@ class ReadyProbe:
 
 def test_streams_open_at_the_end_of_the_grace_end_with_their_error_event(start_neuron, start_gateway):
     neuron = start_neuron(default_models='["tiny-chat"]')
-    gateway = start_gateway({"n1": neuron}, extra="shutdown_grace_s = 2\n")
+    # The probe's head stays half-sent while both streams open (a prompt count comes before
+    # message_start), which can outlast the default header_timeout_s on a loaded machine.
+    limits = "[limits]\nheader_timeout_s = 120\n"
+    gateway = start_gateway({"n1": neuron}, extra="shutdown_grace_s = 2\n" + limits)
     deadline = time.monotonic() + 30
     while _ready(gateway) != 200:
         assert time.monotonic() < deadline, "the gateway never became ready"
