@@ -30,6 +30,7 @@ from cortex_gateway.neuron_http import NeuronPool
 from cortex_gateway.placement import Placement
 from cortex_gateway.poller import Poller
 from cortex_gateway.proxy import Forwarder
+from cortex_gateway.relay_lane import RelayLane
 from cortex_kernel.config.errors import ConfigError
 from cortex_kernel.config.schema import Catalogue, CortexConfig
 from cortex_kernel.dialect import Dialect, UpstreamReply
@@ -231,10 +232,9 @@ def gateway_part(kernel: Kernel) -> AppPart:
             return json_response({"status": "starting"}, 503)  # no neuron has answered a poll yet
         return json_response({"status": "ready"})
 
+    relayed = {path: forward(path) for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")}
     routes: list[BaseRoute] = [
-        Route("/v1/chat/completions", forward("/v1/chat/completions"), methods=["POST"]),
-        Route("/v1/completions", forward("/v1/completions"), methods=["POST"]),
-        Route("/v1/embeddings", forward("/v1/embeddings"), methods=["POST"]),
+        *(Route(path, endpoint, methods=["POST"]) for path, endpoint in relayed.items()),
         Route("/v1/models", models, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/health/live", live, methods=["GET"]),
@@ -247,5 +247,9 @@ def gateway_part(kernel: Kernel) -> AppPart:
     ]
     for dialect in dialects:
         routes.extend(dialect.routes(GatewayUpstream(runtime, fleet, catalogue, dialect.name)))
-    middleware = [Middleware(GatewayAuth, auth=config.auth, events=events)]
+    # The relay routes are also in ``routes`` (for conflicts and listings); the lane answers them first.
+    middleware = [
+        Middleware(GatewayAuth, auth=config.auth, events=events),
+        Middleware(RelayLane, routes=relayed),
+    ]
     return AppPart(name="gateway", routes=routes, middleware=middleware, lifespan=lifespan)
