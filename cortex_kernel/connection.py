@@ -287,7 +287,11 @@ class Connection:
             if written:
                 # Written at once; the drain (a lock and two awaits per chunk) only when the
                 # kernel did not take it all, the only case in which drain() can have to wait.
-                transport.write(event.data)
+                try:
+                    transport.write(event.data)
+                except RuntimeError:  # our side is shut already (a refusal, a linger)
+                    await self.protocol.handle(Closed())
+                    return
                 if not transport.get_write_buffer_size():
                     return
             async with self.send_lock:
