@@ -1,8 +1,7 @@
 """A fast fake neuron for gateway benchmarks: the routes the gateway polls plus an OpenAI
 upstream that streams pre-encoded chunks, paced or as fast as it can.
 
-Run: python bench/fake_neuron.py --port 18001 [--gap-ms 10] [--tokens 64] [--ports 100]
-(``--ports N`` serves the same app on N consecutive ports, N fake neurons in one process.)
+Run: python bench/fake_neuron.py --port 18001 [--gap-ms 10] [--tokens 64]
 It is a benchmark instrument, not a test double: it never runs in the test suite.
 """
 
@@ -87,23 +86,10 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--gap-ms", type=float, default=0.0)
     parser.add_argument("--cpu", type=int, default=None)
-    parser.add_argument("--ports", type=int, default=1, help="serve on this many ports from --port on")
     args = parser.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
-    app = build_app(args.tokens, args.gap_ms / 1000)
-    if args.ports == 1:
-        web.run_app(app, host="127.0.0.1", port=args.port, print=None)
-        return
-    asyncio.run(serve_many(app, args.port, args.ports))
-
-
-async def serve_many(app: web.Application, first: int, count: int) -> None:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    for port in range(first, first + count):
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-    await asyncio.Event().wait()
+    web.run_app(build_app(args.tokens, args.gap_ms / 1000), host="127.0.0.1", port=args.port, print=None)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,15 @@
 - ``polling``: the gateway's CPU while it polls N fake neurons (default 100) at the default
   interval, as a share of a core and per poll.
 
+(``fakes`` is the helper the others start: ``bench/fake_neuron.py``'s app on many ports.)
+
     .venv/bin/python bench/gateway_scale.py streams [--streams 1000]
     .venv/bin/python bench/gateway_scale.py startup [--starts 5]
     .venv/bin/python bench/gateway_scale.py polling [--neurons 100] [--seconds 30]
 
 ``--variant`` takes the same ``NAME;KEY=VALUE;...`` as ``bench/gateway_overhead.py`` (environment
 for the gateway, ``[gateway]`` keys); several are measured one after the other. The fake neurons
-(``bench/fake_neuron.py``, one process serving many ports) and the clients run on CPU 1, the
+(``bench/fake_neuron.py``'s app, one process serving many ports) and the clients run on CPU 1, the
 gateway on CPU 0.
 """
 
@@ -34,7 +36,6 @@ from gateway_overhead import (
     BODY_PLAIN,
     BODY_STREAM,
     EXE,
-    HERE,
     Variant,
     free_port,
     start,
@@ -93,8 +94,20 @@ def gateway_config(path: Path, port: int, neuron_ports: range, variant: Variant)
 def fakes(
     first: int, count: int, workdir: Path, gap_ms: float = 0.0, tokens: int = 64
 ) -> subprocess.Popen[bytes]:
-    args = [sys.executable, str(HERE / "fake_neuron.py"), "--port", str(first), "--ports", str(count)]
+    """``count`` fake neurons (``bench/fake_neuron.py``'s app) on consecutive ports, one process."""
+    args = [sys.executable, __file__, "fakes", "--first-port", str(first), "--neurons", str(count)]
     return start([*args, "--gap-ms", str(gap_ms), "--tokens", str(tokens)], 1, workdir / "fakes.log")
+
+
+async def serve_fakes(first: int, count: int, gap_ms: float, tokens: int) -> None:
+    from aiohttp import web
+    from fake_neuron import build_app
+
+    runner = web.AppRunner(build_app(tokens, gap_ms / 1000))
+    await runner.setup()
+    for port in range(first, first + count):
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+    await asyncio.Event().wait()
 
 
 async def first_routed(url: str, deadline_s: float = 60.0) -> float:
@@ -246,13 +259,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("scenario", choices=["streams", "startup", "polling"])
+    parser.add_argument("scenario", choices=["streams", "startup", "polling", "fakes"])
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--starts", type=int, default=5)
     parser.add_argument("--neurons", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--variant", action="append", default=[], help="NAME;KEY=VALUE;... (repeatable)")
+    # For the "fakes" helper the scenarios start: --neurons fake neurons from --first-port on.
+    parser.add_argument("--first-port", type=int, default=0)
+    parser.add_argument("--gap-ms", type=float, default=0.0)
+    parser.add_argument("--tokens", type=int, default=64)
     args = parser.parse_args()
+    if args.scenario == "fakes":
+        asyncio.run(serve_fakes(args.first_port, args.neurons, args.gap_ms, args.tokens))
+        return
     if os.cpu_count() and os.cpu_count() > 1:
         os.sched_setaffinity(0, {1})
     variants = [Variant.parse(text) for text in args.variant] or [Variant("gateway")]

@@ -289,7 +289,7 @@ class Connection:
                 # kernel did not take it all, the only case in which drain() can have to wait.
                 try:
                     transport.write(event.data)
-                except RuntimeError:  # our side is shut already (a refusal, a linger)
+                except (ConnectionError, RuntimeError):  # our side is shut (a refusal, a linger)
                     await self.protocol.handle(Closed())
                     return
                 if not transport.get_write_buffer_size():
