@@ -6,6 +6,13 @@ CPU 1 (on a machine with at least two cores).
 
     .venv/bin/python bench/gateway_overhead.py            # all scenarios
     .venv/bin/python bench/gateway_overhead.py --rounds 5 --scenario paced
+    # two gateway configurations side by side, interleaved with direct in one run:
+    .venv/bin/python bench/gateway_overhead.py --variant 'head;PYTHONPATH=/tmp/head' --variant 'new'
+
+A variant is ``NAME;KEY=VALUE;...``: upper-case keys are environment variables for that gateway
+process (``PYTHONPATH`` to run another checkout), lower-case ones are ``[gateway]`` keys written
+into its configuration as given (``workers=2``). Every variant's gateway runs at once, each on
+its own port, and the rounds go direct, variant 1, variant 2, ... in turn.
 
 Scenarios (closed loop: each worker sends its next request when the last one ends):
 paced (64 workers streaming 64 tokens 10 ms apart, starts staggered over one stream's length,
@@ -165,83 +172,137 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def start(args: list[str], cpu: int | None, log: Path) -> subprocess.Popen[bytes]:
+def start(
+    args: list[str], cpu: int | None, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     prefix = ["taskset", "-c", str(cpu)] if cpu is not None and os.cpu_count() and os.cpu_count() > 1 else []
-    return subprocess.Popen([*prefix, *args], stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [*prefix, *args], stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+    )
 
 
-async def scenario_run(name: str, rounds: int, workdir: Path, consoles: int = 0) -> None:
+@dataclass
+class Variant:
+    """One gateway configuration: its name, extra environment and extra ``[gateway]`` lines."""
+
+    name: str
+    env: dict[str, str] = field(default_factory=dict)
+    gateway: list[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        name, *items = text.split(";")
+        variant = cls(name)
+        for item in items:
+            key, _, value = item.partition("=")
+            if key.isupper():
+                variant.env[key] = value
+            else:
+                variant.gateway.append(f"{key} = {value}")
+        return variant
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and its children still running (a gateway with worker processes)."""
+    total = cpu_seconds(pid)
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return total
+    return total + sum(tree_cpu_seconds(int(child)) for child in children)
+
+
+async def scenario_run(
+    name: str, rounds: int, workdir: Path, variants: list[Variant], consoles: int = 0
+) -> None:
     gap = {"paced": 10.0, "unpaced": 0.0, "plain": 0.0}[name]
     concurrency = {"paced": 64, "unpaced": 32, "plain": 32}[name]
-    upstream_port, gateway_port = free_port(), free_port()
+    upstream_port = free_port()
     upstream = start(
         [sys.executable, str(HERE / "fake_neuron.py"), "--port", str(upstream_port), "--gap-ms", str(gap)],
         1,
         workdir / f"upstream-{name}.log",
     )
-    config = workdir / f"cortex-{name}.toml"
-    config.write_text(
-        f'[gateway]\nlisten = "127.0.0.1:{gateway_port}"\nmetrics_listen = "127.0.0.1:{free_port()}"\n\n'
-        f'[[neurons]]\nname = "fake"\nendpoint = "http://127.0.0.1:{upstream_port}"\n'
-    )
-    gateway = start(
-        [EXE, "--log-level", "warning", "serve", "--config", str(config)], 0, workdir / f"gw-{name}.log"
-    )
+    gateways: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+    direct = f"http://127.0.0.1:{upstream_port}"
     try:
-        direct, via = f"http://127.0.0.1:{upstream_port}", f"http://127.0.0.1:{gateway_port}"
-        await wait_up(f"{direct}/health")
-        await wait_up(f"{via}/health")
-        await run_round(via, name, 4, 4)  # warm connections and code paths
+        await wait_up(f"{direct}/health")  # before the gateways, so their first poll finds it
+        for variant in variants:
+            port = free_port()
+            config = workdir / f"cortex-{name}-{variant.name}.toml"
+            config.write_text(
+                f'[gateway]\nlisten = "127.0.0.1:{port}"\nmetrics_listen = "127.0.0.1:{free_port()}"\n'
+                + "".join(f"{line}\n" for line in variant.gateway)
+                + f'\n[[neurons]]\nname = "fake"\nendpoint = "http://127.0.0.1:{upstream_port}"\n'
+            )
+            process = start(
+                [EXE, "--log-level", "warning", "serve", "--config", str(config)],
+                0,
+                workdir / f"gw-{name}-{variant.name}.log",
+                variant.env,
+            )
+            gateways[variant.name] = (process, f"http://127.0.0.1:{port}")
+        for _, via in gateways.values():
+            await wait_up(f"{via}/health")
+            await run_round(via, name, 4, 4)  # warm connections and code paths
         await run_round(direct, name, 4, 4)
-        results: dict[str, list[Result]] = {"direct": [], "gateway": []}
-        with_consoles = f"gateway+{consoles} consoles"
+        results: dict[str, list[Result]] = {"direct": [], **{v: [] for v in gateways}}
         if consoles:
-            results[with_consoles] = []
+            results.update({f"{v}+{consoles} consoles": [] for v in gateways})
         per_worker = {"paced": 3, "unpaced": 10, "plain": 50}[name]
         for _ in range(rounds):
             results["direct"].append(await run_round(direct, name, concurrency, per_worker))
-            before = cpu_seconds(gateway.pid)
-            results["gateway"].append(await run_round(via, name, concurrency, per_worker))
-            results["gateway"][-1].gateway_cpu_s = cpu_seconds(gateway.pid) - before
-            if consoles:
-                ready, stop = multiprocessing.Event(), multiprocessing.Event()
-                reader = multiprocessing.Process(target=console_process, args=(via, consoles, ready, stop))
-                reader.start()
-                await asyncio.get_running_loop().run_in_executor(None, ready.wait, 60)
-                before = cpu_seconds(gateway.pid)
-                results[with_consoles].append(await run_round(via, name, concurrency, per_worker))
-                results[with_consoles][-1].gateway_cpu_s = cpu_seconds(gateway.pid) - before
-                stop.set()
-                reader.join(30)
+            for label, (process, via) in gateways.items():
+                before = tree_cpu_seconds(process.pid)
+                results[label].append(await run_round(via, name, concurrency, per_worker))
+                results[label][-1].gateway_cpu_s = tree_cpu_seconds(process.pid) - before
+                if consoles:
+                    arm = f"{label}+{consoles} consoles"
+                    ready, stop = multiprocessing.Event(), multiprocessing.Event()
+                    reader = multiprocessing.Process(
+                        target=console_process, args=(via, consoles, ready, stop)
+                    )
+                    reader.start()
+                    await asyncio.get_running_loop().run_in_executor(None, ready.wait, 60)
+                    before = tree_cpu_seconds(process.pid)
+                    results[arm].append(await run_round(via, name, concurrency, per_worker))
+                    results[arm][-1].gateway_cpu_s = tree_cpu_seconds(process.pid) - before
+                    stop.set()
+                    reader.join(30)
         report(name, results)
     finally:
-        gateway.terminate()
+        for process, _ in gateways.values():
+            process.terminate()
         upstream.terminate()
-        gateway.wait(30)
+        for process, _ in gateways.values():
+            process.wait(30)
         upstream.wait(30)
 
 
 def report(name: str, results: dict[str, list[Result]]) -> None:
     rate = {k: statistics.median(r.rate() for r in v) for k, v in results.items()}
     unit = "req/s" if name == "plain" else "tokens/s"
+    what = "request" if name == "plain" else "token"
     print(f"\n== {name} ==")
-    for arm in [k for k in results if k != "direct"]:
-        if arm != "gateway":
-            print(f"-- {arm}")
-        print(
-            f"throughput  direct {rate['direct']:10.1f} {unit}   gateway {rate[arm]:10.1f} {unit}"
-            f"   ratio {rate[arm] / rate['direct']:.3f}"
-        )
-        via = results[arm]
+    print(f"throughput  direct {rate['direct']:10.1f} {unit}")
+    ttft = {k: [t for r in v for t in r.ttft] for k, v in results.items()}
+    for label, via in results.items():
+        if label == "direct":
+            continue
+        print(f"[{label}] throughput {rate[label]:10.1f} {unit}   ratio {rate[label] / rate['direct']:.3f}")
         busy = sum(r.gateway_cpu_s for r in via) / sum(r.seconds for r in via)
         per_unit = sum(r.gateway_cpu_s for r in via) / sum(r.tokens or r.requests for r in via) * 1e6
-        what = "request" if name == "plain" else "token"
-        print(f"gateway CPU {busy * 100:5.1f}% of its core, {per_unit:.1f} us per relayed {what}")
+        per_stream = sum(r.gateway_cpu_s for r in via) / max(1, sum(len(r.ttft) for r in via)) * 1e3
+        line = f"[{label}] gateway CPU {busy * 100:5.1f}% of a core, {per_unit:.1f} us per relayed {what}"
         if name != "plain":
-            ttft = {k: [t for r in v for t in r.ttft] for k, v in results.items()}
-            for q, label in ((0.5, "p50"), (0.99, "p99")):
-                d, g = pct(ttft["direct"], q) * 1000, pct(ttft[arm], q) * 1000
-                print(f"TTFT {label}    direct {d:8.2f} ms   gateway {g:8.2f} ms   added {g - d:+8.2f} ms")
+            line += f", {per_stream:.2f} ms per stream"
+        print(line)
+        if name != "plain":
+            for q, qlabel in ((0.5, "p50"), (0.99, "p99")):
+                d, g = pct(ttft["direct"], q) * 1000, pct(ttft[label], q) * 1000
+                print(
+                    f"[{label}] TTFT {qlabel} direct {d:7.2f} ms  gateway {g:7.2f} ms  added {g - d:+7.2f} ms"
+                )
 
 
 def main() -> None:
@@ -251,13 +312,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--scenario", choices=["paced", "unpaced", "plain", "all"], default="all")
     parser.add_argument("--console-streams", type=int, default=0, help="also run with N console streams open")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME;KEY=VALUE;... a gateway configuration to run beside the others (repeatable)",
+    )
     args = parser.parse_args()
+    variants = [Variant.parse(text) for text in args.variant] or [Variant("gateway")]
     if os.cpu_count() and os.cpu_count() > 1:
         os.sched_setaffinity(0, {1})
     names = ["paced", "unpaced", "plain"] if args.scenario == "all" else [args.scenario]
     with tempfile.TemporaryDirectory() as tmp:
+        tmp = os.environ.get("BENCH_WORKDIR", tmp)
         for name in names:
-            asyncio.run(scenario_run(name, args.rounds, Path(tmp), args.console_streams))
+            asyncio.run(scenario_run(name, args.rounds, Path(tmp), variants, args.console_streams))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from cortex_kernel.config.addresses import ListenAddress
 from cortex_kernel.config.schema import ConnectionLimits
 from cortex_kernel.connection import Connection
 from cortex_kernel.drain import Drain
+from cortex_kernel.event_loops import LoopFactory
 
 log = logging.getLogger(__name__)
 
@@ -213,9 +214,11 @@ class ListenError(Exception):
     """A listener could not bind; the CLI reports it in one line and exits non-zero."""
 
 
-def run_until_signalled(main: Coroutine[Any, Any, None]) -> None:
-    """Run ``main`` to completion, turning a failed bind into :class:`ListenError`."""
+def run_until_signalled(main: Coroutine[Any, Any, None], loop_factory: LoopFactory | None = None) -> None:
+    """Run ``main`` to completion (on ``loop_factory``'s loop when given), turning a failed bind
+    into :class:`ListenError`."""
     try:
-        asyncio.run(main)
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(main)
     except OSError as exc:
         raise ListenError(f"cannot listen: {exc.strerror or exc}") from exc

@@ -13,6 +13,7 @@ from cortex_kernel.config.addresses import parse_listen
 from cortex_kernel.config.loader import load_config
 from cortex_kernel.drain import Drain
 from cortex_kernel.embedded import embedded_setup
+from cortex_kernel.event_loops import loop_factory
 from cortex_kernel.kernel import Kernel
 from cortex_kernel.serving import Listener, run_until_signalled, serve_forever
 
@@ -63,4 +64,5 @@ def serve(
         metrics_app = create_app(kernel, parts, listener="metrics")
         metrics_address = parse_listen(loaded.value.gateway.metrics_listen)
         listeners.append(Listener(metrics_app, metrics_address, "metrics", limits))
-    run_until_signalled(serve_forever(listeners, loaded.value.gateway.shutdown_grace_s, drains))
+    factory = loop_factory(loaded.value.gateway.event_loop)
+    run_until_signalled(serve_forever(listeners, loaded.value.gateway.shutdown_grace_s, drains), factory)

@@ -45,6 +45,9 @@ class GatewaySection(ConfigBase):
     poll_interval_s: PositiveFloat = 2.0
     poll_timeout_s: PositiveFloat = 5.0
     down_after_failures: PositiveInt = 3
+    # How the gateway process runs (the overhead work, issue #17): its event loop; "auto" is
+    # uvloop where it is installed (the "fast" extra), asyncio's own loop otherwise.
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
 
 
 class EvictionSection(ConfigBase):

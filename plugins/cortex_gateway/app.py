@@ -32,6 +32,7 @@ from cortex_gateway.neuron_http import NeuronPool
 from cortex_gateway.placement import Placement
 from cortex_gateway.poller import Poller
 from cortex_gateway.proxy import Forwarder
+from cortex_gateway.relay_lane import RelayLane
 from cortex_gateway.residency import Residency
 from cortex_gateway.route_hints import HintReader, RoutingHeaders
 from cortex_gateway.routing_table import select_routers
@@ -261,10 +262,9 @@ def gateway_part(kernel: Kernel) -> AppPart:
             return json_response({"status": "starting"}, 503)  # no neuron has answered a poll yet
         return json_response({"status": "ready"})
 
+    relayed = {path: forward(path) for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")}
     routes: list[BaseRoute] = [
-        Route("/v1/chat/completions", forward("/v1/chat/completions"), methods=["POST"]),
-        Route("/v1/completions", forward("/v1/completions"), methods=["POST"]),
-        Route("/v1/embeddings", forward("/v1/embeddings"), methods=["POST"]),
+        *(Route(path, endpoint, methods=["POST"]) for path, endpoint in relayed.items()),
         Route("/v1/models", models, methods=["GET"]),
         Route("/props", props, methods=["GET"]),
         Route("/models/sse", model_event_stream, methods=["GET"]),
@@ -288,5 +288,6 @@ def gateway_part(kernel: Kernel) -> AppPart:
             session_headers=config.routing.session_headers,
             class_header=config.routing.request_class_header,
         ),
+        Middleware(RelayLane, routes=relayed),
     ]
     return AppPart(name="gateway", routes=routes, middleware=middleware, lifespan=lifespan)
