@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
+
+from cortex_kernel.errors import CortexError
 
 
 @runtime_checkable
@@ -81,4 +83,17 @@ class Dialect(Protocol):
     def render_models(self, request: Request, models: list[dict[str, Any]]) -> Response | None:
         """Answer ``GET /v1/models`` in this dialect's shape when ``request`` asks for it
         (e.g. an ``anthropic-version`` header), else ``None``."""
+        ...
+
+    def claims(self, request: HTTPConnection) -> bool:
+        """Whether ``request`` speaks this dialect (its path, or a header its clients send).
+
+        The gateway asks before any route runs, to answer a refused key in the caller's own
+        envelope; only the headers and path are there, never the body. Must be cheap.
+        """
+        ...
+
+    def render_error(self, error: CortexError) -> Response:
+        """``error`` as this dialect's error response (status, envelope, retry headers), for
+        errors raised before the dialect's own routes run (authentication)."""
         ...

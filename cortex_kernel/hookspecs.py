@@ -80,8 +80,9 @@ def register_dialects() -> list[Dialect] | None:
     Called once by the gateway at start-up, when it assembles its app. Return objects satisfying
     :class:`cortex_kernel.dialect.Dialect`; the gateway calls each one's ``routes(upstream)``
     with an :class:`cortex_kernel.dialect.Upstream` and mounts the routes, and asks each one's
-    ``render_models`` to answer ``GET /v1/models`` in its own shape. OpenAI chat, completions
-    and embeddings are served by the gateway itself; a dialect must not claim those paths.
+    ``render_models`` to answer ``GET /v1/models`` in its own shape, and its ``claims`` and
+    ``render_error`` to refuse a client key in its own envelope. OpenAI chat, completions
+    and embeddings are served by the gateway itself; a dialect must not mount those paths.
 
     :return: a list of dialects, or ``None``.
 

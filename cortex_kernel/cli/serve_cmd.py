@@ -31,7 +31,7 @@ def serve(
     listen: str | None,
     metrics_listen: str | None,
 ) -> None:
-    """Run the gateway: one OpenAI and Anthropic endpoint over every configured neuron.
+    """Run the gateway: one OpenAI endpoint (and every dialect plugin's) over every configured neuron.
 
     With no [[neurons]] configured (for example on a fresh machine with no configuration at
     all), the gateway starts one neuron in-process on loopback with the transformers harness

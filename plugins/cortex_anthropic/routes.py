@@ -18,7 +18,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from cortex_anthropic.auth import Authenticator
 from cortex_anthropic.disconnect import ClientGone, until_disconnect
 from cortex_anthropic.errors import error_response, new_request_id
 from cortex_anthropic.events import EventTranslator
@@ -84,13 +83,11 @@ class AnthropicRoutes:
     def __init__(
         self,
         upstream: Upstream,
-        authenticator: Authenticator,
         *,
         ping_every_s: float,
         max_body_bytes: int,
     ) -> None:
         self.neuron = Neuron(upstream)
-        self.authenticator = authenticator
         self.ping_every_s = ping_every_s
         self.max_body_bytes = max_body_bytes
 
@@ -107,7 +104,6 @@ class AnthropicRoutes:
         async def answer(request: Request) -> Response:
             request_id = new_request_id()
             try:
-                await self.authenticator.authenticate(request)
                 return await endpoint(request, request_id)
             except CortexError as exc:
                 return error_response(exc, request_id)

@@ -247,5 +247,5 @@ def gateway_part(kernel: Kernel) -> AppPart:
     ]
     for dialect in dialects:
         routes.extend(dialect.routes(GatewayUpstream(runtime, fleet, catalogue, dialect.name)))
-    middleware = [Middleware(GatewayAuth, auth=config.auth, events=events)]
+    middleware = [Middleware(GatewayAuth, auth=config.auth, events=events, dialects=dialects)]
     return AppPart(name="gateway", routes=routes, middleware=middleware, lifespan=lifespan)

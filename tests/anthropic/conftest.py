@@ -19,7 +19,7 @@ import cortex_gateway.plugin
 from cortex_anthropic.dialect import AnthropicDialect
 from cortex_kernel.app import create_app
 from cortex_kernel.config.loader import LoadedConfig
-from cortex_kernel.config.schema import Catalogue, CortexConfig, ModelProfile, NeuronEndpoint
+from cortex_kernel.config.schema import AuthSection, Catalogue, CortexConfig, ModelProfile, NeuronEndpoint
 from cortex_kernel.hookspecs import hookimpl
 from cortex_kernel.kernel import Kernel
 from cortex_kernel.plugins import build_plugin_manager
@@ -47,11 +47,13 @@ def gateway_app(
     aliases: dict[str, str] | None = None,
     embedding: tuple[str, ...] = (),
     dialect: AnthropicDialect | None = None,
+    auth: AuthSection | None = None,
 ) -> Starlette:
     """The real gateway app (gateway plugin + this dialect) pointed at one neuron."""
     profiles = [ModelProfile(id=model, harness="scripted", min_devices=0) for model in catalogue]
     profiles += [ModelProfile(id=m, harness="scripted", min_devices=0, task="embedding") for m in embedding]
-    config = CortexConfig(neurons=[NeuronEndpoint(name="n1", endpoint=neuron_url)])
+    neurons = [NeuronEndpoint(name="n1", endpoint=neuron_url)]
+    config = CortexConfig(neurons=neurons, auth=auth or AuthSection())
     loaded = LoadedConfig(
         kind="cortex",
         value=config,

@@ -105,8 +105,17 @@ def text_reply(text: str, **kwargs: Any) -> Stream:
     return reply(chunk(content=text), **kwargs)
 
 
-def openai_error(status: int, message: str, code: str, kind: str = "invalid_request_error", **headers: str):
-    return Json({"error": {"message": message, "type": kind, "code": code, "param": None}}, status, headers)
+def openai_error(
+    status: int,
+    message: str,
+    code: str,
+    kind: str = "invalid_request_error",
+    fields: dict[str, Any] | None = None,
+    **headers: str,
+):
+    """An OpenAI-envelope error; ``fields`` adds structured ones (``prompt_tokens``, ...)."""
+    error = {"message": message, "type": kind, "code": code, "param": None, **(fields or {})}
+    return Json({"error": error}, status, headers)
 
 
 class ScriptedNeuron:
