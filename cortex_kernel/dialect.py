@@ -9,12 +9,13 @@ mounts the dialect's routes, so a dialect translates its request to OpenAI chat,
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from cortex_kernel.catalogue_entry import CatalogueEntry
 from cortex_kernel.errors import CortexError
 
 
@@ -65,8 +66,13 @@ class Upstream(Protocol):
         503 with ``retry_after`` when busy or loading, 502 when nodes fail)."""
         ...
 
-    def models(self) -> list[dict[str, Any]]:
+    def models(self) -> list[CatalogueEntry]:
         """The merged catalogue, as the OpenAI ``/v1/models`` entries (with our fields)."""
+        ...
+
+    def model(self, model: str) -> CatalogueEntry | None:
+        """The catalogue entry of one model id or alias (``None`` if unknown), without building
+        the whole catalogue: what a request that names a model needs."""
         ...
 
 
@@ -80,7 +86,7 @@ class Dialect(Protocol):
         """Routes to mount on the gateway; called once at start-up."""
         ...
 
-    def render_models(self, request: Request, models: list[dict[str, Any]]) -> Response | None:
+    def render_models(self, request: Request, models: list[CatalogueEntry]) -> Response | None:
         """Answer ``GET /v1/models`` in this dialect's shape when ``request`` asks for it
         (e.g. an ``anthropic-version`` header), else ``None``."""
         ...

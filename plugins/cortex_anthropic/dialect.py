@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
@@ -11,6 +9,7 @@ from starlette.routing import BaseRoute
 from cortex_anthropic.errors import error_response, new_request_id
 from cortex_anthropic.models_view import model_page, wants_anthropic_shape
 from cortex_anthropic.routes import AnthropicRoutes, json_response
+from cortex_kernel.catalogue_entry import CatalogueEntry
 from cortex_kernel.dialect import Upstream
 from cortex_kernel.errors import CortexError
 
@@ -46,7 +45,7 @@ class AnthropicDialect:
         )
         return handlers.routes()
 
-    def render_models(self, request: Request, models: list[dict[str, Any]]) -> Response | None:
+    def render_models(self, request: Request, models: list[CatalogueEntry]) -> Response | None:
         if not wants_anthropic_shape(request):
             return None
         request_id = new_request_id()

@@ -140,7 +140,7 @@ class AnthropicRoutes:
             model=model,
             chat=generation_request(params, model),
             max_tokens=params.max_tokens,
-            context_length=entry.get("context_length"),
+            context_length=entry.context_length,
             stops=tuple(params.stop_sequences or ()),
         )
         translator = EventTranslator(model, stops=plan.stops, show_reasoning=shows_reasoning(params))
@@ -151,7 +151,7 @@ class AnthropicRoutes:
         else:
             # A cold model is loaded inside connect(); a stream starts first so it can ping
             # meanwhile. Otherwise connect now, so refusals keep their HTTP status.
-            if not (params.stream and not entry.get("loaded")):
+            if not (params.stream and not entry.loaded):
                 connection = await self.neuron.connect(plan)
             events = message_events(self.neuron, plan, translator, connection)
         # The events generator closes the neuron stream when it ends, but a generator that never
@@ -176,13 +176,12 @@ class AnthropicRoutes:
 
     async def model(self, request: Request, request_id: str) -> Response:
         model_id = request.path_params["model_id"]
-        entries = {entry["id"]: entry for entry in self.neuron.upstream.models()}
-        entry = entries.get(model_id)
+        entry = self.neuron.upstream.model(model_id)
         if not wants_anthropic_shape(request):
             if entry is None:
                 error = NotFound(f"model {model_id!r} does not exist", code="model_not_found", param="model")
                 return Response(openai_error_body(error), status_code=404, media_type="application/json")
             return Response(_encode(entry), media_type="application/json")
-        if entry is None or entry.get("task", "chat") != "chat":
+        if entry is None or not entry.serves_chat:
             raise NotFound(f"model: {model_id} does not exist", code="model_not_found", param="model")
         return json_response(model_info(entry), request_id)

@@ -24,12 +24,13 @@ from starlette.routing import BaseRoute, Route
 
 from cortex_gateway.admin import Admin
 from cortex_gateway.auth import GatewayAuth
-from cortex_gateway.catalogue_view import merged_models
+from cortex_gateway.catalogue_view import merged_models, model_entry
 from cortex_gateway.fleet import Fleet, Node
 from cortex_gateway.neuron_http import NeuronPool
 from cortex_gateway.placement import Placement
 from cortex_gateway.poller import Poller
 from cortex_gateway.proxy import Forwarder
+from cortex_kernel.catalogue_entry import CatalogueEntry
 from cortex_kernel.config.errors import ConfigError
 from cortex_kernel.config.schema import Catalogue, CortexConfig
 from cortex_kernel.dialect import Dialect, UpstreamReply
@@ -78,8 +79,11 @@ class GatewayUpstream:
         _, forwarder, _ = self._runtime.ready()
         return await forwarder.open(path, self.resolve(model), body, dialect=self._dialect)
 
-    def models(self) -> list[dict[str, Any]]:
+    def models(self) -> list[CatalogueEntry]:
         return merged_models(self._fleet, self._catalogue)
+
+    def model(self, model: str) -> CatalogueEntry | None:
+        return model_entry(self._fleet, self._catalogue, model)
 
 
 async def end_streams_at_cutoff(drain: Drain, forwarder: Forwarder) -> None:
