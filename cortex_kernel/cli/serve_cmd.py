@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cortex_kernel.app import collect_parts, create_app
+from cortex_kernel.app import collect_parts, create_app, require_role_part
 from cortex_kernel.cli.context import parse_sets, state_from
 from cortex_kernel.cli.options import config_options
 from cortex_kernel.config.addresses import parse_listen
@@ -51,12 +51,15 @@ def serve(
     if not loaded.value.neurons:
         loaded, neuron_loaded, neuron_address = embedded_setup(loaded)
         neuron_kernel = Kernel(role="neuron", config=neuron_loaded, pm=pm)
-        neuron_app = create_app(neuron_kernel)
+        neuron_parts = collect_parts(neuron_kernel)
+        require_role_part(neuron_kernel, neuron_parts)
+        neuron_app = create_app(neuron_kernel, neuron_parts)
         listeners.append(Listener(neuron_app, neuron_address, "embedded-neuron", neuron_loaded.value.limits))
         drains.append(neuron_kernel.drain)
     kernel = Kernel(role="gateway", config=loaded, pm=pm)
     drains.append(kernel.drain)
     parts = collect_parts(kernel)
+    require_role_part(kernel, parts)
     gateway_app = create_app(kernel, parts)
     listeners.insert(0, Listener(gateway_app, parse_listen(loaded.value.gateway.listen), "gateway", limits))
     if any(part.listener == "metrics" for part in parts):
