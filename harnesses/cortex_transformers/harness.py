@@ -46,6 +46,7 @@ from cortex_transformers.generation import (
     base_generation_config,
     stream_generation,
 )
+from cortex_transformers.options import check_options
 from cortex_transformers.parsing import DEFAULT_MARKERS, OutputParser, prompt_opens_reasoning
 from cortex_transformers.process_state import PROCESS_STATE_LOCK
 from cortex_transformers.prompt_bound import max_prompt_bytes
@@ -457,6 +458,7 @@ class TransformersHarness:
         return self._context.options.get(key, default)
 
     def _load_sync(self, profile: ModelProfile) -> _Loaded:
+        check_options(self._context.options, profile.options)
         location = self._weights_directory(profile)
         device, devices = self._device_for(profile)
         common: dict[str, Any] = {"trust_remote_code": profile.trust_remote_code}
