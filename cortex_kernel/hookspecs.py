@@ -113,7 +113,8 @@ def register_event_sinks(role: Role, kernel: Kernel) -> list[EventSink] | None:
     Called once by the gateway at start-up (``role == "gateway"``). Return objects satisfying
     :class:`cortex_kernel.events.EventSink`; each gets every
     :class:`cortex_kernel.events.RequestFinished`, ``ModelLoaded``, ``ModelUnloaded``,
-    ``DefragRestarted`` and ``PollFailed``, synchronously, on the event loop. ``handle`` must
+    ``DefragRestarted``, ``PollFailed`` and ``FleetPolled`` (after every poll), synchronously,
+    on the event loop. ``handle`` must
     return quickly; an exception is logged and the event goes on to the next sink. A metrics
     plugin typically also returns an ``AppPart`` from ``register_app_parts`` to expose what it
     counts.

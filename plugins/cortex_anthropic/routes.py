@@ -33,8 +33,9 @@ from cortex_anthropic.protocol import (
 )
 from cortex_anthropic.streaming import EventStreamResponse, sse_body
 from cortex_anthropic.translate import generation_request, invalid, prompt_request, shows_reasoning
+from cortex_kernel.bodies import read_body
 from cortex_kernel.dialect import Upstream
-from cortex_kernel.errors import BadRequest, CortexError, NotFound, PayloadTooLarge, openai_error_body
+from cortex_kernel.errors import BadRequest, CortexError, NotFound, openai_error_body
 
 log = logging.getLogger(__name__)
 
@@ -116,19 +117,11 @@ class AnthropicRoutes:
         return answer
 
     async def _body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise PayloadTooLarge(f"request body is larger than {self.max_body_bytes} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise PayloadTooLarge(f"request body is larger than {self.max_body_bytes} bytes")
-            chunks.append(chunk)
+        body = await read_body(request, self.max_body_bytes)
         betas = request.headers.get("anthropic-beta")
         if betas:
             log.debug("ignoring anthropic-beta: %s", betas)
-        return b"".join(chunks)
+        return body
 
     # -- endpoints ------------------------------------------------------------------------------
 
