@@ -32,8 +32,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy --strict $(wildcard plugins/cortex_*) $(filter-out harnesses/cortex_vllm,$(wildcard harnesses/cortex_*))
 
+## The unit suite in random order, with branch coverage; fails below [tool.coverage.report] fail_under.
 unit: $(STAMP)
-	$(BIN)/pytest -p randomly $(PYTEST_ARGS)
+	$(BIN)/pytest -p randomly --cov --cov-report=term $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .vllm-env .vllm-env.lock .mypy_cache .ruff_cache .pytest_cache

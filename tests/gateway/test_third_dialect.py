@@ -30,7 +30,7 @@ from cortex_kernel.hookspecs import hookimpl
 from cortex_kernel.kernel import Kernel
 from cortex_kernel.keys import key_digest
 from cortex_kernel.plugins import build_plugin_manager
-from tests.anthropic.scripted import MODEL, Json, ScriptedNeuron
+from cortex_kernel.testing.scripted_neuron import MODEL, Json, ScriptedNeuron
 
 KEY = "echo-key"
 
@@ -79,8 +79,8 @@ class Plugin:
 
 
 @pytest.fixture
-def echo() -> Iterator[tuple[TestClient, Plugin, ScriptedNeuron]]:
-    neuron = ScriptedNeuron().start()
+def echo(scripted_neuron: ScriptedNeuron) -> Iterator[tuple[TestClient, Plugin, ScriptedNeuron]]:
+    neuron = scripted_neuron
     plugin = Plugin()
     config = CortexConfig(
         neurons=[NeuronEndpoint(name="n1", endpoint=neuron.url)],
@@ -97,11 +97,8 @@ def echo() -> Iterator[tuple[TestClient, Plugin, ScriptedNeuron]]:
         load_entrypoints=False,
         extra=[("gateway", cortex_gateway.plugin), ("evictors", cortex_evictors.plugin), ("echo", plugin)],
     )
-    try:
-        with TestClient(create_app(Kernel(role="gateway", config=loaded, pm=pm))) as http:
-            yield http, plugin, neuron
-    finally:
-        neuron.stop()
+    with TestClient(create_app(Kernel(role="gateway", config=loaded, pm=pm))) as http:
+        yield http, plugin, neuron
 
 
 def test_a_refused_key_comes_in_the_claiming_dialects_envelope(echo):
