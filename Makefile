@@ -32,12 +32,13 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy --strict $(wildcard plugins/cortex_*) $(filter-out harnesses/cortex_vllm,$(wildcard harnesses/cortex_*))
 
+## The unit suite in random order, with branch coverage; fails below [tool.coverage.report] fail_under.
 ## The Codex CLI and Claude Code tests (tests/responses, tests/anthropic) run the binaries
 ## scripts/codex-env and scripts/claude-code-env install, pinned and cached outside the clone;
 ## without npm they skip.
 unit: $(STAMP)
 	CORTEX_CODEX="$$(scripts/codex-env || true)" CORTEX_CLAUDE_CODE="$$(scripts/claude-code-env || true)" \
-	$(BIN)/pytest -p randomly $(PYTEST_ARGS)
+	$(BIN)/pytest -p randomly --cov --cov-report=term $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .vllm-env .vllm-env.lock .mypy_cache .ruff_cache .pytest_cache

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from cortex_kernel.errors import CortexError, NotFound, openai_error_body, retry_headers
 from cortex_kernel.kernel import AppPart, Kernel, ListenerName
-from cortex_kernel.plugins import PluginError
+from cortex_kernel.plugins import ENV_BLOCK, PluginError
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,17 @@ def collect_parts(kernel: Kernel) -> list[AppPart]:
     results = kernel.pm.hook.register_app_parts(role=kernel.role, kernel=kernel)
     # pluggy calls the most recently registered plugin first; reverse for registration order.
     return [part for result in reversed(results) if result for part in result]
+
+
+def require_role_part(kernel: Kernel, parts: list[AppPart]) -> None:
+    """Refuse to start a daemon whose own API is missing: the part named for the role (the
+    ``gateway`` or ``neuron`` plugin's) must be among ``parts``. Without it the daemon would
+    bind its port and answer 404 to everything, which looks like a healthy process."""
+    if not any(part.name == kernel.role and part.listener == "api" for part in parts):
+        raise PluginError(
+            f"no plugin serves the {kernel.role} API: the essential {kernel.role!r} plugin is blocked "
+            f"or not installed (check --block-plugin, [plugins] block and {ENV_BLOCK})"
+        )
 
 
 def _check_conflicts(parts: list[AppPart]) -> list[BaseRoute]:

@@ -15,6 +15,7 @@ import msgspec
 from starlette.requests import Request
 
 from cortex_kernel.errors import BadRequest, CortexError, PayloadTooLarge, UnprocessableEntity
+from cortex_kernel.validation import error_location
 
 T = TypeVar("T")
 
@@ -57,12 +58,7 @@ async def read_body(request: Request, max_bytes: int = DEFAULT_MAX_BYTES) -> byt
 
 def error_param(exc: msgspec.ValidationError) -> str | None:
     """The dotted name of the field a validation error is about (``messages[0].role``)."""
-    message, _, path = str(exc).partition(" - at `")
-    where = path.rstrip("`").removeprefix("$").removeprefix(".")
-    if message.startswith(("Object missing required field `", "Object contains unknown field `")):
-        field = message.split("`")[1]
-        where = f"{where}.{field}" if where else field
-    return where or None
+    return error_location(exc).key or None
 
 
 def too_deep() -> BadRequest:

@@ -9,11 +9,14 @@ mounts the dialect's routes, so a dialect translates its request to OpenAI chat,
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
+
+from cortex_kernel.catalogue_entry import CatalogueEntry
+from cortex_kernel.errors import CortexError
 
 if TYPE_CHECKING:
     from cortex_kernel.routing import RouteHints
@@ -70,8 +73,13 @@ class Upstream(Protocol):
         503 with ``retry_after`` when busy or loading, 502 when nodes fail)."""
         ...
 
-    def models(self) -> list[dict[str, Any]]:
+    def models(self) -> list[CatalogueEntry]:
         """The merged catalogue, as the OpenAI ``/v1/models`` entries (with our fields)."""
+        ...
+
+    def model(self, model: str) -> CatalogueEntry | None:
+        """The catalogue entry of one model id or alias (``None`` if unknown), without building
+        the whole catalogue: what a request that names a model needs."""
         ...
 
 
@@ -85,7 +93,20 @@ class Dialect(Protocol):
         """Routes to mount on the gateway; called once at start-up."""
         ...
 
-    def render_models(self, request: Request, models: list[dict[str, Any]]) -> Response | None:
+    def render_models(self, request: Request, models: list[CatalogueEntry]) -> Response | None:
         """Answer ``GET /v1/models`` in this dialect's shape when ``request`` asks for it
         (e.g. an ``anthropic-version`` header), else ``None``."""
+        ...
+
+    def claims(self, request: HTTPConnection) -> bool:
+        """Whether ``request`` speaks this dialect (its path, or a header its clients send).
+
+        The gateway asks before any route runs, to answer a refused key in the caller's own
+        envelope; only the headers and path are there, never the body. Must be cheap.
+        """
+        ...
+
+    def render_error(self, error: CortexError) -> Response:
+        """``error`` as this dialect's error response (status, envelope, retry headers), for
+        errors raised before the dialect's own routes run (authentication)."""
         ...

@@ -104,10 +104,15 @@ class UpstreamError(CortexError):
 
 
 class _OpenAIErrorBody(msgspec.Struct, omit_defaults=False):
+    """OpenAI's four fields, then the structured facts of a prompt that does not fit (present
+    only then), so a dialect can word its own "prompt is too long" without parsing English."""
+
     message: str
     type: str
     code: str | None
     param: str | None
+    prompt_tokens: int | msgspec.UnsetType = msgspec.UNSET
+    context_length: int | msgspec.UnsetType = msgspec.UNSET
 
 
 class _OpenAIEnvelope(msgspec.Struct):
@@ -118,11 +123,13 @@ _encoder = msgspec.json.Encoder()
 
 
 def openai_error_body(error: CortexError) -> bytes:
-    """Encode ``error`` as OpenAI's ``{"error": {message, type, code, param}}`` envelope."""
-    body = _OpenAIEnvelope(
-        error=_OpenAIErrorBody(message=error.message, type=error.type, code=error.code, param=error.param)
-    )
-    return _encoder.encode(body)
+    """Encode ``error`` as OpenAI's ``{"error": {message, type, code, param}}`` envelope, plus
+    ``prompt_tokens`` and ``context_length`` when ``error.extra`` has both (an over-long prompt)."""
+    body = _OpenAIErrorBody(message=error.message, type=error.type, code=error.code, param=error.param)
+    prompt_tokens, context_length = error.extra.get("prompt_tokens"), error.extra.get("context_length")
+    if isinstance(prompt_tokens, int) and isinstance(context_length, int):
+        body.prompt_tokens, body.context_length = prompt_tokens, context_length
+    return _encoder.encode(_OpenAIEnvelope(error=body))
 
 
 def retry_headers(error: CortexError) -> dict[str, str]:
@@ -130,27 +137,3 @@ def retry_headers(error: CortexError) -> dict[str, str]:
     if error.retry_after is None:
         return {}
     return {"retry-after": str(max(1, round(error.retry_after)))}
-
-
-# Anthropic's error types by HTTP status, for the Anthropic envelope.
-ANTHROPIC_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    415: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-    500: "api_error",
-    502: "api_error",
-    503: "overloaded_error",
-    504: "api_error",
-    529: "overloaded_error",
-}
-
-
-def anthropic_error_body(error: CortexError) -> bytes:
-    """Encode ``error`` as Anthropic's ``{"type": "error", "error": {type, message}}``."""
-    kind = ANTHROPIC_TYPES.get(error.status, "api_error" if error.status >= 500 else "invalid_request_error")
-    return _encoder.encode({"type": "error", "error": {"type": kind, "message": error.message}})

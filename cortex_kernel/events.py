@@ -16,18 +16,18 @@ import msgspec
 
 log = logging.getLogger(__name__)
 
-Dialect = Literal["openai", "anthropic"]
-
 
 class RequestFinished(msgspec.Struct, kw_only=True, frozen=True):
     """One client request, from arrival to its last byte.
 
-    Times are seconds from the request's arrival. ``first_token_s`` is the first content byte of
+    ``dialect`` is the name of the API the client spoke (``openai`` for the gateway's own routes,
+    else the :class:`cortex_kernel.dialect.Dialect` plugin's ``name``). Times are seconds from the
+    request's arrival. ``first_token_s`` is the first content byte of
     the reply (streamed or not); ``model`` is the concrete id (``unknown`` when the request named
     no model the fleet knows, so labels stay bounded).
     """
 
-    dialect: Dialect
+    dialect: str
     endpoint: str
     model: str
     node: str | None

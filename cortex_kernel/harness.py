@@ -220,3 +220,7 @@ class HarnessSpec(msgspec.Struct, kw_only=True, frozen=True):
     # (allow_inline_cache_dirs, allow_inline_remote_code): the network must not pick either.
     path_options: frozenset[str] = frozenset()
     code_options: frozenset[str] = frozenset()
+    # The options the harness reads (its [harnesses.NAME] table and each profile's ``options``),
+    # as a Struct with ``forbid_unknown_fields``: ``config check`` and start-up validate every
+    # model's options against it, with file and line. ``None``: the harness declares none.
+    options: type[msgspec.Struct] | None = None

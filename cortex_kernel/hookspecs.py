@@ -81,8 +81,9 @@ def register_dialects(kernel: Kernel) -> list[Dialect] | None:
     Called once by the gateway at start-up, when it assembles its app. Return objects satisfying
     :class:`cortex_kernel.dialect.Dialect`; the gateway calls each one's ``routes(upstream)``
     with an :class:`cortex_kernel.dialect.Upstream` and mounts the routes, and asks each one's
-    ``render_models`` to answer ``GET /v1/models`` in its own shape. OpenAI chat, completions
-    and embeddings are served by the gateway itself; a dialect must not claim those paths.
+    ``render_models`` to answer ``GET /v1/models`` in its own shape, and its ``claims`` and
+    ``render_error`` to refuse a client key in its own envelope. OpenAI chat, completions
+    and embeddings are served by the gateway itself; a dialect must not mount those paths.
 
     :param kernel: the start-up context (a dialect reads its own configuration table there).
     :return: a list of dialects, or ``None``.
@@ -135,7 +136,8 @@ def register_event_sinks(role: Role, kernel: Kernel) -> list[EventSink] | None:
     Called once by the gateway at start-up (``role == "gateway"``). Return objects satisfying
     :class:`cortex_kernel.events.EventSink`; each gets every
     :class:`cortex_kernel.events.RequestFinished`, ``ModelLoaded``, ``ModelUnloaded``,
-    ``DefragRestarted`` and ``PollFailed``, synchronously, on the event loop. ``handle`` must
+    ``DefragRestarted``, ``PollFailed`` and ``FleetPolled`` (after every poll), synchronously,
+    on the event loop. ``handle`` must
     return quickly; an exception is logged and the event goes on to the next sink. A metrics
     plugin typically also returns an ``AppPart`` from ``register_app_parts`` to expose what it
     counts.

@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute
 
 from cortex_kernel.config.loader import LoadedConfig
 from cortex_kernel.drain import Drain
+from cortex_kernel.stash import Stash
 
 Role = Literal["gateway", "neuron"]
 ListenerName = Literal["api", "metrics"]
@@ -28,13 +29,16 @@ class Kernel:
     configuration (``LoadedConfig[CortexConfig]`` for the gateway, ``LoadedConfig[NeuronConfig]``
     for a neuron), including the model catalogue; ``pm`` lets a plugin call further hooks, such as
     the neuron calling ``register_harnesses``; ``drain`` is set when the daemon starts its
-    graceful shutdown, so plugins can turn readiness off and end open streams in time.
+    graceful shutdown, so plugins can turn readiness off and end open streams in time;
+    ``stash`` holds per-kernel plugin state under typed keys (:mod:`cortex_kernel.stash`), for
+    objects that two of a plugin's hooks must share.
     """
 
     role: Role
     config: LoadedConfig[Any]
     pm: pluggy.PluginManager
     drain: Drain = field(default_factory=Drain, compare=False)
+    stash: Stash = field(default_factory=Stash, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import msgspec
 
 from cortex_kernel.cli.context import parse_sets, state_from
 from cortex_kernel.cli.options import config_options
+from cortex_kernel.config.harness_options import check_harness_options, option_types
 from cortex_kernel.config.loader import LoadedConfig, load_config, search_paths
 from cortex_kernel.config.schema import ConfigKind
 from cortex_kernel.keys import key_digest
@@ -120,6 +121,8 @@ def check(ctx: click.Context, file: Path, kind: ConfigKind | None) -> None:
     # The environment must not make a broken file look valid, so only the file is read.
     environ = {k: v for k, v in state_from(ctx).environ.items() if not k.startswith(("CORTEX_", "NEURON_"))}
     loaded = load_config(kind, file, environ=environ)
+    blocked = tuple(loaded.value.plugins.block) if kind != "models" else ()
+    check_harness_options(loaded, option_types(state_from(ctx).plugin_manager(blocked)))
     count = len(loaded.catalogue.models)
     click.echo(f"{file}: ok ({kind}; {count} model{'s' if count != 1 else ''} in catalogue)")
 

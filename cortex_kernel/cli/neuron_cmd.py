@@ -7,11 +7,12 @@ from pathlib import Path
 
 import click
 
-from cortex_kernel.app import create_app
+from cortex_kernel.app import collect_parts, create_app, require_role_part
 from cortex_kernel.cli.context import parse_sets, state_from
 from cortex_kernel.cli.options import config_options
 from cortex_kernel.config.addresses import ListenAddress, parse_listen
 from cortex_kernel.config.errors import ConfigError
+from cortex_kernel.config.harness_options import check_harness_options, option_types
 from cortex_kernel.config.loader import load_config
 from cortex_kernel.config.schema import NeuronConfig
 from cortex_kernel.kernel import Kernel
@@ -73,8 +74,11 @@ def neuron(
         address = address._replace(port=port)
     check_exposure(address, loaded.value, loaded.path)
     pm = state.plugin_manager(tuple(loaded.value.plugins.block))
+    check_harness_options(loaded, option_types(pm))
     kernel = Kernel(role="neuron", config=loaded, pm=pm)
-    app = create_app(kernel)
+    parts = collect_parts(kernel)
+    require_role_part(kernel, parts)
+    app = create_app(kernel, parts)
     grace = loaded.value.shutdown_timeout_s
     run_until_signalled(
         serve_forever([Listener(app, address, "neuron", loaded.value.limits)], grace, [kernel.drain])

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import click
 
-from cortex_kernel.app import collect_parts, create_app
+from cortex_kernel.app import collect_parts, create_app, require_role_part
 from cortex_kernel.cli.context import parse_sets, state_from
 from cortex_kernel.cli.options import config_options
 from cortex_kernel.config.addresses import parse_listen
+from cortex_kernel.config.harness_options import check_harness_options, option_types
 from cortex_kernel.config.loader import load_config
 from cortex_kernel.drain import Drain
 from cortex_kernel.embedded import embedded_setup
@@ -32,7 +33,7 @@ def serve(
     listen: str | None,
     metrics_listen: str | None,
 ) -> None:
-    """Run the gateway: one OpenAI and Anthropic endpoint over every configured neuron.
+    """Run the gateway: one OpenAI endpoint (and every dialect plugin's) over every configured neuron.
 
     With no [[neurons]] configured (for example on a fresh machine with no configuration at
     all), the gateway starts one neuron in-process on loopback with the transformers harness
@@ -46,18 +47,22 @@ def serve(
         overrides["gateway.metrics_listen"] = metrics_listen
     loaded = load_config("cortex", config_path, environ=state.environ, overrides=overrides)
     pm = state.plugin_manager(tuple(loaded.value.plugins.block))
+    check_harness_options(loaded, option_types(pm))
     listeners: list[Listener] = []
     limits = loaded.value.limits
     drains: list[Drain] = []
     if not loaded.value.neurons:
         loaded, neuron_loaded, neuron_address = embedded_setup(loaded)
         neuron_kernel = Kernel(role="neuron", config=neuron_loaded, pm=pm)
-        neuron_app = create_app(neuron_kernel)
+        neuron_parts = collect_parts(neuron_kernel)
+        require_role_part(neuron_kernel, neuron_parts)
+        neuron_app = create_app(neuron_kernel, neuron_parts)
         listeners.append(Listener(neuron_app, neuron_address, "embedded-neuron", neuron_loaded.value.limits))
         drains.append(neuron_kernel.drain)
     kernel = Kernel(role="gateway", config=loaded, pm=pm)
     drains.append(kernel.drain)
     parts = collect_parts(kernel)
+    require_role_part(kernel, parts)
     gateway_app = create_app(kernel, parts)
     listeners.insert(0, Listener(gateway_app, parse_listen(loaded.value.gateway.listen), "gateway", limits))
     if any(part.listener == "metrics" for part in parts):

@@ -30,7 +30,7 @@ import platformdirs
 
 from cortex_kernel.config.addresses import ENDPOINT_FORM, LISTEN_FORM, check_endpoint, parse_listen
 from cortex_kernel.config.errors import ConfigError
-from cortex_kernel.config.locate import json_path_to_key, locate_line
+from cortex_kernel.config.locate import locate_line
 from cortex_kernel.config.schema import (
     ROOT_TYPES,
     Catalogue,
@@ -40,6 +40,7 @@ from cortex_kernel.config.schema import (
     ModelProfile,
     NeuronConfig,
 )
+from cortex_kernel.validation import error_location
 
 T = TypeVar("T", bound=ConfigBase)
 KEY_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -230,19 +231,15 @@ def _convert(
 def _validation_error(
     root: type[ConfigBase], exc: msgspec.ValidationError, sources: Mapping[str, str], texts: Mapping[str, str]
 ) -> ConfigError:
-    message = str(exc)
-    problem, _, path = message.partition(" - at `")
-    key = json_path_to_key(path.rstrip("`")) if path else None
-    if problem.startswith("Object contains unknown field `"):
-        unknown = problem.split("`")[1]
-        key = f"{key}.{unknown}" if key else unknown
+    where = error_location(exc)
+    problem = where.problem
+    key: str | None = where.key or None
+    if where.unknown_field:
         problem = "unknown key"
-        info = _type_at(root, key.rpartition(".")[0]) if "." in key else msgspec.inspect.type_info(root)
+        info = _type_at(root, where.path) if where.path else msgspec.inspect.type_info(root)
         described = _describe_type(info) if info is not None else None
         expected = described.replace("a table with keys", "one of") if described else None
-    elif problem.startswith("Object missing required field `"):
-        missing = problem.split("`")[1]
-        key = f"{key}.{missing}" if key else missing
+    elif where.missing_field:
         problem = "required key is missing"
         expected = None
     else:

@@ -13,16 +13,12 @@ _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"']+)\s*\]\]?")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"']+)\s*=")
 
 
-def json_path_to_key(path: str) -> str:
-    """Turn msgspec's ``$.neurons[1].name`` into ``neurons[1].name``."""
-    return path[2:] if path.startswith("$.") else path.lstrip("$")
-
-
 def locate_line(text: str, key: str) -> int | None:
     """Return the 1-based line where ``key`` (``a.b``, ``a[1].b``) is set, or its table starts."""
     counters: dict[str, int] = {}
     table = ""
     header_line: dict[str, int] = {}
+    inline: int | None = None
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0]
         header = _HEADER.match(line)
@@ -33,7 +29,9 @@ def locate_line(text: str, key: str) -> int | None:
                 counters[name] = index
                 table = f"{name}[{index}]"
             else:
-                table = name
+                # ``[models.options]`` after ``[[models]]`` is the latest models entry's table.
+                array = next((a for a in counters if name.startswith(a + ".")), None)
+                table = f"{array}[{counters[array]}]{name[len(array) :]}" if array else name
             header_line.setdefault(table, number)
             continue
         match = _KEY.match(line)
@@ -42,6 +40,10 @@ def locate_line(text: str, key: str) -> int | None:
             full = f"{table}.{name}" if table else name
             if full == key:
                 return number
+            if inline is None and key.startswith(full + ".") and "{" in line:
+                inline = number  # the key sits inside an inline table set on this line
+    if inline is not None:
+        return inline
     # Fall back to the nearest enclosing table that exists.
     parts = key
     while parts:

@@ -33,6 +33,14 @@ from cortex_kernel.harness import ContextLengthExceeded, Delta, Harness, ModelDe
 from cortex_kernel.openai_wire import ChatRequest, CompletionRequest
 
 Status = Literal["passed", "failed", "skipped"]
+
+
+class ConformanceError(AssertionError):
+    """A harness broke a rule of the protocol. Raised explicitly, never by ``assert``, so that
+    ``python -O`` cannot turn the suite into one that passes everything; an ``AssertionError``
+    so that pytest reports it as a test failure."""
+
+
 _FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter"})
 
 
@@ -85,9 +93,9 @@ class ConformanceReport:
         )
 
     def raise_for_failures(self) -> None:
-        """Raise ``AssertionError`` listing every failed check (for use inside a test)."""
+        """Raise :class:`ConformanceError` listing every failed check (for use inside a test)."""
         if not self.ok:
-            raise AssertionError("harness conformance failed:\n" + self.summary())
+            raise ConformanceError("harness conformance failed:\n" + self.summary())
 
 
 class ConformanceSkip(Exception):
@@ -125,22 +133,32 @@ async def _collect(stream: AsyncIterator[Delta]) -> list[Delta]:
 
 def _check_stream(deltas: list[Delta], max_tokens: int) -> Delta:
     """The stream rules every generation obeys; returns the final delta."""
-    assert deltas, "the stream produced no deltas"
+    if not deltas:
+        raise ConformanceError("the stream produced no deltas")
     for delta in deltas:
-        assert isinstance(delta, Delta), f"the stream yielded {type(delta).__name__}, not Delta"
+        if not isinstance(delta, Delta):
+            raise ConformanceError(f"the stream yielded {type(delta).__name__}, not Delta")
     finals = [index for index, delta in enumerate(deltas) if delta.finish_reason is not None]
-    assert len(finals) == 1, f"expected exactly one delta with finish_reason, got {len(finals)}"
-    assert finals[0] == len(deltas) - 1, "the delta with finish_reason must be the last one"
+    if len(finals) != 1:
+        raise ConformanceError(f"expected exactly one delta with finish_reason, got {len(finals)}")
+    if finals[0] != len(deltas) - 1:
+        raise ConformanceError("the delta with finish_reason must be the last one")
     last = deltas[-1]
-    assert last.finish_reason in _FINISH_REASONS, f"unexpected finish_reason {last.finish_reason!r}"
-    assert last.usage is not None, "the final delta must carry usage"
-    assert last.usage.prompt_tokens > 0, "usage.prompt_tokens must be positive"
-    assert last.usage.completion_tokens > 0, "usage.completion_tokens must be positive"
-    assert last.usage.completion_tokens <= max_tokens, (
-        f"usage.completion_tokens={last.usage.completion_tokens} exceeds max_tokens={max_tokens}"
-    )
+    if last.finish_reason not in _FINISH_REASONS:
+        raise ConformanceError(f"unexpected finish_reason {last.finish_reason!r}")
+    if last.usage is None:
+        raise ConformanceError("the final delta must carry usage")
+    if last.usage.prompt_tokens <= 0:
+        raise ConformanceError("usage.prompt_tokens must be positive")
+    if last.usage.completion_tokens <= 0:
+        raise ConformanceError("usage.completion_tokens must be positive")
+    if last.usage.completion_tokens > max_tokens:
+        raise ConformanceError(
+            f"usage.completion_tokens={last.usage.completion_tokens} exceeds max_tokens={max_tokens}"
+        )
     for delta in deltas[:-1]:
-        assert delta.usage is None, "only the final delta may carry usage"
+        if delta.usage is not None:
+            raise ConformanceError("only the final delta may carry usage")
     return last
 
 
@@ -150,8 +168,8 @@ async def _expect_not_found(action: Callable[[], Awaitable[Any]], what: str) -> 
     except NotFound:
         return
     except CortexError as exc:
-        raise AssertionError(f"{what} raised {type(exc).__name__} ({exc}), expected NotFound") from exc
-    raise AssertionError(f"{what} did not raise NotFound")
+        raise ConformanceError(f"{what} raised {type(exc).__name__} ({exc}), expected NotFound") from exc
+    raise ConformanceError(f"{what} did not raise NotFound")
 
 
 # -- checks on a chat model ----------------------------------------------------------------------
@@ -160,18 +178,23 @@ async def _expect_not_found(action: Callable[[], Awaitable[Any]], what: str) -> 
 async def check_describe(subject: CheckSubject) -> None:
     """``load`` returned a description, and ``describe`` agrees with the profile."""
     loaded = subject.description
-    assert isinstance(loaded, ModelDescription), "load() must return a ModelDescription"
+    if not isinstance(loaded, ModelDescription):
+        raise ConformanceError("load() must return a ModelDescription")
     described = subject.harness.describe(subject.model_id)
-    assert isinstance(described, ModelDescription), "describe() must return a ModelDescription"
-    assert described.task == subject.profile.task, f"describe().task is {described.task!r}"
-    if described.context_length is not None:
-        assert described.context_length > 0, "context_length must be positive when known"
-    if described.memory_bytes is not None:
-        assert described.memory_bytes >= 0, "memory_bytes must not be negative"
+    if not isinstance(described, ModelDescription):
+        raise ConformanceError("describe() must return a ModelDescription")
+    if described.task != subject.profile.task:
+        raise ConformanceError(f"describe().task is {described.task!r}")
+    if described.context_length is not None and described.context_length <= 0:
+        raise ConformanceError("context_length must be positive when known")
+    if described.memory_bytes is not None and described.memory_bytes < 0:
+        raise ConformanceError("memory_bytes must not be negative")
     if described.max_prompt_bytes is not None:
         # Every token stands for at least one byte, so a smaller bound would refuse prompts that fit.
-        assert described.context_length is not None, "max_prompt_bytes needs a context_length"
-        assert described.max_prompt_bytes >= described.context_length, "max_prompt_bytes below context_length"
+        if described.context_length is None:
+            raise ConformanceError("max_prompt_bytes needs a context_length")
+        if described.max_prompt_bytes < described.context_length:
+            raise ConformanceError("max_prompt_bytes below context_length")
 
 
 async def check_chat_stream(subject: CheckSubject) -> None:
@@ -199,10 +222,10 @@ async def check_count_tokens(subject: CheckSubject) -> None:
     counted = await subject.harness.count_tokens(subject.model_id, request)
     deltas = await _collect(subject.harness.chat(subject.model_id, request))
     usage = deltas[-1].usage if deltas else None
-    assert usage is not None, "the chat stream carried no usage"
-    assert counted == usage.prompt_tokens, (
-        f"count_tokens={counted} but usage.prompt_tokens={usage.prompt_tokens}"
-    )
+    if usage is None:
+        raise ConformanceError("the chat stream carried no usage")
+    if counted != usage.prompt_tokens:
+        raise ConformanceError(f"count_tokens={counted} but usage.prompt_tokens={usage.prompt_tokens}")
 
 
 async def check_close_stops(subject: CheckSubject) -> None:
@@ -210,12 +233,14 @@ async def check_close_stops(subject: CheckSubject) -> None:
     timeout = subject.options.stop_timeout_s
     request = subject.chat_request(max_tokens=subject.options.long_max_tokens)
     stream = subject.harness.chat(subject.model_id, request)
-    assert hasattr(stream, "aclose"), "chat() must return an async generator (it needs aclose)"
+    if not hasattr(stream, "aclose"):
+        raise ConformanceError("chat() must return an async generator (it needs aclose)")
     first = await stream.__anext__()
     started = time.monotonic()
     await asyncio.wait_for(stream.aclose(), timeout)
     elapsed = time.monotonic() - started
-    assert elapsed <= timeout, f"aclose() took {elapsed:.2f}s"
+    if elapsed > timeout:
+        raise ConformanceError(f"aclose() took {elapsed:.2f}s")
     if first.finish_reason is not None:
         subject.notes.append("the model finished at once; closing was not exercised")
 
@@ -230,7 +255,8 @@ async def check_close_stops(subject: CheckSubject) -> None:
     task.cancel()
     started = time.monotonic()
     done, _ = await asyncio.wait({task}, timeout=timeout)
-    assert done, f"a cancelled consumer was still running after {timeout}s"
+    if not done:
+        raise ConformanceError(f"a cancelled consumer was still running after {timeout}s")
     with contextlib.suppress(asyncio.CancelledError):
         await task
     # The harness is still healthy afterwards.
@@ -250,17 +276,20 @@ async def check_context_length(subject: CheckSubject) -> None:
             break
         words *= 2
     else:
-        raise AssertionError("could not build a prompt longer than the context")
+        raise ConformanceError("could not build a prompt longer than the context")
     try:
         await _collect(subject.harness.chat(subject.model_id, request))
     except ContextLengthExceeded as exc:
-        assert exc.prompt_tokens == counted, (
-            f"error says {exc.prompt_tokens} tokens, count_tokens says {counted}"
-        )
-        assert exc.limit == limit, f"error says limit {exc.limit}, describe() says {limit}"
-        assert exc.status == 400, f"status {exc.status}, expected 400"
+        if exc.prompt_tokens != counted:
+            raise ConformanceError(
+                f"error says {exc.prompt_tokens} tokens, count_tokens says {counted}"
+            ) from exc
+        if exc.limit != limit:
+            raise ConformanceError(f"error says limit {exc.limit}, describe() says {limit}") from exc
+        if exc.status != 400:
+            raise ConformanceError(f"status {exc.status}, expected 400") from exc
         return
-    raise AssertionError(f"a {counted}-token prompt did not raise ContextLengthExceeded (limit {limit})")
+    raise ConformanceError(f"a {counted}-token prompt did not raise ContextLengthExceeded (limit {limit})")
 
 
 async def check_unknown_model(subject: CheckSubject) -> None:
@@ -301,17 +330,23 @@ async def check_embeddings(subject: CheckSubject) -> None:
     inputs = list(subject.options.embedding_inputs)
     for normalize in (True, False):
         result = await subject.harness.embed(subject.model_id, inputs, normalize=normalize)
-        assert len(result.vectors) == len(inputs), f"{len(result.vectors)} vectors for {len(inputs)} inputs"
+        if len(result.vectors) != len(inputs):
+            raise ConformanceError(f"{len(result.vectors)} vectors for {len(inputs)} inputs")
         widths = {len(vector) for vector in result.vectors}
-        assert len(widths) == 1 and widths != {0}, f"inconsistent or empty vector widths {sorted(widths)}"
-        assert result.prompt_tokens > 0, "prompt_tokens must be positive"
+        if not (len(widths) == 1 and widths != {0}):
+            raise ConformanceError(f"inconsistent or empty vector widths {sorted(widths)}")
+        if result.prompt_tokens <= 0:
+            raise ConformanceError("prompt_tokens must be positive")
         for vector in result.vectors:
-            assert all(math.isfinite(x) for x in vector), "vectors must be finite"
+            if not all(math.isfinite(x) for x in vector):
+                raise ConformanceError("vectors must be finite")
             if normalize:
                 norm = math.sqrt(sum(x * x for x in vector))
-                assert abs(norm - 1.0) < 1e-3, f"normalised vector has length {norm}"
+                if abs(norm - 1.0) >= 1e-3:
+                    raise ConformanceError(f"normalised vector has length {norm}")
     single = await subject.harness.embed(subject.model_id, inputs[:1], normalize=True)
-    assert len(single.vectors[0]) == len(result.vectors[0]), "vector width depends on the batch"
+    if len(single.vectors[0]) != len(result.vectors[0]):
+        raise ConformanceError("vector width depends on the batch")
 
 
 Check = Callable[[CheckSubject], Awaitable[None]]

@@ -47,6 +47,7 @@ from cortex_transformers.generation import (
     stream_generation,
 )
 from cortex_transformers.offload import HostCopy, offload, restore
+from cortex_transformers.options import check_options
 from cortex_transformers.parsing import DEFAULT_MARKERS, OutputParser, prompt_opens_reasoning
 from cortex_transformers.prefix_cache import PrefixCache, PrefixCacheStats
 from cortex_transformers.process_state import PROCESS_STATE_LOCK
@@ -497,6 +498,7 @@ class TransformersHarness:
         return self._context.options.get(key, default)
 
     def _load_sync(self, profile: ModelProfile) -> _Loaded:
+        check_options(self._context.options, profile.options)
         location = self._weights_directory(profile)
         device, devices = self._device_for(profile)
         common: dict[str, Any] = {"trust_remote_code": profile.trust_remote_code}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from cortex_kernel.harness import Harness, HarnessContext, HarnessSpec
 from cortex_kernel.hookspecs import hookimpl
+from cortex_transformers.options import TransformersOptions
 
 
 def _build(context: HarnessContext) -> Harness:
@@ -20,5 +21,6 @@ def register_harnesses() -> list[HarnessSpec]:
             factory=_build,
             description="Hugging Face transformers + torch, on CPU or the profile's CUDA devices.",
             path_options=frozenset({"hub_cache_dir"}),
+            options=TransformersOptions,
         )
     ]

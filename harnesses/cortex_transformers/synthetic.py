@@ -384,10 +384,6 @@ SYNTHETIC_MODELS: dict[str, Callable[[Path], Path]] = {
 }
 
 
-def is_synthetic(source: str) -> bool:
-    return source.startswith(SYNTHETIC_PREFIX)
-
-
 def resolve_synthetic(source: str, cache_dir: Path) -> Path:
     """Return the directory of ``synthetic:NAME``, building it into ``cache_dir`` on first use.
 

@@ -15,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from cortex_kernel.errors import CortexError
 from cortex_kernel.harness import Harness, HarnessContext, HarnessSpec
 from cortex_kernel.hookspecs import hookimpl
+from cortex_vllm.options import VllmOptions
 
 # The vLLM releases whose in-process API this harness was written against (the 'vllm' extra).
 SUPPORTED = ((0, 30), (0, 34))
@@ -63,5 +64,6 @@ def register_harnesses() -> list[HarnessSpec]:
             # engine_args can name classes for vLLM to import; chat_template may be a file path.
             path_options=frozenset({"hub_cache_dir", "chat_template"}),
             code_options=frozenset({"engine_args"}),
+            options=VllmOptions,
         )
     ]

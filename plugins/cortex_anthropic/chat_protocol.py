@@ -155,10 +155,14 @@ class ChatUsage(msgspec.Struct, kw_only=True):
 
 
 class OpenAIError(msgspec.Struct, kw_only=True):
+    """The neuron's error; ``prompt_tokens`` and ``context_length`` come with an over-long prompt."""
+
     message: str = ""
     type: str | None = None
     code: str | None = None
     param: str | None = None
+    prompt_tokens: int | None = None
+    context_length: int | None = None
 
 
 class ChatChunk(msgspec.Struct, kw_only=True):

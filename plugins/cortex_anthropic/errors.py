@@ -23,13 +23,12 @@ answer by compacting the conversation.
 
 from __future__ import annotations
 
-import re
 import secrets
 
 import msgspec
 from starlette.responses import Response
 
-from cortex_anthropic.chat_protocol import OpenAIErrorEnvelope
+from cortex_anthropic.chat_protocol import OpenAIError, OpenAIErrorEnvelope
 from cortex_anthropic.protocol import ErrorBody, ErrorEvent
 from cortex_kernel.errors import BadRequest, CortexError, retry_headers
 
@@ -47,7 +46,6 @@ _TYPES_BY_STATUS = {
     504: "timeout_error",
     OVERLOADED_STATUS: "overloaded_error",
 }
-_NEURON_TOO_LONG = re.compile(r"maximum context length is (\d+) tokens, but the prompt has (\d+) tokens")
 
 _encode = msgspec.json.Encoder().encode
 _envelope_decoder = msgspec.json.Decoder(OpenAIErrorEnvelope)
@@ -110,6 +108,7 @@ def prompt_too_long(prompt_tokens: int, context_length: int) -> BadRequest:
         f"prompt is too long: {prompt_tokens} tokens > {context_length - 1} maximum",
         code="context_length_exceeded",
         param="messages",
+        extra={"prompt_tokens": prompt_tokens, "context_length": context_length},
     )
 
 
@@ -121,10 +120,7 @@ def from_neuron(status: int, body: bytes, retry_after: str | None) -> CortexErro
     except (msgspec.DecodeError, msgspec.ValidationError):
         return CortexError(f"the model server answered HTTP {status}", status=status, retry_after=retry)
     if error.code == "context_length_exceeded":
-        numbers = _NEURON_TOO_LONG.search(error.message)
-        if numbers is not None:
-            return prompt_too_long(int(numbers.group(2)), int(numbers.group(1)))
-        return BadRequest(f"prompt is too long: {error.message}", code=error.code, param="messages")
+        return _too_long(error)
     return CortexError(
         error.message or f"the model server answered HTTP {status}",
         status=status,
@@ -135,13 +131,20 @@ def from_neuron(status: int, body: bytes, retry_after: str | None) -> CortexErro
     )
 
 
-def from_stream_error(message: str, kind: str | None, code: str | None) -> CortexError:
+def _too_long(error: OpenAIError) -> BadRequest:
+    """The neuron's ``context_length_exceeded``: the real API's wording when it sent the counts
+    (a prompt too large even to tokenize has none, and keeps the neuron's message)."""
+    if error.prompt_tokens is not None and error.context_length is not None:
+        return prompt_too_long(error.prompt_tokens, error.context_length)
+    return BadRequest(f"prompt is too long: {error.message}", code=error.code, param="messages")
+
+
+def from_stream_error(error: OpenAIError) -> CortexError:
     """An error frame inside a neuron's stream (sent after its 200 headers)."""
+    if error.code == "context_length_exceeded":
+        return _too_long(error)
+    kind = error.type
     status = {"overloaded_error": 503, "invalid_request_error": 400, "not_found_error": 404}.get(
         kind or "", 500
     )
-    if code == "context_length_exceeded":
-        numbers = _NEURON_TOO_LONG.search(message)
-        if numbers is not None:
-            return prompt_too_long(int(numbers.group(2)), int(numbers.group(1)))
-    return CortexError(message or "generation failed", status=status, type=kind, code=code)
+    return CortexError(error.message or "generation failed", status=status, type=kind, code=error.code)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
 from msgspec import UNSET
@@ -30,6 +29,7 @@ from cortex_anthropic.errors import from_neuron, prompt_too_long
 from cortex_anthropic.events import EventTranslator
 from cortex_anthropic.protocol import DeltaUsage, MessageDelta, MessageStop, StopInfo, StreamEvent
 from cortex_anthropic.streaming import chat_chunks
+from cortex_kernel.catalogue_entry import CatalogueEntry
 from cortex_kernel.dialect import Upstream, UpstreamReply
 from cortex_kernel.errors import BadRequest, NotFound, UpstreamError
 from cortex_kernel.routing import RouteHints
@@ -87,15 +87,13 @@ class Neuron:
     def resolve(self, model: str) -> str:
         return self.upstream.resolve(model)
 
-    def chat_model(self, model: str) -> dict[str, Any]:
+    def chat_model(self, model: str) -> CatalogueEntry:
         """The catalogue entry for ``model`` (an alias or an id); 404 if unknown, 400 if it is
         not a chat model."""
-        resolved = self.resolve(model)
-        entries = {entry["id"]: entry for entry in self.upstream.models()}
-        entry = entries.get(model) or entries.get(resolved)
+        entry = self.upstream.model(model) or self.upstream.model(self.resolve(model))
         if entry is None:
             raise NotFound(f"model: {model} does not exist", code="model_not_found", param="model")
-        if entry.get("task", "chat") != "chat":
+        if not entry.serves_chat:
             raise BadRequest(f"model: {model} is an embedding model, not a chat model", param="model")
         return entry
 

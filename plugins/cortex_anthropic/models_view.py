@@ -9,11 +9,11 @@ cannot answer ``/v1/messages``. Aliases are listed too, since a client may name 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from starlette.requests import Request
 
 from cortex_anthropic.protocol import ModelInfo, ModelList
+from cortex_kernel.catalogue_entry import CatalogueEntry
 from cortex_kernel.errors import BadRequest
 
 DEFAULT_LIMIT = 20
@@ -24,20 +24,20 @@ def wants_anthropic_shape(request: Request) -> bool:
     return "anthropic-version" in request.headers
 
 
-def model_info(entry: dict[str, Any]) -> ModelInfo:
-    created = datetime.fromtimestamp(int(entry.get("created") or 0), tz=UTC)
-    context = entry.get("context_length")
+def model_info(entry: CatalogueEntry) -> ModelInfo:
+    created = datetime.fromtimestamp(entry.created, tz=UTC)
+    context = entry.context_length
     return ModelInfo(
-        id=entry["id"],
-        display_name=entry["id"],
+        id=entry.id,
+        display_name=entry.id,
         created_at=created.strftime("%Y-%m-%dT%H:%M:%SZ"),
         max_input_tokens=context,
         max_tokens=context,
     )
 
 
-def chat_entries(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [entry for entry in models if entry.get("task", "chat") == "chat"]
+def chat_entries(models: list[CatalogueEntry]) -> list[CatalogueEntry]:
+    return [entry for entry in models if entry.serves_chat]
 
 
 def _limit(raw: str | None) -> int:
@@ -52,7 +52,7 @@ def _limit(raw: str | None) -> int:
     return limit
 
 
-def model_page(models: list[dict[str, Any]], query: dict[str, str]) -> ModelList:
+def model_page(models: list[CatalogueEntry], query: dict[str, str]) -> ModelList:
     """One page of the listing, honouring ``limit``, ``after_id`` and ``before_id``."""
     infos = [model_info(entry) for entry in chat_entries(models)]
     limit = _limit(query.get("limit"))

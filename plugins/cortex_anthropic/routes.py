@@ -18,7 +18,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from cortex_anthropic.auth import Authenticator
 from cortex_anthropic.claude_code import claude_code_routes
 from cortex_anthropic.disconnect import ClientGone, until_disconnect
 from cortex_anthropic.errors import error_response, new_request_id
@@ -35,8 +34,9 @@ from cortex_anthropic.protocol import (
 )
 from cortex_anthropic.streaming import EventStreamResponse, sse_body
 from cortex_anthropic.translate import generation_request, invalid, prompt_request, shows_reasoning
+from cortex_kernel.bodies import read_body
 from cortex_kernel.dialect import Upstream
-from cortex_kernel.errors import BadRequest, CortexError, NotFound, PayloadTooLarge, openai_error_body
+from cortex_kernel.errors import BadRequest, CortexError, NotFound, openai_error_body
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +85,11 @@ class AnthropicRoutes:
     def __init__(
         self,
         upstream: Upstream,
-        authenticator: Authenticator,
         *,
         ping_every_s: float,
         max_body_bytes: int,
     ) -> None:
         self.neuron = Neuron(upstream)
-        self.authenticator = authenticator
         self.ping_every_s = ping_every_s
         self.max_body_bytes = max_body_bytes
 
@@ -109,7 +107,6 @@ class AnthropicRoutes:
         async def answer(request: Request) -> Response:
             request_id = new_request_id()
             try:
-                await self.authenticator.authenticate(request)
                 return await endpoint(request, request_id)
             except CortexError as exc:
                 return error_response(exc, request_id)
@@ -122,19 +119,11 @@ class AnthropicRoutes:
         return answer
 
     async def _body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise PayloadTooLarge(f"request body is larger than {self.max_body_bytes} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise PayloadTooLarge(f"request body is larger than {self.max_body_bytes} bytes")
-            chunks.append(chunk)
+        body = await read_body(request, self.max_body_bytes)
         betas = request.headers.get("anthropic-beta")
         if betas:
             log.debug("ignoring anthropic-beta: %s", betas)
-        return b"".join(chunks)
+        return body
 
     # -- endpoints ------------------------------------------------------------------------------
 
@@ -146,7 +135,7 @@ class AnthropicRoutes:
             model=model,
             chat=generation_request(params, model),
             max_tokens=params.max_tokens,
-            context_length=entry.get("context_length"),
+            context_length=entry.context_length,
             stops=tuple(params.stop_sequences or ()),
             count_prompt=bool(params.stream),
         )
@@ -158,7 +147,7 @@ class AnthropicRoutes:
         else:
             # A cold model is loaded inside connect(); a stream starts first so it can ping
             # meanwhile. Otherwise connect now, so refusals keep their HTTP status.
-            if not (params.stream and not entry.get("loaded")):
+            if not (params.stream and not entry.loaded):
                 connection = await self.neuron.connect(plan)
             events = message_events(self.neuron, plan, translator, connection)
         # The events generator closes the neuron stream when it ends, but a generator that never
@@ -183,13 +172,12 @@ class AnthropicRoutes:
 
     async def model(self, request: Request, request_id: str) -> Response:
         model_id = request.path_params["model_id"]
-        entries = {entry["id"]: entry for entry in self.neuron.upstream.models()}
-        entry = entries.get(model_id)
+        entry = self.neuron.upstream.model(model_id)
         if not wants_anthropic_shape(request):
             if entry is None:
                 error = NotFound(f"model {model_id!r} does not exist", code="model_not_found", param="model")
                 return Response(openai_error_body(error), status_code=404, media_type="application/json")
             return Response(_encode(entry), media_type="application/json")
-        if entry is None or entry.get("task", "chat") != "chat":
+        if entry is None or not entry.serves_chat:
             raise NotFound(f"model: {model_id} does not exist", code="model_not_found", param="model")
         return json_response(model_info(entry), request_id)

@@ -65,7 +65,7 @@ async def chat_chunks(chunks: AsyncIterator[bytes]) -> AsyncIterator[ChatChunk]:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise UpstreamError(f"the model server sent an unreadable chunk: {exc}") from exc
         if chunk.error is not None:
-            raise from_stream_error(chunk.error.message, chunk.error.type, chunk.error.code)
+            raise from_stream_error(chunk.error)
         yield chunk
 
 

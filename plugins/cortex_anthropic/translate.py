@@ -81,6 +81,7 @@ from cortex_anthropic.protocol import (
     URLImageSource,
 )
 from cortex_kernel.errors import BadRequest
+from cortex_kernel.validation import error_location
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +95,11 @@ _json = msgspec.json.Encoder()
 
 def invalid(path: str, exc: msgspec.ValidationError) -> BadRequest:
     """A 400 naming the field, from msgspec's ``"problem - at `$.x`"`` message."""
-    problem, _, where = str(exc).partition(" - at `$")
-    field = f"{path}{where.rstrip('`')}".lstrip(".")
-    return BadRequest(f"{field}: {problem}" if field else problem, param=field or None)
+    where = error_location(exc)
+    field = ".".join(part for part in (path, where.path) if part)
+    if where.path.startswith("["):
+        field = f"{path}{where.path}"
+    return BadRequest(f"{field}: {where.problem}" if field else where.problem, param=field or None)
 
 
 def _convert(value: Any, kind: Any, path: str) -> Any:

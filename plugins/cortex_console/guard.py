@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cortex_gateway.auth import LOOPBACK, error_for
+from cortex_gateway.auth import LOOPBACK
+from cortex_kernel.app import error_response
 from cortex_kernel.config.schema import AuthSection
 from cortex_kernel.errors import CortexError, Forbidden, Unauthorized
 from cortex_kernel.keys import KeySet, presented_key
@@ -78,6 +79,6 @@ class CrossSiteGuard:
             and scope["path"].startswith(GUARDED_PREFIXES)
             and (why := cross_site(scope)) is not None
         ):
-            await error_for(scope["path"], {}, Forbidden(why, code="cross_site"))(scope, receive, send)
+            await error_response(Forbidden(why, code="cross_site"))(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from cortex_console.guard import AdminCheck
 from cortex_console.hub import ConsoleHub, Subscriber
-from cortex_gateway.auth import error_for
+from cortex_kernel.app import error_response
 from cortex_kernel.drain import Drain
 
 KEEPALIVE_S = 15.0
@@ -60,7 +60,7 @@ class EventStream:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         error = self.check.verdict(scope)
         if error is not None:
-            response = error_for(scope["path"], {}, error)
+            response = error_response(error)
             response.headers.update(SECURITY_HEADERS)
             await response(scope, receive, send)
             return
@@ -121,7 +121,7 @@ def console_routes(hub: ConsoleHub, check: AdminCheck, drain: Drain) -> list[Bas
 
     async def state(request: Request) -> Response:
         error = check.verdict(request.scope)
-        response = error_for(request.url.path, {}, error) if error else _json(hub.snapshot())
+        response = error_response(error) if error else _json(hub.snapshot())
         response.headers.update(SECURITY_HEADERS)
         return response
 

@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 import msgspec
 
 from cortex_kernel.config.errors import ConfigError
-from cortex_kernel.config.locate import json_path_to_key, locate_line
+from cortex_kernel.config.locate import locate_line
+from cortex_kernel.validation import error_location
 
 Name = Annotated[str, msgspec.Meta(pattern=r"^([a-z_][a-z0-9_.-]*|[0-9]+)$")]
 Mode = Annotated[str, msgspec.Meta(pattern=r"^0?[0-7]{3,4}$")]
@@ -164,12 +165,9 @@ def load_manifest(path: Path) -> Manifest:
     try:
         raw = msgspec.convert(data, ManifestFile)
     except msgspec.ValidationError as exc:
-        problem, _, where = str(exc).partition(" - at `")
-        key = json_path_to_key(where.rstrip("`")) if where else None
-        if problem.startswith("Object contains unknown field `"):
-            unknown = problem.split("`")[1]
-            key = f"{key}.{unknown}" if key else unknown
-            problem = "unknown key"
+        where = error_location(exc)
+        problem = "unknown key" if where.unknown_field else where.problem
+        key = (where.key if where.unknown_field else where.path) or None
         raise ConfigError(
             problem, source=path, key=key, line=locate_line(text, key) if key else None
         ) from exc

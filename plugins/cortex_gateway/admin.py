@@ -60,7 +60,7 @@ class Admin:
             "failures": node.failures,
             "last_error": node.last_error,
             "last_poll": node.last_poll,
-            "devices": node.devices(),
+            "devices": msgspec.to_builtins(node.devices()),
             "memory": {
                 "budget_bytes": node.budget_bytes,
                 "host_budget_bytes": node.host_budget_bytes,

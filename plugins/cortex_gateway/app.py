@@ -24,10 +24,10 @@ from starlette.routing import BaseRoute, Route
 
 from cortex_gateway.admin import Admin
 from cortex_gateway.auth import GatewayAuth
-from cortex_gateway.catalogue_view import merged_models
+from cortex_gateway.catalogue_view import merged_models, model_entry
 from cortex_gateway.fleet import Fleet, Node
 from cortex_gateway.model_events import model_events
-from cortex_gateway.model_status import props_for
+from cortex_gateway.model_status import entry_status, listing, props_for
 from cortex_gateway.neuron_http import NeuronPool
 from cortex_gateway.placement import Placement
 from cortex_gateway.poller import Poller
@@ -36,6 +36,7 @@ from cortex_gateway.relay_lane import RelayLane
 from cortex_gateway.residency import Residency
 from cortex_gateway.route_hints import HintReader, RoutingHeaders
 from cortex_gateway.routing_table import select_routers
+from cortex_kernel.catalogue_entry import CatalogueEntry
 from cortex_kernel.config.errors import ConfigError
 from cortex_kernel.config.schema import Catalogue, CortexConfig
 from cortex_kernel.dialect import Dialect, UpstreamReply
@@ -91,8 +92,11 @@ class GatewayUpstream:
         _, forwarder, _ = self._runtime.ready()
         return await forwarder.open(path, self.resolve(model), body, dialect=self._dialect, hints=hints)
 
-    def models(self) -> list[dict[str, Any]]:
+    def models(self) -> list[CatalogueEntry]:
         return merged_models(self._fleet, self._catalogue)
+
+    def model(self, model: str) -> CatalogueEntry | None:
+        return model_entry(self._fleet, self._catalogue, model)
 
 
 async def end_streams_at_cutoff(drain: Drain, forwarder: Forwarder) -> None:
@@ -222,7 +226,7 @@ def gateway_part(kernel: Kernel) -> AppPart:
         return endpoint
 
     async def models(request: Request) -> Response:
-        entries = merged_models(fleet, catalogue)
+        entries: list[CatalogueEntry] = [listing(entry) for entry in merged_models(fleet, catalogue)]
         for dialect in dialects:
             rendered = dialect.render_models(request, entries)
             if rendered is not None:
@@ -234,7 +238,7 @@ def gateway_part(kernel: Kernel) -> AppPart:
 
     async def model_event_stream(request: Request) -> Response:
         def snapshot() -> dict[str, str]:
-            return {e["id"]: e["status"]["value"] for e in merged_models(fleet, catalogue)}
+            return {entry.id: entry_status(entry) for entry in merged_models(fleet, catalogue)}
 
         body = model_events(snapshot, lambda: kernel.drain.active, tick_s=MODEL_EVENTS_TICK_S)
         return StreamingResponse(body, media_type="text/event-stream", headers={"cache-control": "no-cache"})
@@ -282,7 +286,7 @@ def gateway_part(kernel: Kernel) -> AppPart:
     for dialect in dialects:
         routes.extend(dialect.routes(GatewayUpstream(runtime, fleet, catalogue, dialect.name)))
     middleware = [
-        Middleware(GatewayAuth, auth=config.auth, events=events),
+        Middleware(GatewayAuth, auth=config.auth, events=events, dialects=dialects),
         Middleware(
             RoutingHeaders,
             session_headers=config.routing.session_headers,

@@ -3,20 +3,25 @@
 Client keys (``[auth] api_keys``) guard the API when ``require_api_key`` is set; without it any
 key is accepted, because OpenAI clients send placeholder tokens. The admin surface needs one of
 ``admin_keys`` when any are configured, and otherwise answers only loopback clients; an admin key
-is accepted wherever a client key is (the console's playground chats with it). Errors come in the
-envelope of the dialect that was called, and each rejection is a ``RequestFinished`` event (model
-``unknown``, no node), so a client with a wrong key shows up in the metrics.
+is accepted wherever a client key is (the console's playground chats with it). A refusal comes in
+the envelope of the dialect the caller speaks (the first dialect plugin that
+:meth:`~cortex_kernel.dialect.Dialect.claims` the request, else OpenAI's), and each rejection is
+a ``RequestFinished`` event (model ``unknown``, no node), so a client with a wrong key shows up in
+the metrics.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cortex_kernel.config.schema import AuthSection
-from cortex_kernel.errors import CortexError, Forbidden, Unauthorized, anthropic_error_body, openai_error_body
+from cortex_kernel.dialect import Dialect
+from cortex_kernel.errors import CortexError, Forbidden, Unauthorized, openai_error_body, retry_headers
 from cortex_kernel.events import EventBus, RequestFinished
 from cortex_kernel.keys import KeySet, presented_key
 
@@ -35,26 +40,25 @@ def self_guarded(path: str) -> bool:
     return path == SELF_GUARDED or path.startswith(SELF_GUARDED + "/")
 
 
-def wants_anthropic(path: str, headers: dict[bytes, bytes]) -> bool:
-    """Anthropic clients call /v1/messages or announce themselves with ``anthropic-version``."""
-    return path.startswith("/v1/messages") or b"anthropic-version" in headers
-
-
-def error_for(path: str, headers: dict[bytes, bytes], error: CortexError) -> Response:
-    anthropic = wants_anthropic(path, headers)
-    body = anthropic_error_body(error) if anthropic else openai_error_body(error)
-    return Response(body, status_code=error.status, media_type="application/json")
+OPENAI = "openai"  # the gateway's own routes speak OpenAI's dialect
 
 
 class GatewayAuth:
     """Checks keys before any handler runs; per-request state stays inside ``__call__``."""
 
-    def __init__(self, app: ASGIApp, auth: AuthSection, events: EventBus | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        auth: AuthSection,
+        events: EventBus | None = None,
+        dialects: Sequence[Dialect] = (),
+    ) -> None:
         self.app = app
         self.events = events or EventBus()
         self.require = auth.require_api_key
         self.clients = KeySet(auth.api_keys)
         self.admins = KeySet(auth.admin_keys)
+        self.dialects = tuple(dialects)
 
     def _client(self, key: str | None) -> bool:
         return self.clients.accepts(key) or self.admins.accepts(key)
@@ -76,17 +80,27 @@ class GatewayAuth:
         elif self.require and not self._client(presented_key(headers)):
             error = Unauthorized("missing or unknown API key")
         if error is not None:
-            await error_for(path, headers, error)(scope, receive, send)
+            dialect, response = self.refusal(scope, error)
+            await response(scope, receive, send)
             self.events.emit(
                 RequestFinished(
-                    dialect="anthropic" if wants_anthropic(path, headers) else "openai",
+                    dialect=dialect,
                     endpoint=path,
                     model="unknown",
                     node=None,
-                    status=error.status,
+                    status=response.status_code,
                     error=error.code,
                     duration_s=time.perf_counter() - started,
                 )
             )
             return
         await self.app(scope, receive, send)
+
+    def refusal(self, scope: Scope, error: CortexError) -> tuple[str, Response]:
+        """The name of the dialect the caller speaks, and ``error`` rendered in it."""
+        connection = HTTPConnection(scope)
+        for dialect in self.dialects:
+            if dialect.claims(connection):
+                return dialect.name, dialect.render_error(error)
+        body = openai_error_body(error)
+        return OPENAI, Response(body, error.status, retry_headers(error), media_type="application/json")

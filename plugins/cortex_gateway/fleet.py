@@ -1,17 +1,20 @@
 """What the gateway knows about the fleet: soft state rebuilt from polling, never persisted.
 
-Only the poller writes node state, and it does so on the event loop after its network reads
-have finished, so routing never waits on a lock held across I/O.
+Every writer runs on the event loop and writes only between awaits: the poller replaces a node's
+reported state after its network reads have finished; placement records what it routed, loads
+and unloads (``in_flight``, ``pending``, ``last_routed``) and the admin API sets ``draining``.
+So routing never waits on a lock held across I/O.
 """
 
 from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from cortex_gateway.neuron_http import Origin
+from cortex_kernel.node_wire import Device, DeviceMemory, Discovery
 
 
 @dataclass
@@ -42,12 +45,12 @@ class Node:
     failures: int = 0
     last_poll: float | None = None
     last_error: str | None = None
-    discovery: dict[str, Any] | None = None
+    discovery: Discovery | None = None
     models: dict[str, NodeModel] = field(default_factory=dict)
     in_flight: dict[str, int] = field(default_factory=dict)
     pending: dict[str, NodeModel] = field(default_factory=dict)
     last_routed: dict[str, float] = field(default_factory=dict)
-    device_health: list[dict[str, Any]] = field(default_factory=list)
+    device_health: list[DeviceMemory] = field(default_factory=list)
     budget_bytes: int | None = None
     host_budget_bytes: int | None = None
     available_bytes: int | None = None
@@ -65,9 +68,9 @@ class Node:
         """The endpoint parsed for the relay's HTTP client (once per node)."""
         return Origin.from_endpoint(self.endpoint)
 
-    def devices(self) -> list[dict[str, Any]]:
-        devices: list[dict[str, Any]] = (self.discovery or {}).get("devices") or []
-        return devices
+    def devices(self) -> list[Device]:
+        """The GPUs ``/discovery`` last reported (none before the first poll)."""
+        return self.discovery.devices if self.discovery is not None else []
 
     def last_used(self, model_id: str) -> float | None:
         """The later of the neuron's record and the gateway's own last routing."""
@@ -92,7 +95,7 @@ class Fleet:
         self.down_after = down_after
         self.started = time.time()
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Node]:
         return iter(self.nodes.values())
 
     def up_nodes(self) -> list[Node]:

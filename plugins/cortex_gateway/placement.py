@@ -68,7 +68,7 @@ def eligible(node: Node, profile: ModelProfile) -> bool:
     if profile.min_devices == 0:
         return True
     floor = (profile.min_device_vram_mb or 0) * MIB
-    big_enough = [d for d in node.devices() if d.get("memory_total_bytes", 0) >= floor]
+    big_enough = [d for d in node.devices() if d.memory_total_bytes >= floor]
     return len(big_enough) >= profile.min_devices
 
 

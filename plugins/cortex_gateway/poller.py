@@ -87,8 +87,8 @@ class Poller:
         try:
             discovery = (
                 node.discovery
-                if node.up and node.discovery
-                else msgspec.to_builtins(await self._get(node, "/discovery", _DISCOVERY))
+                if node.up and node.discovery is not None
+                else await self._get(node, "/discovery", _DISCOVERY)
             )
             models, health = await asyncio.gather(
                 self._get(node, "/models", _MODELS), self._get(node, "/health", _HEALTH)
@@ -96,6 +96,8 @@ class Poller:
         except (aiohttp.ClientError, TimeoutError, ValueError, BadReply) as exc:
             node.failures += 1
             node.last_error = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, BadReply):  # not a blip: that neuron speaks another protocol
+                log.warning("node %s answered a poll with a malformed reply: %s", node.name, exc)
             self.events.emit(PollFailed(node=node.name, error=type(exc).__name__, reason=str(exc)))
             if node.up and node.failures >= self.fleet.down_after:
                 log.warning("node %s is down: %s", node.name, node.last_error)
@@ -129,7 +131,7 @@ class Poller:
         node.host_budget_bytes = health.memory.host_budget_bytes
         node.available_bytes = health.memory.available_bytes
         devices = health.devices
-        node.device_health = msgspec.to_builtins(devices)
+        node.device_health = devices
         node.device_free_bytes = sum(d.memory_free_bytes or 0 for d in devices) if devices else None
         node.cycles = health.lifecycle_cycles
         if not node.up:
@@ -184,12 +186,12 @@ def snapshot(node: Node) -> NodeSnapshot:
         last_error=node.last_error,
         devices=tuple(
             DeviceSnapshot(
-                index=int(d.get("index", i)),
-                memory_used_bytes=d.get("memory_used_bytes"),
-                memory_free_bytes=d.get("memory_free_bytes"),
-                utilization_pct=d.get("utilization_pct"),
+                index=d.index,
+                memory_used_bytes=d.memory_used_bytes,
+                memory_free_bytes=d.memory_free_bytes,
+                utilization_pct=d.utilization_pct,
             )
-            for i, d in enumerate(node.device_health)
+            for d in node.device_health
         ),
         models=tuple(
             ModelSnapshot(

@@ -42,6 +42,7 @@ from cortex_kernel.errors import (
 )
 from cortex_kernel.events import EventBus
 from cortex_kernel.routing import RouteHints
+from cortex_kernel.validation import error_location
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +88,10 @@ def routing_fields(body: bytes) -> RoutingFields:
     try:
         return _routing_decoder.decode(body)
     except msgspec.ValidationError as exc:
-        message, _, path = str(exc).partition(" - at `")
-        param = path.rstrip("`").removeprefix("$.") or None
-        if "missing required field" in message:
+        where = error_location(exc)
+        if where.missing_field:
             raise BadRequest("request body needs a 'model'", code="missing_model", param="model") from exc
-        raise UnprocessableEntity(f"invalid request: {message}", param=param) from exc
+        raise UnprocessableEntity(f"invalid request: {where.problem}", param=where.path or None) from exc
     except msgspec.DecodeError as exc:
         raise BadRequest(f"malformed JSON body: {exc}", code="invalid_json") from exc
     except RecursionError:

@@ -96,7 +96,7 @@ class RequestTap:
         cached = (usage.prompt_tokens_details or {}).get("cached_tokens") if usage else None
         self.events.emit(
             RequestFinished(
-                dialect=self.dialect,  # type: ignore[arg-type]
+                dialect=self.dialect,
                 endpoint=self.endpoint,
                 model=self.model,
                 node=self.node,

@@ -104,7 +104,6 @@ class AdmissionGate:
             self.in_flight += 1
             return
         if len(self._waiters) >= self.max_queued:
-            self.rejected += 1
             raise Overloaded(
                 f"model is busy: {self.in_flight} running and {self.queued} queued",
                 code="model_overloaded",
@@ -120,7 +119,6 @@ class AdmissionGate:
                 # Granted at the same moment the wait ran out: keep the slot.
                 return
             self._forget(waiter)
-            self.rejected += 1
             raise Overloaded(
                 f"model is busy: waited {self.max_wait_s:g}s for a slot",
                 code="model_overloaded",

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from cortex_kernel.errors import CortexError
+from cortex_kernel.errors import CortexError, openai_error_body
 from cortex_kernel.harness import Delta, Embeddings, ToolCallDelta, Usage
 
 _encode = msgspec.json.Encoder().encode
@@ -110,10 +110,7 @@ class ChunkWriter:
 
     @staticmethod
     def error(error: CortexError) -> bytes:
-        body = {
-            "error": {"message": error.message, "type": error.type, "code": error.code, "param": error.param}
-        }
-        return b"data: " + _encode(body) + b"\n\n"
+        return b"data: " + openai_error_body(error) + b"\n\n"
 
 
 class DeltaPump:

@@ -3,30 +3,28 @@
 pluggy calls ``register_event_sinks`` and ``register_app_parts`` separately, in an order this
 plugin does not control, yet both must hand out the same sink (the part serves the registry the
 sink fills). The sink is therefore made once per :class:`~cortex_kernel.kernel.Kernel` and kept
-only as long as that kernel lives.
+in that kernel's stash, so it lives exactly as long as the kernel.
 """
 
 from __future__ import annotations
 
-import weakref
-
 from cortex_kernel.hookspecs import hookimpl
 from cortex_kernel.kernel import AppPart, Kernel, Role
+from cortex_kernel.stash import StashKey
 from cortex_prometheus.exposition import metrics_route
 from cortex_prometheus.sink import MetricsSink
 
-_sinks: dict[int, MetricsSink] = {}
+SINK = StashKey[MetricsSink]()
 
 
 def sink_for(kernel: Kernel) -> MetricsSink:
     """The one sink of ``kernel``'s gateway, made on first use."""
-    sink = _sinks.get(id(kernel))
-    if sink is None:
+
+    def make() -> MetricsSink:
         catalogue = [profile.id for profile in kernel.config.catalogue.models]
-        nodes = [neuron.name for neuron in kernel.config.value.neurons]
-        sink = _sinks[id(kernel)] = MetricsSink(catalogue, nodes)
-        weakref.finalize(kernel, _sinks.pop, id(kernel), None)
-    return sink
+        return MetricsSink(catalogue, [neuron.name for neuron in kernel.config.value.neurons])
+
+    return kernel.stash.setdefault(SINK, make)
 
 
 @hookimpl(trylast=True)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from cortex_kernel.catalogue_entry import CatalogueEntry
 from cortex_kernel.config.schema import ResponsesSection
 from cortex_kernel.dialect import Upstream
+from cortex_kernel.errors import CortexError
+from cortex_responses.errors import error_response
 from cortex_responses.routes import ResponsesRoutes
 from cortex_responses.store import ResponseStore
 
@@ -52,5 +53,14 @@ class ResponsesDialect:
         )
         return handlers.routes()
 
-    def render_models(self, request: Request, models: list[dict[str, Any]]) -> Response | None:
+    def claims(self, request: HTTPConnection) -> bool:
+        """Calls to ``/v1/responses`` are this dialect's: a refused key is answered in its envelope
+        (OpenAI's, with this dialect's wording of an over-long input)."""
+        path = request.url.path
+        return path == "/v1/responses" or path.startswith("/v1/responses/")
+
+    def render_error(self, error: CortexError) -> Response:
+        return error_response(error)
+
+    def render_models(self, request: Request, models: list[CatalogueEntry]) -> Response | None:
         return None  # Responses clients read the gateway's OpenAI listing

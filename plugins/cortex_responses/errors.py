@@ -9,14 +9,9 @@ input's tokens and the model's context window.
 
 from __future__ import annotations
 
-import re
-
 from starlette.responses import Response
 
 from cortex_kernel.errors import BadRequest, CortexError, openai_error_body, retry_headers
-
-# The wording of the neuron-error translation this dialect shares with the Anthropic one.
-_TOO_LONG = re.compile(r"prompt is too long: (\d+) tokens > (\d+) maximum")
 
 
 def input_too_long(input_tokens: int, context_length: int) -> BadRequest:
@@ -26,6 +21,7 @@ def input_too_long(input_tokens: int, context_length: int) -> BadRequest:
         "to leave room for output). Please shorten the input and try again.",
         code="context_length_exceeded",
         param="input",
+        extra={"prompt_tokens": input_tokens, "context_length": context_length},
     )
 
 
@@ -40,10 +36,13 @@ def previous_response_not_found(response_id: str) -> BadRequest:
 
 def openai_error(error: CortexError) -> CortexError:
     """``error`` with this dialect's wording where it differs from the shared translation's."""
-    if error.code == "context_length_exceeded":
-        numbers = _TOO_LONG.search(error.message)
-        if numbers is not None:
-            return input_too_long(int(numbers.group(1)), int(numbers.group(2)) + 1)
+    prompt_tokens, context_length = error.extra.get("prompt_tokens"), error.extra.get("context_length")
+    if (
+        error.code == "context_length_exceeded"
+        and isinstance(prompt_tokens, int)
+        and isinstance(context_length, int)
+    ):
+        return input_too_long(prompt_tokens, context_length)  # the structured fields, not the wording
     return error
 
 

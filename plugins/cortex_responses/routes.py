@@ -167,7 +167,7 @@ class ResponsesRoutes:
             model=model,
             chat=chat,
             max_output_tokens=params.max_output_tokens,
-            context_length=entry.get("context_length"),
+            context_length=entry.context_length,
             prompt_cache_key=params.prompt_cache_key,
         )
         response = initial_response(params, model)
@@ -180,7 +180,7 @@ class ResponsesRoutes:
         connection: Connection | None = None
         # A cold model is loaded inside connect(); a stream starts first so it can keep alive
         # meanwhile. Otherwise connect now, so refusals keep their HTTP status.
-        if not (params.stream and not entry.get("loaded")):
+        if not (params.stream and not entry.loaded):
             connection = await connect(self.neuron, exchange)
         keep = partial(self._keep, items) if response.store else None
         events = response_events(self.neuron, exchange, translator, connection, keep)

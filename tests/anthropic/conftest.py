@@ -52,9 +52,8 @@ def gateway_app(
     """The real gateway app (gateway plugin + this dialect) pointed at one neuron."""
     profiles = [ModelProfile(id=model, harness="scripted", min_devices=0) for model in catalogue]
     profiles += [ModelProfile(id=m, harness="scripted", min_devices=0, task="embedding") for m in embedding]
-    config = CortexConfig(
-        neurons=[NeuronEndpoint(name="n1", endpoint=neuron_url)], auth=auth or AuthSection()
-    )
+    neurons = [NeuronEndpoint(name="n1", endpoint=neuron_url)]
+    config = CortexConfig(neurons=neurons, auth=auth or AuthSection())
     loaded = LoadedConfig(
         kind="cortex",
         value=config,

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import anthropic
 import pytest
-from starlette.requests import Request
 
 from cortex_anthropic.dialect import AnthropicDialect
-from cortex_kernel.errors import Unauthorized
+from cortex_kernel.config.schema import AuthSection
+from cortex_kernel.keys import key_digest
 from tests.anthropic.scripted import DONE, Json, Stream, chunk, openai_error, reply
 from tests.anthropic.sse import post_stream, request
 
@@ -145,11 +145,19 @@ def test_a_prompt_over_the_context_is_prompt_is_too_long(gateway):
 
 
 def test_the_neurons_own_context_error_gets_the_same_wording(gateway):
+    counts = {"prompt_tokens": 4500, "context_length": 4096}
+    gateway.neuron.then(openai_error(400, "worded any way at all", "context_length_exceeded", fields=counts))
+    response = gateway.http.post("/v1/messages", json=request())
+    assert response.status_code == 400
+    assert envelope(response)["message"] == "prompt is too long: 4500 tokens > 4095 maximum"
+
+
+def test_a_context_error_without_counts_keeps_the_neurons_words(gateway):
     neuron_message = "This model's maximum context length is 4096 tokens, but the prompt has 4500 tokens."
     gateway.neuron.then(openai_error(400, neuron_message, "context_length_exceeded"))
     response = gateway.http.post("/v1/messages", json=request())
     assert response.status_code == 400
-    assert envelope(response)["message"] == "prompt is too long: 4500 tokens > 4095 maximum"
+    assert envelope(response)["message"] == f"prompt is too long: {neuron_message}"
 
 
 def test_a_failure_mid_stream_is_an_error_event(gateway):
@@ -188,16 +196,12 @@ def test_a_cold_load_failure_after_the_stream_started_is_an_error_event(make_gat
     assert events[-1][1]["error"]["type"] == "overloaded_error"
 
 
-def test_an_authenticator_plugs_in_and_its_refusal_is_an_authentication_error(make_gateway):
-    class OnlyKey:
-        async def authenticate(self, request: Request) -> None:
-            if request.headers.get("x-api-key") != "right":
-                raise Unauthorized("invalid x-api-key")
-
-    gateway = make_gateway(dialect=AnthropicDialect(authenticator=OnlyKey()))
+def test_the_gateways_keys_guard_the_dialect_and_refuse_in_its_envelope(make_gateway):
+    gateway = make_gateway(auth=AuthSection(require_api_key=True, api_keys=[key_digest("right")]))
     with pytest.raises(anthropic.AuthenticationError) as caught:
         gateway.client.messages.create(**request())
-    assert caught.value.body["error"] == {"type": "authentication_error", "message": "invalid x-api-key"}
+    refusal = {"type": "authentication_error", "message": "missing or unknown API key"}
+    assert caught.value.body["error"] == refusal
     gateway.neuron.then(reply(chunk(content="in")))
     response = gateway.http.post("/v1/messages", json=request(), headers={"x-api-key": "right"})
     assert response.status_code == 200

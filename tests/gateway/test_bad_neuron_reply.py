@@ -115,3 +115,28 @@ async def test_the_poll_failed_event_carries_the_reason(wrong_typed_neuron):
     assert len(failed) == 1 and failed[0].node == "bad"
     assert "/models" in failed[0].reason and "in_flight" in failed[0].reason
     assert not node.up and node.failures == 1
+
+
+@pytest.fixture
+def wrong_typed_discovery() -> Iterator[WrongTypedNeuron]:
+    discovery = {**DISCOVERY, "devices": [{"index": "zero", "memory_total_bytes": 1}]}
+    models = {"object": "list", "data": []}
+    double = WrongTypedNeuron({"/discovery": discovery, "/health": HEALTH, "/models": models})
+    yield double
+    double.close()
+
+
+async def test_a_wrong_typed_discovery_is_a_logged_poll_failure(wrong_typed_discovery, caplog):
+    import aiohttp
+
+    from cortex_gateway.fleet import Fleet, Node
+    from cortex_gateway.poller import Poller
+
+    node = Node(name="bad", endpoint=wrong_typed_discovery.url)
+    async with aiohttp.ClientSession() as session:
+        poller = Poller(Fleet([node]), session, {}, timeout_s=5.0)
+        await poller.poll_once()
+    assert not node.up and node.failures == 1 and node.discovery is None and node.devices() == []
+    assert node.last_error is not None and "/discovery" in node.last_error
+    warned = [r.getMessage() for r in caplog.records if r.name == "cortex_gateway.poller"]
+    assert any("bad" in message and "devices" in message for message in warned), warned

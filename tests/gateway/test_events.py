@@ -52,6 +52,7 @@ def recording_gateway(cortex_pm, config):
     """An in-process gateway app whose events land in the yielded list (with a test client)."""
     from starlette.testclient import TestClient
 
+    import cortex_anthropic.plugin as anthropic
     import cortex_evictors.plugin as evictors
     import cortex_gateway.plugin as gateway
     from cortex_kernel.app import create_app
@@ -69,7 +70,8 @@ def recording_gateway(cortex_pm, config):
 
             return [Recorder()] if role == "gateway" else None
 
-    for name, plugin in (("gateway", gateway), ("evictors", evictors), ("sink", Sink())):
+    plugins = (("gateway", gateway), ("evictors", evictors), ("anthropic", anthropic), ("sink", Sink()))
+    for name, plugin in plugins:
         cortex_pm.register(plugin, name=name)
     kernel = Kernel(role="gateway", config=LoadedConfig("cortex", config, None, {}), pm=cortex_pm)
     with TestClient(create_app(kernel)) as client:

@@ -79,7 +79,10 @@ def test_lru_evicts_the_least_recent_and_spares_pinned_and_busy(start_neuron, st
     while http_json("GET", f"{neuron.url}/health")[1]["models"]["b"]["in_flight"]:
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    time.sleep(2.5)
+    # ... and once the gateway has polled that (its view, not a fixed wait for a poll).
+    while any(m["id"] == "b" and m["in_flight"] for n in _fleet(gateway)["nodes"] for m in n["models"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     assert _ask(gateway, "c")[0] == 200
     assert _resident(neuron) == {"pin", "c"}
     assert _fleet(gateway)["evictions"] == 2

@@ -14,7 +14,7 @@ import pytest
 from cortex_kernel.config.schema import ModelProfile
 from cortex_kernel.errors import NotFound
 from cortex_kernel.harness import ContextLengthExceeded, Delta, Embeddings, Harness, ModelDescription, Usage
-from cortex_kernel.testing.conformance import ConformanceOptions, run_conformance
+from cortex_kernel.testing.conformance import ConformanceError, ConformanceOptions, run_conformance
 
 CONTEXT = 64
 OPTIONS = ConformanceOptions(stop_timeout_s=0.5, long_max_tokens=10_000)
@@ -124,5 +124,24 @@ async def test_a_well_behaved_harness_passes():
 async def test_each_broken_rule_is_reported(rule, failing):
     report = await run_conformance(FakeHarness(break_rule=rule), CHAT, EMBED, options=OPTIONS)
     assert {result.name for result in report.failures} == failing, report.summary()
-    with pytest.raises(AssertionError, match="harness conformance failed"):
+    with pytest.raises(ConformanceError, match="harness conformance failed"):
         report.raise_for_failures()
+
+
+def test_the_suite_fails_a_broken_harness_even_under_python_o(tmp_path):
+    """The checks raise ConformanceError themselves; ``assert`` (stripped by ``-O``) is not used."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import asyncio\n"
+        "from tests.harnesses.test_conformance_suite import CHAT, EMBED, OPTIONS, FakeHarness\n"
+        "from cortex_kernel.testing.conformance import run_conformance\n"
+        "broken = FakeHarness(break_rule='unnormalised')\n"
+        "report = asyncio.run(run_conformance(broken, CHAT, EMBED, options=OPTIONS))\n"
+        "print(sorted(r.name for r in report.failures))\n"
+    )
+    run = subprocess.run([sys.executable, "-O", str(script)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "embedding.embeddings" in run.stdout, run.stdout

@@ -108,3 +108,21 @@ def test_blocking_a_builtin_by_name(run_cli, how):
     # Its command disappears with it.
     missing = run_cli("--block-plugin", "deploy", "deploy", "--help")
     assert missing.exit_code == 2 and "No such command" in missing.output
+
+
+@pytest.mark.parametrize(
+    ("command", "config", "essential"),
+    [
+        ("serve", '[[neurons]]\nname = "n1"\nendpoint = "http://127.0.0.1:9"\n', "gateway"),
+        ("neuron", 'listen = "127.0.0.1:0"\nname = "n1"\n', "neuron"),
+    ],
+)
+def test_a_daemon_without_its_essential_plugin_refuses_to_start(
+    run_cli, tmp_path, command, config, essential
+):
+    path = tmp_path / f"{command}.toml"
+    path.write_text(config)
+    result = run_cli("--block-plugin", essential, command, "--config", str(path))
+    assert result.exit_code == 2, result.output
+    [line] = [line for line in result.output.splitlines() if line.strip()]
+    assert line.startswith("error: no plugin serves the") and f"{essential!r} plugin is blocked" in line

@@ -203,14 +203,20 @@ def test_hook_register_dialects(cortex_pm):
             seen.append(upstream)
 
             async def hello(request):
-                return JSONResponse({"models": [m["id"].upper() for m in upstream.models()]})
+                return JSONResponse({"models": [m.id.upper() for m in upstream.models()]})
 
             return [Route("/shout", hello)]
 
         def render_models(self, request, models):
             if request.headers.get("x-shout"):
-                return JSONResponse({"shouted": [m["id"].upper() for m in models]})
+                return JSONResponse({"shouted": [m.id.upper() for m in models]})
             return None
+
+        def claims(self, request):
+            return request.url.path == "/shout"
+
+        def render_error(self, error):
+            return JSONResponse({"SHOUTED": error.message.upper()}, status_code=error.status)
 
     class Plugin:
         @hookimpl

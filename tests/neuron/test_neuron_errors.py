@@ -25,7 +25,8 @@ def _raw(url: str, data: bytes, content_type: str = "application/json", token: s
 
 def _envelope(body) -> dict:
     assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"message", "type", "code", "param"}, body
+    fields = set(body["error"]) - {"prompt_tokens", "context_length"}  # only for a too-long prompt
+    assert fields == {"message", "type", "code", "param"}, body
     return body["error"]
 
 
@@ -68,6 +69,7 @@ def test_bad_requests_get_documented_errors(start_neuron):
         assert (status, error["code"]) == (400, "context_length_exceeded"), reply
         numbers = [int(token) for token in error["message"].replace(",", " ").split() if token.isdigit()]
         assert len(numbers) >= 2  # the limit and the prompt's size
+        assert error["prompt_tokens"] > error["context_length"] in numbers, reply  # structured too
 
     status, reply, _ = http_json(
         "POST", f"{neuron.url}/models/load", {"profile": {"id": "tiny-x", "harness": "nope"}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import weakref
 
 from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
@@ -40,12 +41,11 @@ def test_hooks_hand_out_one_sink_per_kernel_with_a_registry_of_its_own(cortex_pm
 
 def test_a_sink_lives_only_as_long_as_its_kernel(cortex_pm):
     kernel = _kernel(cortex_pm)
-    prometheus.sink_for(kernel)
-    key = id(kernel)
-    assert key in prometheus._sinks
+    sink = weakref.ref(prometheus.sink_for(kernel))
+    assert kernel.stash[prometheus.SINK] is sink()
     del kernel
     gc.collect()
-    assert key not in prometheus._sinks
+    assert sink() is None
 
 
 def test_metrics_are_served_on_the_metrics_app_only(cortex_pm):

@@ -67,4 +67,4 @@ def test_a_value_of_the_wrong_kind_is_an_error_that_names_the_key(key, value):
 
 
 def test_every_option_has_a_default():
-    assert set(VllmOptions.__dataclass_fields__) == OPTION_NAMES
+    assert set(VllmOptions.__struct_fields__) == OPTION_NAMES
