@@ -5,7 +5,7 @@ factory, the typed configuration, the error model, the app factory and the CLI. 
 plugins found through the ``cortex_kernel`` entry-point group.
 
 The names in ``__all__`` are the public plugin API: what a third-party plugin (hook
-implementations, a harness, an evictor, a dialect, an event sink) imports, all from here. They
+implementations, a harness, an evictor, a dialect, a router, an event sink) imports, all from here. They
 are resolved lazily, so ``import cortex_kernel`` stays free of side effects and cheap; the
 modules they live in are implementation detail and may move.
 """
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
         PollFailed,
         RequestFinished,
     )
-    from cortex_kernel.eviction import EvictionRequest, Evictor, Resident
+    from cortex_kernel.eviction import EvictionRequest, Evictor, Resident, Victim
     from cortex_kernel.harness import (
         ContextLengthExceeded,
         Delta,
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from cortex_kernel.hookspecs import hookimpl
     from cortex_kernel.kernel import AppPart, Kernel, Role
     from cortex_kernel.openai_wire import ChatRequest, CompletionRequest
+    from cortex_kernel.routing import Replica, RouteChoice, RouteHints, Router, RoutingFacts
     from cortex_kernel.stash import Stash, StashKey
 
 # Public name -> the module that defines it.
@@ -70,8 +71,11 @@ _HOMES = {
     **dict.fromkeys(("Stash", "StashKey"), "cortex_kernel.stash"),
     **dict.fromkeys(("Dialect", "Upstream", "UpstreamReply"), "cortex_kernel.dialect"),
     **dict.fromkeys(("CatalogueEntry", "ModelLocation"), "cortex_kernel.catalogue_entry"),
-    **dict.fromkeys(("EvictionRequest", "Evictor", "Resident"), "cortex_kernel.eviction"),
+    **dict.fromkeys(("EvictionRequest", "Evictor", "Resident", "Victim"), "cortex_kernel.eviction"),
     **dict.fromkeys(("ChatRequest", "CompletionRequest"), "cortex_kernel.openai_wire"),
+    **dict.fromkeys(
+        ("Replica", "RouteChoice", "RouteHints", "Router", "RoutingFacts"), "cortex_kernel.routing"
+    ),
     "ModelProfile": "cortex_kernel.config.schema",
     "ConfigError": "cortex_kernel.config.errors",
     **dict.fromkeys(
@@ -159,9 +163,14 @@ __all__ = [
     "PayloadTooLarge",
     "PollFailed",
     "PromptTooLarge",
+    "Replica",
     "RequestFinished",
     "Resident",
     "Role",
+    "RouteChoice",
+    "RouteHints",
+    "Router",
+    "RoutingFacts",
     "Stash",
     "StashKey",
     "ToolCallDelta",

@@ -13,6 +13,7 @@ sleeping footprint chosen.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
@@ -63,7 +64,7 @@ class Evictor(Protocol):
 
     name: str
 
-    def choose(self, request: EvictionRequest) -> list[str | Victim] | None:
+    def choose(self, request: EvictionRequest) -> Sequence[str | Victim] | None:
         """Residents to move out, in order, freeing at least ``needed_bytes``; ``None`` if impossible.
 
         A plain id means unload it. Only ``request.residents`` that are neither busy nor pinned

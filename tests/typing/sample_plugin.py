@@ -3,8 +3,7 @@
 It is never run; ``tests/typing/test_public_api.py`` type-checks it with ``mypy --strict``
 against the package, so a change to the public plugin API that would break a plugin author's
 code fails the suite. It implements every kind of plugin object: hook implementations, a
-harness, an evictor, a dialect and an event sink. (A router joins it once the kernel has a
-routing seam.)
+harness, an evictor, a dialect, a router and an event sink.
 """
 
 from __future__ import annotations
@@ -39,6 +38,9 @@ from cortex_kernel import (
     NotFound,
     RequestFinished,
     Role,
+    RouteChoice,
+    Router,
+    RoutingFacts,
     StashKey,
     Upstream,
     Usage,
@@ -114,6 +116,21 @@ class BiggestFirst:
         return chosen if freed >= request.needed_bytes else None
 
 
+class EmptiestFirst:
+    """Sends each request to the replica with the fewest requests in flight, counting engine
+    queues where the neuron reports them."""
+
+    name = "emptiest-first"
+
+    def route(self, facts: RoutingFacts) -> RouteChoice:
+        def load(replica_name: str) -> float:
+            replica = next(r for r in facts.replicas if r.name == replica_name)
+            return replica.in_flight + replica.engine.get("requests_waiting", 0.0)
+
+        order = sorted((r.name for r in facts.replicas), key=load)
+        return RouteChoice(order=tuple(order), outcome="emptiest")
+
+
 class ShoutDialect:
     """Lists models in capitals at ``/v1/shout``; errors as ``{"shout": MESSAGE}``."""
 
@@ -157,6 +174,11 @@ def register_harnesses() -> list[HarnessSpec]:
 @hookimpl
 def register_evictors() -> list[Evictor]:
     return [BiggestFirst()]
+
+
+@hookimpl
+def register_routers(kernel: Kernel) -> list[Router]:
+    return [EmptiestFirst()]
 
 
 @hookimpl
