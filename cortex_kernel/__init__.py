@@ -180,6 +180,7 @@ __all__ = [
     "UpstreamError",
     "UpstreamReply",
     "Usage",
+    "Victim",
     "__version__",
     "hookimpl",
 ]
