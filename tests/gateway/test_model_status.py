@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import pytest
 
 from cortex_gateway.model_events import changes, model_events
-from cortex_gateway.model_status import props_body, router_fields, router_status
+from cortex_gateway.model_status import listing, props_body, router_status
+from cortex_kernel.catalogue_entry import CatalogueEntry, ModelLocation
 
 
 @pytest.mark.parametrize(
@@ -30,20 +32,17 @@ def test_the_best_replica_names_the_status(states, word):
 
 
 def test_an_entry_gains_status_context_and_display_name():
-    entry = {"id": "m", "context_length": 8192, "locations": [{"node": "a", "state": "loading"}]}
-    assert router_fields(entry) == {
-        "display_name": "m",
-        "status": {"value": "loading"},
-        "meta": {"n_ctx": 8192},
-    }
-    assert router_fields({"id": "alias-of-nothing"}) == {
-        "display_name": "alias-of-nothing",
-        "status": {"value": "unloaded"},
-    }
+    entry = CatalogueEntry(id="m", context_length=8192, locations=[ModelLocation(node="a", state="loading")])
+    fields = msgspec.to_builtins(listing(entry))
+    assert fields["display_name"] == "m"
+    assert fields["status"] == {"value": "loading"}
+    assert fields["meta"] == {"n_ctx": 8192}
+    bare = msgspec.to_builtins(listing(CatalogueEntry(id="alias-of-nothing")))
+    assert bare["status"] == {"value": "unloaded"} and "meta" not in bare
 
 
 def test_props_report_the_context_and_tool_support():
-    body = props_body({"id": "m", "context_length": 4096})
+    body = msgspec.to_builtins(props_body(CatalogueEntry(id="m", context_length=4096)))
     assert body["default_generation_settings"]["n_ctx"] == 4096
     assert body["chat_template_caps"]["supports_tools"] is True
     assert body["modalities"]["vision"] is False
