@@ -114,6 +114,7 @@ def create_app(
     parts = [part for part in parts if part.listener == listener]
     routes = _check_conflicts(parts)
     middleware = [mw for part in parts for mw in part.middleware]
+    middleware += [mw for part in parts for mw in part.innermost]
     lifespans = [part.lifespan for part in parts if part.lifespan is not None]
 
     @asynccontextmanager

@@ -46,7 +46,10 @@ class AppPart:
     """One plugin's contribution to a daemon's ASGI app.
 
     ``routes`` are mounted in plugin order; ``middleware`` wraps the whole app (outermost
-    first); ``lifespan`` is entered at start-up, in plugin order, and exited in reverse at
+    first); ``innermost`` middleware goes inside every part's ``middleware``, just around the
+    router, for a lane that answers some requests itself and must not hide them from another
+    plugin's middleware (the gateway's relay lane, which a console recording requests must
+    see past); ``lifespan`` is entered at start-up, in plugin order, and exited in reverse at
     shutdown, so a part can start background tasks and release them. ``listener`` says which
     app the part belongs to: the API (``gateway.listen`` / the neuron's ``listen``) or the
     gateway's separate metrics listener (``gateway.metrics_listen``).
@@ -55,5 +58,6 @@ class AppPart:
     name: str
     routes: list[BaseRoute] = field(default_factory=list)
     middleware: list[Middleware] = field(default_factory=list)
+    innermost: list[Middleware] = field(default_factory=list)
     lifespan: Lifespan | None = None
     listener: ListenerName = "api"

@@ -38,6 +38,7 @@ class TransformersOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unkn
     revision: str | None = None
     hub_cache_dir: str | None = None
     offline: bool | None = None
+    prefix_cache_mb: Annotated[float, msgspec.Meta(ge=0)] | None = None
 
 
 def check_options(*tables: Mapping[str, Any]) -> None:

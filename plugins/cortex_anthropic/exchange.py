@@ -127,14 +127,19 @@ class Neuron:
             if room < limit:
                 limit, clamped = room, True
         body = _encode(msgspec.structs.replace(plan.chat, max_completion_tokens=limit))
-        hints = plan.hints or route_hints(plan.chat)
-        reply = await self.upstream.open(CHAT_PATH, plan.model, body, hints=hints)
+        reply = await self.open_chat(plan.model, body, plan.hints or route_hints(plan.chat))
+        return Connection(reply=reply, prompt_tokens=prompt, clamped=clamped)
+
+    async def open_chat(self, model: str, body: bytes, hints: RouteHints | None) -> UpstreamReply:
+        """Open a chat stream on a neuron; a refusal is raised as the error it stands for (and
+        the reply closed), so a caller only ever holds a reply that is streaming."""
+        reply = await self.upstream.open(CHAT_PATH, model, body, hints=hints)
         try:
             await _raise_for_status(reply)
         except BaseException:
             reply.close()
             raise
-        return Connection(reply=reply, prompt_tokens=prompt, clamped=clamped)
+        return reply
 
 
 async def message_events(

@@ -9,7 +9,6 @@ failure after the headers went out is sent as an ``error`` event, never as a cut
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +21,7 @@ from cortex_anthropic.chat_protocol import ChatChunk
 from cortex_anthropic.errors import error_event, from_stream_error
 from cortex_anthropic.protocol import Ping, StreamEvent, event_name
 from cortex_kernel.errors import CortexError, UpstreamError
+from cortex_kernel.pacing import with_keepalives
 
 log = logging.getLogger(__name__)
 
@@ -69,38 +69,12 @@ async def chat_chunks(chunks: AsyncIterator[bytes]) -> AsyncIterator[ChatChunk]:
         yield chunk
 
 
-async def _next(events: AsyncIterator[StreamEvent]) -> StreamEvent | None:
-    # None marks the end: StopAsyncIteration must not travel through a task's result.
-    return await anext(events, None)
-
-
 async def paced(events: AsyncIterator[StreamEvent], ping_every_s: float) -> AsyncIterator[StreamEvent]:
-    """``events`` as they come, with a :class:`Ping` whenever none came for ``ping_every_s``.
-
-    The next event is awaited in a task that is never cancelled by the timer, so waiting for a
-    slow upstream (inside ``events``) is not interrupted by sending a ping. Closing this
-    generator cancels that task and closes ``events``, which closes the upstream reply.
-    """
-    pending: asyncio.Task[StreamEvent | None] | None = None
-    try:
-        while True:
-            if pending is None:
-                pending = asyncio.get_running_loop().create_task(_next(events))
-            done, _ = await asyncio.wait({pending}, timeout=ping_every_s)
-            if not done:
-                yield Ping()
-                continue
-            task, pending = pending, None
-            event = task.result()
-            if event is None:
-                return
-            yield event
-    finally:
-        if pending is not None:
-            pending.cancel()
-            await asyncio.wait({pending})
-        with contextlib.suppress(Exception):
-            await events.aclose()  # type: ignore[attr-defined]
+    """``events`` as they come, with a :class:`Ping` whenever none came for ``ping_every_s``
+    (see :func:`cortex_kernel.pacing.with_keepalives`); closing this closes ``events``."""
+    async with contextlib.aclosing(with_keepalives(events, ping_every_s)) as timed:
+        async for event in timed:
+            yield Ping() if event is None else event
 
 
 async def sse_body(events: AsyncIterator[StreamEvent], ping_every_s: float) -> AsyncIterator[bytes]:

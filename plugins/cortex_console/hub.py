@@ -191,6 +191,7 @@ class ConsoleHub:
         seen: set[tuple[str, str]] = set()
         for node in event.nodes:
             row = msgspec.to_builtins(node)
+            row["models"] = list(row["models"])  # a tuple in the snapshot; the console edits it
             for model in row["models"]:
                 key = (node.node, model["model"])
                 seen.add(key)
@@ -234,6 +235,7 @@ class ConsoleHub:
                         entry["error"] = self.failures.get((node, model)) if state == "failed" else None
                         break
                 else:
+                    row["models"] = list(row["models"])
                     row["models"].append(
                         {
                             "model": model,

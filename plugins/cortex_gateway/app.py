@@ -292,6 +292,10 @@ def gateway_part(kernel: Kernel) -> AppPart:
             session_headers=config.routing.session_headers,
             class_header=config.routing.request_class_header,
         ),
-        Middleware(RelayLane, routes=relayed),
     ]
-    return AppPart(name="gateway", routes=routes, middleware=middleware, lifespan=lifespan)
+    # Inside every plugin's middleware, so one that watches requests (the console's capture)
+    # still sees the relayed ones.
+    innermost = [Middleware(RelayLane, routes=relayed)]
+    return AppPart(
+        name="gateway", routes=routes, middleware=middleware, innermost=innermost, lifespan=lifespan
+    )

@@ -19,6 +19,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cortex_gateway.cross_site import cross_site
 from cortex_kernel.config.schema import AuthSection
 from cortex_kernel.dialect import Dialect
 from cortex_kernel.errors import CortexError, Forbidden, Unauthorized, openai_error_body, retry_headers
@@ -72,7 +73,9 @@ class GatewayAuth:
         headers = dict(scope["headers"])
         error: CortexError | None = None
         if path.startswith("/admin"):
-            if self.admins:
+            if (why := cross_site(scope)) is not None:
+                error = Forbidden(why, code="cross_site")
+            elif self.admins:
                 if not self.admins.accepts(presented_key(headers)):
                     error = Unauthorized("an admin key is required for /admin")
             elif (scope.get("client") or ("", 0))[0] not in LOOPBACK:

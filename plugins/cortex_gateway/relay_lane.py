@@ -8,8 +8,9 @@ of them add. The relay routes need only the auth in front of them and the render
 answered here, anything else goes on to the router unchanged. Measured in
 ``docs/performance.md``.
 
-The lane is the gateway part's innermost middleware; middleware a plugin adds after the
-gateway part's does not see relayed requests (none does today).
+The lane is an ``innermost`` middleware of the gateway's part: inside every plugin's
+middleware, just around the router, so a plugin that watches requests (the console's capture)
+still sees the relayed ones.
 """
 
 from __future__ import annotations

@@ -16,23 +16,13 @@ from dataclasses import dataclass
 import msgspec
 
 from cortex_anthropic.chat_protocol import ChatCompletionRequest
-from cortex_anthropic.errors import from_neuron
-from cortex_anthropic.exchange import CHAT_PATH, Connection, Neuron, Plan
+from cortex_anthropic.exchange import Connection, Neuron, Plan
 from cortex_anthropic.streaming import chat_chunks
-from cortex_kernel.dialect import UpstreamReply
 from cortex_kernel.routing import RouteHints
 from cortex_responses.events import EventTranslator
 from cortex_responses.protocol import Response, StreamEvent
 
 _encode = msgspec.json.Encoder().encode
-
-
-async def raise_for_status(reply: UpstreamReply) -> None:
-    """A neuron's error reply as the :class:`CortexError` it stands for."""
-    if reply.status < 400:
-        return
-    retry_after = next((v for k, v in reply.headers.items() if k.lower() == "retry-after"), None)
-    raise from_neuron(reply.status, await reply.read(), retry_after)
 
 
 @dataclass(frozen=True)
@@ -66,13 +56,7 @@ async def connect(neuron: Neuron, exchange: Exchange) -> Connection:
             hints=exchange.hints,
         )
         return await neuron.connect(plan)
-    body = _encode(exchange.chat)
-    reply = await neuron.upstream.open(CHAT_PATH, exchange.model, body, hints=exchange.hints)
-    try:
-        await raise_for_status(reply)
-    except BaseException:
-        reply.close()
-        raise
+    reply = await neuron.open_chat(exchange.model, _encode(exchange.chat), exchange.hints)
     return Connection(reply=reply, prompt_tokens=None, clamped=False)
 
 

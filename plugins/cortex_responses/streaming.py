@@ -9,8 +9,6 @@ an error code, never with a cut-off stream.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import get_args
@@ -18,6 +16,7 @@ from typing import get_args
 import msgspec
 
 from cortex_kernel.errors import CortexError
+from cortex_kernel.pacing import with_keepalives
 from cortex_responses.events import EventTranslator
 from cortex_responses.protocol import StreamEvent
 
@@ -42,36 +41,9 @@ def sse_frame(event: StreamEvent) -> bytes:
 Batch = list[StreamEvent]
 
 
-async def _next(events: AsyncIterator[Batch]) -> Batch | None:
-    return await anext(events, None)
-
-
-async def paced(events: AsyncIterator[Batch], keepalive_s: float) -> AsyncIterator[Batch | None]:
-    """``events`` as they come, with ``None`` (a keep-alive) whenever none came for ``keepalive_s``.
-
-    The next event is awaited in a task the timer never cancels; closing this generator cancels
-    that task and closes ``events``, which closes the upstream reply.
-    """
-    pending: asyncio.Task[Batch | None] | None = None
-    try:
-        while True:
-            if pending is None:
-                pending = asyncio.get_running_loop().create_task(_next(events))
-            done, _ = await asyncio.wait({pending}, timeout=keepalive_s)
-            if not done:
-                yield None
-                continue
-            task, pending = pending, None
-            event = task.result()
-            if event is None:
-                return
-            yield event
-    finally:
-        if pending is not None:
-            pending.cancel()
-            await asyncio.wait({pending})
-        with contextlib.suppress(Exception):
-            await events.aclose()  # type: ignore[attr-defined]
+def paced(events: AsyncIterator[Batch], keepalive_s: float) -> AsyncIterator[Batch | None]:
+    """``events`` as they come, with ``None`` (a keep-alive) whenever none came for ``keepalive_s``."""
+    return with_keepalives(events, keepalive_s)
 
 
 async def sse_body(

@@ -14,30 +14,13 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-import cortex_evictors.plugin
-import cortex_gateway.plugin
 from cortex_anthropic.dialect import AnthropicDialect
-from cortex_kernel.app import create_app
-from cortex_kernel.config.loader import LoadedConfig
-from cortex_kernel.config.schema import AuthSection, Catalogue, CortexConfig, ModelProfile, NeuronEndpoint
-from cortex_kernel.hookspecs import hookimpl
-from cortex_kernel.kernel import Kernel
-from cortex_kernel.plugins import build_plugin_manager
+from cortex_kernel.config.schema import AuthSection
 from tests.anthropic.scripted import MODEL, ScriptedNeuron
 from tests.daemons import Daemon, free_port, toml_str, write_toml
+from tests.dialect_gateway import dialect_gateway_app
 
 FAST_PINGS_S = 0.05
-
-
-class DialectPlugin:
-    """Registers one configured dialect object (so a test can choose its settings)."""
-
-    def __init__(self, dialect: AnthropicDialect) -> None:
-        self.dialect = dialect
-
-    @hookimpl
-    def register_dialects(self) -> list[AnthropicDialect]:
-        return [self.dialect]
 
 
 def gateway_app(
@@ -50,27 +33,14 @@ def gateway_app(
     auth: AuthSection | None = None,
 ) -> Starlette:
     """The real gateway app (gateway plugin + this dialect) pointed at one neuron."""
-    profiles = [ModelProfile(id=model, harness="scripted", min_devices=0) for model in catalogue]
-    profiles += [ModelProfile(id=m, harness="scripted", min_devices=0, task="embedding") for m in embedding]
-    neurons = [NeuronEndpoint(name="n1", endpoint=neuron_url)]
-    config = CortexConfig(neurons=neurons, auth=auth or AuthSection())
-    loaded = LoadedConfig(
-        kind="cortex",
-        value=config,
-        path=None,
-        sources={},
-        catalogue=Catalogue(models=profiles, aliases=aliases or {}),
+    return dialect_gateway_app(
+        neuron_url,
+        dialect or AnthropicDialect(ping_every_s=FAST_PINGS_S),
+        catalogue=catalogue,
+        embedding=embedding,
+        aliases=aliases,
+        auth=auth,
     )
-    plugin = DialectPlugin(dialect or AnthropicDialect(ping_every_s=FAST_PINGS_S))
-    pm = build_plugin_manager(
-        load_entrypoints=False,
-        extra=[
-            ("gateway", cortex_gateway.plugin),
-            ("evictors", cortex_evictors.plugin),
-            ("anthropic", plugin),
-        ],
-    )
-    return create_app(Kernel(role="gateway", config=loaded, pm=pm))
 
 
 @dataclass

@@ -132,7 +132,8 @@ def test_a_rejected_capability_reaches_claude_code_verbatim(gateway, status):
 
 def test_prompt_too_long_is_the_apis_own_wording(gateway):
     message = "This model's maximum context length is 4096 tokens, but the prompt has 5000 tokens."
-    gateway.neuron.then(openai_error(400, message, "context_length_exceeded"))
+    counts = {"prompt_tokens": 5000, "context_length": 4096}  # the neuron's structured fields
+    gateway.neuron.then(openai_error(400, message, "context_length_exceeded", fields=counts))
     with pytest.raises(anthropic.BadRequestError) as caught:
         gateway.client.messages.create(**request())
     assert caught.value.body["error"]["message"] == "prompt is too long: 5000 tokens > 4095 maximum"

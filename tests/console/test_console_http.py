@@ -138,6 +138,18 @@ def test_a_forged_cross_site_post_is_refused_on_a_loopback_admin_api(lone_gatewa
     assert status == 200 and body["draining"] is False
 
 
+def test_the_gateway_refuses_a_forged_admin_post_with_the_console_blocked(lone_gateway):
+    """The guard is the gateway's: a loopback-only admin API is no softer without the console."""
+    gateway = lone_gateway('\n[plugins]\nblock = ["console"]\n')
+    drain = f"{gateway.url}/admin/nodes/n1/drain"
+    form = {"Content-Type": "application/x-www-form-urlencoded", "Origin": "http://evil.example"}
+    status, body, _ = request(drain, "POST", b"drain=true", form)
+    assert status == 403 and json.loads(body)["error"]["code"] == "cross_site", body
+    assert not http_json("GET", f"{gateway.url}/admin/fleet")[1]["nodes"][0]["draining"]
+    status, body, _ = http_json("POST", drain, {"drain": True})  # the CLI: no browser headers
+    assert status == 200 and body["draining"] is True
+
+
 def test_without_admin_keys_the_console_answers_loopback_clients(lone_gateway):
     gateway = lone_gateway()
     status, body, _ = http_json("GET", f"{gateway.url}/console/api/state")

@@ -132,3 +132,19 @@ def test_a_failed_load_shows_its_reason_in_the_fleet_and_the_activity_log():
     assert hub.fleet[0]["models"][0]["state"] == "failed"
     assert hub.fleet[0]["models"][0]["error"] == "out of memory on cuda:0"
     assert hub.activity[-1]["kind"] == "load_failed" and "out of memory" in hub.activity[-1]["text"]
+
+
+def test_a_model_new_to_a_polled_node_is_added_by_a_load_and_by_its_event():
+    """A load the console saw an admin start, or a load event, for a model the last poll did not
+    list on that node: the row gains it (the snapshot's tuple of models once made this raise,
+    which failed the admin call that had already succeeded)."""
+    hub = ConsoleHub(ConsoleSection())
+    other = ModelSnapshot(model="other", state="ready", in_flight=0, queued=0)
+    hub.handle(FleetPolled(nodes=(NodeSnapshot(node="n1", up=True, draining=False, models=(other,)),)))
+    hub.admin_answered("/admin/models/load", 202, {"state": "loading", "node": "n1", "model": "m"})
+    assert [(m["model"], m["state"]) for m in hub.fleet[0]["models"]] == [
+        ("other", "ready"),
+        ("m", "loading"),
+    ]
+    hub.handle(ModelLoaded(node="n1", model="fresh", seconds=0.5, ok=True))
+    assert [m["model"] for m in hub.fleet[0]["models"]] == ["other", "m", "fresh"]

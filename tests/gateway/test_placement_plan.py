@@ -14,6 +14,7 @@ from cortex_evictors.strategies import LeastRecentlyUsed
 from cortex_gateway.fleet import Fleet, Node, NodeModel
 from cortex_gateway.placement import MIB, Placement
 from cortex_kernel.config.schema import Catalogue, ModelProfile
+from cortex_kernel.eviction import Victim
 from cortex_kernel.node_wire import Device, Discovery
 
 
@@ -40,8 +41,10 @@ def profile(model_id: str, vram_mb: int, **fields: Any) -> ModelProfile:
     return ModelProfile(id=model_id, harness="fake", vram_mb=vram_mb, **{"min_devices": 0, **fields})
 
 
-def names(plan: list[tuple[Node, list[str]]]) -> list[tuple[str, list[str]]]:
-    return [(n.name, victims) for n, victims in plan]
+def names(plan: list[tuple[Node, list[Victim]]]) -> list[tuple[str, list[str]]]:
+    """Node names and the ids of their victims (all unloads here: no node has host RAM to sleep in)."""
+    assert all(v.action == "unload" for _, victims in plan for v in victims)
+    return [(n.name, [v.id for v in victims]) for n, victims in plan]
 
 
 def test_free_fits_come_first_by_name_then_evictions_by_fewest_victims():

@@ -78,8 +78,9 @@ def start_fleet(start_neuron, start_gateway, chat: Path, extra: str = "", nodes:
 
 @dataclass
 class Usage:
-    prompt: int
+    prompt: int  # every prompt token, cached ones included (what the gateway counts)
     completion: int
+    cached: int = 0  # prompt tokens served from the neuron's prefix cache
 
 
 def openai_chat(client: openai.OpenAI, model: str, *, stream: bool) -> Usage:
@@ -87,7 +88,7 @@ def openai_chat(client: openai.OpenAI, model: str, *, stream: bool) -> Usage:
     if not stream:
         reply = client.chat.completions.create(model=model, messages=HI, max_tokens=4, extra_body=extra)
         assert reply.usage is not None
-        return Usage(reply.usage.prompt_tokens, reply.usage.completion_tokens)
+        return Usage(reply.usage.prompt_tokens, reply.usage.completion_tokens, _cached(reply.usage))
     chunks = list(
         client.chat.completions.create(
             model=model,
@@ -100,7 +101,12 @@ def openai_chat(client: openai.OpenAI, model: str, *, stream: bool) -> Usage:
     )
     usage = chunks[-1].usage
     assert usage is not None
-    return Usage(usage.prompt_tokens, usage.completion_tokens)
+    return Usage(usage.prompt_tokens, usage.completion_tokens, _cached(usage))
+
+
+def _cached(usage: openai.types.CompletionUsage) -> int:
+    details = usage.prompt_tokens_details
+    return (details.cached_tokens or 0) if details is not None else 0
 
 
 def anthropic_message(client: anthropic.Anthropic, model: str, *, stream: bool) -> Usage:
@@ -109,7 +115,8 @@ def anthropic_message(client: anthropic.Anthropic, model: str, *, stream: bool) 
     else:
         with client.messages.stream(model=model, max_tokens=48, messages=HI) as events:
             message = events.get_final_message()
-    return Usage(message.usage.input_tokens, message.usage.output_tokens)
+    cached = message.usage.cache_read_input_tokens or 0  # Anthropic's input_tokens leave these out
+    return Usage(message.usage.input_tokens + cached, message.usage.output_tokens, cached)
 
 
 def sleep_and_wake(neuron: Daemon, model: str) -> None:

@@ -65,7 +65,8 @@ def test_every_dashboard_query_parses_and_returns_data(
             # Series that already exist must grow within the rate window, or quantiles are NaN:
             # a streams again, c evicts b (a was just used), and b is loaded a second time.
             _round(fleet, client, sdk, ["a", "c", "b"])
-        assert value(parse(fleet.gateway_metrics()), "cortex_requests_total") == 13  # 6 + 7 sent
+        # 6 + 7 sent, and each round's streamed Anthropic message is counted first (count_tokens).
+        assert value(parse(fleet.gateway_metrics()), "cortex_requests_total") == 13 + 2
         # Wait until Prometheus has scraped both targets since the traffic ended.
         ended = time.time()
         server.wait_until(

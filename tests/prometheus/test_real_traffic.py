@@ -59,14 +59,19 @@ def test_sdk_traffic_moves_every_gateway_and_neuron_series_by_exactly_what_it_di
     ):
         at = {"model": model, "node": "n1", "dialect": dialect}
         assert moved("cortex_requests_total", **at, endpoint="chat", status="2xx") == count
-        assert moved("cortex_request_duration_seconds_count", **at, status="2xx") == count
-        assert moved("cortex_request_wait_seconds_count", **at) == count
+        # A streamed Anthropic message is counted first, so message_start has the real input
+        # tokens: one count_tokens request beside its chat request.
+        counted = moved("cortex_requests_total", **at, endpoint="count_tokens", status="2xx")
+        assert counted == (1 if dialect == "anthropic" else 0)
+        assert moved("cortex_request_duration_seconds_count", **at, status="2xx") == count + counted
+        assert moved("cortex_request_wait_seconds_count", **at) == count + counted
         assert moved("cortex_failovers_total", **at) == 0
         prompt = sum(u.prompt for (m, d, _), u in used.items() if (m, d) == (model, dialect))
         completion = sum(u.completion for (m, d, _), u in used.items() if (m, d) == (model, dialect))
         assert moved("cortex_prompt_tokens_total", **at) == prompt
         assert moved("cortex_completion_tokens_total", **at) == completion
-        assert moved("cortex_cached_prompt_tokens_total", **at) == 0
+        cached = sum(u.cached for (m, d, _), u in used.items() if (m, d) == (model, dialect))
+        assert moved("cortex_cached_prompt_tokens_total", **at) == cached
         assert moved("cortex_request_prompt_tokens_count", **at) == count
         assert moved("cortex_request_prompt_tokens_sum", **at) == prompt
         assert moved("cortex_request_completion_tokens_count", **at) == count
@@ -74,7 +79,7 @@ def test_sdk_traffic_moves_every_gateway_and_neuron_series_by_exactly_what_it_di
         # A rate needs at least one token (the SDKs' usage says how many each reply had).
         rated = sum(1 for (m, d, _), u in used.items() if (m, d) == (model, dialect) and u.completion > 0)
         assert moved("cortex_output_tokens_per_second_count", **at) == rated
-    assert moved("cortex_requests_total", status="2xx") == 6
+    assert moved("cortex_requests_total", status="2xx") == 6 + 1  # the one count_tokens above
     unknown = {"model": "unknown", "node": "none", "dialect": "openai", "endpoint": "chat"}
     assert moved("cortex_requests_total", **unknown, status="4xx") == 1
     assert moved("cortex_request_errors_total", **unknown, reason="model_not_found") == 1

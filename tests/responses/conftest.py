@@ -17,52 +17,24 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-import cortex_evictors.plugin
-import cortex_gateway.plugin
-from cortex_kernel.app import create_app
-from cortex_kernel.config.loader import LoadedConfig
-from cortex_kernel.config.schema import Catalogue, CortexConfig, ModelProfile, NeuronEndpoint
-from cortex_kernel.hookspecs import hookimpl
-from cortex_kernel.kernel import Kernel
-from cortex_kernel.plugins import build_plugin_manager
 from cortex_responses.dialect import ResponsesDialect
 from tests.anthropic.scripted import MODEL, ScriptedNeuron
 from tests.daemons import Daemon, free_port, toml_str, write_toml
+from tests.dialect_gateway import dialect_gateway_app
 
 FAST_KEEPALIVE_S = 0.05
-
-
-class DialectPlugin:
-    """Registers one configured dialect object (so a test can choose its settings)."""
-
-    def __init__(self, dialect: ResponsesDialect) -> None:
-        self.dialect = dialect
-
-    @hookimpl
-    def register_dialects(self) -> list[ResponsesDialect]:
-        return [self.dialect]
 
 
 def gateway_app(
     neuron_url: str, *, catalogue: tuple[str, ...] = (MODEL,), dialect: ResponsesDialect | None = None
 ) -> Starlette:
     """The real gateway app (gateway plugin + this dialect) pointed at one neuron."""
-    profiles = [ModelProfile(id=model, harness="scripted", min_devices=0) for model in catalogue]
-    profiles.append(ModelProfile(id="embedder", harness="scripted", min_devices=0, task="embedding"))
-    config = CortexConfig(neurons=[NeuronEndpoint(name="n1", endpoint=neuron_url)])
-    loaded = LoadedConfig(
-        kind="cortex", value=config, path=None, sources={}, catalogue=Catalogue(models=profiles, aliases={})
+    return dialect_gateway_app(
+        neuron_url,
+        dialect or ResponsesDialect(keepalive_s=FAST_KEEPALIVE_S),
+        catalogue=catalogue,
+        embedding=("embedder",),
     )
-    plugin = DialectPlugin(dialect or ResponsesDialect(keepalive_s=FAST_KEEPALIVE_S))
-    pm = build_plugin_manager(
-        load_entrypoints=False,
-        extra=[
-            ("gateway", cortex_gateway.plugin),
-            ("evictors", cortex_evictors.plugin),
-            ("responses", plugin),
-        ],
-    )
-    return create_app(Kernel(role="gateway", config=loaded, pm=pm))
 
 
 @dataclass

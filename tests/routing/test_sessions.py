@@ -68,8 +68,9 @@ async def _anthropic_round(client, histories, turn):
         text = "".join(block.text for block in reply.content if block.type == "text") or "ok"
         histories[i].append({"role": "assistant", "content": text})
         histories[i].append({"role": "user", "content": f"Turn {turn + 1}: now run the tests again."})
-        cached = getattr(reply.usage, "cache_read_input_tokens", None)
-        return reply.usage.input_tokens, reply.usage.output_tokens, cached
+        cached = reply.usage.cache_read_input_tokens
+        # Anthropic's input_tokens leave out the cache reads; the neuron counts every prompt token.
+        return reply.usage.input_tokens + (cached or 0), reply.usage.output_tokens, cached
 
     return await asyncio.gather(*(one(i) for i in range(SESSIONS)))
 
