@@ -30,7 +30,7 @@ from cortex_kernel.events import (
     RequestFinished,
 )
 
-FLUSH_DELAY_S = 0.1
+FLUSH_DELAY_S = 0.5
 QUEUE_BATCHES = 64
 
 _encode = msgspec.json.Encoder().encode

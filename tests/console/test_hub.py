@@ -9,7 +9,7 @@ import json
 import pytest
 
 from cortex_console.guard import AdminCheck
-from cortex_console.hub import QUEUE_BATCHES, ConsoleHub
+from cortex_console.hub import FLUSH_DELAY_S, QUEUE_BATCHES, ConsoleHub
 from cortex_console.routes import EventStream
 from cortex_kernel.config.schema import AuthSection, ConsoleSection
 from cortex_kernel.drain import Drain
@@ -53,8 +53,7 @@ async def test_one_flush_sends_everything_since_the_last_to_every_console():
     for i in range(10):
         hub.handle(finished(i))
     hub.handle(ModelLoaded(node="n1", model="m", seconds=1.0, ok=True))
-    await asyncio.sleep(0.3)
-    chunks = [console.queue.get_nowait() for console in consoles]
+    chunks = [await asyncio.wait_for(console.queue.get(), FLUSH_DELAY_S * 10) for console in consoles]
     assert all(c is chunks[0] for c in chunks)  # encoded once, shared
     assert all(console.queue.empty() for console in consoles)
     batch = json.loads(chunks[0].split(b"data: ", 1)[1])
