@@ -20,9 +20,8 @@ import http.client
 import json
 import os
 import subprocess
-import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +29,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.anthropic.test_claude_code_round_two import ANTHROPIC
+from tests.loopback import LoopbackServer
 
 pytestmark = pytest.mark.slow
 
@@ -101,21 +101,18 @@ class RecordingProxy:
 
             do_GET = do_POST = do_HEAD = _forward
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True, name="claude-proxy")
+        self.server = LoopbackServer(Handler, "claude-proxy")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return self.server.origin
 
     def __enter__(self) -> RecordingProxy:
-        self.thread.start()
+        self.server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(10)
+        self.server.stop()
 
 
 @pytest.fixture

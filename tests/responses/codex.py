@@ -18,14 +18,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.loopback import LoopbackServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FAKE_KEY = "cortex-test-not-a-secret"
@@ -241,21 +242,18 @@ class CaptureServer:
                 reply = server.replies.popleft() if server.replies else sse_reply([message_item("ok")])
                 self._send(200, "text/event-stream", reply)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True, name="codex-capture")
+        self.server = LoopbackServer(Handler, "codex-capture")
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        return f"{self.server.origin}/v1"
 
     def __enter__(self) -> CaptureServer:
-        self.thread.start()
+        self.server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(10)
+        self.server.stop()
 
     def posts(self) -> list[Captured]:
         return [request for request in self.requests if request.method == "POST"]
