@@ -119,16 +119,12 @@ class Placement:
         self.cold_starts = 0
         self.evictions = 0
 
-    async def node_for(self, model_id: str, exclude: frozenset[str] = frozenset()) -> Node:
-        """A node where ``model_id`` is ready, loading it first if needed."""
-        node, _ = await self.node_for_request(model_id, exclude)
-        return node
-
     async def node_for_request(
         self, model_id: str, exclude: frozenset[str] = frozenset(), hints: RouteHints | None = None
     ) -> tuple[Node, bool]:
-        """Like :meth:`node_for`, also saying whether this request waited for a load; ``hints``
-        go to the model's router when there is a choice of ready replicas."""
+        """A node where ``model_id`` is ready (loading it first if needed), and whether this
+        request waited for a load; ``hints`` go to the model's router when there is a choice of
+        ready replicas."""
         node = self._ready(model_id, exclude, hints)
         if node is not None:
             return node, False
