@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import json
 import os
 import statistics
@@ -72,19 +71,6 @@ async def wait_up(url: str, log: Path, timeout_s: float = 120.0) -> None:
     raise RuntimeError(f"{url} did not come up; see {log}")
 
 
-def entry_point_shim(root: Path) -> dict[str, str]:
-    """Environment that lets an installed ``cortex-kernel`` find this checkout's Responses plugin
-    when the installed metadata predates it."""
-    names = {ep.name for ep in importlib.metadata.entry_points(group="cortex_kernel")}
-    if "responses" in names:
-        return {}
-    info = root / "cortex_responses_checkout-0.dist-info"
-    info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cortex-responses-checkout\nVersion: 0\n")
-    (info / "entry_points.txt").write_text("[cortex_kernel]\nresponses = cortex_responses.plugin\n")
-    return {"PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-
-
 async def main_async(rounds: int, workers: int, requests: int, workdir: Path) -> None:
     upstream_port, gateway_port = free_port(), free_port()
     upstream = start(
@@ -97,7 +83,6 @@ async def main_async(rounds: int, workers: int, requests: int, workdir: Path) ->
         f'[gateway]\nlisten = "127.0.0.1:{gateway_port}"\n\n'
         f'[[neurons]]\nname = "fake"\nendpoint = "http://127.0.0.1:{upstream_port}"\n'
     )
-    os.environ.update(entry_point_shim(workdir / "entry-points"))
     gateway = start([EXE, "--log-level", "warning", "serve", "--config", str(config)], 0, workdir / "gw.log")
     try:
         base = f"http://127.0.0.1:{gateway_port}"

@@ -5,8 +5,6 @@ double (:mod:`tests.anthropic.scripted`), driven by the official ``openai`` SDK,
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -78,19 +76,6 @@ def gateway(make_gateway: Callable[..., Gateway]) -> Gateway:
 TINY_CONTEXT = 64
 
 
-def entry_point_shim(root: Path) -> str | None:
-    """A directory holding a dist-info that registers this plugin's entry point, for daemons run
-    from a checkout whose installed metadata predates it (``None`` when it is installed)."""
-    names = {ep.name for ep in importlib.metadata.entry_points(group="cortex_kernel")}
-    if "responses" in names:
-        return None
-    info = root / "cortex_responses_checkout-0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cortex-responses-checkout\nVersion: 0\n")
-    (info / "entry_points.txt").write_text("[cortex_kernel]\nresponses = cortex_responses.plugin\n")
-    return str(root)
-
-
 @dataclass
 class RealFleet:
     url: str
@@ -135,14 +120,10 @@ context_length = {TINY_CONTEXT}
         f'[[neurons]]\nname = "n1"\nendpoint = "http://127.0.0.1:{neuron_port}"\n\n'
         "[responses]\nstore_max_responses = 64\nstore_ttl_s = 600\n",
     )
-    env: dict[str, str] = {}
-    shim = entry_point_shim(tmp_path / "entry-points")
-    if shim is not None:
-        env["PYTHONPATH"] = os.pathsep.join([shim, os.environ.get("PYTHONPATH", "")])
     neuron = Daemon(
         ["neuron", "--config", str(neuron_config)], neuron_port, home / "neuron.log", {"HF_HUB_OFFLINE": "1"}
     )
-    gateway = Daemon(["serve", "--config", str(gateway_config)], gateway_port, etc / "gateway.log", env)
+    gateway = Daemon(["serve", "--config", str(gateway_config)], gateway_port, etc / "gateway.log")
     try:
         neuron.start()
         gateway.start()

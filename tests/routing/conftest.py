@@ -1,9 +1,7 @@
 """Gateways over two real neurons serving the same tiny model, with router plugins installed.
 
 Routers are found by entry point like every plugin. A test package (a module and its
-``.dist-info``) on the daemons' ``PYTHONPATH`` registers a third-party router, and also the
-built-in ``routers`` entry point, so these tests pass in a checkout whose editable install
-predates it (the plugin manager skips a name that is already registered).
+``.dist-info``) on the daemons' ``PYTHONPATH`` registers a third-party router.
 """
 
 from __future__ import annotations
@@ -55,7 +53,6 @@ def router_site(tmp_path: Path) -> tuple[Path, Path]:
     facts = tmp_path / "facts.jsonl"
     write_toml(site / "cortex_testrouter.py", RECORDER.replace("PATH", repr(str(facts))))
     _dist(site, "cortex_testrouter", "recorder = cortex_testrouter")
-    _dist(site, "cortex_routers_checkout", "routers = cortex_routers.plugin")
     return site, facts
 
 
