@@ -71,6 +71,11 @@ def build_app(tokens: int, gap_s: float, finish: bool = False) -> web.Applicatio
         await response.write(done)
         return response
 
+    async def count_tokens(request: web.Request) -> web.Response:
+        # The Anthropic dialect counts a streamed message's prompt before message_start.
+        await request.read()
+        return web.json_response({"prompt_tokens": 8, "context_length": 4096})
+
     async def models(request: web.Request) -> web.Response:
         return web.json_response(
             {"object": "list", "data": [{"id": MODEL, "state": "ready", "context_length": 4096}]}
@@ -86,6 +91,7 @@ def build_app(tokens: int, gap_s: float, finish: bool = False) -> web.Applicatio
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/count_tokens", count_tokens)
     app.router.add_get("/models", models)
     app.router.add_get("/health", health)
     app.router.add_get("/discovery", discovery)
