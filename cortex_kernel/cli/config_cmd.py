@@ -131,6 +131,8 @@ def show(
 def check(ctx: click.Context, file: Path, kind: ConfigKind | None) -> None:
     """Validate FILE (cortex.toml, neuron.toml or models.toml) without starting anything.
 
+    The installed plugins check what they own too: each model's harness options and every plugin
+    table ([console], [routing.affinity], ...); a table no loaded plugin declares is an error.
     Exits 0 when the file is valid and 2 with one message naming the key otherwise.
     """
     if kind is None:
