@@ -48,8 +48,9 @@ def register_commands(cli: click.Group) -> None:
 def register_config_tables() -> list[ConfigTable[msgspec.Struct]] | None:
     """Declare the configuration tables this plugin owns, each with the Struct that validates it.
 
-    Called by the CLI once the plugins are loaded, before any other hook: by ``config check``
-    and ``config show``, and by ``serve`` and ``neuron`` before they assemble a daemon. Return
+    Called by the CLI once the plugins are loaded, before any hook that is given the
+    configuration: by ``config check`` and ``config show``, and by ``serve`` and ``neuron``
+    before they assemble a daemon. Return
     :class:`cortex_kernel.ConfigTable` objects: a dotted table name (``"acme"`` for ``[acme]``,
     or ``"routing.acme"`` for a sub-table of a kernel table) and a msgspec Struct with
     ``forbid_unknown_fields=True`` and a default for every field. Each table is validated with

@@ -88,7 +88,11 @@ class LoadedConfig(Generic[T]):
         :raises ConfigError: naming the file, line and key of a bad value or an unknown key (the
             CLI checks every claimed table before a daemon starts, so a plugin reading its table
             at start-up does not meet this for a file that passed ``config check``).
+        :raises ValueError: for a table of the other file (a ``neuron.toml`` table read from
+            the gateway's configuration): a plugin bug, not an operator's.
         """
+        if spec.kind != self.kind:
+            raise ValueError(f"[{spec.name}] is a {spec.kind}.toml table; this is {self.kind}.toml")
         return convert_located(
             spec.schema, self.tables.get(spec.name, {}), self.sources, self.texts, spec.name
         )

@@ -309,3 +309,9 @@ def test_a_claimed_table_is_validated_by_the_check(tmp_path):
     loaded = load_config("cortex", path, environ={}, search=False)
     with pytest.raises(Exception, match=rf"{path}:2: mine.level: wrong type \(got `str`\)"):
         check_plugin_tables(loaded, pm)
+
+
+def test_reading_a_table_of_the_other_file_is_a_plugin_bug():
+    table = ConfigTable("mine", _Strict, kind="neuron")
+    with pytest.raises(ValueError, match=r"\[mine\] is a neuron.toml table"):
+        LoadedConfig("cortex", CortexConfig(), None, {}).table(table)
