@@ -232,7 +232,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--replicas", type=int, nargs="*", default=[4, 8, 16])
     parser.add_argument("--sessions-per-replica", type=int, default=12)
-    parser.add_argument("--epsilon", type=float, default=0.25, help="[routing] load_epsilon")
+    parser.add_argument("--epsilon", type=float, default=0.25, help="[routing.affinity] load_epsilon")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     workload, costs = Workload(), Costs()

@@ -5,9 +5,9 @@ factory, the typed configuration, the error model, the app factory and the CLI. 
 plugins found through the ``cortex_kernel`` entry-point group.
 
 The names in ``__all__`` are the public plugin API: what a third-party plugin (hook
-implementations, a harness, an evictor, a dialect, a router, an event sink) imports, all from here. They
-are resolved lazily, so ``import cortex_kernel`` stays free of side effects and cheap; the
-modules they live in are implementation detail and may move.
+implementations, a harness, an evictor, a dialect, a router, an event sink, a configuration
+table) imports, all from here. They are resolved lazily, so ``import cortex_kernel`` stays free
+of side effects and cheap; the modules they live in are implementation detail and may move.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from cortex_kernel.catalogue_entry import CatalogueEntry, ModelLocation
     from cortex_kernel.config.errors import ConfigError
     from cortex_kernel.config.schema import ModelProfile
+    from cortex_kernel.config.tables import ConfigTable
     from cortex_kernel.dialect import Dialect, Upstream, UpstreamReply
     from cortex_kernel.errors import (
         BadRequest,
@@ -78,6 +79,7 @@ _HOMES = {
     ),
     "ModelProfile": "cortex_kernel.config.schema",
     "ConfigError": "cortex_kernel.config.errors",
+    "ConfigTable": "cortex_kernel.config.tables",
     **dict.fromkeys(
         (
             "BadRequest",
@@ -133,6 +135,7 @@ __all__ = [
     "ChatRequest",
     "CompletionRequest",
     "ConfigError",
+    "ConfigTable",
     "Conflict",
     "ContextLengthExceeded",
     "CortexError",

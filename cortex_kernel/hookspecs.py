@@ -15,7 +15,9 @@ import pluggy
 
 if TYPE_CHECKING:
     import click
+    import msgspec
 
+    from cortex_kernel.config.tables import ConfigTable
     from cortex_kernel.dialect import Dialect
     from cortex_kernel.events import EventSink
     from cortex_kernel.eviction import Evictor
@@ -39,6 +41,27 @@ def register_commands(cli: click.Group) -> None:
     :param cli: the top-level ``cortex-kernel`` group.
 
     .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def register_config_tables() -> list[ConfigTable[msgspec.Struct]] | None:
+    """Declare the configuration tables this plugin owns, each with the Struct that validates it.
+
+    Called by the CLI once the plugins are loaded, before any hook that is given the
+    configuration: by ``config check`` and ``config show``, and by ``serve`` and ``neuron``
+    before they assemble a daemon. Return
+    :class:`cortex_kernel.ConfigTable` objects: a dotted table name (``"acme"`` for ``[acme]``,
+    or ``"routing.acme"`` for a sub-table of a kernel table) and a msgspec Struct with
+    ``forbid_unknown_fields=True`` and a default for every field. Each table is validated with
+    the same ``FILE:LINE: KEY: PROBLEM`` errors as the kernel's own; a table in the file that
+    no loaded plugin declares is an error. Two plugins declaring the same table, or a table
+    that is a key of the kernel's configuration, is a start-up error. Read the validated table
+    with ``kernel.config.table(TABLE)``.
+
+    :return: a list of config tables, or ``None``.
+
+    .. versionadded:: 0.2
     """
 
 
@@ -113,8 +136,8 @@ def register_evictors() -> list[Evictor] | None:
 def register_routers(kernel: Kernel) -> list[Router] | None:
     """Offer routing strategies to the gateway.
 
-    Called once by the gateway at start-up (a router may read its settings from
-    ``kernel.config``, e.g. the ``[routing]`` table). Return objects satisfying
+    Called once by the gateway at start-up (a router reads its own settings from the table it
+    declares with ``register_config_tables``, by convention ``[routing.NAME]``). Return objects satisfying
     :class:`cortex_kernel.routing.Router`; the one whose ``name`` equals ``[routing] strategy``
     in ``cortex.toml`` (or a model's ``routing`` in ``models.toml``) orders the ready replicas of
     each request, given its :class:`cortex_kernel.routing.RoutingFacts`. ``route`` runs on the

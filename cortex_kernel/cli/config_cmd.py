@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,8 @@ import msgspec
 
 from cortex_kernel.cli.context import parse_sets, state_from
 from cortex_kernel.cli.options import config_options
-from cortex_kernel.config.harness_options import check_harness_options, option_types
 from cortex_kernel.config.loader import LoadedConfig, load_config, search_paths
+from cortex_kernel.config.plugin_tables import check_plugin_config, check_plugin_tables, table_values
 from cortex_kernel.config.schema import ConfigKind
 from cortex_kernel.keys import key_digest
 
@@ -52,13 +53,24 @@ def is_secret(key: str) -> bool:
     return name == "token" or name.endswith("_token") or any(w in name for w in _SECRET_WORDS)
 
 
-def render_show(loaded: LoadedConfig[Any]) -> list[tuple[str, Any, str]]:
+def render_show(
+    loaded: LoadedConfig[Any], tables: Mapping[str, Any] | None = None
+) -> list[tuple[str, Any, str]]:
     """Rows of ``(dotted key, value, source)`` for the effective configuration, secrets redacted.
 
     Output of ``config show`` ends up in tickets and chat; a set secret shows as ``<redacted>``
     (an unset one as null, so the operator still sees whether it is set).
+
+    :param tables: the plugin tables, validated, by dotted name (``table_values``); each is shown
+        where it sits in the file (``[routing.acme]`` among the ``routing`` keys).
     """
     data = msgspec.to_builtins(loaded.value)
+    for name, value in (tables or {}).items():
+        *parents, leaf = name.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
     return [
         (key, REDACTED if isinstance(value, str) and is_secret(key) else value, _source(key, loaded.sources))
         for key, value in _flatten(data)
@@ -83,9 +95,15 @@ def show(
     Precedence, lowest first: defaults, the file, CORTEX_SECTION__KEY (NEURON_... for
     neuron.toml) environment variables, then --set flags.
     """
-    environ = state_from(ctx).environ
-    loaded = load_config(kind, config_path, environ=environ, overrides=parse_sets(sets))
-    rows = render_show(loaded)
+    state = state_from(ctx)
+    loaded = load_config(kind, config_path, environ=state.environ, overrides=parse_sets(sets))
+    tables: dict[str, Any] = {}
+    if kind != "models":
+        pm = state.plugin_manager(tuple(loaded.value.plugins.block))
+        for warning in check_plugin_tables(loaded, pm):
+            click.echo(f"warning: {warning}", err=True)
+        tables = table_values(loaded, pm)
+    rows = render_show(loaded, tables)
     if as_json:
         click.echo(
             json.dumps(
@@ -113,6 +131,8 @@ def show(
 def check(ctx: click.Context, file: Path, kind: ConfigKind | None) -> None:
     """Validate FILE (cortex.toml, neuron.toml or models.toml) without starting anything.
 
+    The installed plugins check what they own too: each model's harness options and every plugin
+    table ([console], [routing.affinity], ...); a table no loaded plugin declares is an error.
     Exits 0 when the file is valid and 2 with one message naming the key otherwise.
     """
     if kind is None:
@@ -122,7 +142,8 @@ def check(ctx: click.Context, file: Path, kind: ConfigKind | None) -> None:
     environ = {k: v for k, v in state_from(ctx).environ.items() if not k.startswith(("CORTEX_", "NEURON_"))}
     loaded = load_config(kind, file, environ=environ)
     blocked = tuple(loaded.value.plugins.block) if kind != "models" else ()
-    check_harness_options(loaded, option_types(state_from(ctx).plugin_manager(blocked)))
+    for warning in check_plugin_config(loaded, state_from(ctx).plugin_manager(blocked)):
+        click.echo(f"warning: {warning}", err=True)
     count = len(loaded.catalogue.models)
     click.echo(f"{file}: ok ({kind}; {count} model{'s' if count != 1 else ''} in catalogue)")
 

@@ -12,8 +12,8 @@ from cortex_kernel.cli.context import parse_sets, state_from
 from cortex_kernel.cli.options import config_options
 from cortex_kernel.config.addresses import ListenAddress, parse_listen
 from cortex_kernel.config.errors import ConfigError
-from cortex_kernel.config.harness_options import check_harness_options, option_types
 from cortex_kernel.config.loader import load_config
+from cortex_kernel.config.plugin_tables import check_plugin_config
 from cortex_kernel.config.schema import NeuronConfig
 from cortex_kernel.kernel import Kernel
 from cortex_kernel.serving import Listener, run_until_signalled, serve_forever
@@ -74,7 +74,8 @@ def neuron(
         address = address._replace(port=port)
     check_exposure(address, loaded.value, loaded.path)
     pm = state.plugin_manager(tuple(loaded.value.plugins.block))
-    check_harness_options(loaded, option_types(pm))
+    for warning in check_plugin_config(loaded, pm):
+        click.echo(f"warning: {warning}", err=True)
     kernel = Kernel(role="neuron", config=loaded, pm=pm)
     parts = collect_parts(kernel)
     require_role_part(kernel, parts)

@@ -10,8 +10,8 @@ from cortex_kernel.app import collect_parts, create_app, require_role_part
 from cortex_kernel.cli.context import parse_sets, state_from
 from cortex_kernel.cli.options import config_options
 from cortex_kernel.config.addresses import parse_listen
-from cortex_kernel.config.harness_options import check_harness_options, option_types
 from cortex_kernel.config.loader import load_config
+from cortex_kernel.config.plugin_tables import check_plugin_config
 from cortex_kernel.drain import Drain
 from cortex_kernel.embedded import embedded_setup
 from cortex_kernel.event_loops import loop_factory
@@ -47,7 +47,8 @@ def serve(
         overrides["gateway.metrics_listen"] = metrics_listen
     loaded = load_config("cortex", config_path, environ=state.environ, overrides=overrides)
     pm = state.plugin_manager(tuple(loaded.value.plugins.block))
-    check_harness_options(loaded, option_types(pm))
+    for warning in check_plugin_config(loaded, pm):
+        click.echo(f"warning: {warning}", err=True)
     listeners: list[Listener] = []
     limits = loaded.value.limits
     drains: list[Drain] = []

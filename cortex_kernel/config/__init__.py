@@ -16,12 +16,14 @@ from cortex_kernel.config.schema import (
     NeuronEndpoint,
     PluginsSection,
 )
+from cortex_kernel.config.tables import ConfigTable
 
 __all__ = [
     "AdmissionSection",
     "Catalogue",
     "ConfigError",
     "ConfigKind",
+    "ConfigTable",
     "CortexConfig",
     "EvictionSection",
     "GatewaySection",

@@ -9,7 +9,12 @@ Search order for the file when no ``--config`` is given (first hit wins):
 Environment variables override file values: ``CORTEX_SECTION__KEY`` for ``cortex.toml`` and
 ``NEURON_SECTION__KEY`` for ``neuron.toml`` (``__`` separates levels; values are read as TOML
 literals, falling back to plain strings). Only variables whose first segment names a top-level
-key are read, so unrelated ``CORTEX_*`` variables are left alone.
+key are read, so unrelated ``CORTEX_*`` variables are left alone; a variable with a ``__`` whose
+first segment is no kernel key may name a plugin's table (``CORTEX_ACME__KEY``), so it is kept with
+the plugin tables (:mod:`cortex_kernel.config.tables`) and used only if a plugin claims that table.
+
+Tables the kernel's schema does not declare are kept raw, with the source of every key, in
+:attr:`LoadedConfig.tables`; the plugins that own them validate them once they are loaded.
 
 ``models.toml`` is found through ``models_config`` resolved against the directory of the file
 that names it, else next to that file, and never relative to the working directory.
@@ -40,9 +45,11 @@ from cortex_kernel.config.schema import (
     ModelProfile,
     NeuronConfig,
 )
+from cortex_kernel.config.tables import ConfigTable, split_tables
 from cortex_kernel.validation import error_location
 
 T = TypeVar("T", bound=ConfigBase)
+S = TypeVar("S", bound=msgspec.Struct)
 KEY_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 APP_NAME = "cortex"
@@ -60,7 +67,10 @@ class LoadedConfig(Generic[T]):
     """A validated configuration plus where it came from.
 
     ``sources`` maps each dotted key to ``default``, ``file PATH:LINE``, ``env NAME`` or
-    ``cli FLAG``, which is what ``cortex-kernel config show`` prints.
+    ``cli FLAG``, which is what ``cortex-kernel config show`` prints. ``tables`` holds the
+    tables the kernel's schema does not declare, raw, by dotted name (``"acme"``,
+    ``"routing.acme"``): plugins own them and read them through :meth:`table`. ``texts`` are
+    the files read, by path, so that a plugin table's error can name its line.
     """
 
     kind: ConfigKind
@@ -69,6 +79,23 @@ class LoadedConfig(Generic[T]):
     sources: dict[str, str]
     catalogue: Catalogue = field(default_factory=Catalogue)
     catalogue_path: Path | None = None
+    tables: dict[str, Any] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def table(self, spec: ConfigTable[S]) -> S:
+        """The plugin table ``spec`` declares, validated: its defaults where the file has none.
+
+        :raises ConfigError: naming the file, line and key of a bad value or an unknown key (the
+            CLI checks every claimed table before a daemon starts, so a plugin reading its table
+            at start-up does not meet this for a file that passed ``config check``).
+        :raises ValueError: for a table of the other file (a ``neuron.toml`` table read from
+            the gateway's configuration): a plugin bug, not an operator's.
+        """
+        if spec.kind != self.kind:
+            raise ValueError(f"[{spec.name}] is a {spec.kind}.toml table; this is {self.kind}.toml")
+        return convert_located(
+            spec.schema, self.tables.get(spec.name, {}), self.sources, self.texts, spec.name
+        )
 
 
 def search_paths(kind: ConfigKind) -> list[Path]:
@@ -150,13 +177,14 @@ def env_layer(kind: ConfigKind, environ: Mapping[str, str]) -> tuple[dict[str, A
     """Collect ``PREFIX_SECTION__KEY`` variables into a nested dict plus their sources."""
     prefix = ENV_PREFIX[kind]
     roots = set(ROOT_TYPES[kind].__struct_fields__)
+    tables_allowed = kind != "models"
     layer: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for name, raw in sorted(environ.items()):
         if not name.startswith(prefix):
             continue
         dotted = ".".join(part.lower() for part in name[len(prefix) :].split("__"))
-        if dotted.split(".", 1)[0] not in roots:
+        if dotted.split(".", 1)[0] not in roots and not (tables_allowed and "." in dotted):
             continue
         value = parse_scalar(raw)
         _set_dotted(layer, dotted, value)
@@ -166,7 +194,7 @@ def env_layer(kind: ConfigKind, environ: Mapping[str, str]) -> tuple[dict[str, A
     return layer, sources
 
 
-def _type_at(root: type[ConfigBase], key: str) -> Any:
+def _type_at(root: type[msgspec.Struct], key: str) -> Any:
     """The msgspec type info of dotted ``key`` (list indices skipped) in ``root``, or ``None``."""
     current: Any = msgspec.inspect.type_info(root)
     for part in key.replace("]", "").replace("[", ".").split("."):
@@ -221,15 +249,29 @@ def _convert(
     sources: Mapping[str, str],
     texts: Mapping[str, str],
 ) -> ConfigBase:
-    root = ROOT_TYPES[kind]
+    return convert_located(ROOT_TYPES[kind], data, sources, texts)
+
+
+def convert_located(
+    schema: type[S], data: Any, sources: Mapping[str, str], texts: Mapping[str, str], prefix: str = ""
+) -> S:
+    """Validate ``data`` as ``schema``; a failure is a :class:`ConfigError` naming file, line and key.
+
+    :param prefix: the dotted name of the table ``data`` is (``""`` for a whole file), so that
+        keys in messages and line look-ups are the file's own (``routing.acme.key``).
+    """
     try:
-        return msgspec.convert(data, root, strict=True)
+        return msgspec.convert(data, schema, strict=True)
     except msgspec.ValidationError as exc:
-        raise _validation_error(root, exc, sources, texts) from exc
+        raise _validation_error(schema, exc, sources, texts, prefix) from exc
 
 
 def _validation_error(
-    root: type[ConfigBase], exc: msgspec.ValidationError, sources: Mapping[str, str], texts: Mapping[str, str]
+    root: type[msgspec.Struct],
+    exc: msgspec.ValidationError,
+    sources: Mapping[str, str],
+    texts: Mapping[str, str],
+    prefix: str = "",
 ) -> ConfigError:
     where = error_location(exc)
     problem = where.problem
@@ -249,6 +291,8 @@ def _validation_error(
             got = problem.rpartition(", got ")[2] if ", got " in problem else None
             problem = f"wrong type (got {got})" if got else problem.replace("Expected", "must be", 1)
         expected = described
+    if prefix:
+        key = f"{prefix}.{key}" if key else prefix
     return _located(problem, key, expected, sources, texts)
 
 
@@ -301,8 +345,9 @@ def load_layers(
     *,
     environ: Mapping[str, str],
     overrides: Mapping[str, Any] | None = None,
-) -> tuple[ConfigBase, dict[str, str], dict[str, str]]:
-    """Merge the four layers for ``kind`` and validate; return value, sources and file texts."""
+) -> tuple[ConfigBase, dict[str, str], dict[str, str], dict[str, Any]]:
+    """Merge the four layers for ``kind`` and validate; return value, sources, file texts and
+    the plugin tables (every table the schema does not declare, raw; none for ``models``)."""
     root = ROOT_TYPES[kind]
     defaults = cast(dict[str, Any], msgspec.to_builtins(root())) if kind != "models" else {}
     merged: dict[str, Any] = copy.deepcopy(defaults)
@@ -319,14 +364,15 @@ def load_layers(
     for dotted, value in (overrides or {}).items():
         _set_dotted(merged, dotted, value)
         sources[dotted] = "cli"
+    tables = split_tables(root, merged) if kind != "models" else {}
     value = _convert(kind, merged, sources, texts)
-    return value, sources, texts
+    return value, sources, texts, tables
 
 
 def _load_catalogue(path: Path | None) -> tuple[Catalogue, dict[str, str], dict[str, str]]:
     if path is None:
         return Catalogue(), {}, {}
-    value, sources, texts = load_layers("models", path, environ={})
+    value, sources, texts, _ = load_layers("models", path, environ={})
     catalogue = cast(Catalogue, value)
     check_catalogue(catalogue, sources, texts)
     return catalogue, sources, texts
@@ -500,11 +546,11 @@ def load_config(
     Raises :class:`ConfigError` for every problem; nothing here starts anything.
     """
     path = find_config_file(kind, explicit) if (explicit is not None or search) else None
-    value, sources, texts = load_layers(kind, path, environ=environ, overrides=overrides)
+    value, sources, texts, tables = load_layers(kind, path, environ=environ, overrides=overrides)
     if kind == "models":
         catalogue = cast(Catalogue, value)
         check_catalogue(catalogue, sources, texts)
-        return LoadedConfig(kind, value, path, sources, catalogue, path)
+        return LoadedConfig(kind, value, path, sources, catalogue, path, texts=texts)
     models_config = cast(CortexConfig | NeuronConfig, value).models_config
     try:
         catalogue_path = resolve_catalogue_path(path, models_config)
@@ -516,4 +562,4 @@ def load_config(
         _check_cortex(cast(CortexConfig, value), catalogue, sources, texts, origin)
     else:
         _check_neuron(cast(NeuronConfig, value), catalogue, sources, texts)
-    return LoadedConfig(kind, value, path, sources, catalogue, catalogue_path)
+    return LoadedConfig(kind, value, path, sources, catalogue, catalogue_path, tables, texts)

@@ -61,16 +61,14 @@ class EvictionSection(ConfigBase):
 
 
 class RoutingSection(ConfigBase):
-    """``[routing]``: which router orders a model's ready replicas, and what it reads.
+    """``[routing]``: which router orders a model's ready replicas, and the hints every router gets.
 
-    ``strategy`` names a router plugin (built-ins: ``least_loaded``, ``affinity``,
-    ``kv_aware``); a model's ``routing`` in ``models.toml`` overrides it. The session key comes
-    from the first of ``session_headers`` a request carries, then the body (OpenAI
-    ``prompt_cache_key`` / ``user``, Anthropic ``metadata.user_id``), then a fingerprint of the
-    first ``fingerprint_bytes`` of the prompt's leading prefix. ``load_epsilon`` is the ε of the
-    load bound: a session leaves its replica only while that replica holds more than
-    (1 + ε) x the mean load. ``kv_full_ratio`` is the engine KV-cache usage at which
-    ``kv_aware`` treats a replica as full.
+    ``strategy`` names a router plugin; a model's ``routing`` in ``models.toml`` overrides it.
+    The gateway computes the hints for any router: the session key comes from the first of
+    ``session_headers`` a request carries, then the dialect's body fields, then a fingerprint of
+    the first ``fingerprint_bytes`` of the prompt's leading prefix; the request class from
+    ``request_class_header``. A router's own settings are its plugin's table, by convention
+    ``[routing.NAME]`` (:mod:`cortex_kernel.config.tables`), not keys of this one.
     """
 
     strategy: str = "least_loaded"
@@ -79,9 +77,6 @@ class RoutingSection(ConfigBase):
     )
     request_class_header: str = "x-claude-code-request-class"
     fingerprint_bytes: PositiveInt = 4096
-    load_epsilon: Annotated[float, msgspec.Meta(ge=0)] = 0.25
-    kv_full_ratio: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.9
-    max_sessions: PositiveInt = 65536
 
 
 class NeuronEndpoint(ConfigBase):
@@ -120,27 +115,6 @@ class ConnectionLimits(ConfigBase):
     allow_h2c: bool = False
 
 
-class ResponsesSection(ConfigBase):
-    """``[responses]``: the Responses dialect's in-memory store behind ``previous_response_id``."""
-
-    store_max_responses: PositiveInt = 1024
-    store_max_mb: PositiveInt = 256
-    store_ttl_s: PositiveFloat = 3600.0
-
-
-class ConsoleSection(ConfigBase):
-    """``[console]``: the operator console's memory bounds and whether it keeps message text.
-
-    ``capture`` keeps the first characters of each chat's prompt and reply so operators can see
-    what a request was; it is off by default because those texts are the users' data.
-    """
-
-    capture: bool = False
-    capture_chars: PositiveInt = 500
-    recent_requests: PositiveInt = 200
-    activity_events: PositiveInt = 200
-
-
 # -- residency (sleep tier, idle TTLs, anti-thrash, replicas) ---------------------------------
 TtlSeconds = Annotated[float, msgspec.Meta(gt=0, le=30 * 24 * 3600)]
 ReplicaCount = Annotated[int, msgspec.Meta(ge=0, le=1024)]
@@ -162,7 +136,11 @@ class ResidencySection(ConfigBase):
 
 
 class CortexConfig(ConfigBase):
-    """The gateway's configuration (``cortex.toml``)."""
+    """The gateway's configuration (``cortex.toml``): the kernel's tables.
+
+    Plugins' own tables (a dialect's, the console's, a router's) are not fields here: the loader
+    keeps them raw in ``LoadedConfig.tables`` and each plugin validates its own.
+    """
 
     gateway: GatewaySection = msgspec.field(default_factory=GatewaySection)
     eviction: EvictionSection = msgspec.field(default_factory=EvictionSection)
@@ -171,9 +149,7 @@ class CortexConfig(ConfigBase):
     auth: AuthSection = msgspec.field(default_factory=AuthSection)
     plugins: PluginsSection = msgspec.field(default_factory=PluginsSection)
     limits: ConnectionLimits = msgspec.field(default_factory=ConnectionLimits)
-    responses: ResponsesSection = msgspec.field(default_factory=ResponsesSection)
     routing: RoutingSection = msgspec.field(default_factory=RoutingSection)
-    console: ConsoleSection = msgspec.field(default_factory=ConsoleSection)
     residency: ResidencySection = msgspec.field(default_factory=ResidencySection)
 
 

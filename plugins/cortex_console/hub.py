@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from cortex_kernel.config.schema import ConsoleSection
+from cortex_console.settings import ConsoleSettings
 from cortex_kernel.events import (
     DefragRestarted,
     Event,
@@ -63,7 +63,7 @@ class ConsoleHub:
 
     def __init__(
         self,
-        section: ConsoleSection,
+        section: ConsoleSettings,
         pins: dict[str, list[str]] | None = None,
         catalogue: list[dict[str, Any]] | None = None,
     ) -> None:

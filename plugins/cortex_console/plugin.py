@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import weakref
 
+import msgspec
 from starlette.middleware import Middleware
 
 from cortex_console.hub import ConsoleHub
+from cortex_console.settings import CONSOLE_TABLE
 from cortex_kernel.config.schema import CortexConfig
+from cortex_kernel.config.tables import ConfigTable
 from cortex_kernel.hookspecs import hookimpl
 from cortex_kernel.kernel import AppPart, Kernel, Role
 
@@ -23,13 +26,17 @@ def hub_for(kernel: Kernel) -> ConsoleHub:
     """The one hub of ``kernel``'s gateway, made on first use."""
     hub = _hubs.get(id(kernel))
     if hub is None:
-        config: CortexConfig = kernel.config.value
         models = kernel.config.catalogue.models
         pins = {profile.id: list(profile.pinned_on) for profile in models}
         catalogue = [{"id": p.id, "task": p.task, "pinned_on": list(p.pinned_on)} for p in models]
-        hub = _hubs[id(kernel)] = ConsoleHub(config.console, pins, catalogue)
+        hub = _hubs[id(kernel)] = ConsoleHub(kernel.config.table(CONSOLE_TABLE), pins, catalogue)
         weakref.finalize(kernel, _hubs.pop, id(kernel), None)
     return hub
+
+
+@hookimpl
+def register_config_tables() -> list[ConfigTable[msgspec.Struct]]:
+    return [CONSOLE_TABLE]
 
 
 @hookimpl
@@ -51,8 +58,8 @@ def register_app_parts(role: Role, kernel: Kernel) -> list[AppPart] | None:
     config: CortexConfig = kernel.config.value
     hub = hub_for(kernel)
     middleware = [Middleware(CrossSiteGuard), Middleware(AdminTap, hub=hub)]
-    if config.console.capture:
-        middleware.append(Middleware(CaptureMiddleware, hub=hub, limit=config.console.capture_chars))
+    if hub.section.capture:
+        middleware.append(Middleware(CaptureMiddleware, hub=hub, limit=hub.section.capture_chars))
     return [
         AppPart(
             name="console",

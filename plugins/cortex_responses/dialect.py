@@ -7,11 +7,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from cortex_kernel.catalogue_entry import CatalogueEntry
-from cortex_kernel.config.schema import ResponsesSection
 from cortex_kernel.dialect import Upstream
 from cortex_kernel.errors import CortexError
 from cortex_responses.errors import error_response
 from cortex_responses.routes import ResponsesRoutes
+from cortex_responses.settings import ResponsesSettings
 from cortex_responses.store import ResponseStore
 
 KEEPALIVE_EVERY_S = 5.0
@@ -33,12 +33,12 @@ class ResponsesDialect:
 
     def __init__(
         self,
-        settings: ResponsesSection | None = None,
+        settings: ResponsesSettings | None = None,
         *,
         keepalive_s: float = KEEPALIVE_EVERY_S,
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
-        settings = settings or ResponsesSection()
+        settings = settings or ResponsesSettings()
         self.store = ResponseStore(
             max_responses=settings.store_max_responses,
             max_bytes=settings.store_max_mb * 1024 * 1024,

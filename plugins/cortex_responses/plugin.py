@@ -1,4 +1,4 @@
-"""Entry point of the Responses dialect plugin: offers the dialect to the gateway."""
+"""Entry point of the Responses dialect plugin: the dialect for the gateway, and its ``[responses]``."""
 
 from __future__ import annotations
 
@@ -6,9 +6,18 @@ from typing import TYPE_CHECKING
 
 from cortex_kernel.dialect import Dialect
 from cortex_kernel.hookspecs import hookimpl
+from cortex_responses.settings import RESPONSES_TABLE
 
 if TYPE_CHECKING:
+    import msgspec
+
+    from cortex_kernel.config.tables import ConfigTable
     from cortex_kernel.kernel import Kernel
+
+
+@hookimpl
+def register_config_tables() -> list[ConfigTable[msgspec.Struct]]:
+    return [RESPONSES_TABLE]
 
 
 @hookimpl(trylast=True)
@@ -19,4 +28,5 @@ def register_dialects(kernel: Kernel) -> list[Dialect]:
     config = kernel.config.value
     if not isinstance(config, CortexConfig):
         return [ResponsesDialect()]
-    return [ResponsesDialect(config.responses, max_body_bytes=config.gateway.max_body_bytes)]
+    settings = kernel.config.table(RESPONSES_TABLE)
+    return [ResponsesDialect(settings, max_body_bytes=config.gateway.max_body_bytes)]

@@ -11,7 +11,8 @@ import pytest
 from cortex_console.guard import AdminCheck
 from cortex_console.hub import FLUSH_DELAY_S, QUEUE_BATCHES, ConsoleHub
 from cortex_console.routes import EventStream
-from cortex_kernel.config.schema import AuthSection, ConsoleSection
+from cortex_console.settings import ConsoleSettings
+from cortex_kernel.config.schema import AuthSection
 from cortex_kernel.drain import Drain
 from cortex_kernel.events import (
     FleetPolled,
@@ -35,7 +36,7 @@ def finished(i: int) -> RequestFinished:
 
 
 def test_rings_are_bounded_and_hold_no_text():
-    hub = ConsoleHub(ConsoleSection(recent_requests=5, activity_events=3))
+    hub = ConsoleHub(ConsoleSettings(recent_requests=5, activity_events=3))
     for i in range(50):
         hub.handle(finished(i))
         hub.handle(ModelUnloaded(node="n1", model=f"m{i}", reason="evicted", strategy="lru"))
@@ -46,7 +47,7 @@ def test_rings_are_bounded_and_hold_no_text():
 
 
 async def test_one_flush_sends_everything_since_the_last_to_every_console():
-    hub = ConsoleHub(ConsoleSection())
+    hub = ConsoleHub(ConsoleSettings())
     consoles = [hub.subscribe() for _ in range(3)]
     for console in consoles:
         assert (await console.queue.get()).startswith(b"event: snapshot\n")
@@ -62,7 +63,7 @@ async def test_one_flush_sends_everything_since_the_last_to_every_console():
 
 
 async def test_a_console_that_stops_reading_is_dropped_and_its_queue_stays_bounded():
-    hub = ConsoleHub(ConsoleSection())
+    hub = ConsoleHub(ConsoleSettings())
     stalled = hub.subscribe()  # never read from
     for i in range(QUEUE_BATCHES * 3):
         hub.handle(finished(i))
@@ -72,7 +73,7 @@ async def test_a_console_that_stops_reading_is_dropped_and_its_queue_stays_bound
 
 
 async def test_the_stream_ends_when_its_client_is_dropped_even_mid_write():
-    hub = ConsoleHub(ConsoleSection())
+    hub = ConsoleHub(ConsoleSettings())
     stream = EventStream(hub, AdminCheck(AuthSection()), Drain())
     sent: list[dict] = []
     blocked = asyncio.Event()
@@ -98,7 +99,7 @@ async def test_the_stream_ends_when_its_client_is_dropped_even_mid_write():
 
 
 def test_the_fleet_view_marks_pins_and_logs_loading_and_node_changes():
-    hub = ConsoleHub(ConsoleSection(), pins={"m": ["n1"]})
+    hub = ConsoleHub(ConsoleSettings(), pins={"m": ["n1"]})
 
     def polled(up: bool, state: str) -> FleetPolled:
         model = ModelSnapshot(model="m", state=state, in_flight=0, queued=0)
@@ -124,7 +125,7 @@ def test_without_admin_keys_only_loopback_may_watch(headers, client, status):
 
 
 def test_a_failed_load_shows_its_reason_in_the_fleet_and_the_activity_log():
-    hub = ConsoleHub(ConsoleSection())
+    hub = ConsoleHub(ConsoleSettings())
     model = ModelSnapshot(model="m", state="loading", in_flight=0, queued=0)
     hub.handle(FleetPolled(nodes=(NodeSnapshot(node="n1", up=True, draining=False, models=(model,)),)))
     hub.handle(ModelLoaded(node="n1", model="m", seconds=0.5, ok=False, error="out of memory on cuda:0"))
@@ -137,7 +138,7 @@ def test_a_model_new_to_a_polled_node_is_added_by_a_load_and_by_its_event():
     """A load the console saw an admin start, or a load event, for a model the last poll did not
     list on that node: the row gains it (the snapshot's tuple of models once made this raise,
     which failed the admin call that had already succeeded)."""
-    hub = ConsoleHub(ConsoleSection())
+    hub = ConsoleHub(ConsoleSettings())
     other = ModelSnapshot(model="other", state="ready", in_flight=0, queued=0)
     hub.handle(FleetPolled(nodes=(NodeSnapshot(node="n1", up=True, draining=False, models=(other,)),)))
     hub.admin_answered("/admin/models/load", 202, {"state": "loading", "node": "n1", "model": "m"})

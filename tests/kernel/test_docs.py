@@ -37,3 +37,28 @@ def _keys(info: msgspec.inspect.Type, prefix: str = "") -> list[str]:
 def test_every_key_is_documented(kind):
     missing = [key for key in _keys(msgspec.inspect.type_info(ROOT_TYPES[kind])) if f"`{key}`" not in DOC]
     assert not missing, f"document these {kind} keys in docs/configuration.md: {missing}"
+
+
+def _plugin_tables() -> list[tuple[str, msgspec.inspect.Type]]:
+    from cortex_kernel.config.plugin_tables import declared_tables
+    from cortex_kernel.plugins import build_plugin_manager
+
+    tables = declared_tables(build_plugin_manager(environ={}))
+    return [(f"{t.kind}:{t.name}", msgspec.inspect.type_info(t.schema)) for t in tables]
+
+
+def test_the_built_in_plugins_declare_tables():
+    assert {"cortex:console", "cortex:responses", "cortex:routing.affinity"} <= {
+        n for n, _ in _plugin_tables()
+    }
+
+
+@pytest.mark.parametrize(
+    ("table", "info"), _plugin_tables(), ids=lambda value: value if isinstance(value, str) else "keys"
+)
+def test_every_plugin_table_key_is_documented(table, info):
+    """The installed plugins' own tables (``register_config_tables``) are documented like the
+    kernel's: every key, under its dotted table name."""
+    name = table.split(":", 1)[1]
+    missing = [key for key in _keys(info, name + ".") if f"`{key}`" not in DOC]
+    assert not missing, f"document these keys of plugin table [{name}] in docs/configuration.md: {missing}"

@@ -7,10 +7,11 @@ import pytest
 
 import cortex_responses.plugin
 from cortex_kernel.config.loader import ConfigError, LoadedConfig, load_config
-from cortex_kernel.config.schema import CortexConfig, ResponsesSection
+from cortex_kernel.config.schema import CortexConfig
 from cortex_kernel.kernel import Kernel
 from cortex_responses.dialect import ResponsesDialect
 from cortex_responses.protocol import Response
+from cortex_responses.settings import RESPONSES_TABLE, ResponsesSettings
 from cortex_responses.store import ResponseStore
 
 
@@ -71,12 +72,13 @@ def test_the_responses_table_reaches_the_dialect_through_the_hook(tmp_path):
     assert dialect.max_body_bytes == 4096
     default = Kernel(role="gateway", config=LoadedConfig("cortex", CortexConfig(), None, {}), pm=kernel.pm)
     assert cortex_responses.plugin.register_dialects(default)[0].store.max_responses == (
-        ResponsesSection().store_max_responses
+        ResponsesSettings().store_max_responses
     )
 
 
 def test_a_bad_responses_value_is_a_config_error(tmp_path):
     path = tmp_path / "cortex.toml"
     path.write_text("[responses]\nstore_ttl_s = 0\n")
-    with pytest.raises(ConfigError):
-        load_config("cortex", path, environ={}, search=False)
+    loaded = load_config("cortex", path, environ={}, search=False)
+    with pytest.raises(ConfigError, match=r"cortex.toml:2: responses.store_ttl_s"):
+        loaded.table(RESPONSES_TABLE)

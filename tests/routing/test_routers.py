@@ -7,11 +7,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from cortex_kernel.config.schema import CortexConfig, RoutingSection
+from cortex_kernel.config.errors import ConfigError
+from cortex_kernel.config.loader import LoadedConfig
+from cortex_kernel.config.schema import CortexConfig
 from cortex_kernel.hookspecs import hookimpl
 from cortex_kernel.routing import Replica, RouteChoice, RoutingFacts, checked_route
 from cortex_routers.affinity import Affinity, KvAware, rendezvous
 from cortex_routers.least_loaded import LeastLoaded
+from cortex_routers.settings import AFFINITY_TABLE, KV_AWARE_TABLE
 
 
 def _facts(*replicas: Replica, key: str | None = "s1", fingerprint: str | None = None) -> RoutingFacts:
@@ -159,12 +162,17 @@ def test_hook_register_routers(cortex_pm):
 
     cortex_pm.register(builtin, name="routers")
     cortex_pm.register(Plugin(), name="mine")
-    config = CortexConfig(routing=RoutingSection(load_epsilon=0.5, kv_full_ratio=0.8))
-    kernel = SimpleNamespace(config=SimpleNamespace(value=config))
+    tables = {
+        "routing.affinity": {"max_sessions": 7},
+        "routing.kv_aware": {"load_epsilon": 0.5, "kv_full_ratio": 0.8},
+    }
+    kernel = SimpleNamespace(config=LoadedConfig("cortex", CortexConfig(), None, {}, tables=tables))
     offered = [r for result in cortex_pm.hook.register_routers(kernel=kernel) for r in result]
     assert sorted(r.name for r in offered) == ["affinity", "kv_aware", "least_loaded", "mine"]
+    affinity = next(r for r in offered if r.name == "affinity")
+    assert (affinity.epsilon, affinity.max_sessions) == (0.25, 7)
     kv = next(r for r in offered if r.name == "kv_aware")
-    assert (kv.epsilon, kv.kv_full_ratio) == (0.5, 0.8)
+    assert (kv.epsilon, kv.max_sessions, kv.kv_full_ratio) == (0.5, 65536, 0.8)
 
 
 def test_the_routers_plugin_is_registered_by_entry_point():
@@ -175,12 +183,26 @@ def test_the_routers_plugin_is_registered_by_entry_point():
     assert project["project"]["entry-points"]["cortex_kernel"]["routers"] == "cortex_routers.plugin"
 
 
-@pytest.mark.parametrize("bad", [{"load_epsilon": -0.1}, {"kv_full_ratio": 0}, {"fingerprint_bytes": 0}])
-def test_routing_settings_are_checked(bad):
+def test_generic_routing_settings_are_checked():
     import msgspec
 
     with pytest.raises(msgspec.ValidationError):
-        msgspec.convert({"routing": bad}, CortexConfig)
+        msgspec.convert({"routing": {"fingerprint_bytes": 0}}, CortexConfig)
+
+
+@pytest.mark.parametrize(
+    ("table", "bad"),
+    [
+        (AFFINITY_TABLE, {"load_epsilon": -0.1}),
+        (KV_AWARE_TABLE, {"kv_full_ratio": 0}),
+        (KV_AWARE_TABLE, {"max_sessions": 0}),
+        (AFFINITY_TABLE, {"kv_full_ratio": 0.5}),  # kv_aware's key, not affinity's
+    ],
+)
+def test_router_settings_are_checked_in_their_own_tables(table, bad):
+    loaded = LoadedConfig("cortex", CortexConfig(), None, {}, tables={table.name: bad})
+    with pytest.raises(ConfigError, match=rf"{table.name}\.{next(iter(bad))}"):
+        loaded.table(table)
 
 
 def test_affinity_counts_only_live_load_not_a_stale_poll():

@@ -26,7 +26,7 @@ ROUNDS = 4
 SYSTEM = "You are a coding agent. Read the files, then fix the bug the user reports. " * 8
 # The load bound never moves a session between two replicas at eps = 1 (the bound is the total
 # load); these tests are about stickiness and failover, tests/routing/test_routers.py about the bound.
-AFFINITY = 'strategy = "affinity"\nload_epsilon = 1.0'
+AFFINITY = 'strategy = "affinity"\n\n[routing.affinity]\nload_epsilon = 1.0'
 
 
 def _first_message(i: int) -> str:

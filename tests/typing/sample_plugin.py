@@ -3,7 +3,8 @@
 It is never run; ``tests/typing/test_public_api.py`` type-checks it with ``mypy --strict``
 against the package, so a change to the public plugin API that would break a plugin author's
 code fails the suite. It implements every kind of plugin object: hook implementations, a
-harness, an evictor, a dialect, a router and an event sink.
+harness, an evictor, a dialect, a router and an event sink, and it owns two configuration tables
+(``[shout]`` and its router's ``[routing.emptiest-first]``), read back typed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from cortex_kernel import (
     CatalogueEntry,
     ChatRequest,
     CompletionRequest,
+    ConfigTable,
     ContextLengthExceeded,
     CortexError,
     Delta,
@@ -116,16 +118,41 @@ class BiggestFirst:
         return chosen if freed >= request.needed_bytes else None
 
 
+class ShoutSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """``[shout]`` in ``cortex.toml``."""
+
+    path: str = "/v1/shout"
+    api_token: str | None = None
+
+
+class EmptiestSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """``[routing.emptiest-first]``: how much an engine's waiting request weighs."""
+
+    queue_weight: float = 1.0
+
+
+SHOUT_TABLE = ConfigTable("shout", ShoutSettings)
+EMPTIEST_TABLE = ConfigTable("routing.emptiest-first", EmptiestSettings)
+
+
+def shout_settings(kernel: Kernel) -> ShoutSettings:
+    # Typed, not Any: with warn_return_any (mypy --strict) an untyped reader would fail here.
+    return kernel.config.table(SHOUT_TABLE)
+
+
 class EmptiestFirst:
     """Sends each request to the replica with the fewest requests in flight, counting engine
     queues where the neuron reports them."""
 
     name = "emptiest-first"
 
+    def __init__(self, settings: EmptiestSettings) -> None:
+        self.queue_weight = settings.queue_weight
+
     def route(self, facts: RoutingFacts) -> RouteChoice:
         def load(replica_name: str) -> float:
             replica = next(r for r in facts.replicas if r.name == replica_name)
-            return replica.in_flight + replica.engine.get("requests_waiting", 0.0)
+            return replica.in_flight + self.queue_weight * replica.engine.get("requests_waiting", 0.0)
 
         order = sorted((r.name for r in facts.replicas), key=load)
         return RouteChoice(order=tuple(order), outcome="emptiest")
@@ -136,19 +163,22 @@ class ShoutDialect:
 
     name = "shout"
 
+    def __init__(self, settings: ShoutSettings) -> None:
+        self.path = settings.path
+
     def routes(self, upstream: Upstream) -> list[BaseRoute]:
         async def listing(request: Request) -> Response:
             entry = upstream.model(upstream.resolve("default"))
             names = [model.id.upper() for model in upstream.models()]
             return JSONResponse({"models": names, "default": entry.id if entry else None})
 
-        return [Route("/v1/shout", listing)]
+        return [Route(self.path, listing)]
 
     def render_models(self, request: Request, models: list[CatalogueEntry]) -> Response | None:
         return JSONResponse([m.id.upper() for m in models]) if "x-shout" in request.headers else None
 
     def claims(self, request: HTTPConnection) -> bool:
-        return request.url.path.startswith("/v1/shout")
+        return request.url.path.startswith(self.path)
 
     def render_error(self, error: CortexError) -> Response:
         return JSONResponse({"shout": error.message.upper()}, status_code=error.status)
@@ -167,6 +197,11 @@ COUNTER = StashKey[Counter]()
 
 
 @hookimpl
+def register_config_tables() -> list[ConfigTable[msgspec.Struct]]:
+    return [SHOUT_TABLE, EMPTIEST_TABLE]
+
+
+@hookimpl
 def register_harnesses() -> list[HarnessSpec]:
     return [HarnessSpec(name="echo", factory=build_harness, options=EchoOptions)]
 
@@ -178,12 +213,12 @@ def register_evictors() -> list[Evictor]:
 
 @hookimpl
 def register_routers(kernel: Kernel) -> list[Router]:
-    return [EmptiestFirst()]
+    return [EmptiestFirst(kernel.config.table(EMPTIEST_TABLE))]
 
 
 @hookimpl
-def register_dialects() -> list[Dialect]:
-    return [ShoutDialect()]
+def register_dialects(kernel: Kernel) -> list[Dialect]:
+    return [ShoutDialect(shout_settings(kernel))]
 
 
 @hookimpl
