@@ -1,13 +1,12 @@
 """Entry point of the console plugin: an event sink and the ``/console`` part for the gateway.
 
 Like the Prometheus plugin, the sink (the hub) is made once per
-:class:`~cortex_kernel.kernel.Kernel` so that ``register_event_sinks`` and
-``register_app_parts``, called separately, share it; it lives only as long as that kernel.
+:class:`~cortex_kernel.kernel.Kernel` and kept in that kernel's stash, so that
+``register_event_sinks`` and ``register_app_parts``, called separately, share it and it lives
+only as long as that kernel (no module-level state).
 """
 
 from __future__ import annotations
-
-import weakref
 
 import msgspec
 from starlette.middleware import Middleware
@@ -18,20 +17,19 @@ from cortex_kernel.config.schema import CortexConfig
 from cortex_kernel.config.tables import ConfigTable
 from cortex_kernel.hookspecs import hookimpl
 from cortex_kernel.kernel import AppPart, Kernel, Role
+from cortex_kernel.stash import StashKey
 
-_hubs: dict[int, ConsoleHub] = {}
+HUB = StashKey[ConsoleHub]()
 
 
 def hub_for(kernel: Kernel) -> ConsoleHub:
     """The one hub of ``kernel``'s gateway, made on first use."""
-    hub = _hubs.get(id(kernel))
-    if hub is None:
+    if HUB not in kernel.stash:
         models = kernel.config.catalogue.models
         pins = {profile.id: list(profile.pinned_on) for profile in models}
         catalogue = [{"id": p.id, "task": p.task, "pinned_on": list(p.pinned_on)} for p in models]
-        hub = _hubs[id(kernel)] = ConsoleHub(kernel.config.table(CONSOLE_TABLE), pins, catalogue)
-        weakref.finalize(kernel, _hubs.pop, id(kernel), None)
-    return hub
+        kernel.stash[HUB] = ConsoleHub(kernel.config.table(CONSOLE_TABLE), pins, catalogue)
+    return kernel.stash[HUB]
 
 
 @hookimpl
