@@ -17,6 +17,7 @@ from cortex_kernel.embedded import embedded_setup
 from cortex_kernel.event_loops import loop_factory
 from cortex_kernel.kernel import Kernel
 from cortex_kernel.serving import Listener, run_until_signalled, serve_forever
+from cortex_kernel.cli.serve_workers import serve_workers
 
 
 @click.command("serve")
@@ -48,6 +49,10 @@ def serve(
     loaded = load_config("cortex", config_path, environ=state.environ, overrides=overrides)
     pm = state.plugin_manager(tuple(loaded.value.plugins.block))
     check_harness_options(loaded, option_types(pm))
+    factory = loop_factory(loaded.value.gateway.event_loop)
+    workers = loaded.value.gateway.workers
+    if workers > 1:
+        ctx.exit(serve_workers(loaded, pm, factory))
     listeners: list[Listener] = []
     limits = loaded.value.limits
     drains: list[Drain] = []
@@ -69,5 +74,4 @@ def serve(
         metrics_app = create_app(kernel, parts, listener="metrics")
         metrics_address = parse_listen(loaded.value.gateway.metrics_listen)
         listeners.append(Listener(metrics_app, metrics_address, "metrics", limits))
-    factory = loop_factory(loaded.value.gateway.event_loop)
     run_until_signalled(serve_forever(listeners, loaded.value.gateway.shutdown_grace_s, drains), factory)
