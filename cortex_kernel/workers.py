@@ -130,7 +130,7 @@ class Supervisor:
     name: str = "gateway"
     stop_signal: int | None = None
     exit_code: int = 0
-    saved_mask: set[signal.Signals] = field(default_factory=set)
+    saved_mask: set[int | signal.Signals] = field(default_factory=set)
 
     def run(self) -> int:
         """Run until every worker has exited after a stop signal; return the exit status."""
@@ -205,8 +205,13 @@ class Supervisor:
             if self.stop_signal is not None:
                 if code and not self.exit_code:
                     self.exit_code = code
-                log.log(logging.INFO if not code else logging.ERROR, "%s worker %d exited with status %d",
-                        self.name, slot.index, code)
+                log.log(
+                    logging.INFO if not code else logging.ERROR,
+                    "%s worker %d exited with status %d",
+                    self.name,
+                    slot.index,
+                    code,
+                )
                 continue
             self._schedule_restart(slot, pid, code)
 

@@ -9,6 +9,7 @@ import click
 from cortex_kernel.app import collect_parts, create_app, require_role_part
 from cortex_kernel.cli.context import parse_sets, state_from
 from cortex_kernel.cli.options import config_options
+from cortex_kernel.cli.serve_workers import serve_workers
 from cortex_kernel.config.addresses import parse_listen
 from cortex_kernel.config.harness_options import check_harness_options, option_types
 from cortex_kernel.config.loader import load_config
@@ -17,7 +18,6 @@ from cortex_kernel.embedded import embedded_setup
 from cortex_kernel.event_loops import loop_factory
 from cortex_kernel.kernel import Kernel
 from cortex_kernel.serving import Listener, run_until_signalled, serve_forever
-from cortex_kernel.cli.serve_workers import serve_workers
 
 
 @click.command("serve")

@@ -61,5 +61,5 @@ def serve_workers(loaded: LoadedConfig[Any], pm: pluggy.PluginManager, factory: 
             return 1
         return 0
 
-    sockets = bind_workers(parse_listen(gateway.listen), parse_listen(gateway.metrics_listen), gateway.workers)
-    return supervise(sockets, worker)
+    api, metrics = parse_listen(gateway.listen), parse_listen(gateway.metrics_listen)
+    return supervise(bind_workers(api, metrics, gateway.workers), worker)
