@@ -23,6 +23,7 @@ up, stop the others and exit 1, as a single gateway that cannot start would.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -45,6 +46,7 @@ QUICK_DEATH_S = 10.0
 RESTART_DELAY_S = 0.5
 MAX_RESTART_DELAY_S = 30.0
 GIVE_UP_AFTER = 5
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
 
 WorkerMain = Callable[[int, "WorkerSockets"], int]
@@ -131,6 +133,7 @@ class Supervisor:
     stop_signal: int | None = None
     exit_code: int = 0
     saved_mask: set[int | signal.Signals] = field(default_factory=set)
+    supervisor_pid: int = field(default_factory=os.getpid)
 
     def run(self) -> int:
         """Run until every worker has exited after a stop signal; return the exit status."""
@@ -165,6 +168,7 @@ class Supervisor:
         code = 1
         try:
             signal.pthread_sigmask(signal.SIG_SETMASK, self.saved_mask)
+            _drain_with_parent(self.supervisor_pid)
             for other in self.slots:
                 if other is not slot:
                     other.sockets.close()
@@ -183,6 +187,8 @@ class Supervisor:
         if self.stop_signal is None:
             self.stop_signal = signum
             log.info("%s: %s, stopping %d workers", self.name, signal.Signals(signum).name, len(self.slots))
+            for slot in self.slots:  # new connections are refused, as by a single gateway
+                slot.sockets.close()
         for slot in self.slots:
             slot.restart_at = None
             if slot.pid is not None:
@@ -249,6 +255,18 @@ class Supervisor:
         for slot in self.slots:
             if slot.restart_at is not None and slot.restart_at <= now:
                 self._spawn(slot)
+
+
+def _drain_with_parent(supervisor_pid: int) -> None:
+    """Have the kernel send this worker SIGTERM if the supervisor dies (``PR_SET_PDEATHSIG``), so a
+    supervisor killed outright does not leave workers serving on the port, unsupervised."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the workers outlive a killed supervisor
+        return
+    if os.getppid() != supervisor_pid:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def supervise(sockets: Sequence[WorkerSockets], main: WorkerMain, name: str = "gateway") -> int:

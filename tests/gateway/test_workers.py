@@ -6,6 +6,7 @@ fleet is "impaired"), which is all these tests need to see which worker took a c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -47,7 +48,11 @@ def _workers_seen(daemon: Daemon, want: set[int], timeout: float = 60.0) -> set[
 
 
 def _gone(pid: int) -> bool:
-    return not Path(f"/proc/{pid}").exists()
+    """No such process, or only its exit status left for a parent to collect."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 @pytest.fixture
@@ -80,6 +85,22 @@ def test_a_killed_worker_is_restarted_on_the_same_port(two_workers):
     assert f"gateway worker 1 (pid {old}) exited with status 137; restarting" in two_workers.log_text()
     assert _workers_seen(two_workers, {0, 1}) == {0, 1}  # the new worker 1 answers on the port
     assert two_workers.stop(timeout=60) == 0
+
+
+def test_workers_stop_when_the_supervisor_is_killed_outright(two_workers):
+    pids = _worker_pids(two_workers)
+    assert two_workers.process is not None
+    os.kill(two_workers.process.pid, signal.SIGKILL)
+    two_workers.process.wait(30)
+    deadline = time.monotonic() + 60
+    try:
+        while not all(_gone(pid) for pid in pids.values()):
+            assert time.monotonic() < deadline, f"workers {pids} outlived their supervisor"
+            time.sleep(0.1)
+    finally:  # the fixture's clean-up goes through the supervisor, which is gone
+        for pid in pids.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _serve_once(tmp_path: Path, config: Path) -> subprocess.CompletedProcess[str]:
