@@ -11,8 +11,14 @@ CPU 1 (on a machine with at least two cores).
 
 A variant is ``NAME;KEY=VALUE;...``: upper-case keys are environment variables for that gateway
 process (``PYTHONPATH`` to run another checkout), lower-case ones are ``[gateway]`` keys written
-into its configuration as given (``workers=2``). Every variant's gateway runs at once, each on
-its own port, and the rounds go direct, variant 1, variant 2, ... in turn.
+into its configuration as given (``workers=2``), except ``cpus``, the CPU list that gateway is
+pinned to (``cpus=0,1``; CPU 0 otherwise). Every variant's gateway runs at once, each on its own
+port, and the rounds go direct, variant 1, variant 2, ... in turn. The gateway's CPU counts all
+its processes (the supervisor and every worker with ``workers`` above 1).
+
+    # one worker and two, side by side (docs/performance.md, "Several workers"):
+    .venv/bin/python bench/gateway_overhead.py --scenario plain \
+        --variant 'w1;workers=1' --variant 'w1-2cpus;workers=1;cpus=0,1' --variant 'w2;workers=2;cpus=0,1'
 
 Scenarios (closed loop: each worker sends its next request when the last one ends):
 paced (64 workers streaming 64 tokens 10 ms apart, starts staggered over one stream's length,
@@ -78,6 +84,20 @@ async def wait_up(url: str) -> None:
                 pass
             await asyncio.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
+
+
+async def wait_ready(url: str, in_a_row: int = 20) -> None:
+    """Until ``in_a_row`` fresh connections in a row find ``/health/ready`` 200: with several
+    workers each polls the neuron itself, and the kernel hashes each connection to one of them."""
+    ready = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        for _ in range(600):
+            async with session.get(f"{url}/health/ready") as reply:
+                ready = ready + 1 if reply.status == 200 else 0
+            if ready >= in_a_row:
+                return
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"{url} did not become ready")
 
 
 async def one_stream(session: aiohttp.ClientSession, url: str, result: Result) -> None:
@@ -173,7 +193,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def start(
-    args: list[str], cpu: int | None, log: Path, env: dict[str, str] | None = None
+    args: list[str], cpu: int | str | None, log: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     prefix = ["taskset", "-c", str(cpu)] if cpu is not None and os.cpu_count() and os.cpu_count() > 1 else []
     return subprocess.Popen(
@@ -188,6 +208,7 @@ class Variant:
     name: str
     env: dict[str, str] = field(default_factory=dict)
     gateway: list[str] = field(default_factory=list)
+    cpus: str = "0"
 
     @classmethod
     def parse(cls, text: str) -> Variant:
@@ -197,6 +218,8 @@ class Variant:
             key, _, value = item.partition("=")
             if key.isupper():
                 variant.env[key] = value
+            elif key == "cpus":
+                variant.cpus = value
             else:
                 variant.gateway.append(f"{key} = {value}")
         return variant
@@ -231,19 +254,20 @@ async def scenario_run(
             port = free_port()
             config = workdir / f"cortex-{name}-{variant.name}.toml"
             config.write_text(
-                f'[gateway]\nlisten = "127.0.0.1:{port}"\nmetrics_listen = "127.0.0.1:{free_port()}"\n'
+                f'[gateway]\nlisten = "127.0.0.1:{port}"\nmetrics_listen = "127.0.0.1:0"\n'
                 + "".join(f"{line}\n" for line in variant.gateway)
                 + f'\n[[neurons]]\nname = "fake"\nendpoint = "http://127.0.0.1:{upstream_port}"\n'
             )
             process = start(
                 [EXE, "--log-level", "warning", "serve", "--config", str(config)],
-                0,
+                variant.cpus,
                 workdir / f"gw-{name}-{variant.name}.log",
                 variant.env,
             )
             gateways[variant.name] = (process, f"http://127.0.0.1:{port}")
         for _, via in gateways.values():
             await wait_up(f"{via}/health")
+            await wait_ready(via)
             await run_round(via, name, 4, 4)  # warm connections and code paths
         await run_round(direct, name, 4, 4)
         results: dict[str, list[Result]] = {"direct": [], **{v: [] for v in gateways}}

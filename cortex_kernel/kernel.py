@@ -31,7 +31,8 @@ class Kernel:
     the neuron calling ``register_harnesses``; ``drain`` is set when the daemon starts its
     graceful shutdown, so plugins can turn readiness off and end open streams in time;
     ``stash`` holds per-kernel plugin state under typed keys (:mod:`cortex_kernel.stash`), for
-    objects that two of a plugin's hooks must share.
+    objects that two of a plugin's hooks must share. ``worker`` is which of the gateway's
+    ``[gateway] workers`` processes this is (0 to N-1; always 0 for one process or a neuron).
     """
 
     role: Role
@@ -39,6 +40,7 @@ class Kernel:
     pm: pluggy.PluginManager
     drain: Drain = field(default_factory=Drain, compare=False)
     stash: Stash = field(default_factory=Stash, compare=False, repr=False)
+    worker: int = 0
 
 
 @dataclass(frozen=True)

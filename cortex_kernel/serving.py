@@ -40,12 +40,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Listener:
-    """One app on one address."""
+    """One app on one address; ``sock``, when given, is that address already bound and listening
+    (a worker's share of ``[gateway] workers``, see :mod:`cortex_kernel.workers`)."""
 
     app: ASGIApp
     address: ListenAddress
     name: str
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    sock: socket.socket | None = None
 
 
 def _hypercorn_config(listener: Listener, grace_s: float) -> HypercornConfig:
@@ -68,7 +70,8 @@ async def serve_forever(listeners: Sequence[Listener], grace_s: float, drains: S
 
     ``drains`` (one per kernel served) learn of the signal and the deadline at the same moment."""
     for listener in listeners:
-        _check_bindable(listener.address)
+        if listener.sock is None:
+            check_bindable(listener.address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     previous_handler = loop.get_exception_handler()
@@ -141,7 +144,7 @@ async def _serve(listener: Listener, grace_s: float, stop: asyncio.Event) -> Non
 
     servers = [
         await asyncio.start_server(accepted, backlog=config.backlog, sock=sock)
-        for sock in config.create_sockets().insecure_sockets
+        for sock in ([listener.sock] if listener.sock else config.create_sockets().insecure_sockets)
     ]
     try:
         await stop.wait()
@@ -198,7 +201,7 @@ class ResourceErrorLog:
         self.next_report = now + self.interval_s
 
 
-def _check_bindable(address: ListenAddress) -> None:
+def check_bindable(address: ListenAddress) -> None:
     """Fail before any listener starts when one address is taken, so a half-started daemon
     never has to unwind the others (and nothing but one clear line reaches the operator)."""
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET

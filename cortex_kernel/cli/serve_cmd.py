@@ -9,6 +9,7 @@ import click
 from cortex_kernel.app import collect_parts, create_app, require_role_part
 from cortex_kernel.cli.context import parse_sets, state_from
 from cortex_kernel.cli.options import config_options
+from cortex_kernel.cli.serve_workers import serve_workers
 from cortex_kernel.config.addresses import parse_listen
 from cortex_kernel.config.loader import load_config
 from cortex_kernel.config.plugin_tables import check_plugin_config
@@ -49,6 +50,10 @@ def serve(
     pm = state.plugin_manager(tuple(loaded.value.plugins.block))
     for warning in check_plugin_config(loaded, pm):
         click.echo(f"warning: {warning}", err=True)
+    factory = loop_factory(loaded.value.gateway.event_loop)
+    workers = loaded.value.gateway.workers
+    if workers > 1:
+        ctx.exit(serve_workers(loaded, pm, factory))
     listeners: list[Listener] = []
     limits = loaded.value.limits
     drains: list[Drain] = []
@@ -70,5 +75,4 @@ def serve(
         metrics_app = create_app(kernel, parts, listener="metrics")
         metrics_address = parse_listen(loaded.value.gateway.metrics_listen)
         listeners.append(Listener(metrics_app, metrics_address, "metrics", limits))
-    factory = loop_factory(loaded.value.gateway.event_loop)
     run_until_signalled(serve_forever(listeners, loaded.value.gateway.shutdown_grace_s, drains), factory)

@@ -48,6 +48,9 @@ class GatewaySection(ConfigBase):
     # How the gateway process runs (the overhead work, issue #17): its event loop; "auto" is
     # uvloop where it is installed (the "fast" extra), asyncio's own loop otherwise.
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    # Several cores (issue #17): how many gateway processes serve `listen` (one SO_REUSEPORT
+    # listener each, under one supervisor); worker i serves metrics on metrics_listen's port + i.
+    workers: PositiveInt = 1
 
 
 class EvictionSection(ConfigBase):

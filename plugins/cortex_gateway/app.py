@@ -248,13 +248,14 @@ def gateway_part(kernel: Kernel) -> AppPart:
         up = len(fleet.up_nodes())
         status = "ok" if nodes and up == len(nodes) else "degraded" if up else "impaired"
         ready = {m for n in fleet.up_nodes() for m, model in n.models.items() if model.state == "ready"}
-        return json_response(
-            {
-                "status": status,
-                "nodes": {"up": up, "total": len(nodes)},
-                "models": {"ready": len(ready), "catalogue": len(catalogue.models)},
-            }
-        )
+        body: dict[str, Any] = {
+            "status": status,
+            "nodes": {"up": up, "total": len(nodes)},
+            "models": {"ready": len(ready), "catalogue": len(catalogue.models)},
+        }
+        if kernel.config.value.gateway.workers > 1:
+            body["worker"] = kernel.worker  # which process answered: each has its own poller
+        return json_response(body)
 
     async def live(request: Request) -> Response:
         return json_response({"status": "live"})

@@ -1,0 +1,274 @@
+"""``[gateway] workers = N``: N gateway processes on one port, under one supervisor process.
+
+One Python process relays on one core; a gateway host has several. Each worker is a whole
+gateway (its own event loop, accept loop, ``[limits]`` bounds, neuron polls and routing state);
+they share nothing but the neurons, which hold the state that must agree (what is loaded where).
+
+The supervisor binds one ``SO_REUSEPORT`` listening socket *per worker* on the API address, so
+the kernel spreads new connections evenly over the workers (one shared socket would let
+whichever worker wakes first take a burst of them), and keeps every socket open itself: a
+restarted worker takes over the same socket, and connections that arrive while it is down wait
+in that socket's queue instead of being refused. Worker ``i`` also gets the metrics address's
+port + ``i``, bound the same way but alone, so each worker's metrics are one scrape target and
+nothing is mixed or lost. The sockets are bound before any worker starts, so a taken port is one
+clear error, as with one process.
+
+Workers are forked once the configuration is loaded and checked (the imports are done once and
+shared copy-on-write; no event loop or thread exists yet), and each builds its own gateway. On
+SIGTERM/SIGINT the supervisor stops restarting, passes the signal on, and exits with the first
+non-zero status of a worker (0 when all drained cleanly). A worker that dies otherwise is
+restarted after a back-off; one that keeps dying soon after starting makes the supervisor give
+up, stop the others and exit 1, as a single gateway that cannot start would.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from cortex_kernel.config.addresses import ListenAddress
+from cortex_kernel.serving import ListenError, check_bindable
+
+log = logging.getLogger(__name__)
+
+# hypercorn's default backlog, what one gateway process listens with.
+BACKLOG = 100
+# A worker that dies within QUICK_DEATH_S of starting counts towards giving up; its restart waits
+# RESTART_DELAY_S, doubled per such death in a row up to MAX_RESTART_DELAY_S.
+QUICK_DEATH_S = 10.0
+RESTART_DELAY_S = 0.5
+MAX_RESTART_DELAY_S = 30.0
+GIVE_UP_AFTER = 5
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
+
+WorkerMain = Callable[[int, "WorkerSockets"], int]
+
+
+@dataclass(frozen=True)
+class WorkerSockets:
+    """What one worker serves on: its share of the API port and its own metrics port."""
+
+    api: socket.socket
+    api_address: ListenAddress
+    metrics: socket.socket | None
+    metrics_address: ListenAddress | None
+
+    def close(self) -> None:
+        self.api.close()
+        if self.metrics is not None:
+            self.metrics.close()
+
+
+@dataclass
+class Slot:
+    """One worker position: its sockets, the process holding them now, and its restart record."""
+
+    index: int
+    sockets: WorkerSockets
+    pid: int | None = None
+    started_at: float = 0.0
+    quick_deaths: int = 0
+    restart_at: float | None = None
+
+
+def _listening(address: ListenAddress, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((address.host, address.port))
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {address.bind()}: {exc.strerror or exc}") from exc
+    return sock
+
+
+def bind_workers(api: ListenAddress, metrics: ListenAddress, count: int) -> list[WorkerSockets]:
+    """Every worker's sockets, bound and listening; :class:`ListenError` if any address is taken.
+
+    The probe first refuses an API port that anything (even another process with
+    ``SO_REUSEPORT``) already listens on, so two gateways never silently share a port."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise ListenError("gateway.workers > 1 needs SO_REUSEPORT (Linux); set workers = 1")
+    check_bindable(api)
+    made: list[WorkerSockets] = []
+    try:
+        for index in range(count):
+            api_address = ListenAddress(api.host, made[0].api_address.port if made else api.port)
+            api_sock = _listening(api_address, reuse_port=True)
+            api_address = ListenAddress(api.host, api_sock.getsockname()[1])
+            metrics_address = ListenAddress(metrics.host, metrics.port + index if metrics.port else 0)
+            try:
+                metrics_sock = _listening(metrics_address, reuse_port=False)
+            except ListenError:
+                api_sock.close()
+                raise
+            metrics_address = ListenAddress(metrics.host, metrics_sock.getsockname()[1])
+            made.append(WorkerSockets(api_sock, api_address, metrics_sock, metrics_address))
+    except ListenError:
+        for sockets in made:
+            sockets.close()
+        raise
+    return made
+
+
+@dataclass
+class Supervisor:
+    """Starts, watches, restarts and stops the workers; see the module docstring."""
+
+    slots: list[Slot]
+    main: WorkerMain
+    name: str = "gateway"
+    stop_signal: int | None = None
+    exit_code: int = 0
+    saved_mask: set[int | signal.Signals] = field(default_factory=set)
+    supervisor_pid: int = field(default_factory=os.getpid)
+
+    def run(self) -> int:
+        """Run until every worker has exited after a stop signal; return the exit status."""
+        self.saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        try:
+            for slot in self.slots:
+                self._spawn(slot)
+            while any(slot.pid is not None or slot.restart_at is not None for slot in self.slots):
+                info = signal.sigtimedwait(SIGNALS, self._wait_s())
+                if info is not None and info.si_signo != signal.SIGCHLD:
+                    self._stop(info.si_signo)
+                self._reap()
+                self._restart_due()
+            return self.exit_code
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.saved_mask)
+            for slot in self.slots:
+                slot.sockets.close()
+
+    def _wait_s(self) -> float:
+        due = [slot.restart_at for slot in self.slots if slot.restart_at is not None]
+        return max(0.0, min(due) - time.monotonic()) if due else 3600.0
+
+    def _spawn(self, slot: Slot) -> None:
+        pid = os.fork()
+        if pid == 0:
+            self._worker(slot)  # never returns
+        slot.pid, slot.started_at, slot.restart_at = pid, time.monotonic(), None
+        log.info("%s worker %d started (pid %d)", self.name, slot.index, pid)
+
+    def _worker(self, slot: Slot) -> None:
+        code = 1
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.saved_mask)
+            _drain_with_parent(self.supervisor_pid)
+            for other in self.slots:
+                if other is not slot:
+                    other.sockets.close()
+            code = self.main(slot.index, slot.sockets)
+        except BaseException:  # the fork must never return into the supervisor's loop
+            log.exception("%s worker %d failed", self.name, slot.index)
+        finally:
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+    def _stop(self, signum: int) -> None:
+        """Pass the signal to every worker (again on a second signal, which a worker may take as
+        "stop now"); never restart after the first."""
+        if self.stop_signal is None:
+            self.stop_signal = signum
+            log.info("%s: %s, stopping %d workers", self.name, signal.Signals(signum).name, len(self.slots))
+            for slot in self.slots:  # new connections are refused, as by a single gateway
+                slot.sockets.close()
+        for slot in self.slots:
+            slot.restart_at = None
+            if slot.pid is not None:
+                os.kill(slot.pid, signum)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            slot = next((s for s in self.slots if s.pid == pid), None)
+            if slot is None:
+                continue
+            slot.pid = None
+            code = os.waitstatus_to_exitcode(status)
+            code = 128 - code if code < 0 else code  # killed by a signal: the shell's convention
+            if self.stop_signal is not None:
+                if code and not self.exit_code:
+                    self.exit_code = code
+                log.log(
+                    logging.INFO if not code else logging.ERROR,
+                    "%s worker %d exited with status %d",
+                    self.name,
+                    slot.index,
+                    code,
+                )
+                continue
+            self._schedule_restart(slot, pid, code)
+
+    def _schedule_restart(self, slot: Slot, pid: int, code: int) -> None:
+        lived = time.monotonic() - slot.started_at
+        slot.quick_deaths = slot.quick_deaths + 1 if lived < QUICK_DEATH_S else 1
+        if slot.quick_deaths >= GIVE_UP_AFTER:
+            log.error(
+                "%s worker %d exited with status %d, the %dth time in a row within %.0f s of starting; "
+                "giving up",
+                self.name,
+                slot.index,
+                code,
+                slot.quick_deaths,
+                QUICK_DEATH_S,
+            )
+            self.exit_code = 1
+            self._stop(signal.SIGTERM)
+            return
+        delay = min(MAX_RESTART_DELAY_S, RESTART_DELAY_S * 2 ** (slot.quick_deaths - 1))
+        log.warning(
+            "%s worker %d (pid %d) exited with status %d; restarting it in %.1f s",
+            self.name,
+            slot.index,
+            pid,
+            code,
+            delay,
+        )
+        slot.restart_at = time.monotonic() + delay
+
+    def _restart_due(self) -> None:
+        if self.stop_signal is not None:
+            return
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.restart_at is not None and slot.restart_at <= now:
+                self._spawn(slot)
+
+
+def _drain_with_parent(supervisor_pid: int) -> None:
+    """Have the kernel send this worker SIGTERM if the supervisor dies (``PR_SET_PDEATHSIG``), so a
+    supervisor killed outright does not leave workers serving on the port, unsupervised."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the workers outlive a killed supervisor
+        return
+    if os.getppid() != supervisor_pid:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def supervise(sockets: Sequence[WorkerSockets], main: WorkerMain, name: str = "gateway") -> int:
+    """Run ``main(index, sockets)`` in one forked worker per entry of ``sockets`` until signalled."""
+    return Supervisor([Slot(index, own) for index, own in enumerate(sockets)], main, name).run()

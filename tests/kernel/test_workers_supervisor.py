@@ -1,0 +1,60 @@
+"""The workers' supervisor with stand-in worker bodies: real forks and signals, no gateway.
+
+The supervisor runs in the test process itself (it blocks SIGTERM, SIGINT and SIGCHLD while it
+runs, and restores them); each worker body is a small function run in the forked child.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from cortex_kernel.config.addresses import ListenAddress
+from cortex_kernel.workers import WorkerSockets, bind_workers, supervise
+
+LOOPBACK = ListenAddress("127.0.0.1", 0)
+
+
+def _wait_for_sigterm() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    signal.sigwait({signal.SIGTERM})
+
+
+def test_workers_share_one_port_and_each_gets_its_own_metrics_port():
+    sockets = bind_workers(LOOPBACK, LOOPBACK, 3)
+    try:
+        assert len({own.api.getsockname()[1] for own in sockets}) == 1
+        assert len({own.metrics.getsockname()[1] for own in sockets if own.metrics}) == 3
+        assert all(own.api_address.port == own.api.getsockname()[1] for own in sockets)
+    finally:
+        for own in sockets:
+            own.close()
+
+
+def test_the_first_failing_exit_status_of_a_drain_is_the_supervisors():
+    def worker(index: int, own: WorkerSockets) -> int:
+        if index == 0:
+            time.sleep(1.0)  # both workers are waiting for the signal by then
+            os.kill(os.getppid(), signal.SIGTERM)
+        _wait_for_sigterm()
+        return 3 if index == 1 else 0
+
+    assert supervise(bind_workers(LOOPBACK, LOOPBACK, 2), worker) == 3
+
+
+def test_a_worker_that_keeps_dying_at_start_makes_the_supervisor_give_up(caplog: pytest.LogCaptureFixture):
+    def worker(index: int, own: WorkerSockets) -> int:
+        if index == 0:
+            return 7
+        _wait_for_sigterm()
+        return 0
+
+    started = time.monotonic()
+    assert supervise(bind_workers(LOOPBACK, LOOPBACK, 2), worker) == 1
+    # restarted after 0.5, 1, 2 and 4 s, then given up at the fifth death
+    assert time.monotonic() - started >= 7.0
+    assert "the 5th time in a row" in caplog.text
+    assert caplog.text.count("restarting it in") == 4
