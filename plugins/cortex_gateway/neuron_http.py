@@ -278,6 +278,8 @@ class NeuronResponse:
         version = parser.get_http_version()
         if version not in ("1.1", "1.0"):
             raise NeuronHTTPError(f"not an HTTP/1.1 status line: version {version}")
+        if status < 100:  # RFC 9110 §15: three digits, 100 to 599 (llhttp takes 000 to 999)
+            raise NeuronHTTPError(f"not an HTTP/1.1 status line: status {status:03d}")
         if 100 <= status < 200:
             self._interim = True  # 100 Continue, 103 Early Hints: the real reply follows
             self.headers = []
@@ -323,14 +325,12 @@ class NeuronResponse:
             if not _is_length(lengths[0]):
                 raise NeuronHTTPError(f"invalid Content-Length: {lengths[0]!r}")
             self._framing = "length"
-            if lengths[0].lstrip("0") == "":
-                self._framing = "none"  # llhttp ends it now: complete it before its message end
         else:
             self._framing = "close"
             self.reusable = False
         self._head_done = True
         self._unframed = 0
-        if self._framing == "none":
+        if self._head_only:  # llhttp, not told the request was HEAD, would wait for a body
             self._complete()
         self._wake()
 

@@ -23,11 +23,8 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 
-import h11
 import pytest
 from aiohttp import web
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from cortex_gateway.neuron_http import (
     MAX_HEAD_BYTES,
@@ -731,10 +728,12 @@ async def test_a_malformed_body_raises_and_drops_the_connection(raw_server, pool
     await eventually(lambda: server.client_closes == 1)
 
 
-async def test_a_body_after_204_drops_the_connection(raw_server, pool):
+async def test_a_body_after_204_fails_the_reply_and_drops_the_connection(raw_server, pool):
     server = await raw_server(answering(head(b"204 No Content") + b"surprise"))
     response = await get(pool, server.origin)
-    assert (response.status, await response.read()) == (204, b"")
+    assert response.status == 204
+    with pytest.raises(NeuronHTTPError, match="after the end"):  # as bytes past any reply's end
+        await response.read()
     await eventually(lambda: server.client_closes == 1)
     assert (await get(pool, server.origin)).status == 204
     assert server.connections == 2
@@ -969,6 +968,7 @@ TE = b"transfer-encoding: chunked"
         (head(b"200 OK", b"content-length : 5") + b"hello", "header field char"),
         (head(b"200 OK", b"x-a: 1", b" folded") + b"", "whitespace after header"),
         (head(b"2000 OK", b"content-length: 0"), "status"),
+        (head(b"099 Odd", b"content-length: 0"), "status"),
         (head(b"200 OK", b"content-length: 0", version=b"HTTP/1.2"), "HTTP version"),
     ],
     ids=[
@@ -996,6 +996,7 @@ TE = b"transfer-encoding: chunked"
         "space-before-colon",
         "obsolete-line-folding",
         "four-digit-status",
+        "status-below-100",
         "http-1.2",
     ],
 )
@@ -1080,102 +1081,3 @@ async def test_a_line_without_crlf_is_bounded(raw_server, pool, start):
     assert response._unframed <= MAX_HEAD_BYTES + 256 * 1024
     await eventually(lambda: server.client_closes == 1)
     assert sent < ENDLESS  # the gateway hung up instead of reading on
-
-
-# -- agreement with h11 on valid replies (property test) -------------------------------------------
-
-_TCHAR = "!#$%&'*+-.^_`|~" + "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-_FRAMING_NAMES = {"content-length", "transfer-encoding", "connection", "keep-alive", "trailer"}
-_tokens = st.text(_TCHAR, min_size=1, max_size=12)
-_field_names = _tokens.filter(lambda name: name.lower() not in _FRAMING_NAMES)
-_field_values = st.text(
-    st.characters(min_codepoint=0x21, max_codepoint=0x7E) | st.just(" ") | st.just("\t"), max_size=30
-).map(lambda value: value.strip(" \t"))
-_fields = st.lists(st.tuples(_field_names, _field_values), max_size=6)
-
-
-@st.composite
-def valid_replies(draw: st.DrawFn) -> tuple[bytes, list[int]]:
-    """A valid HTTP/1.1 reply as bytes (with its framing drawn at random), and where to split it
-    into the writes the server makes."""
-    status = draw(st.sampled_from([200, 201, 202, 400, 404, 409, 429, 500, 502, 503]))
-    reason = draw(st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E) | st.just(" "), max_size=12))
-    fields = draw(_fields)
-    body = draw(st.binary(max_size=3000))
-    framing = draw(st.sampled_from(["length", "chunked", "close"]))
-    lines = [f"HTTP/1.1 {status} {reason}".encode("latin-1")]
-    lines += [f"{name}: {value}".encode("latin-1") for name, value in fields]
-    if framing == "length":
-        lines.append(b"Content-Length: %d" % len(body))
-        payload = body
-    elif framing == "chunked":
-        lines.append(draw(st.sampled_from([b"Transfer-Encoding: chunked", b"transfer-encoding: Chunked"])))
-        cuts = sorted(draw(st.lists(st.integers(0, len(body)), max_size=8)))
-        pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True) if b > a]
-        encoded = []
-        for piece in pieces:
-            size = draw(st.sampled_from(["%x", "%X", "%04x"])) % len(piece)
-            extension = draw(st.sampled_from(["", ";a", ";name=value", ';q="quoted"', ";a=1;b"]))
-            encoded.append(f"{size}{extension}\r\n".encode() + piece + b"\r\n")
-        trailers = draw(_fields)
-        encoded.append(b"0\r\n" + b"".join(f"{n}: {v}\r\n".encode() for n, v in trailers) + b"\r\n")
-        payload = b"".join(encoded)
-    else:
-        payload = body  # ended by the server closing the connection
-    raw = b"\r\n".join(lines) + b"\r\n\r\n" + payload
-    splits = sorted(set(draw(st.lists(st.integers(1, max(1, len(raw) - 1)), max_size=6))))
-    return raw, splits
-
-
-def _h11_parse(raw: bytes, close_delimited: bool) -> tuple[int, list[tuple[str, str]], bytes]:
-    client = h11.Connection(h11.CLIENT)
-    client.send(h11.Request(method="GET", target="/", headers=[("host", "neuron")]))
-    client.send(h11.EndOfMessage())
-    client.receive_data(raw)
-    if close_delimited:
-        client.receive_data(b"")
-    status, headers, body = 0, [], b""
-    while True:
-        event = client.next_event()
-        if isinstance(event, h11.Response):
-            status = event.status_code
-            headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in event.headers]
-        elif isinstance(event, h11.Data):
-            body += event.data
-        elif isinstance(event, h11.EndOfMessage):
-            return status, headers, body
-        else:
-            raise AssertionError(f"h11 did not finish the reply: {event!r}")
-
-
-async def _ours_parse(raw: bytes, splits: list[int], close_delimited: bool):
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> object:
-        await read_request(reader)
-        for start, end in zip([0, *splits], [*splits, len(raw)], strict=True):
-            writer.write(raw[start:end])
-            await writer.drain()
-            await asyncio.sleep(0)
-        return HANG_UP if close_delimited else None
-
-    server = RawServer(script, "127.0.0.1")
-    await server.start()
-    pool = NeuronPool(connect_timeout_s=2.0)
-    try:
-        response = await get(pool, server.origin)
-        # h11 reports the Transfer-Encoding value lower-cased (it is a token, case-insensitive).
-        headers = [(n, v.lower() if n == "transfer-encoding" else v) for n, v in response.headers]
-        return response.status, headers, await response.read()
-    finally:
-        await pool.close()
-        await server.stop()
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(valid_replies())
-def test_the_parser_agrees_with_h11_on_valid_replies(reply):
-    raw, splits = reply
-    close_delimited = b"content-length:" not in raw.lower().split(b"\r\n\r\n")[0] and (
-        b"transfer-encoding:" not in raw.lower().split(b"\r\n\r\n")[0]
-    )
-    expected = _h11_parse(raw, close_delimited)
-    assert asyncio.run(_ours_parse(raw, splits, close_delimited)) == expected
