@@ -287,7 +287,7 @@ class NeuronResponse:
         self._set_head(status, version == "1.1", self.headers)
 
     def on_body(self, piece: bytes) -> None:
-        if self._done:  # a reply to HEAD, or one whose head ended it, has no body
+        if self._done:  # a reply to HEAD has none (llhttp, not told it was HEAD, would read one)
             raise NeuronHTTPError("the neuron sent a body where none was expected")
         self._unframed = 0
         self._push(piece)
