@@ -8,7 +8,9 @@ jar, tracing hooks, a response object graph) and re-armed a timer on every chunk
 timeout. Neurons speak HTTP/1.1 (plain, or TLS where a proxy fronts them), so this module
 handles exactly that and nothing more:
 
-- ``Content-Length``, chunked and close-delimited bodies, ``1xx`` interim replies skipped;
+- ``Content-Length``, chunked and close-delimited bodies, ``1xx`` interim replies skipped, parsed
+  by llhttp (through httptools, the parser uvicorn and aiohttp use) with the framing checks it
+  leaves to its caller done here;
 - keep-alive reuse, with one retry on a fresh connection when a reused one turns out to have
   been closed by the neuron before it answered (the request never reached it);
 - a stall timeout per read as one lazily re-armed timer per request, not one per chunk;
@@ -25,21 +27,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
 
+import httptools
+
 HIGH_WATER = 1024 * 1024
+# The most bytes a reply may send without a body byte: its head, then between two pieces of body
+# (a chunk-size line with its extensions, the trailer section). llhttp keeps no buffer of its own
+# for these but would read a line that never ends for ever; past this the neuron is broken.
 MAX_HEAD_BYTES = 64 * 1024
-MAX_CHUNK_LINE_BYTES = 4096  # a chunk-size line with its extensions; more without CRLF is broken
-MAX_TRAILER_BYTES = MAX_HEAD_BYTES
-# RFC 9112 §7.1: chunk-size = 1*HEXDIG (at most 64 bits here), then extensions after ";". No
-# sign, no "0x", no "_": ``int(text, 16)`` alone accepts all three.
-_CHUNK_HEAD = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?")
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 IDLE_TIMEOUT_S = 30.0
 MAX_IDLE_PER_ORIGIN = 256
 MAX_BUSY_PER_ORIGIN = 512
@@ -75,11 +75,15 @@ class Origin:
         return cls(host, port, parts.path.rstrip("/"), f"{shown}:{port}".encode("ascii"), tls)
 
 
-_SIZE, _DATA, _CRLF, _TRAILER = range(4)
-
-
 class NeuronResponse:
-    """One reply: status and headers once :meth:`wait_head` returns, then the body in pieces."""
+    """One reply: status and headers once :meth:`wait_head` returns, then the body in pieces.
+
+    It is also the llhttp parser's callback object (the ``on_*`` methods): llhttp finds the
+    status line, the header lines, the chunk boundaries and the end of the body, and calls back
+    once per header and once per piece of body; what RFC 9112 asks of a client that llhttp leaves
+    to its caller (``Transfer-Encoding`` as a list, the HTTP version, interim replies, HEAD, bytes
+    past the end, a line that never ends) is checked here.
+    """
 
     def __init__(
         self,
@@ -96,13 +100,15 @@ class NeuronResponse:
         self.status = 0
         self.headers: list[tuple[str, str]] = []
         self.reusable = False
+        # It calls back into this object: dropped when the reply finishes, so that the reply and
+        # its parser are freed at once instead of waiting for the cycle collector.
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._head_done = False
+        self._interim = False
+        self._ended = False  # llhttp saw the end of the body; completed once its bytes are all read
         self._got_bytes = False
-        self._buffer = bytearray()
+        self._unframed = 0  # bytes read since the last body byte (the head's, before it)
         self._framing = "none"
-        self._remaining = 0
-        self._chunk_state = _SIZE
-        self._trailer_bytes = 0
         self._pieces: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._paused = False
@@ -204,36 +210,33 @@ class NeuronResponse:
     # -- what the connection calls ------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:  # finished: its connection is closed or back in the pool
+            return
         self._got_bytes = True
         self._last_read = self._loop.time()
+        self._unframed += len(data)
         try:
-            if not self._head_done:
-                self._buffer += data
-                if not self._parse_head():
-                    return
-                data = bytes(self._buffer)
-                self._buffer.clear()
-                if not data:  # a head that ended the reply (Content-Length: 0) has released it already
-                    return
-            if self._framing == "chunked":
-                self._feed_chunked(data)
-            elif self._framing == "length":
-                if len(data) >= self._remaining:
-                    extra = len(data) - self._remaining
-                    if extra:
-                        raise NeuronHTTPError(f"the neuron sent {extra} bytes past Content-Length")
-                    self._push(data)
-                    self._complete()
-                else:
-                    self._remaining -= len(data)
-                    self._push(data)
-            elif self._framing == "close":
-                self._push(data)
-            elif data:
-                raise NeuronHTTPError("the neuron sent a body where none was expected")
-        except (NeuronHTTPError, ValueError) as exc:
-            self._fail(exc if isinstance(exc, NeuronHTTPError) else NeuronHTTPError(str(exc)))
-            self._connection.abort()
+            parser.feed_data(data)
+            if self._ended:
+                # Completed only now, once every byte of this read is parsed: bytes past the end
+                # of a body (a wrong Content-Length, a second reply) fail it above instead.
+                self._complete()
+            elif self._unframed > MAX_HEAD_BYTES and not self._done:
+                if not self._head_done:
+                    raise NeuronHTTPError("the neuron's response head is too large")
+                raise NeuronHTTPError(
+                    f"{self._unframed} bytes of chunk framing without a body byte: a chunk-size or"
+                    " trailer line without CRLF, or a trailer section too large"
+                )
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            self._reject(cause if isinstance(cause, NeuronHTTPError) else NeuronHTTPError(str(exc)))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            where = "response head" if not self._head_done else "body framing"
+            self._reject(NeuronHTTPError(f"the neuron's {where} is not valid HTTP/1.1: {exc}"))
+        except NeuronHTTPError as exc:
+            self._reject(exc)
 
     def feed_eof(self) -> None:
         if self._done:
@@ -255,40 +258,48 @@ class NeuronResponse:
         else:
             self._fail(NeuronHTTPError(f"the neuron closed the connection mid-reply{reason}"))
 
-    def _parse_head(self) -> bool:
-        while True:
-            end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._buffer) > MAX_HEAD_BYTES:
-                    raise NeuronHTTPError("the neuron's response head is too large")
-                return False
-            lines = bytes(self._buffer[:end]).split(b"\r\n")
-            del self._buffer[: end + 4]
-            version, _, rest = lines[0].partition(b" ")
-            code = rest[:3]
-            if (
-                version not in (b"HTTP/1.1", b"HTTP/1.0")
-                or len(code) != 3
-                or not code.isdigit()
-                or rest[3:4] not in (b"", b" ")
-            ):
-                raise NeuronHTTPError(f"not an HTTP/1.1 status line: {lines[0][:80]!r}")
-            status = int(code)
-            if 100 <= status < 200:
-                continue  # interim reply (100 Continue, 103 Early Hints): the real one follows
-            headers = []
-            for line in lines[1:]:
-                name, colon, value = line.partition(b":")
-                text = name.decode("latin-1")
-                if not colon or not _TOKEN.fullmatch(text):  # no space before the colon, no folding
-                    raise NeuronHTTPError(f"malformed header line: {line[:80]!r}")
-                headers.append((text.lower(), value.strip(b" \t").decode("latin-1")))
-            self._set_head(status, version == b"HTTP/1.1", headers)
-            return True
+    # -- what llhttp calls (an exception here fails the reply, through feed) --------------------
+
+    def on_message_begin(self) -> None:
+        if self._head_done:  # the reply ended, and more bytes follow it
+            where = "past Content-Length" if self._framing == "length" else "after the end of the body"
+            raise NeuronHTTPError(f"the neuron sent bytes {where}")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # llhttp has checked the name is a token and the value has no control bytes, and has
+        # dropped the whitespace before the value; a trailer field (after the body) is ignored.
+        if not self._head_done:
+            self.headers.append((name.decode("latin-1").lower(), value.decode("latin-1").rstrip(" \t")))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        assert parser is not None  # it is the one calling
+        status = parser.get_status_code()
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise NeuronHTTPError(f"not an HTTP/1.1 status line: version {version}")
+        if status < 100:  # RFC 9110 §15: three digits, 100 to 599 (llhttp takes 000 to 999)
+            raise NeuronHTTPError(f"not an HTTP/1.1 status line: status {status:03d}")
+        if 100 <= status < 200:
+            self._interim = True  # 100 Continue, 103 Early Hints: the real reply follows
+            self.headers = []
+            return
+        self._set_head(status, version == "1.1", self.headers)
+
+    def on_body(self, piece: bytes) -> None:
+        if self._done:  # a reply to HEAD has none (llhttp, not told it was HEAD, would read one)
+            raise NeuronHTTPError("the neuron sent a body where none was expected")
+        self._unframed = 0
+        self._push(piece)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+        elif not self._done:
+            self._ended = True
 
     def _set_head(self, status: int, http11: bool, headers: list[tuple[str, str]]) -> None:
         self.status = status
-        self.headers = headers
         codings: list[str] = []
         lengths: list[str] = []
         connection: list[str] = []
@@ -296,101 +307,34 @@ class NeuronResponse:
             if name == "transfer-encoding":
                 codings += _tokens(value)
             elif name == "content-length":
-                lengths += [v.strip(" \t") for v in value.split(",")]
+                lengths.append(value)
             elif name == "connection":
                 connection += _tokens(value)
         self.reusable = http11 and "close" not in connection
         if self._head_only or status in (204, 304):
             self._framing = "none"
         elif codings:
-            # RFC 9112 §6.1/§6.3: a list of codings, chunked exactly once and last; a reply that
-            # also has Content-Length is a framing conflict (a smuggling shape), never guessed at.
+            # RFC 9112 §6.1/§6.3: a list of codings, chunked exactly once and last (llhttp reads
+            # a reply with any other list to the end of the connection); with Content-Length too
+            # it is a framing conflict (a smuggling shape), which llhttp rejects before this.
             if codings != ["chunked"]:
                 raise NeuronHTTPError(f"unsupported Transfer-Encoding: {', '.join(codings)!r}")
-            if lengths:
-                raise NeuronHTTPError("a reply with both Transfer-Encoding and Content-Length")
             self._framing = "chunked"
         elif lengths:
-            # §6.3: several Content-Length values are an error unless all are the same number.
-            if len(set(lengths)) != 1 or not _is_length(lengths[0]):
-                raise NeuronHTTPError(f"invalid Content-Length: {', '.join(lengths)!r}")
+            # llhttp rejects a second Content-Length and anything but digits; this bounds it.
+            if not _is_length(lengths[0]):
+                raise NeuronHTTPError(f"invalid Content-Length: {lengths[0]!r}")
             self._framing = "length"
-            self._remaining = int(lengths[0])
         else:
             self._framing = "close"
             self.reusable = False
         self._head_done = True
-        if self._framing == "none" or (self._framing == "length" and self._remaining == 0):
+        self._unframed = 0
+        if self._head_only:  # llhttp, not told the request was HEAD, would wait for a body
             self._complete()
         self._wake()
 
-    def _feed_chunked(self, data: bytes) -> None:
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            view = bytes(buffer)
-            buffer.clear()
-        else:
-            view = data
-        out = []
-        pos, size, state = 0, len(view), self._chunk_state
-        while pos < size or state == _TRAILER:
-            if state == _SIZE:
-                eol = view.find(b"\r\n", pos)
-                if eol < 0:
-                    if size - pos > MAX_CHUNK_LINE_BYTES:
-                        raise NeuronHTTPError("a chunk-size line without CRLF")
-                    break
-                head = _CHUNK_HEAD.fullmatch(view, pos, eol)
-                if head is None:
-                    raise NeuronHTTPError(f"malformed chunk-size line: {view[pos : min(eol, pos + 80)]!r}")
-                length = int(head.group(1), 16)
-                pos = eol + 2
-                if length == 0:
-                    state = _TRAILER
-                else:
-                    self._remaining, state = length, _DATA
-            elif state == _DATA:
-                take = min(self._remaining, size - pos)
-                out.append(view[pos : pos + take])
-                pos += take
-                self._remaining -= take
-                if self._remaining == 0:
-                    state = _CRLF
-            elif state == _CRLF:
-                if size - pos < 2:
-                    break
-                if view[pos : pos + 2] != b"\r\n":
-                    raise NeuronHTTPError("a chunk did not end with CRLF")
-                pos += 2
-                state = _SIZE
-            else:  # trailer fields, then the empty line that ends the body
-                eol = view.find(b"\r\n", pos)
-                if eol < 0:
-                    if self._trailer_bytes + size - pos > MAX_TRAILER_BYTES:
-                        raise NeuronHTTPError("the neuron's trailer section is too large")
-                    break
-                blank = eol == pos
-                self._trailer_bytes += eol + 2 - pos
-                if self._trailer_bytes > MAX_TRAILER_BYTES:
-                    raise NeuronHTTPError("the neuron's trailer section is too large")
-                pos = eol + 2
-                if blank:
-                    if out:
-                        self._push(b"".join(out))
-                    if pos != size:
-                        raise NeuronHTTPError("the neuron sent bytes after the end of the body")
-                    self._complete()
-                    return
-        self._chunk_state = state
-        if pos < size:
-            buffer += view[pos:]
-        if out:
-            self._push(out[0] if len(out) == 1 else b"".join(out))
-
     def _push(self, piece: bytes) -> None:
-        if not piece:
-            return
         self._pieces.append(piece)
         self._buffered += len(piece)
         if self._buffered > HIGH_WATER and not self._paused:
@@ -399,12 +343,14 @@ class NeuronResponse:
         self._wake()
 
     def _complete(self) -> None:
+        self._ended = False
         self._finish()
         self._connection.release(self)
         self._wake()
 
     def _finish(self) -> None:
         self._done = True
+        self._parser = None  # still running if it called this; it finishes the read it has
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -420,6 +366,11 @@ class NeuronResponse:
         self._finish()
         self._wake()
 
+    def _reject(self, error: NeuronHTTPError) -> None:
+        """The reply is not valid HTTP/1.1: fail it and drop the connection it came on."""
+        self._fail(error)
+        self._connection.abort()
+
 
 def _tokens(value: str) -> list[str]:
     """A comma-separated list header (``Transfer-Encoding``, ``Connection``) as lower-case tokens."""
@@ -427,8 +378,8 @@ def _tokens(value: str) -> list[str]:
 
 
 def _is_length(value: str) -> bool:
-    """``1*DIGIT`` (ASCII only: ``int()`` also takes signs, ``_`` and other scripts' digits)."""
-    return 0 < len(value) <= 18 and value.isascii() and value.isdigit()
+    """At most 18 digits: an ``int`` that cannot overflow anything downstream (llhttp allows 20)."""
+    return 0 < len(value) <= 18
 
 
 class _Connection(asyncio.Protocol):

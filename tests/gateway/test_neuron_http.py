@@ -23,13 +23,17 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 
-import h11
 import pytest
 from aiohttp import web
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from cortex_gateway.neuron_http import NeuronHTTPError, NeuronPool, NeuronResponse, NoResponse, Origin
+from cortex_gateway.neuron_http import (
+    MAX_HEAD_BYTES,
+    NeuronHTTPError,
+    NeuronPool,
+    NeuronResponse,
+    NoResponse,
+    Origin,
+)
 
 HANG_UP = "hang up"  # a script returns this to have the server close the connection itself
 
@@ -688,11 +692,11 @@ async def test_a_neuron_that_closes_before_answering_is_no_response(raw_server, 
 @pytest.mark.parametrize(
     ("reply", "error"),
     [
-        (b"HTCPCP/1.0 418 I'm a teapot\r\n\r\n", "status line"),
-        (b"HTTP/1.1 OK\r\n\r\n", "status line"),
-        (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "status line"),
-        (head(b"200 OK", b"content-type text/plain"), "malformed header"),
-        (head(b"200 OK", b"content-length: lots"), "invalid Content-Length"),
+        (b"HTCPCP/1.0 418 I'm a teapot\r\n\r\n", "Expected HTTP/"),
+        (b"HTTP/1.1 OK\r\n\r\n", "status code"),
+        (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "Expected HTTP/"),
+        (head(b"200 OK", b"content-type text/plain"), "header token"),
+        (head(b"200 OK", b"content-length: lots"), "in Content-Length"),
         (b"HTTP/1.1 200 OK\r\nx-big: " + b"a" * 70_000, "too large"),
     ],
     ids=["not-http", "no-status", "not-http-at-all", "header-without-colon", "bad-length", "head-too-large"],
@@ -710,8 +714,8 @@ async def test_a_malformed_head_raises_and_drops_the_connection(raw_server, pool
     [
         (head(b"200 OK", b"content-length: 5") + b"hello, and more", "past Content-Length"),
         (CHUNKED + chunks(b"hello") + b"junk", "after the end"),
-        (CHUNKED + b"5\r\nhelloXX0\r\n\r\n", "CRLF"),
-        (CHUNKED + b"zz\r\nhello\r\n", "malformed chunk-size"),
+        (CHUNKED + b"5\r\nhelloXX0\r\n\r\n", "after chunk data"),
+        (CHUNKED + b"zz\r\nhello\r\n", "chunk size"),
     ],
     ids=["past-content-length", "past-last-chunk", "chunk-without-crlf", "bad-chunk-size"],
 )
@@ -724,10 +728,12 @@ async def test_a_malformed_body_raises_and_drops_the_connection(raw_server, pool
     await eventually(lambda: server.client_closes == 1)
 
 
-async def test_a_body_after_204_drops_the_connection(raw_server, pool):
+async def test_a_body_after_204_fails_the_reply_and_drops_the_connection(raw_server, pool):
     server = await raw_server(answering(head(b"204 No Content") + b"surprise"))
     response = await get(pool, server.origin)
-    assert (response.status, await response.read()) == (204, b"")
+    assert response.status == 204
+    with pytest.raises(NeuronHTTPError, match="after the end"):  # as bytes past any reply's end
+        await response.read()
     await eventually(lambda: server.client_closes == 1)
     assert (await get(pool, server.origin)).status == 204
     assert server.connections == 2
@@ -938,14 +944,14 @@ TE = b"transfer-encoding: chunked"
 @pytest.mark.parametrize(
     ("reply", "error"),
     [
-        (CHUNKED + b"-5\r\nhello\r\n0\r\n\r\n", "chunk-size"),
-        (CHUNKED + b"0x5\r\nhello\r\n0\r\n\r\n", "chunk-size"),
-        (CHUNKED + b"+5\r\nhello\r\n0\r\n\r\n", "chunk-size"),
-        (CHUNKED + b"0_5\r\nhello\r\n0\r\n\r\n", "chunk-size"),
-        (CHUNKED + b" 5\r\nhello\r\n0\r\n\r\n", "chunk-size"),
-        (CHUNKED + b"\r\nhello\r\n0\r\n\r\n", "chunk-size"),
-        (CHUNKED + b"1" + b"0" * 16 + b"\r\nhello\r\n", "chunk-size"),
-        (CHUNKED + b"5 5\r\nhello\r\n0\r\n\r\n", "chunk-size"),
+        (CHUNKED + b"-5\r\nhello\r\n0\r\n\r\n", "chunk size"),
+        (CHUNKED + b"0x5\r\nhello\r\n0\r\n\r\n", "chunk size"),
+        (CHUNKED + b"+5\r\nhello\r\n0\r\n\r\n", "chunk size"),
+        (CHUNKED + b"0_5\r\nhello\r\n0\r\n\r\n", "chunk size"),
+        (CHUNKED + b" 5\r\nhello\r\n0\r\n\r\n", "chunk size"),
+        (CHUNKED + b"\r\nhello\r\n0\r\n\r\n", "chunk size"),
+        (CHUNKED + b"1" + b"0" * 16 + b"\r\nhello\r\n", "Chunk size overflow"),
+        (CHUNKED + b"5 5\r\nhello\r\n0\r\n\r\n", "chunk size"),
         (head(b"200 OK", b"content-length: 5", b"content-length: 6") + b"hello!", "Content-Length"),
         (head(b"200 OK", b"content-length: 5, 6") + b"hello!", "Content-Length"),
         (head(b"200 OK", b"content-length: 6", b"content-length: 5") + b"hello", "Content-Length"),
@@ -958,11 +964,12 @@ TE = b"transfer-encoding: chunked"
         (head(b"200 OK", b"transfer-encoding: chunked, gzip") + chunks(b"hello"), "Transfer-Encoding"),
         (head(b"200 OK", b"transfer-encoding: gzip, chunked") + chunks(b"hello"), "Transfer-Encoding"),
         (head(b"200 OK", TE, TE) + chunks(b"hello"), "Transfer-Encoding"),
-        (head(b"200 OK", TE, b"content-length: 5") + chunks(b"hello"), "both"),
-        (head(b"200 OK", b"content-length : 5") + b"hello", "malformed header"),
-        (head(b"200 OK", b"x-a: 1", b" folded") + b"", "malformed header"),
-        (head(b"2000 OK", b"content-length: 0"), "status line"),
-        (head(b"200 OK", b"content-length: 0", version=b"HTTP/1.2"), "status line"),
+        (head(b"200 OK", TE, b"content-length: 5") + chunks(b"hello"), "with Transfer-Encoding"),
+        (head(b"200 OK", b"content-length : 5") + b"hello", "header field char"),
+        (head(b"200 OK", b"x-a: 1", b" folded") + b"", "whitespace after header"),
+        (head(b"2000 OK", b"content-length: 0"), "status"),
+        (head(b"099 Odd", b"content-length: 0"), "status"),
+        (head(b"200 OK", b"content-length: 0", version=b"HTTP/1.2"), "HTTP version"),
     ],
     ids=[
         "negative-chunk-size",
@@ -989,6 +996,7 @@ TE = b"transfer-encoding: chunked"
         "space-before-colon",
         "obsolete-line-folding",
         "four-digit-status",
+        "status-below-100",
         "http-1.2",
     ],
 )
@@ -1004,16 +1012,36 @@ async def test_malformed_framing_is_an_error_that_drops_the_connection(raw_serve
 @pytest.mark.parametrize(
     "reply",
     [
-        head(b"200 OK", b"content-length: 5", b"content-length: 5") + b"hello",
-        head(b"200 OK", b"content-length: 5 , 5") + b"hello",
         head(b"200 OK", b"Transfer-Encoding: Chunked") + chunks(b"hel", b"lo"),
-        head(b"200 OK", b"transfer-encoding: chunked", b"x-empty:") + b"5;a=1 ;b\r\nhello\r\n0\r\n\r\n",
+        head(b"200 OK", b"transfer-encoding: chunked", b"x-empty:") + b"5;a=1;b\r\nhello\r\n0\r\n\r\n",
+        head(b"200 OK", b"content-length: 5  ", b"x-padded: \t v \t") + b"hello",
     ],
-    ids=["same-content-length-twice", "same-content-length-listed", "te-any-case", "extensions"],
+    ids=["te-any-case", "extensions", "whitespace-around-values"],
 )
 async def test_valid_framing_shapes_that_look_odd_are_accepted(raw_server, pool, reply):
     server = await raw_server(answering(reply))
     assert await get_body(pool, server.origin) == b"hello"
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (head(b"200 OK", b"content-length: 5", b"content-length: 5") + b"hello", "Duplicate Content-Length"),
+        (head(b"200 OK", b"content-length: 5 , 5") + b"hello", "in Content-Length"),
+        (head(b"200 OK", TE) + b"5;a=1 ;b\r\nhello\r\n0\r\n\r\n", "chunk extension"),
+        (head(b"200 OK", TE) + b"5 \r\nhello\r\n0\r\n\r\n", "chunk size"),
+    ],
+    ids=["same-content-length-twice", "same-content-length-listed", "space-in-extension", "space-after-size"],
+)
+async def test_shapes_the_rfc_tolerates_and_llhttp_refuses_are_errors(raw_server, pool, reply, error):
+    """RFC 9110 §8.6 lets a recipient either merge equal Content-Length values or reject them,
+    and RFC 9112 §7.1.1 allows whitespace around a chunk extension's ";". llhttp (as in Node,
+    uvicorn and aiohttp) refuses them; no neuron server sends them, and a refusal cannot misframe."""
+    server = await raw_server(answering(reply))
+    with pytest.raises(NeuronHTTPError, match=error):
+        response = await get(pool, server.origin)
+        await response.read()
+    await eventually(lambda: server.client_closes == 1)
 
 
 ENDLESS = 8 * 1024 * 1024
@@ -1044,109 +1072,12 @@ async def test_a_line_without_crlf_is_bounded(raw_server, pool, start):
         return None
 
     server = await raw_server(script)
-    with pytest.raises(NeuronHTTPError, match=r"without CRLF|too large") as caught:
+    with pytest.raises(NeuronHTTPError, match=r"without CRLF|too large|overflow") as caught:
         response = await get(pool, server.origin)
         await response.read()
     assert not isinstance(caught.value, NoResponse)
-    assert len(response._buffer) <= 128 * 1024  # what the parser held never grew with the stream
+    # What the parser may hold (a trailer line, kept until its CRLF) never grew with the stream: it
+    # gave up within the limit and one read (at most 256 KiB) past it.
+    assert response._unframed <= MAX_HEAD_BYTES + 256 * 1024
     await eventually(lambda: server.client_closes == 1)
     assert sent < ENDLESS  # the gateway hung up instead of reading on
-
-
-# -- agreement with h11 on valid replies (property test) -------------------------------------------
-
-_TCHAR = "!#$%&'*+-.^_`|~" + "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-_FRAMING_NAMES = {"content-length", "transfer-encoding", "connection", "keep-alive", "trailer"}
-_tokens = st.text(_TCHAR, min_size=1, max_size=12)
-_field_names = _tokens.filter(lambda name: name.lower() not in _FRAMING_NAMES)
-_field_values = st.text(
-    st.characters(min_codepoint=0x21, max_codepoint=0x7E) | st.just(" ") | st.just("\t"), max_size=30
-).map(lambda value: value.strip(" \t"))
-_fields = st.lists(st.tuples(_field_names, _field_values), max_size=6)
-
-
-@st.composite
-def valid_replies(draw: st.DrawFn) -> tuple[bytes, list[int]]:
-    """A valid HTTP/1.1 reply as bytes (with its framing drawn at random), and where to split it
-    into the writes the server makes."""
-    status = draw(st.sampled_from([200, 201, 202, 400, 404, 409, 429, 500, 502, 503]))
-    reason = draw(st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E) | st.just(" "), max_size=12))
-    fields = draw(_fields)
-    body = draw(st.binary(max_size=3000))
-    framing = draw(st.sampled_from(["length", "chunked", "close"]))
-    lines = [f"HTTP/1.1 {status} {reason}".encode("latin-1")]
-    lines += [f"{name}: {value}".encode("latin-1") for name, value in fields]
-    if framing == "length":
-        lines.append(b"Content-Length: %d" % len(body))
-        payload = body
-    elif framing == "chunked":
-        lines.append(draw(st.sampled_from([b"Transfer-Encoding: chunked", b"transfer-encoding: Chunked"])))
-        cuts = sorted(draw(st.lists(st.integers(0, len(body)), max_size=8)))
-        pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True) if b > a]
-        encoded = []
-        for piece in pieces:
-            size = draw(st.sampled_from(["%x", "%X", "%04x"])) % len(piece)
-            extension = draw(st.sampled_from(["", ";a", ";name=value", ';q="quoted"', ";a=1;b"]))
-            encoded.append(f"{size}{extension}\r\n".encode() + piece + b"\r\n")
-        trailers = draw(_fields)
-        encoded.append(b"0\r\n" + b"".join(f"{n}: {v}\r\n".encode() for n, v in trailers) + b"\r\n")
-        payload = b"".join(encoded)
-    else:
-        payload = body  # ended by the server closing the connection
-    raw = b"\r\n".join(lines) + b"\r\n\r\n" + payload
-    splits = sorted(set(draw(st.lists(st.integers(1, max(1, len(raw) - 1)), max_size=6))))
-    return raw, splits
-
-
-def _h11_parse(raw: bytes, close_delimited: bool) -> tuple[int, list[tuple[str, str]], bytes]:
-    client = h11.Connection(h11.CLIENT)
-    client.send(h11.Request(method="GET", target="/", headers=[("host", "neuron")]))
-    client.send(h11.EndOfMessage())
-    client.receive_data(raw)
-    if close_delimited:
-        client.receive_data(b"")
-    status, headers, body = 0, [], b""
-    while True:
-        event = client.next_event()
-        if isinstance(event, h11.Response):
-            status = event.status_code
-            headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in event.headers]
-        elif isinstance(event, h11.Data):
-            body += event.data
-        elif isinstance(event, h11.EndOfMessage):
-            return status, headers, body
-        else:
-            raise AssertionError(f"h11 did not finish the reply: {event!r}")
-
-
-async def _ours_parse(raw: bytes, splits: list[int], close_delimited: bool):
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> object:
-        await read_request(reader)
-        for start, end in zip([0, *splits], [*splits, len(raw)], strict=True):
-            writer.write(raw[start:end])
-            await writer.drain()
-            await asyncio.sleep(0)
-        return HANG_UP if close_delimited else None
-
-    server = RawServer(script, "127.0.0.1")
-    await server.start()
-    pool = NeuronPool(connect_timeout_s=2.0)
-    try:
-        response = await get(pool, server.origin)
-        # h11 reports the Transfer-Encoding value lower-cased (it is a token, case-insensitive).
-        headers = [(n, v.lower() if n == "transfer-encoding" else v) for n, v in response.headers]
-        return response.status, headers, await response.read()
-    finally:
-        await pool.close()
-        await server.stop()
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(valid_replies())
-def test_the_parser_agrees_with_h11_on_valid_replies(reply):
-    raw, splits = reply
-    close_delimited = b"content-length:" not in raw.lower().split(b"\r\n\r\n")[0] and (
-        b"transfer-encoding:" not in raw.lower().split(b"\r\n\r\n")[0]
-    )
-    expected = _h11_parse(raw, close_delimited)
-    assert asyncio.run(_ours_parse(raw, splits, close_delimited)) == expected
