@@ -44,8 +44,9 @@ class NodeLost(CortexError):
 
 
 # What a neuron answers when its own count disagrees with a gateway's plan (another gateway
-# placed there, or has requests on the victim): re-read that node and plan again.
-REPLAN_CODES = frozenset({"over_budget", "model_busy"})
+# placed there, has requests on the victim, or unloaded what this one would wake): re-read that
+# node and plan again.
+REPLAN_CODES = frozenset({"over_budget", "model_busy", "model_not_loaded"})
 
 
 def refusal(node: Node, retry_after: str | None, raw: bytes) -> Conflict:

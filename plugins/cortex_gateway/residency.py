@@ -31,7 +31,7 @@ import msgspec
 
 from cortex_gateway.fleet import Node, NodeModel
 from cortex_kernel.config.schema import ModelProfile, ResidencySection
-from cortex_kernel.errors import Conflict, CortexError, Overloaded
+from cortex_kernel.errors import Conflict, CortexError, NotFound, Overloaded
 from cortex_kernel.events import ModelSlept, ModelWoken, ReplicaScaled, ThrashDetected
 from cortex_kernel.eviction import Victim
 from cortex_kernel.node_wire import ErrorDetail, ErrorReply
@@ -250,6 +250,9 @@ class Residency:
             raise Overloaded(
                 f"node {node.name}: {error.message}", code=error.code or "model_busy", retry_after=2
             )
+        if reply.status == 404:  # gone behind our back (a poll-old view): forget it, placement re-plans
+            node.models.pop(model_id, None)
+            raise NotFound(f"node {node.name}: {error.message}", code=error.code or "model_not_loaded")
         raise CortexError(
             f"node {node.name} refused to {verb} {model_id!r}: {error.message or reply.status}",
             status=502,

@@ -73,6 +73,10 @@ class ModelRecord:
     # What this model counts against the budget: its declared ``vram_mb``, else an estimate
     # while loading and the measured size once loaded. A failed model counts nothing.
     reserved_bytes: int = 0
+    # One sleep or wake at a time: the state says "sleeping" only once the harness has moved the
+    # weights out, so a second sleep must wait for the first rather than answer at once (a wake
+    # it let through would run before the weights had left, and leave a model without them).
+    transition: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def counted_bytes(self) -> int:
@@ -466,6 +470,11 @@ class ModelRegistry:
         harness = self.harness_for(record.harness)
         if not harness.supports_sleep:
             raise BadRequest(f"harness {record.harness!r} cannot sleep models", code="sleep_not_supported")
+        async with record.transition:
+            return await self._set_sleep(record, harness, asleep)
+
+    async def _set_sleep(self, record: ModelRecord, harness: Harness, asleep: bool) -> State:
+        model_id = record.id
         busy_with = record.task is not None and not record.task.done()
         if not asleep and record.state in ("sleeping", "waking"):
             return await self._woken(record)

@@ -73,8 +73,14 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], head
     return await reader.read()
 
 
-async def read_answer(reader: asyncio.StreamReader, *, head_only: bool = False) -> Answer:
-    """One answer from ``reader`` (interim 1xx answers are skipped)."""
+async def read_answer(
+    reader: asyncio.StreamReader, *, head_only: bool = False, endless: bool = False
+) -> Answer:
+    """One answer from ``reader`` (interim 1xx answers are skipped).
+
+    ``endless``: the route streams events until the client leaves, so a 2xx event stream is
+    returned with its head only (reading on would never end); any other answer is read whole.
+    """
     while True:
         status_line = await reader.readline()
         if not status_line:
@@ -87,12 +93,21 @@ async def read_answer(reader: asyncio.StreamReader, *, head_only: bool = False) 
             headers[name.strip().lower()] = value.strip()
         if status is not None and 100 <= status < 200:
             continue
+        streaming = headers.get("content-type", "").startswith("text/event-stream")
+        if endless and streaming and status is not None and 200 <= status < 300:
+            return Answer(status, headers)
         body = await _read_body(reader, headers, head_only or status in (204, 304))
         return Answer(status, headers, body)
 
 
 async def exchange(
-    port: int, data: bytes, *, limit_s: float = 60.0, head_only: bool = False, answers: int = 1
+    port: int,
+    data: bytes,
+    *,
+    limit_s: float = 60.0,
+    head_only: bool = False,
+    answers: int = 1,
+    endless: bool = False,
 ) -> list[Answer]:
     """Send ``data`` on a fresh connection and read up to ``answers`` answers."""
     got: list[Answer] = []
@@ -103,7 +118,7 @@ async def exchange(
             writer.write(data)
             await writer.drain()
             for _ in range(answers):
-                answer = await read_answer(reader, head_only=head_only)
+                answer = await read_answer(reader, head_only=head_only, endless=endless)
                 got.append(answer)
                 if answer.status is None:
                     break
@@ -119,5 +134,7 @@ async def exchange(
     return got
 
 
-async def send(port: int, data: bytes, *, limit_s: float = 60.0, head_only: bool = False) -> Answer:
-    return (await exchange(port, data, limit_s=limit_s, head_only=head_only))[0]
+async def send(
+    port: int, data: bytes, *, limit_s: float = 60.0, head_only: bool = False, endless: bool = False
+) -> Answer:
+    return (await exchange(port, data, limit_s=limit_s, head_only=head_only, endless=endless))[0]

@@ -37,6 +37,9 @@ class Route:
     fields: tuple[str, ...] = ()
     auth: str = "client"  # client | admin | neuron | none
     label: str = ""
+    # An event stream that never ends by itself: its answer is judged on its head (a 200 is not
+    # read to the end), any other answer on its body as usual.
+    endless: bool = False
 
     @property
     def name(self) -> str:
@@ -62,6 +65,11 @@ MESSAGES_FIELDS = (
     "stop_sequences", "temperature", "top_k", "top_p", "metadata",
 )  # fmt: skip
 COUNT_FIELDS = ("model", "messages", "system", "tools", "thinking", "tool_choice")
+RESPONSES_FIELDS = (
+    "model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "max_output_tokens",
+    "reasoning", "text", "temperature", "top_p", "user", "metadata", "prompt_cache_key",
+    "previous_response_id", "store", "stream", "include",
+)  # fmt: skip
 
 GATEWAY_ROUTES = [
     Route("gateway", "/v1/chat/completions", base={"model": CHAT, "messages": USER, "max_tokens": 2},
@@ -83,6 +91,28 @@ GATEWAY_ROUTES = [
           auth="admin"),
     Route("gateway", "/admin/nodes/no-such-node/drain", base={"drain": False}, fields=("drain",),
           auth="admin", label="/admin/nodes/{name}/drain"),
+    # Sleep a model the node does not hold, wake one that is awake: refusals and a no-op, never
+    # a change to what the other cases use.
+    Route("gateway", "/admin/nodes/neuron1/models/never-loaded/sleep", auth="admin",
+          label="/admin/nodes/{name}/models/{model}/sleep"),
+    Route("gateway", "/admin/nodes/no-such-node/models/tiny-chat/sleep", auth="admin",
+          label="/admin/nodes/{unknown}/models/{model}/sleep"),
+    Route("gateway", f"/admin/nodes/neuron1/models/{CHAT}/wake", auth="admin",
+          label="/admin/nodes/{name}/models/{model}/wake"),
+    Route("gateway", "/admin/nodes/neuron1/models/never-loaded/wake", auth="admin",
+          label="/admin/nodes/{name}/models/{absent}/wake"),
+    Route("gateway", "/v1/responses", base={"model": CHAT, "input": "hi", "max_output_tokens": 2},
+          fields=RESPONSES_FIELDS),
+    Route("gateway", "/v1/responses/resp_does_not_exist", method="GET", label="/v1/responses/{id}"),
+    Route("gateway", "/v1/responses/resp_does_not_exist", method="DELETE", label="/v1/responses/{id}"),
+    Route("gateway", "/health/live", method="GET", auth="none"),
+    Route("gateway", "/health/ready", method="GET", auth="none"),
+    Route("gateway", "/props", method="GET"),
+    Route("gateway", "/models/sse", method="GET", endless=True),
+    Route("gateway", "/console", method="GET", auth="none"),
+    Route("gateway", "/console/static/console.js", method="GET", auth="none", label="/console/static/{name}"),
+    Route("gateway", "/console/api/state", method="GET", auth="admin"),
+    Route("gateway", "/console/api/stream", method="GET", auth="admin", endless=True),
 ]  # fmt: skip
 NEURON_ROUTES = [
     Route("neuron", "/models/load", base={"model": "never-loaded"}, fields=("model", "profile", "wait"),
@@ -99,6 +129,9 @@ NEURON_ROUTES = [
     Route("neuron", "/v1/count_tokens", base={"model": CHAT, "messages": USER}, fields=COUNT_FIELDS,
           auth="neuron"),
     Route("neuron", "/health", method="GET", auth="none"),
+    Route("neuron", "/health/live", method="GET", auth="none"),
+    Route("neuron", "/health/ready", method="GET", auth="none"),
+    Route("neuron", "/discovery", method="GET", auth="neuron"),
     Route("neuron", "/metrics", method="GET", auth="neuron"),
     Route("neuron", "/models", method="GET", auth="neuron"),
     Route("neuron", "/v1/models", method="GET", auth="neuron"),
@@ -186,7 +219,7 @@ def hostile_body(draw: st.DrawFn, route: Route) -> tuple[bytes, list[str]]:
         st.lists(st.sampled_from(["wrong-type", "huge-number", "unknown-fields", "invalid-utf8", "nul"]),
                  min_size=2, max_size=3)
     )  # fmt: skip
-    if route.path.endswith(("completions", "messages")) and draw(st.booleans()):
+    if route.path.endswith(("completions", "messages", "responses")) and draw(st.booleans()):
         pairs.append(("stream", b"true"))
         mistakes.append("stream")
     for kind in kinds:

@@ -114,7 +114,11 @@ async def run_cases(fleet: Fleet, cases: list[Case], tally: Tally, *, concurrenc
         while queue:
             case = queue.pop()
             answer = await send(
-                ports[case.route.target], case.data, limit_s=90, head_only=case.method == "HEAD"
+                ports[case.route.target],
+                case.data,
+                limit_s=90,
+                head_only=case.method == "HEAD",
+                endless=case.route.endless,
             )
             label, problem = judge(case, answer)
             tally.add(case.route.name, label)

@@ -142,7 +142,13 @@ def _kinds(fleet: Fleet, seed: int) -> dict[str, object]:
 
     async def hostile_request() -> str | None:
         case = rng.choice(hostile)
-        answer = await send(ports[case.route.target], case.data, limit_s=120, head_only=case.method == "HEAD")
+        answer = await send(
+            ports[case.route.target],
+            case.data,
+            limit_s=120,
+            head_only=case.method == "HEAD",
+            endless=case.route.endless,
+        )
         label, problem = judge(case, answer)
         return (
             None

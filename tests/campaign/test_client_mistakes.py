@@ -27,6 +27,7 @@ GATEWAY_ROUTES = [
     ("/v1/embeddings", f'{{"model":"{EMBED}","input":"x","x":'),
     ("/v1/messages", f'{{"model":"{CHAT}","max_tokens":2,"messages":[{{"role":"user","content":"x"}}],"x":'),
     ("/v1/messages/count_tokens", f'{{"model":"{CHAT}","messages":[{{"role":"user","content":"x"}}],"x":'),
+    ("/v1/responses", f'{{"model":"{CHAT}","input":"x","x":'),
     ("/admin/models/load", f'{{"model":"{CHAT}","x":'),
     ("/admin/models/unload", f'{{"model":"{CHAT}","x":'),
     ("/admin/nodes/neuron1/drain", '{"x":'),

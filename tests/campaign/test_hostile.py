@@ -53,7 +53,9 @@ def test_hostile_requests_get_4xx_in_their_envelope_and_leave_nothing_behind(fle
 def test_each_hostile_request_is_answered_without_a_server_error(fleet: Fleet, case: Case):
     """The same generator, one request at a time, so hypothesis can shrink a failure to its cause."""
     port = fleet.gateway.port if case.route.target == "gateway" else fleet.neurons[0].port
-    answer = asyncio.run(send(port, case.data, limit_s=90, head_only=case.method == "HEAD"))
+    answer = asyncio.run(
+        send(port, case.data, limit_s=90, head_only=case.method == "HEAD", endless=case.route.endless)
+    )
     label, problem = judge(case, answer)
     assert problem is None, (label, problem, case.mistakes, case.data[:300], answer.body[:300])
 

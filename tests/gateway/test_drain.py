@@ -80,22 +80,32 @@ def test_streams_open_at_the_end_of_the_grace_end_with_their_error_event(start_n
     anthropic_stream = LineStream(
         f"{gateway.url}/v1/messages", "POST", {"model": "tiny-chat", "messages": PROMPT, **LONG}
     )
-    with openai_stream, anthropic_stream, ThreadPoolExecutor(2) as pool:
+    # The Responses dialect has no ignore_eos; greedy, the tiny model runs to its limit anyway.
+    responses_stream = LineStream(
+        f"{gateway.url}/v1/responses",
+        "POST",
+        {"model": "tiny-chat", "input": "go", "max_output_tokens": 30000, "temperature": 0, "stream": True},
+    )
+    with openai_stream, anthropic_stream, responses_stream, ThreadPoolExecutor(3) as pool:
         assert openai_stream.status == 200 and anthropic_stream.status == 200
+        assert responses_stream.status == 200
         openai_lines, anthropic_lines = iter(openai_stream), iter(anthropic_stream)
         assert next(openai_lines).startswith("data: ")
         assert next(anthropic_lines) == "event: message_start"
+        assert next(iter(responses_stream)) == "event: response.created"
         gateway.process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         ready_status = probe.finish()
         openai_rest = pool.submit(_read_to_end, openai_stream)
         anthropic_rest = pool.submit(_read_to_end, anthropic_stream)
+        responses_rest = pool.submit(_read_to_end, responses_stream)
         openai_tail, anthropic_tail = openai_rest.result(30), anthropic_rest.result(30)
+        responses_tail = responses_rest.result(30)
     assert gateway.process.wait(15) == 0
     took = time.monotonic() - signalled
 
     assert ready_status == 503
-    assert len(openai_tail) > 2 and len(anthropic_tail) > 2, "the streams ended before the grace"
+    assert min(map(len, (openai_tail, anthropic_tail, responses_tail))) > 2, "a stream ended before the grace"
     assert took > 1.0  # they ran on into the grace and were ended near its end
     # OpenAI: an error frame, then [DONE].
     assert openai_tail[-1] == "data: [DONE]", openai_tail[-3:]
@@ -105,6 +115,10 @@ def test_streams_open_at_the_end_of_the_grace_end_with_their_error_event(start_n
     assert anthropic_tail[-2] == "event: error", anthropic_tail[-3:]
     event = json.loads(anthropic_tail[-1].removeprefix("data: "))
     assert event["type"] == "error" and event["error"]["type"] == "overloaded_error", event
+    # Responses: response.failed (rate_limit_exceeded: retry later) as the last event.
+    assert responses_tail[-2] == "event: response.failed", responses_tail[-3:]
+    failed = json.loads(responses_tail[-1].removeprefix("data: "))["response"]
+    assert failed["status"] == "failed" and failed["error"]["code"] == "rate_limit_exceeded", failed
     log = gateway.log_text()
     assert "Traceback" not in log and "CancelledError" not in log, log[-3000:]
 

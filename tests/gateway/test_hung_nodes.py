@@ -96,9 +96,12 @@ def test_a_node_frozen_during_a_cold_load_hands_its_waiters_to_a_healthy_node(
         thread.join(90)
     assert [status for status, _ in answers] == [200] * 5
     assert _states(second).get("tiny-chat") == "ready"
-    # Declared down after DOWN_AFTER_S (plus a poll timeout), then n2's load: a cold first
-    # load there imports the harness, which the generous bound covers.
-    assert max(at for _, at in answers) - frozen_at < DOWN_AFTER_S + 45
+    # Declared down after DOWN_AFTER_S (plus a poll timeout), then n2's own load (a cold first
+    # load there imports the harness: measured by n2 itself), plus slack for a loaded machine.
+    models = http_json("GET", f"{second.url}/models", timeout=5)[1]["data"]
+    load_s = next(m for m in models if m["id"] == "tiny-chat")["load_seconds"]
+    took = max(at for _, at in answers) - frozen_at
+    assert took < DOWN_AFTER_S + 0.5 + load_s + 10, (took, load_s)
 
 
 def test_streams_on_a_frozen_node_end_with_the_error_event_once_it_is_declared_down(

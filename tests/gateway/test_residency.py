@@ -222,3 +222,31 @@ def test_a_hot_model_gets_a_second_replica_and_loses_it_when_idle(
         time.sleep(0.3)
     assert _fleet(gateway)["scale_ins"] == 1
     assert _metric(_fleet_metrics_url(gateway), "cortex_replica_scaling_total", kind="out") == 1
+
+
+def test_a_model_gone_behind_the_gateways_back_is_a_404_for_admin_sleep_and_wake_and_reloaded_for_a_request(
+    start_neuron, start_gateway, tiny_chat_model
+):
+    """Found by the hostile campaign: the gateway's view (a poll old) still showed the model, the
+    neuron answered 404 ``model_not_loaded``, and the gateway made that a 502; a request for the
+    model, planned as a wake there, failed the same way."""
+    neuron = start_neuron("memory_budget_mb = 100\nhost_memory_budget_mb = 200\n")
+    gateway = start_gateway(
+        {"n1": neuron},
+        extra="poll_interval_s = 600\n",
+        catalogue_extra=_catalogue(tiny_chat_model, {"a": ""}),
+    )
+    assert _ask(gateway, "a")[0] == 200
+    for verb in ("sleep", "wake"):
+        assert http_json("POST", f"{gateway.url}/admin/nodes/n1/models/a/{verb}")[0] == 200
+        # Gone behind the gateway's back (another gateway, an operator): the view is stale.
+        assert http_json("POST", f"{neuron.url}/models/unload", {"model": "a", "force": True})[0] == 200
+        status, body, _ = http_json("POST", f"{gateway.url}/admin/nodes/n1/models/a/{verb}")
+        assert (status, body["error"]["code"]) == (404, "model_not_loaded"), (verb, status, body)
+        assert _ask(gateway, "a")[0] == 200  # reloaded: loads again
+    # Asleep in the gateway's view, gone on the neuron: a request is still answered.
+    assert http_json("POST", f"{gateway.url}/admin/nodes/n1/models/a/sleep")[0] == 200
+    assert http_json("POST", f"{neuron.url}/models/unload", {"model": "a", "force": True})[0] == 200
+    status, body, _ = _ask(gateway, "a")
+    assert status == 200, body
+    assert _states(neuron) == {"a": "ready"}

@@ -3,7 +3,7 @@ unloads and waking a sleeping model, on a real neuron over HTTP."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import pytest
 
@@ -160,3 +160,26 @@ def test_profile_source_outside_the_roots_is_not_a_budget_question(start_neuron,
     neuron = start_neuron("memory_budget_mb = 1\n")
     status, body, _ = load(neuron, inline("escape", tmp_path / "elsewhere", vram_mb=64))
     assert status == 403, toml_str(body)
+
+
+def test_a_wake_during_concurrent_sleeps_leaves_a_model_that_serves_and_sleeps_again(start_neuron):
+    """Found by the hostile campaign: a second sleep that arrived while the first was still
+    moving the weights out answered ``sleeping`` at once; a wake sent then ran before the weights
+    had left, and the model later came back "ready" with no weights (each chat or sleep a 500)."""
+    neuron = start_neuron()
+    assert load(neuron, {"model": "tiny-chat"})[0] == 200
+
+    def post(route: str):
+        return http_json("POST", f"{neuron.url}/models/{route}", {"model": "tiny-chat"}, timeout=60)
+
+    for _ in range(5):
+        with ThreadPoolExecutor(8) as pool:
+            sleeps = [pool.submit(post, "sleep") for _ in range(6)]
+            next(as_completed(sleeps))
+            wake = pool.submit(post, "wake")
+            assert all(s.result()[0] == 200 for s in sleeps)
+            assert wake.result()[0] == 200
+        status, body, _ = post("wake")
+        assert (status, body["state"]) == (200, "ready")
+        status, body, _ = chat(neuron, "tiny-chat")
+        assert status == 200, body

@@ -8,6 +8,7 @@ model inside a model root still loads and serves.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import urllib.request
 from pathlib import Path
@@ -80,6 +81,8 @@ def test_every_escape_is_refused_and_nothing_loads(start_neuron, tiny_chat_model
         f"file://{outside}",
         "synthetic:../..",
         "~/model",
+        # Relative to the neuron's working directory (the test's): a real model, outside the roots.
+        "./" + os.path.relpath(outside),
     ]
     for wait in (True, False):
         for index, source in enumerate(escapes):
