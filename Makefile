@@ -44,9 +44,10 @@ clean:
 	rm -rf $(VENV) .vllm-env .vllm-env.lock .mypy_cache .ruff_cache .pytest_cache
 
 ## vLLM harness: type-check and test it in a vLLM environment cached outside the clone
-## (scripts/vllm-env; the first run on a machine installs vLLM, several GB).
+## (scripts/vllm-env; the first run on a machine installs vLLM, several GB). The tests run with
+## HF_HUB_OFFLINE=1, as on an air-gapped GPU host: no test may reach a model hub.
 ## The python scripts/vllm-env prints imports this clone's code (never PYTHONPATH's).
 test-vllm: $(STAMP)
 	python="$$(scripts/vllm-env)" && \
 	$(BIN)/mypy --strict --python-executable "$$python" harnesses/cortex_vllm && \
-	env -u PYTHONPATH "$$python" -m pytest -p randomly tests/vllm $(PYTEST_ARGS)
+	env -u PYTHONPATH HF_HUB_OFFLINE=1 "$$python" -m pytest -p randomly tests/vllm $(PYTEST_ARGS)
