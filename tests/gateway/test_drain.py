@@ -48,17 +48,30 @@ class ReadyProbe:
 
     def __init__(self, daemon: Daemon) -> None:
         parts = urlsplit(daemon.url)
-        self.socket = socket.create_connection((parts.hostname, parts.port), timeout=10)
+        self.address = (parts.hostname, parts.port)
+        self.socket = socket.create_connection(self.address, timeout=10)
         self.socket.sendall(b"GET /health/ready HTTP/1.1\r\nhost: probe\r\n")
 
     def finish(self) -> int:
-        time.sleep(0.3)  # let the daemon handle the signal first
+        self._wait_for_the_drain()
         self.socket.sendall(b"\r\n")
         reply = http.client.HTTPResponse(self.socket)
         reply.begin()
         status = reply.status
         self.socket.close()
         return status
+
+    def _wait_for_the_drain(self, timeout: float = 30.0) -> None:
+        """Until the daemon has handled the signal: it begins the drain, then closes its listening
+        sockets, so a new connection being refused shows the drain has begun."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(self.address, timeout=5).close()
+            except ConnectionRefusedError:
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"the daemon still accepts connections {timeout} s after the signal")
 
 
 def test_streams_open_at_the_end_of_the_grace_end_with_their_error_event(start_neuron, start_gateway):
