@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -84,19 +85,32 @@ class Gateway(Generic[Client]):
     neuron: ScriptedNeuron
 
 
-@contextlib.contextmanager
-def gateway_maker(
-    neuron: ScriptedNeuron, app: Callable[..., Starlette], sdk: Callable[[TestClient], Client]
-) -> Iterator[Callable[..., Gateway[Client]]]:
-    """Build gateways in front of ``neuron`` (keyword arguments go to ``app``), each driven by the
-    SDK client ``sdk`` makes over its in-process transport; all are closed on exit."""
+@pytest.fixture
+def neuron(scripted_neuron: ScriptedNeuron) -> ScriptedNeuron:
+    """The scripted neuron the dialect's gateways stand in front of."""
+    return scripted_neuron
+
+
+@pytest.fixture
+def make_gateway(
+    neuron: ScriptedNeuron, dialect_app: Callable[..., Starlette], dialect_sdk: Callable[[TestClient], Any]
+) -> Iterator[Callable[..., Gateway[Any]]]:
+    """Build gateways in front of ``neuron`` (keyword arguments go to the dialect's ``dialect_app``),
+    each driven by the SDK client ``dialect_sdk`` makes over its in-process transport.
+
+    A dialect's conftest imports these fixtures and defines ``dialect_app`` and ``dialect_sdk``."""
     with contextlib.ExitStack() as stack:
 
-        def make(**kwargs: Any) -> Gateway[Client]:
-            http = stack.enter_context(TestClient(app(neuron.url, **kwargs)))
-            return Gateway(http=http, client=sdk(http), neuron=neuron)
+        def make(**kwargs: Any) -> Gateway[Any]:
+            http = stack.enter_context(TestClient(dialect_app(neuron.url, **kwargs)))
+            return Gateway(http=http, client=dialect_sdk(http), neuron=neuron)
 
         yield make
+
+
+@pytest.fixture
+def gateway(make_gateway: Callable[..., Gateway[Any]]) -> Gateway[Any]:
+    return make_gateway()
 
 
 @contextlib.contextmanager

@@ -14,8 +14,8 @@ from starlette.testclient import TestClient
 from cortex_anthropic.dialect import AnthropicDialect
 from cortex_kernel.config.schema import AuthSection
 from tests import dialect_gateway
-from tests.anthropic.scripted import MODEL, ScriptedNeuron
-from tests.dialect_gateway import dialect_gateway_app
+from tests.anthropic.scripted import MODEL
+from tests.dialect_gateway import dialect_gateway_app, gateway, make_gateway, neuron  # noqa: F401 (fixtures)
 
 FAST_PINGS_S = 0.05
 
@@ -40,30 +40,21 @@ def gateway_app(
     )
 
 
-Gateway = dialect_gateway.Gateway[anthropic.Anthropic]
+@pytest.fixture
+def dialect_app() -> Callable[..., Starlette]:
+    return gateway_app
 
 
 @pytest.fixture
-def neuron(scripted_neuron: ScriptedNeuron) -> ScriptedNeuron:
-    return scripted_neuron
-
-
-@pytest.fixture
-def make_gateway(neuron: ScriptedNeuron) -> Iterator[Callable[..., Gateway]]:
-    """Build gateways in front of ``neuron``; keyword arguments go to :func:`gateway_app`."""
+def dialect_sdk() -> Callable[[TestClient], anthropic.Anthropic]:
+    """The SDK client the shared fixtures drive this dialect with."""
 
     def sdk(http: TestClient) -> anthropic.Anthropic:
         return anthropic.Anthropic(
             base_url=str(http.base_url), api_key="client-key", http_client=http, max_retries=0
         )
 
-    with dialect_gateway.gateway_maker(neuron, gateway_app, sdk) as make:
-        yield make
-
-
-@pytest.fixture
-def gateway(make_gateway: Callable[..., Gateway]) -> Gateway:
-    return make_gateway()
+    return sdk
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,5 +72,5 @@ def real_fleet(tmp_path_factory: pytest.TempPathFactory, tiny_chat_model: Path) 
     aliases = '\n[aliases]\nclaude-haiku = "tiny-chat"\n'
     with dialect_gateway.real_fleet(
         tmp_path, tiny_chat_model, short_context=TINY_CONTEXT, catalogue_extra=aliases
-    ) as gateway:
-        yield gateway.url
+    ) as daemon:
+        yield daemon.url

@@ -14,9 +14,9 @@ from starlette.testclient import TestClient
 
 from cortex_responses.dialect import ResponsesDialect
 from tests import dialect_gateway
-from tests.anthropic.scripted import MODEL, ScriptedNeuron
+from tests.anthropic.scripted import MODEL
 from tests.daemons import Daemon
-from tests.dialect_gateway import dialect_gateway_app
+from tests.dialect_gateway import dialect_gateway_app, gateway, make_gateway, neuron  # noqa: F401 (fixtures)
 
 FAST_KEEPALIVE_S = 0.05
 
@@ -33,30 +33,21 @@ def gateway_app(
     )
 
 
-Gateway = dialect_gateway.Gateway[openai.OpenAI]
+@pytest.fixture
+def dialect_app() -> Callable[..., Starlette]:
+    return gateway_app
 
 
 @pytest.fixture
-def neuron(scripted_neuron: ScriptedNeuron) -> ScriptedNeuron:
-    return scripted_neuron
-
-
-@pytest.fixture
-def make_gateway(neuron: ScriptedNeuron) -> Iterator[Callable[..., Gateway]]:
-    """Build gateways in front of ``neuron``; keyword arguments go to :func:`gateway_app`."""
+def dialect_sdk() -> Callable[[TestClient], openai.OpenAI]:
+    """The SDK client the shared fixtures drive this dialect with."""
 
     def sdk(http: TestClient) -> openai.OpenAI:
         return openai.OpenAI(
             base_url=f"{http.base_url}/v1", api_key="client-key", http_client=http, max_retries=0
         )
 
-    with dialect_gateway.gateway_maker(neuron, gateway_app, sdk) as make:
-        yield make
-
-
-@pytest.fixture
-def gateway(make_gateway: Callable[..., Gateway]) -> Gateway:
-    return make_gateway()
+    return sdk
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,5 +64,5 @@ def real_fleet(tmp_path_factory: pytest.TempPathFactory, tiny_chat_model: Path) 
     store = "\n[responses]\nstore_max_responses = 64\nstore_ttl_s = 600\n"
     with dialect_gateway.real_fleet(
         tmp_path, tiny_chat_model, short_context=TINY_CONTEXT, gateway_extra=store
-    ) as gateway:
-        yield gateway
+    ) as daemon:
+        yield daemon
