@@ -157,6 +157,17 @@ def toml_str(value: str | Path) -> str:
     return json.dumps(str(value))
 
 
+def model_toml(model: str, source: str | Path, extra: str = "", **fields: object) -> str:
+    """One ``[[models]]`` entry for the transformers harness (placed on any node, even one without
+    a GPU): ``fields`` as TOML values (a string quoted, a number or a boolean as it is), then the
+    raw TOML lines ``extra``."""
+    values = "".join(f"{key} = {json.dumps(value)}\n" for key, value in fields.items())
+    return (
+        f'\n[[models]]\nid = {toml_str(model)}\nharness = "transformers"\nsource = {toml_str(source)}\n'
+        f"min_devices = 0\n{values}{extra}\n"
+    )
+
+
 class LineStream:
     """A streamed HTTP response read line by line over a socket this object owns.
 

@@ -28,7 +28,7 @@ from cortex_kernel.hookspecs import hookimpl
 from cortex_kernel.kernel import Kernel
 from cortex_kernel.plugins import build_plugin_manager
 from cortex_kernel.testing.scripted_neuron import ScriptedNeuron
-from tests.daemons import Daemon, free_port, gateway_toml, toml_str, wait_nodes_up, write_toml
+from tests.daemons import Daemon, free_port, gateway_toml, model_toml, toml_str, wait_nodes_up, write_toml
 
 Client = TypeVar("Client")
 
@@ -128,20 +128,11 @@ def real_fleet(
     ``tiny-chat`` has its full context, ``tiny-short`` the same weights with ``short_context``
     tokens (for clamping and "too long" errors). A dialect's suite shares one pair per module:
     starting a neuron and loading a model costs seconds, and the tests only read."""
-    catalogue = f"""
-[[models]]
-id = "tiny-chat"
-harness = "transformers"
-source = {toml_str(chat_model)}
-min_devices = 0
-
-[[models]]
-id = "tiny-short"
-harness = "transformers"
-source = {toml_str(chat_model)}
-min_devices = 0
-context_length = {short_context}
-{catalogue_extra}"""
+    catalogue = (
+        model_toml("tiny-chat", chat_model)
+        + model_toml("tiny-short", chat_model, context_length=short_context)
+        + catalogue_extra
+    )
     neuron_port, gateway_port = free_port(), free_port()
     home = tmp_path / "neuron"
     write_toml(home / "models.toml", catalogue)

@@ -9,33 +9,17 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.daemons import Daemon, Started, free_port, gateway_toml, toml_str, write_toml
+from tests.daemons import Daemon, Started, free_port, gateway_toml, model_toml, toml_str, write_toml
 
 TOKEN = "neuron-test-token"
 
 
 def models_toml(chat: Path, embed: Path) -> str:
-    return f"""
-[[models]]
-id = "tiny-chat"
-harness = "transformers"
-source = {toml_str(chat)}
-min_devices = 0
-vram_mb = 16
-
-[[models]]
-id = "tiny-embed"
-harness = "transformers"
-source = {toml_str(embed)}
-task = "embedding"
-min_devices = 0
-
-[[models]]
-id = "never-loaded"
-harness = "transformers"
-source = {toml_str(chat)}
-min_devices = 0
-"""
+    return (
+        model_toml("tiny-chat", chat, vram_mb=16)
+        + model_toml("tiny-embed", embed, task="embedding")
+        + model_toml("never-loaded", chat)
+    )
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.daemons import LineStream, endless_stream, http_json, toml_str, unloadable_model
+from tests.daemons import LineStream, endless_stream, http_json, model_toml, unloadable_model
 
 pytestmark = pytest.mark.slow
 
@@ -19,11 +19,7 @@ FAST_POLLS = "poll_interval_s = 0.3\npoll_timeout_s = 1.0\n"
 
 
 def _catalogue(chat, models: dict[str, str]) -> str:
-    return "".join(
-        f'\n[[models]]\nid = "{name}"\nharness = "transformers"\nsource = {toml_str(source or chat)}\n'
-        "min_devices = 0\nvram_mb = 60\n"
-        for name, source in models.items()
-    )
+    return "".join(model_toml(name, source or chat, vram_mb=60) for name, source in models.items())
 
 
 def _ask(gateway, model: str, timeout: float = 120.0):

@@ -7,17 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.daemons import Daemon, http_json, toml_str
+from tests.daemons import Daemon, http_json, model_toml
 
 
 def catalogue(chat: Path, models: dict[str, str]) -> str:
     """``[[models]]`` entries named ``models`` (id → extra TOML), all backed by the tiny chat model
     and each declaring 60 MiB."""
-    return "".join(
-        f'\n[[models]]\nid = "{name}"\nharness = "transformers"\nsource = {toml_str(chat)}\n'
-        f"min_devices = 0\nvram_mb = 60\n{extra}\n"
-        for name, extra in models.items()
-    )
+    return "".join(model_toml(name, chat, extra, vram_mb=60) for name, extra in models.items())
 
 
 def ask(gateway: Daemon, model: str, max_tokens: int = 2) -> tuple[int, Any, dict[str, str]]:
