@@ -268,19 +268,22 @@ class _Event(msgspec.Struct, tag_field="type", kw_only=True):
     sequence_number: int = 0
 
 
-class _PartEvent(_Event):
-    """The events about one content part of one output item (the fields are encoded in this order)."""
+class _ItemEvent(_Event):
+    """The events about one output item (the fields are encoded in this order, base class first)."""
 
     item_id: str
     output_index: int
+
+
+class _PartEvent(_ItemEvent):
+    """The events about one content part of one output item."""
+
     content_index: int
 
 
-class _SummaryEvent(_Event):
+class _SummaryEvent(_ItemEvent):
     """The events about one summary part of one reasoning item."""
 
-    item_id: str
-    output_index: int
     summary_index: int
 
 
@@ -356,28 +359,20 @@ class SummaryTextDone(_SummaryEvent, tag="response.reasoning_summary_text.done")
     text: str
 
 
-class ArgumentsDelta(_Event, tag="response.function_call_arguments.delta"):
-    item_id: str
-    output_index: int
+class ArgumentsDelta(_ItemEvent, tag="response.function_call_arguments.delta"):
     delta: str
 
 
-class ArgumentsDone(_Event, tag="response.function_call_arguments.done"):
-    item_id: str
-    output_index: int
+class ArgumentsDone(_ItemEvent, tag="response.function_call_arguments.done"):
     name: str
     arguments: str
 
 
-class CustomInputDelta(_Event, tag="response.custom_tool_call_input.delta"):
-    item_id: str
-    output_index: int
+class CustomInputDelta(_ItemEvent, tag="response.custom_tool_call_input.delta"):
     delta: str
 
 
-class CustomInputDone(_Event, tag="response.custom_tool_call_input.done"):
-    item_id: str
-    output_index: int
+class CustomInputDone(_ItemEvent, tag="response.custom_tool_call_input.done"):
     input: str
 
 
