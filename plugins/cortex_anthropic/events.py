@@ -192,9 +192,7 @@ class EventTranslator:
         call = self._calls.setdefault(fragment.index, _Call())
         arguments = call.absorb(fragment)
         if call.block is None:
-            if arguments:
-                call.pending.append(arguments)
-            if call.name is not None:
+            if call.hold(arguments):
                 self._open_tool(events, fragment.index, call)
             return
         if self._open_call != fragment.index:

@@ -29,3 +29,10 @@ class ToolCallParts:
         if function is not None and function.name:
             self.name = self.name or function.name
         return function.arguments if function is not None and function.arguments else ""
+
+    def hold(self, arguments: str) -> bool:
+        """Before the call's block or item is open: keep ``arguments`` to send once it is; whether
+        it can open now (a call opens once its name is known)."""
+        if arguments:
+            self.pending.append(arguments)
+        return self.name is not None

@@ -265,9 +265,7 @@ class EventTranslator:
         call = self._calls.setdefault(fragment.index, _Call())
         arguments = call.absorb(fragment)
         if call.output_index is None:
-            if arguments:
-                call.pending.append(arguments)
-            if call.name is not None:
+            if call.hold(arguments):
                 self._open_call(events, call)
             return
         if arguments:
