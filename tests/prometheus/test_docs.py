@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cortex_kernel.config.schema import AdmissionSection, Catalogue
 from cortex_neuron.metrics import NeuronMetrics
-from cortex_neuron.registry import ModelRegistry
 from cortex_prometheus.sink import MetricsSink
+from tests.neuron.registries import model_registry
 from tests.prometheus import dashboard
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -35,17 +34,7 @@ def documented() -> dict[str, tuple[str, set[str]]]:
 
 def exported(tmp_path: Path) -> dict[str, str]:
     gateway = MetricsSink(catalogue=[], nodes=[]).registry
-    neuron = NeuronMetrics(
-        ModelRegistry(
-            specs=[],
-            catalogue=Catalogue(),
-            admission=AdmissionSection(),
-            allow_models=None,
-            model_roots=[],
-            cache_dir=tmp_path,
-            harness_options={},
-        )
-    ).registry
+    neuron = NeuronMetrics(model_registry(tmp_path)).registry
     return {metric.name: metric.type for registry in (gateway, neuron) for metric in registry.collect()}
 
 
