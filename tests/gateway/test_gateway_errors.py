@@ -10,7 +10,7 @@ import pytest
 
 from cortex_kernel.keys import key_digest
 from cortex_kernel.testing.scripted_neuron import ScriptedNeuron, openai_error
-from tests.daemons import LineStream, http_json
+from tests.daemons import LineStream, endless_stream, http_json
 
 pytestmark = pytest.mark.slow
 
@@ -127,13 +127,7 @@ def test_keys_are_checked_and_client_credentials_never_reach_neurons(secured):
 def test_client_disconnect_cancels_the_upstream_generation(start_neuron, start_gateway):
     neuron = start_neuron()
     gateway = start_gateway({"n1": neuron})
-    body = {
-        "model": "tiny-chat",
-        "messages": [{"role": "user", "content": "go"}],
-        "max_tokens": 30000,
-        "ignore_eos": True,
-        "stream": True,
-    }
+    body = endless_stream("tiny-chat")
     with LineStream(f"{gateway.url}/v1/chat/completions", "POST", body, timeout=120) as stream:
         lines = iter(stream)
         next(lines)
