@@ -19,14 +19,13 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gateway_overhead import EXE, HERE, cpu_seconds, free_port, start
+from gateway_overhead import EXE, HERE, cpu_seconds, free_port, start, wait_up
 
 HI = [{"role": "user", "content": "hi"}]
 ENDPOINTS = {
@@ -54,21 +53,6 @@ async def run_round(base: str, name: str, workers: int, requests: int) -> None:
                 await one(session, base + path, body)
 
         await asyncio.gather(*(worker() for _ in range(workers)))
-
-
-async def wait_up(url: str, log: Path, timeout_s: float = 120.0) -> None:
-    """Until ``url`` answers 200 (a loaded machine can take a while to start a gateway)."""
-    deadline = time.monotonic() + timeout_s
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(url) as reply:
-                    if reply.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up; see {log}")
 
 
 async def main_async(rounds: int, workers: int, requests: int, workdir: Path) -> None:

@@ -73,9 +73,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def wait_up(url: str) -> None:
+async def wait_up(url: str, log: Path | None = None, timeout_s: float = 120.0) -> None:
+    """Until ``url`` answers 200 (a loaded machine can take a while to start a gateway); the error
+    names ``log``, the daemon's output, when it does not come up."""
+    deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession() as session:
-        for _ in range(300):
+        while time.monotonic() < deadline:
             try:
                 async with session.get(url) as reply:
                     if reply.status == 200:
@@ -83,7 +86,7 @@ async def wait_up(url: str) -> None:
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
+    raise RuntimeError(f"{url} did not come up" + (f"; see {log}" if log else ""))
 
 
 async def wait_ready(url: str, in_a_row: int = 20) -> None:

@@ -104,6 +104,49 @@ class Daemon:
             self.process.wait(10)
 
 
+class Started:
+    """The daemons a fixture starts, all stopped when it ends, whatever the test did."""
+
+    def __init__(self) -> None:
+        self.daemons: list[Daemon] = []
+
+    def healthy(self, daemon: Daemon) -> Daemon:
+        """Start ``daemon`` and wait until it answers its health check."""
+        self.daemons.append(daemon.start())
+        daemon.wait_healthy()
+        return daemon
+
+    def __enter__(self) -> Started:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for daemon in self.daemons:
+            daemon.stop()
+
+
+def wait_nodes_up(gateway: Daemon, count: int, timeout: float = 60.0) -> dict[str, Any]:
+    """Until the gateway's health says ``count`` nodes are up (it learns so by polling them); its
+    last health body."""
+    deadline = time.monotonic() + timeout
+    while (health := gateway.wait_healthy())["nodes"]["up"] != count:
+        assert time.monotonic() < deadline, f"{health['nodes']}\n{gateway.log_text()}"
+        time.sleep(0.05)
+    return health
+
+
+def gateway_toml(port: int, neurons: dict[str, str], extra: str = "") -> str:
+    """A ``cortex.toml`` listening on ``port`` over ``neurons`` (name: URL); ``extra`` goes in the
+    ``[gateway]`` table (and may open tables of its own). The metrics port is a free one unless
+    ``extra`` names it: never the fixed default, so tests running side by side never collide."""
+    if "metrics_listen" not in extra:
+        extra = f'metrics_listen = "127.0.0.1:{free_port()}"\n{extra}'
+    entries = "".join(
+        f"\n[[neurons]]\nname = {toml_str(name)}\nendpoint = {toml_str(url)}\n"
+        for name, url in neurons.items()
+    )
+    return f'[gateway]\nlisten = "127.0.0.1:{port}"\n{extra}\n{entries}'
+
+
 def write_toml(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -112,6 +155,17 @@ def write_toml(path: Path, text: str) -> Path:
 
 def toml_str(value: str | Path) -> str:
     return json.dumps(str(value))
+
+
+def model_toml(model: str, source: str | Path, extra: str = "", **fields: object) -> str:
+    """One ``[[models]]`` entry for the transformers harness (placed on any node, even one without
+    a GPU): ``fields`` as TOML values (a string quoted, a number or a boolean as it is), then the
+    raw TOML lines ``extra``."""
+    values = "".join(f"{key} = {json.dumps(value)}\n" for key, value in fields.items())
+    return (
+        f'\n[[models]]\nid = {toml_str(model)}\nharness = "transformers"\nsource = {toml_str(source)}\n'
+        f"min_devices = 0\n{values}{extra}\n"
+    )
 
 
 class LineStream:

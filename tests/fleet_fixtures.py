@@ -9,33 +9,17 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.daemons import Daemon, free_port, toml_str, write_toml
+from tests.daemons import Daemon, Started, free_port, gateway_toml, model_toml, toml_str, write_toml
 
 TOKEN = "neuron-test-token"
 
 
 def models_toml(chat: Path, embed: Path) -> str:
-    return f"""
-[[models]]
-id = "tiny-chat"
-harness = "transformers"
-source = {toml_str(chat)}
-min_devices = 0
-vram_mb = 16
-
-[[models]]
-id = "tiny-embed"
-harness = "transformers"
-source = {toml_str(embed)}
-task = "embedding"
-min_devices = 0
-
-[[models]]
-id = "never-loaded"
-harness = "transformers"
-source = {toml_str(chat)}
-min_devices = 0
-"""
+    return (
+        model_toml("tiny-chat", chat, vram_mb=16)
+        + model_toml("tiny-embed", embed, task="embedding")
+        + model_toml("never-loaded", chat)
+    )
 
 
 @pytest.fixture
@@ -43,7 +27,6 @@ def start_neuron(
     tmp_path: Path, tiny_chat_model: Path, tiny_embed_model: Path
 ) -> Iterator[Callable[..., Daemon]]:
     """Start a neuron with a catalogue of the tiny models; extra TOML lines go into neuron.toml."""
-    started: list[Daemon] = []
 
     def start(extra: str = "", token: str | None = None, default_models: str = "[]") -> Daemon:
         port = free_port()
@@ -65,13 +48,10 @@ default_models = {default_models}
         daemon = Daemon(
             ["neuron", "--config", str(config)], port, home / "neuron.log", env={"HF_HUB_OFFLINE": "1"}
         )
-        started.append(daemon.start())
-        daemon.wait_healthy()
-        return daemon
+        return started.healthy(daemon)
 
-    yield start
-    for daemon in started:
-        daemon.stop()
+    with Started() as started:
+        yield start
 
 
 @pytest.fixture
@@ -104,27 +84,15 @@ def start_gateway(
     tmp_path: Path, tiny_chat_model: Path, tiny_embed_model: Path
 ) -> Iterator[Callable[..., Daemon]]:
     """Start a gateway over the given neurons with the tiny-model catalogue (plus extra TOML)."""
-    started: list[Daemon] = []
 
     def start(neurons: dict[str, Daemon], extra: str = "", catalogue_extra: str = "") -> Daemon:
         port = free_port()
         etc = tmp_path / f"gateway-{port}"
         catalogue = models_toml(tiny_chat_model, tiny_embed_model) + catalogue_extra
         write_toml(etc / "models.toml", catalogue)
-        entries = "".join(
-            f'\n[[neurons]]\nname = "{name}"\nendpoint = {toml_str(neuron.url)}\n'
-            for name, neuron in neurons.items()
-        )
-        if "metrics_listen" not in extra:  # never the fixed default port: tests must not collide
-            extra = f'metrics_listen = "127.0.0.1:{free_port()}"\n{extra}'
-        config = write_toml(
-            etc / "cortex.toml", f'[gateway]\nlisten = "127.0.0.1:{port}"\n{extra}\n{entries}'
-        )
-        daemon = Daemon(["serve", "--config", str(config)], port, etc / "gateway.log").start()
-        started.append(daemon)
-        daemon.wait_healthy()
-        return daemon
+        urls = {name: neuron.url for name, neuron in neurons.items()}
+        config = write_toml(etc / "cortex.toml", gateway_toml(port, urls, extra))
+        return started.healthy(Daemon(["serve", "--config", str(config)], port, etc / "gateway.log"))
 
-    yield start
-    for daemon in started:
-        daemon.stop()
+    with Started() as started:
+        yield start

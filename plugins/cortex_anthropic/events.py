@@ -35,7 +35,7 @@ stops generation there. Stop sequences apply to visible text only.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from cortex_anthropic.chat_protocol import ChatChunk, ChatUsage, ToolCallFragment
@@ -58,6 +58,7 @@ from cortex_anthropic.protocol import (
     ToolUseContent,
     Usage,
 )
+from cortex_anthropic.tool_calls import ToolCallParts
 from cortex_kernel.errors import UpstreamError
 from cortex_kernel.stop_sequences import StopMatcher
 
@@ -73,12 +74,9 @@ def new_tool_use_id() -> str:
 
 
 @dataclass
-class _Call:
+class _Call(ToolCallParts):
     """One upstream tool call: what is known of it, and where its block is."""
 
-    id: str | None = None
-    name: str | None = None
-    pending: list[str] = field(default_factory=list)
     block: int | None = None
 
 
@@ -192,16 +190,9 @@ class EventTranslator:
         if self.stopped:  # a stop sequence in this chunk's text ended the reply
             return
         call = self._calls.setdefault(fragment.index, _Call())
-        if fragment.id:
-            call.id = call.id or fragment.id
-        function = fragment.function
-        if function is not None and function.name:
-            call.name = call.name or function.name
-        arguments = function.arguments if function is not None and function.arguments else ""
+        arguments = call.absorb(fragment)
         if call.block is None:
-            if arguments:
-                call.pending.append(arguments)
-            if call.name is not None:
+            if call.hold(arguments):
                 self._open_tool(events, fragment.index, call)
             return
         if self._open_call != fragment.index:

@@ -12,20 +12,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry
 
-from cortex_kernel.events import (
-    DefragRestarted,
-    Event,
-    FleetPolled,
-    ModelLoaded,
-    ModelSlept,
-    ModelUnloaded,
-    ModelWoken,
-    PollFailed,
-    ReplicaScaled,
-    RequestFinished,
-    RoutingDecided,
-    ThrashDetected,
-)
+from cortex_kernel.events import Event, FleetPolled, RequestFinished, RoutingDecided
 from cortex_prometheus.fleet_collector import FleetCollector
 from cortex_prometheus.labels import Guards
 from cortex_prometheus.lifecycle_metrics import LifecycleMetrics
@@ -55,21 +42,7 @@ class MetricsSink:
             self.requests.record(event)
         elif isinstance(event, FleetPolled):
             self.fleet.update(event, time.time())
-        elif isinstance(event, ModelLoaded):
-            self.lifecycle.loaded(event)
-        elif isinstance(event, ModelUnloaded):
-            self.lifecycle.unloaded(event)
-        elif isinstance(event, ModelSlept):
-            self.lifecycle.slept(event)
-        elif isinstance(event, ModelWoken):
-            self.lifecycle.woken(event)
-        elif isinstance(event, ThrashDetected):
-            self.lifecycle.thrashed(event)
-        elif isinstance(event, ReplicaScaled):
-            self.lifecycle.scaled(event)
-        elif isinstance(event, DefragRestarted):
-            self.lifecycle.defragged(event)
-        elif isinstance(event, PollFailed):
-            self.lifecycle.poll_failed(event)
         elif isinstance(event, RoutingDecided):
             self.routing.decided(event)
+        else:
+            self.lifecycle.handle(event)

@@ -24,6 +24,7 @@ from typing import Literal
 import msgspec
 
 from cortex_anthropic.chat_protocol import ChatChunk, ChatUsage, ToolCallFragment
+from cortex_anthropic.tool_calls import ToolCallParts
 from cortex_kernel.errors import CortexError, UpstreamError
 from cortex_responses.errors import failure_code, failure_message
 from cortex_responses.protocol import (
@@ -82,12 +83,9 @@ class _Segment:
 
 
 @dataclass
-class _Call:
-    """One upstream tool call."""
+class _Call(ToolCallParts):
+    """One upstream tool call: what is known of it, and where its item is."""
 
-    call_id: str | None = None
-    name: str | None = None
-    pending: list[str] = field(default_factory=list)
     arguments: list[str] = field(default_factory=list)
     item_id: str = ""
     output_index: int | None = None
@@ -265,16 +263,9 @@ class EventTranslator:
 
     def _tool_fragment(self, events: list[StreamEvent], fragment: ToolCallFragment) -> None:
         call = self._calls.setdefault(fragment.index, _Call())
-        if fragment.id:
-            call.call_id = call.call_id or fragment.id
-        function = fragment.function
-        if function is not None and function.name:
-            call.name = call.name or function.name
-        arguments = function.arguments if function is not None and function.arguments else ""
+        arguments = call.absorb(fragment)
         if call.output_index is None:
-            if arguments:
-                call.pending.append(arguments)
-            if call.name is not None:
+            if call.hold(arguments):
                 self._open_call(events, call)
             return
         if arguments:
@@ -284,18 +275,18 @@ class EventTranslator:
         self._close_segment(events)
         assert call.name is not None
         origin = self._names.origin(call.name)
-        call.call_id = call.call_id or new_id("call")
+        call.id = call.id or new_id("call")
         call.output_index = self._take_index()
         item: OutputItem
         if origin.custom:
             call.item_id = new_id("ctc")
             item = CustomToolCall(
-                id=call.item_id, call_id=call.call_id, name=origin.name, input="", status="in_progress"
+                id=call.item_id, call_id=call.id, name=origin.name, input="", status="in_progress"
             )
         else:
             call.item_id = new_id("fc")
             item = FunctionCall(
-                id=call.item_id, call_id=call.call_id, name=origin.name, arguments="", status="in_progress"
+                id=call.item_id, call_id=call.id, name=origin.name, arguments="", status="in_progress"
             )
         if origin.namespace is not None:
             item.namespace = origin.namespace
@@ -315,7 +306,7 @@ class EventTranslator:
             )
 
     def _close_call(self, events: list[StreamEvent], call: _Call) -> None:
-        assert call.name is not None and call.output_index is not None and call.call_id is not None
+        assert call.name is not None and call.output_index is not None and call.id is not None
         origin = self._names.origin(call.name)
         arguments = "".join(call.arguments)
         item_id, index = call.item_id, call.output_index
@@ -326,7 +317,7 @@ class EventTranslator:
                 events.append(self._seq(CustomInputDelta(delta=text, item_id=item_id, output_index=index)))
             events.append(self._seq(CustomInputDone(input=text, item_id=item_id, output_index=index)))
             item = CustomToolCall(
-                id=call.item_id, call_id=call.call_id, name=origin.name, input=text, status="completed"
+                id=call.item_id, call_id=call.id, name=origin.name, input=text, status="completed"
             )
         else:
             events.append(
@@ -336,7 +327,7 @@ class EventTranslator:
             )
             item = FunctionCall(
                 id=call.item_id,
-                call_id=call.call_id,
+                call_id=call.id,
                 name=origin.name,
                 arguments=arguments,
                 status="completed",

@@ -268,6 +268,25 @@ class _Event(msgspec.Struct, tag_field="type", kw_only=True):
     sequence_number: int = 0
 
 
+class _ItemEvent(_Event):
+    """The events about one output item (the fields are encoded in this order, base class first)."""
+
+    item_id: str
+    output_index: int
+
+
+class _PartEvent(_ItemEvent):
+    """The events about one content part of one output item."""
+
+    content_index: int
+
+
+class _SummaryEvent(_ItemEvent):
+    """The events about one summary part of one reasoning item."""
+
+    summary_index: int
+
+
 class ResponseCreated(_Event, tag="response.created"):
     response: Response
 
@@ -298,100 +317,62 @@ class OutputItemDone(_Event, tag="response.output_item.done"):
     item: OutputItem
 
 
-class ContentPartAdded(_Event, tag="response.content_part.added"):
-    item_id: str
-    output_index: int
-    content_index: int
+class ContentPartAdded(_PartEvent, tag="response.content_part.added"):
     part: Part
 
 
-class ContentPartDone(_Event, tag="response.content_part.done"):
-    item_id: str
-    output_index: int
-    content_index: int
+class ContentPartDone(_PartEvent, tag="response.content_part.done"):
     part: Part
 
 
-class OutputTextDelta(_Event, tag="response.output_text.delta"):
-    item_id: str
-    output_index: int
-    content_index: int
+class OutputTextDelta(_PartEvent, tag="response.output_text.delta"):
     delta: str
     logprobs: list[Any] = msgspec.field(default_factory=list)
 
 
-class OutputTextDone(_Event, tag="response.output_text.done"):
-    item_id: str
-    output_index: int
-    content_index: int
+class OutputTextDone(_PartEvent, tag="response.output_text.done"):
     text: str
     logprobs: list[Any] = msgspec.field(default_factory=list)
 
 
-class ReasoningTextDelta(_Event, tag="response.reasoning_text.delta"):
-    item_id: str
-    output_index: int
-    content_index: int
+class ReasoningTextDelta(_PartEvent, tag="response.reasoning_text.delta"):
     delta: str
 
 
-class ReasoningTextDone(_Event, tag="response.reasoning_text.done"):
-    item_id: str
-    output_index: int
-    content_index: int
+class ReasoningTextDone(_PartEvent, tag="response.reasoning_text.done"):
     text: str
 
 
-class SummaryPartAdded(_Event, tag="response.reasoning_summary_part.added"):
-    item_id: str
-    output_index: int
-    summary_index: int
+class SummaryPartAdded(_SummaryEvent, tag="response.reasoning_summary_part.added"):
     part: SummaryText
 
 
-class SummaryPartDone(_Event, tag="response.reasoning_summary_part.done"):
-    item_id: str
-    output_index: int
-    summary_index: int
+class SummaryPartDone(_SummaryEvent, tag="response.reasoning_summary_part.done"):
     part: SummaryText
 
 
-class SummaryTextDelta(_Event, tag="response.reasoning_summary_text.delta"):
-    item_id: str
-    output_index: int
-    summary_index: int
+class SummaryTextDelta(_SummaryEvent, tag="response.reasoning_summary_text.delta"):
     delta: str
 
 
-class SummaryTextDone(_Event, tag="response.reasoning_summary_text.done"):
-    item_id: str
-    output_index: int
-    summary_index: int
+class SummaryTextDone(_SummaryEvent, tag="response.reasoning_summary_text.done"):
     text: str
 
 
-class ArgumentsDelta(_Event, tag="response.function_call_arguments.delta"):
-    item_id: str
-    output_index: int
+class ArgumentsDelta(_ItemEvent, tag="response.function_call_arguments.delta"):
     delta: str
 
 
-class ArgumentsDone(_Event, tag="response.function_call_arguments.done"):
-    item_id: str
-    output_index: int
+class ArgumentsDone(_ItemEvent, tag="response.function_call_arguments.done"):
     name: str
     arguments: str
 
 
-class CustomInputDelta(_Event, tag="response.custom_tool_call_input.delta"):
-    item_id: str
-    output_index: int
+class CustomInputDelta(_ItemEvent, tag="response.custom_tool_call_input.delta"):
     delta: str
 
 
-class CustomInputDone(_Event, tag="response.custom_tool_call_input.done"):
-    item_id: str
-    output_index: int
+class CustomInputDone(_ItemEvent, tag="response.custom_tool_call_input.done"):
     input: str
 
 

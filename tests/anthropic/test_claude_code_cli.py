@@ -22,7 +22,6 @@ import os
 import subprocess
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,26 +29,17 @@ import pytest
 
 from tests.anthropic.test_claude_code_round_two import ANTHROPIC
 from tests.loopback import LoopbackServer
+from tests.pinned_cli import pinned_cli
 
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CLIENT_KEY = "cortex-test-client-key"
 ALIAS = "claude-gateway-coder"
 
 
 def claude_binary() -> str:
     """``$CORTEX_CLAUDE_CODE`` (set by ``make unit``) or ``scripts/claude-code-env``; else skip."""
-    given = os.environ.get("CORTEX_CLAUDE_CODE")
-    if given and os.access(given, os.X_OK):
-        return given
-    done = subprocess.run(
-        [str(REPO_ROOT / "scripts/claude-code-env")], capture_output=True, text=True, timeout=600, check=False
-    )
-    path = done.stdout.strip()
-    if done.returncode != 0 or not path or not os.access(path, os.X_OK):
-        pytest.skip(f"the Claude Code CLI is not available (scripts/claude-code-env): {done.stderr[-300:]}")
-    return path
+    return pinned_cli("CORTEX_CLAUDE_CODE", "claude-code-env", "Claude Code")
 
 
 @dataclass

@@ -33,6 +33,7 @@ from cortex_anthropic.translate import (
     TOOL_ERROR_PREFIX,
     generation_request,
 )
+from tests import request_strategies
 from tests.anthropic.inverse import to_anthropic
 
 PROPERTY = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -404,13 +405,7 @@ invalid_documents = st.one_of(
         ]
     ).map(lambda pair: _with(*pair)),
 )
-invalid_bodies = st.one_of(
-    invalid_documents.map(lambda document: json.dumps(document).encode()),
-    st.binary(max_size=40).filter(lambda raw: not raw.strip().startswith(b"{")),
-    (st.lists(st.integers(), max_size=3) | st.text(max_size=5) | st.integers() | st.none()).map(
-        lambda value: json.dumps(value).encode()
-    ),
-)
+invalid_bodies = request_strategies.invalid_bodies(invalid_documents)
 
 
 def test_invalid_bodies_always_get_a_4xx_anthropic_envelope(gateway):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cortex_kernel.keys import key_digest
-from tests.daemons import Daemon, free_port, http_json, toml_str, write_toml
+from tests.daemons import Daemon, free_port, http_json, model_toml, toml_str, write_toml
 
 CLIENT_KEY = "campaign-client-key"
 ADMIN_KEY = "campaign-admin-key"
@@ -31,31 +31,12 @@ def build_models(root: Path) -> tuple[Path, Path]:
 
 
 def catalogue(chat: Path, embed: Path) -> str:
-    return f"""
-aliases = {{ "{ALIAS}" = "{CHAT}" }}
-
-[[models]]
-id = "{CHAT}"
-harness = "transformers"
-source = {toml_str(chat)}
-min_devices = 0
-vram_mb = 16
-
-[[models]]
-id = "{EMBED}"
-harness = "transformers"
-source = {toml_str(embed)}
-task = "embedding"
-min_devices = 0
-vram_mb = 16
-
-[[models]]
-id = "never-loaded"
-harness = "transformers"
-source = {toml_str(chat)}
-min_devices = 0
-vram_mb = 16
-"""
+    return (
+        f'aliases = {{ "{ALIAS}" = "{CHAT}" }}\n'
+        + model_toml(CHAT, chat, vram_mb=16)
+        + model_toml(EMBED, embed, task="embedding", vram_mb=16)
+        + model_toml("never-loaded", chat, vram_mb=16)
+    )
 
 
 @dataclass

@@ -12,7 +12,7 @@ import pytest
 
 from cortex_kernel.keys import key_digest
 from tests.console.conftest import ADMIN_KEY, CLIENT_KEY
-from tests.daemons import Daemon, LineStream, free_port, http_json, write_toml
+from tests.daemons import Daemon, LineStream, Started, free_port, gateway_toml, http_json, write_toml
 
 
 def request(
@@ -31,25 +31,21 @@ def request(
 @pytest.fixture
 def lone_gateway(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     """A gateway whose one node (``n1``) never answers: enough for auth, guards and capture."""
-    started: list[Daemon] = []
 
     def start(extra: str = "") -> Daemon:
         port = free_port()
+        neurons = {"n1": f"http://127.0.0.1:{free_port()}"}
         config = write_toml(
             tmp_path / f"gw-{port}" / "cortex.toml",
-            f'[gateway]\nlisten = "127.0.0.1:{port}"\nmetrics_listen = "127.0.0.1:{free_port()}"\n'
-            f"poll_interval_s = 0.5\n{extra}\n"
-            f'[[neurons]]\nname = "n1"\nendpoint = "http://127.0.0.1:{free_port()}"\n',
+            gateway_toml(port, neurons, f"poll_interval_s = 0.5\n{extra}"),
         )
         write_toml(config.parent / "models.toml", '[[models]]\nid = "m"\nharness = "transformers"\n')
-        daemon = Daemon(["serve", "--config", str(config)], port, config.parent / "gateway.log").start()
-        started.append(daemon)
-        daemon.wait_healthy()
-        return daemon
+        return started.healthy(
+            Daemon(["serve", "--config", str(config)], port, config.parent / "gateway.log")
+        )
 
-    yield start
-    for daemon in started:
-        daemon.stop()
+    with Started() as started:
+        yield start
 
 
 def test_the_page_is_served_with_a_strict_policy_and_holds_no_fleet_data(console_fleet):

@@ -37,6 +37,14 @@ def _ready(daemon: Daemon) -> int:
     return http_json("GET", f"{daemon.url}/health/ready", timeout=5)[0]
 
 
+def _wait_ready(daemon: Daemon, timeout: float = 60.0) -> None:
+    """Until the daemon's readiness probe answers 200 (a gateway once it has polled a node)."""
+    deadline = time.monotonic() + timeout
+    while _ready(daemon) != 200:
+        assert time.monotonic() < deadline, f"not ready after {timeout} s:\n{daemon.log_text()}"
+        time.sleep(0.1)
+
+
 class ReadyProbe:
     """A load balancer's readiness probe that has begun its request before the signal.
 
@@ -48,17 +56,30 @@ class ReadyProbe:
 
     def __init__(self, daemon: Daemon) -> None:
         parts = urlsplit(daemon.url)
-        self.socket = socket.create_connection((parts.hostname, parts.port), timeout=10)
+        self.address = (parts.hostname, parts.port)
+        self.socket = socket.create_connection(self.address, timeout=10)
         self.socket.sendall(b"GET /health/ready HTTP/1.1\r\nhost: probe\r\n")
 
     def finish(self) -> int:
-        time.sleep(0.3)  # let the daemon handle the signal first
+        self._wait_for_the_drain()
         self.socket.sendall(b"\r\n")
         reply = http.client.HTTPResponse(self.socket)
         reply.begin()
         status = reply.status
         self.socket.close()
         return status
+
+    def _wait_for_the_drain(self, timeout: float = 30.0) -> None:
+        """Until the daemon has handled the signal: it begins the drain, then closes its listening
+        sockets, so a new connection being refused shows the drain has begun."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(self.address, timeout=5).close()
+            except ConnectionRefusedError:
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"the daemon still accepts connections {timeout} s after the signal")
 
 
 def test_streams_open_at_the_end_of_the_grace_end_with_their_error_event(start_neuron, start_gateway):
@@ -67,10 +88,7 @@ def test_streams_open_at_the_end_of_the_grace_end_with_their_error_event(start_n
     # message_start), which can outlast the default header_timeout_s on a loaded machine.
     limits = "[limits]\nheader_timeout_s = 120\n"
     gateway = start_gateway({"n1": neuron}, extra="shutdown_grace_s = 2\n" + limits)
-    deadline = time.monotonic() + 30
-    while _ready(gateway) != 200:
-        assert time.monotonic() < deadline, "the gateway never became ready"
-        time.sleep(0.1)
+    _wait_ready(gateway)
     assert http_json("GET", f"{gateway.url}/health/live")[0] == 200
     probe = ReadyProbe(gateway)
 
@@ -133,10 +151,7 @@ def test_readiness_waits_for_a_first_successful_poll(start_gateway):
 
 def test_a_neuron_ends_its_own_streams_at_the_end_of_its_grace(start_neuron):
     neuron = start_neuron("shutdown_timeout_s = 2\n", default_models='["tiny-chat"]')
-    deadline = time.monotonic() + 60
-    while _ready(neuron) != 200:
-        assert time.monotonic() < deadline, "the neuron never became ready"
-        time.sleep(0.1)
+    _wait_ready(neuron)
     assert http_json("GET", f"{neuron.url}/health/live")[0] == 200
     probe = ReadyProbe(neuron)
     body = {"model": "tiny-chat", "messages": PROMPT, **LONG}

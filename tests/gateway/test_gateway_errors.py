@@ -9,7 +9,8 @@ import openai
 import pytest
 
 from cortex_kernel.keys import key_digest
-from tests.daemons import LineStream, http_json
+from cortex_kernel.testing.scripted_neuron import ScriptedNeuron, openai_error
+from tests.daemons import LineStream, endless_stream, http_json
 
 pytestmark = pytest.mark.slow
 
@@ -29,14 +30,27 @@ def _post_raw(url: str, data: bytes, content_type: str = "application/json", hea
         return exc.code, exc.read(), dict(exc.headers)
 
 
+SECURED = (
+    'neuron_token = "neuron-token"\nmax_body_bytes = 4096\n\n[auth]\nrequire_api_key = true\n'
+    f'api_keys = ["{key_digest(CLIENT_KEY)}"]\nadmin_keys = ["{key_digest(ADMIN_KEY)}"]\n'
+)
+
+
 @pytest.fixture
 def secured(start_neuron, start_gateway):
+    """A gateway with client and admin keys over a real neuron that wants its own token."""
     neuron = start_neuron(token="neuron-token")
-    extra = (
-        'neuron_token = "neuron-token"\nmax_body_bytes = 4096\n\n[auth]\nrequire_api_key = true\n'
-        f'api_keys = ["{key_digest(CLIENT_KEY)}"]\nadmin_keys = ["{key_digest(ADMIN_KEY)}"]\n'
-    )
-    return start_gateway({"n1": neuron}, extra=extra), neuron
+    return start_gateway({"n1": neuron}, extra=SECURED), neuron
+
+
+@pytest.fixture
+def secured_over_scripted(start_gateway):
+    """The same gateway over the scripted neuron double: for what the gateway alone decides."""
+    neuron = ScriptedNeuron(ready=()).start()
+    try:
+        yield start_gateway({"n1": neuron}, extra=SECURED), neuron
+    finally:
+        neuron.stop()
 
 
 def _in_flight_zero(gateway, neuron):
@@ -46,10 +60,10 @@ def _in_flight_zero(gateway, neuron):
     assert all(m["in_flight"] == 0 and m["queued"] == 0 for m in models.values()), models
 
 
-def test_bad_input_gets_openai_4xx_and_leaks_nothing(secured):
+def test_bad_input_gets_openai_4xx_and_leaks_nothing(secured_over_scripted):
     import json
 
-    gateway, neuron = secured
+    gateway, neuron = secured_over_scripted
     chat = f"{gateway.url}/v1/chat/completions"
     auth = {"authorization": f"Bearer {CLIENT_KEY}"}
     good = {"model": "tiny-chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
@@ -66,14 +80,16 @@ def test_bad_input_gets_openai_4xx_and_leaks_nothing(secured):
             413,
             "request_too_large",
         ),
+        # The one the neuron refuses (tests/neuron checks that it does): passed through as it is.
         (json.dumps({**good, "max_tokens": -1}).encode(), "application/json", 400, "invalid_value"),
     ]
+    neuron.then(openai_error(400, "max_tokens must be at least 1", "invalid_value"))
     for data, content_type, want_status, want_code in cases:
         status, raw, _ = _post_raw(chat, data, content_type, headers=auth)
         body = json.loads(raw)
         assert (status, body["error"]["code"]) == (want_status, want_code), (data[:60], body)
         assert set(body["error"]) == {"message", "type", "code", "param"}
-    assert gateway.alive() and neuron.alive()
+    assert gateway.alive() and len(neuron.bodies()) == 2  # the good request and the refused one
     _in_flight_zero(gateway, neuron)
 
 
@@ -111,13 +127,7 @@ def test_keys_are_checked_and_client_credentials_never_reach_neurons(secured):
 def test_client_disconnect_cancels_the_upstream_generation(start_neuron, start_gateway):
     neuron = start_neuron()
     gateway = start_gateway({"n1": neuron})
-    body = {
-        "model": "tiny-chat",
-        "messages": [{"role": "user", "content": "go"}],
-        "max_tokens": 30000,
-        "ignore_eos": True,
-        "stream": True,
-    }
+    body = endless_stream("tiny-chat")
     with LineStream(f"{gateway.url}/v1/chat/completions", "POST", body, timeout=120) as stream:
         lines = iter(stream)
         next(lines)

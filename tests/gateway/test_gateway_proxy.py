@@ -1,4 +1,7 @@
-"""A real gateway in front of a real neuron: merged catalogue, cold load, pass-through, errors."""
+"""A real gateway in front of a real neuron: merged catalogue, cold load, pass-through, errors.
+
+The tests that only need a neuron to answer (the catalogue, the gateway's own errors) put the
+gateway in front of the scripted neuron double instead: no neuron process to start."""
 
 from __future__ import annotations
 
@@ -6,21 +9,35 @@ import asyncio
 
 import pytest
 
+from cortex_kernel.testing.scripted_neuron import ScriptedNeuron
 from tests.daemons import http_json
 from tests.fleet_fixtures import gather_with_client
 
 pytestmark = pytest.mark.slow
 
 
+ALIAS = '\n[aliases]\nsmall = "tiny-chat"\n'
+
+
 @pytest.fixture
 def fleet(start_neuron, start_gateway):
     neuron = start_neuron()
-    gateway = start_gateway({"n1": neuron}, catalogue_extra='\n[aliases]\nsmall = "tiny-chat"\n')
+    gateway = start_gateway({"n1": neuron}, catalogue_extra=ALIAS)
     return gateway, neuron
 
 
-def test_catalogue_lists_unloaded_models_and_aliases(fleet):
-    gateway, _ = fleet
+@pytest.fixture
+def scripted_gateway(start_gateway):
+    """The gateway daemon over a scripted neuron with nothing loaded."""
+    neuron = ScriptedNeuron(ready=()).start()
+    try:
+        yield start_gateway({"n1": neuron}, catalogue_extra=ALIAS)
+    finally:
+        neuron.stop()
+
+
+def test_catalogue_lists_unloaded_models_and_aliases(scripted_gateway):
+    gateway = scripted_gateway
     status, listing, _ = http_json("GET", f"{gateway.url}/v1/models")
     assert status == 200
     entries = {entry["id"]: entry for entry in listing["data"]}
@@ -67,8 +84,8 @@ def test_streaming_pass_through_and_embeddings(fleet, openai_client):
     assert len(vectors.data) == 1 and len(vectors.data[0].embedding) > 0
 
 
-def test_gateway_errors_use_the_openai_envelope(fleet):
-    gateway, _ = fleet
+def test_gateway_errors_use_the_openai_envelope(scripted_gateway):
+    gateway = scripted_gateway
     chat = f"{gateway.url}/v1/chat/completions"
     status, body, _ = http_json(
         "POST", chat, {"model": "nope", "messages": [{"role": "user", "content": "x"}]}

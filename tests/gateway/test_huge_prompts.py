@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.daemons import http_json
+from tests.daemons import http_json, wait_nodes_up
 from tests.neuron.test_prompt_limits import HUGE, PEAK_GROWTH_BOUND, concurrently
 
 pytestmark = pytest.mark.slow
@@ -23,10 +23,7 @@ def test_three_huge_anthropic_counts_get_prompt_too_long_and_leave_the_neuron_bo
     )
     assert status == 200
     gateway = start_gateway({"n1": neuron})
-    deadline = time.monotonic() + 30
-    while http_json("GET", f"{gateway.url}/health")[1]["nodes"]["up"] < 1:  # polled every 2 s
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_nodes_up(gateway, 1, timeout=30)  # polled every 2 s
     start_rss = http_json("GET", f"{neuron.url}/health")[1]["rss_bytes"]
     body = {
         "model": "tiny-chat",

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.daemons import Daemon, LineStream, http_json
+from tests.daemons import Daemon, LineStream, endless_stream, http_json
 
 pytestmark = pytest.mark.slow
 
@@ -110,13 +110,7 @@ def test_streams_on_a_frozen_node_end_with_the_error_event_once_it_is_declared_d
     neuron = start_neuron()
     gateway = start_gateway({"n1": neuron}, extra=FAST_POLLS)
     assert _ask(gateway)[0] == 200
-    openai_body = {
-        "model": "tiny-chat",
-        "messages": [{"role": "user", "content": "go"}],
-        "max_tokens": 40000,
-        "ignore_eos": True,
-        "stream": True,
-    }
+    openai_body = endless_stream("tiny-chat")
     anthropic_body = {
         "model": "tiny-chat",
         "messages": [{"role": "user", "content": "go"}],

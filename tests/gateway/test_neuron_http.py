@@ -16,7 +16,6 @@ import asyncio
 import itertools
 import json
 import random
-import shutil
 import socket
 import ssl
 import subprocess
@@ -34,6 +33,7 @@ from cortex_gateway.neuron_http import (
     NoResponse,
     Origin,
 )
+from tests.system_tools import tool_or_skip
 
 HANG_UP = "hang up"  # a script returns this to have the server close the connection itself
 
@@ -369,9 +369,7 @@ async def test_a_head_reply_has_no_body_and_keeps_its_connection(web_server, poo
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory):
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("needs the openssl command to make a test certificate")
+    openssl = tool_or_skip("openssl", "to make a test certificate")
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subject = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]

@@ -10,23 +10,10 @@ import time
 
 import pytest
 
-from tests.daemons import LineStream, http_json, toml_str
+from tests.daemons import LineStream, http_json, wait_nodes_up
+from tests.gateway import tiny_fleet
 
 pytestmark = pytest.mark.slow
-
-
-def _catalogue(chat, models: dict[str, str]) -> str:
-    """``[[models]]`` entries named ``models`` (id → extra TOML), all backed by the tiny chat model."""
-    return "".join(
-        f'\n[[models]]\nid = "{name}"\nharness = "transformers"\nsource = {toml_str(chat)}\n'
-        f"min_devices = 0\nvram_mb = 60\n{extra}\n"
-        for name, extra in models.items()
-    )
-
-
-def _ask(gateway, model: str, max_tokens: int = 2):
-    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens}
-    return http_json("POST", f"{gateway.url}/v1/chat/completions", body, timeout=120)
 
 
 def _resident(neuron) -> set[str]:
@@ -39,14 +26,16 @@ def _fleet(gateway) -> dict:
 
 def test_lru_evicts_the_least_recent_and_spares_pinned_and_busy(start_neuron, start_gateway, tiny_chat_model):
     neuron = start_neuron("memory_budget_mb = 130\n")
-    catalogue = _catalogue(tiny_chat_model, {"pin": 'pinned_on = ["n1"]', "a": "", "b": "", "c": "", "d": ""})
+    catalogue = tiny_fleet.catalogue(
+        tiny_chat_model, {"pin": 'pinned_on = ["n1"]', "a": "", "b": "", "c": "", "d": ""}
+    )
     gateway = start_gateway({"n1": neuron}, extra='[eviction]\nstrategy = "lru"\n', catalogue_extra=catalogue)
 
-    assert _ask(gateway, "pin")[0] == 200
-    assert _ask(gateway, "a")[0] == 200
+    assert tiny_fleet.ask(gateway, "pin")[0] == 200
+    assert tiny_fleet.ask(gateway, "a")[0] == 200
     assert _resident(neuron) >= {"pin", "a"}
     # No room for b: a is the only idle, unpinned resident, so a goes.
-    assert _ask(gateway, "b")[0] == 200
+    assert tiny_fleet.ask(gateway, "b")[0] == 200
     assert "a" not in _resident(neuron) and {"pin", "b"} <= _resident(neuron)
 
     # Keep b busy with a long stream; c then has nothing it may evict.
@@ -65,7 +54,7 @@ def test_lru_evicts_the_least_recent_and_spares_pinned_and_busy(start_neuron, st
         assert time.monotonic() < deadline
         time.sleep(0.02)
     # The gateway counts its own requests in flight, so no poll is needed before asking.
-    status, reply, headers = _ask(gateway, "c")
+    status, reply, headers = tiny_fleet.ask(gateway, "c")
     assert (
         status == 503
         and reply["error"]["code"] == "no_capacity"
@@ -83,14 +72,14 @@ def test_lru_evicts_the_least_recent_and_spares_pinned_and_busy(start_neuron, st
     while any(m["id"] == "b" and m["in_flight"] for n in _fleet(gateway)["nodes"] for m in n["models"]):
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    assert _ask(gateway, "c")[0] == 200
+    assert tiny_fleet.ask(gateway, "c")[0] == 200
     assert _resident(neuron) == {"pin", "c"}
     assert _fleet(gateway)["evictions"] == 2
 
 
 def test_priority_evicts_only_at_or_below_the_incoming_priority(start_neuron, start_gateway, tiny_chat_model):
     neuron = start_neuron("memory_budget_mb = 130\n")
-    catalogue = _catalogue(
+    catalogue = tiny_fleet.catalogue(
         tiny_chat_model,
         {
             "flagship": "priority = 200",
@@ -103,13 +92,13 @@ def test_priority_evicts_only_at_or_below_the_incoming_priority(start_neuron, st
     gateway = start_gateway(
         {"n1": neuron}, extra='[eviction]\nstrategy = "priority"\n', catalogue_extra=catalogue
     )
-    assert _ask(gateway, "flagship")[0] == 200
-    assert _ask(gateway, "low")[0] == 200
-    assert _ask(gateway, "mid")[0] == 200  # evicts low (50 <= 100), never flagship (200)
+    assert tiny_fleet.ask(gateway, "flagship")[0] == 200
+    assert tiny_fleet.ask(gateway, "low")[0] == 200
+    assert tiny_fleet.ask(gateway, "mid")[0] == 200  # evicts low (50 <= 100), never flagship (200)
     assert _resident(neuron) == {"flagship", "mid"}
-    assert _ask(gateway, "peer")[0] == 200  # equal priority counts: peers swap
+    assert tiny_fleet.ask(gateway, "peer")[0] == 200  # equal priority counts: peers swap
     assert _resident(neuron) == {"flagship", "peer"}
-    status, reply, _ = _ask(gateway, "tiny")  # 10 may evict nothing here
+    status, reply, _ = tiny_fleet.ask(gateway, "tiny")  # 10 may evict nothing here
     assert status == 503 and reply["error"]["code"] == "no_capacity"
     assert _resident(neuron) == {"flagship", "peer"}
 
@@ -118,25 +107,19 @@ def test_a_dead_node_fails_over_and_rejoins(start_neuron, start_gateway, tiny_ch
     first = start_neuron()
     second = start_neuron()
     gateway = start_gateway({"n1": first, "n2": second})
-    assert _ask(gateway, "tiny-chat")[0] == 200
+    assert tiny_fleet.ask(gateway, "tiny-chat")[0] == 200
     placed = "n1" if "tiny-chat" in _resident(first) else "n2"
     victim, survivor = (first, second) if placed == "n1" else (second, first)
 
     victim.kill()
-    status, reply, _ = _ask(gateway, "tiny-chat")
+    status, reply, _ = tiny_fleet.ask(gateway, "tiny-chat")
     assert status == 200, reply
     assert "tiny-chat" in _resident(survivor)
 
-    deadline = time.monotonic() + 30
-    while http_json("GET", f"{gateway.url}/health")[1]["nodes"]["up"] != 1:
-        assert time.monotonic() < deadline, "the dead node was never marked down"
-        time.sleep(0.2)
+    wait_nodes_up(gateway, 1, timeout=30)
 
     victim.start().wait_healthy()
-    deadline = time.monotonic() + 30
-    while http_json("GET", f"{gateway.url}/health")[1]["nodes"]["up"] != 2:
-        assert time.monotonic() < deadline, "the node did not rejoin"
-        time.sleep(0.2)
+    wait_nodes_up(gateway, 2, timeout=30)
     assert http_json("GET", f"{gateway.url}/health")[1]["status"] == "ok"
 
 
@@ -162,10 +145,10 @@ def test_admin_errors_and_drain(start_neuron, start_gateway):
         time.sleep(0.1)
     status, reply, _ = http_json("POST", f"{gateway.url}/admin/nodes/n1/drain", {"drain": True})
     assert status == 200 and reply["draining"] is True
-    status, reply, _ = _ask(gateway, "tiny-chat")
+    status, reply, _ = tiny_fleet.ask(gateway, "tiny-chat")
     assert status == 503  # a draining node takes no new traffic
     http_json("POST", f"{gateway.url}/admin/nodes/n1/drain", {"drain": False})
-    assert _ask(gateway, "tiny-chat")[0] == 200
+    assert tiny_fleet.ask(gateway, "tiny-chat")[0] == 200
     status, reply, _ = http_json("POST", f"{gateway.url}/admin/models/unload", {"model": "tiny-chat"})
     assert status == 200 and reply["nodes"] == ["n1"]
     assert "tiny-chat" not in _resident(neuron)
@@ -173,12 +156,12 @@ def test_admin_errors_and_drain(start_neuron, start_gateway):
 
 def test_defrag_after_cycles_drains_and_restarts_the_node(start_neuron, start_gateway, tiny_chat_model):
     neuron = start_neuron("memory_budget_mb = 100\n")
-    catalogue = _catalogue(tiny_chat_model, {"a": "", "b": ""})
+    catalogue = tiny_fleet.catalogue(tiny_chat_model, {"a": "", "b": ""})
     gateway = start_gateway(
         {"n1": neuron}, extra="[eviction]\ndefrag_after_cycles = 3\n", catalogue_extra=catalogue
     )
-    assert _ask(gateway, "a")[0] == 200  # cycle 1: load a
-    assert _ask(gateway, "b")[0] == 200  # cycles 2 and 3: evict a, load b -> defragment
+    assert tiny_fleet.ask(gateway, "a")[0] == 200  # cycle 1: load a
+    assert tiny_fleet.ask(gateway, "b")[0] == 200  # cycles 2 and 3: evict a, load b -> defragment
     deadline = time.monotonic() + 60
     while _fleet(gateway)["defrag_restarts"] < 1:
         assert time.monotonic() < deadline, "the node was never restarted"
@@ -187,4 +170,4 @@ def test_defrag_after_cycles_drains_and_restarts_the_node(start_neuron, start_ga
     assert health["lifecycle_cycles"] == 0
     assert health["models"] == {"b": {"state": "ready", "in_flight": 0, "queued": 0}}
     assert not _fleet(gateway)["nodes"][0]["draining"]
-    assert _ask(gateway, "b")[0] == 200
+    assert tiny_fleet.ask(gateway, "b")[0] == 200

@@ -15,22 +15,10 @@ import urllib.request
 
 import pytest
 
-from tests.daemons import endless_stream, http_json, toml_str
+from tests.daemons import endless_stream, http_json
+from tests.gateway import tiny_fleet
 
 pytestmark = pytest.mark.slow
-
-
-def _catalogue(chat, models: dict[str, str]) -> str:
-    return "".join(
-        f'\n[[models]]\nid = "{name}"\nharness = "transformers"\nsource = {toml_str(chat)}\n'
-        f"min_devices = 0\nvram_mb = 60\n{extra}\n"
-        for name, extra in models.items()
-    )
-
-
-def _ask(gateway, model: str):
-    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
-    return http_json("POST", f"{gateway.url}/v1/chat/completions", body, timeout=180)
 
 
 def _states(neuron) -> dict[str, str]:
@@ -69,18 +57,18 @@ def test_a_model_put_to_sleep_for_room_is_woken_not_reloaded(start_neuron, start
     gateway = start_gateway(
         {"n1": neuron},
         extra='[eviction]\nstrategy = "lru"\n[residency]\nhysteresis_s = 0\n',
-        catalogue_extra=_catalogue(tiny_chat_model, {"a": "", "b": ""}),
+        catalogue_extra=tiny_fleet.catalogue(tiny_chat_model, {"a": "", "b": ""}),
     )
     metrics = f"{neuron.url}/metrics"
-    assert _ask(gateway, "a")[0] == 200
+    assert tiny_fleet.ask(gateway, "a")[0] == 200
     # Room for b: a is put to sleep (its weights to host RAM), not unloaded.
-    assert _ask(gateway, "b")[0] == 200
+    assert tiny_fleet.ask(gateway, "b")[0] == 200
     assert _wait_states(neuron, {"a": "sleeping", "b": "ready"})
     health = http_json("GET", f"{neuron.url}/health")[1]["memory"]
     assert health["host_reserved_bytes"] == 60 * 1024 * 1024  # sleeping a counts against host RAM
     assert health["reserved_bytes"] == 60 * 1024 * 1024  # and only b against the device budget
     # The next request for a wakes it where it sleeps (b goes to sleep in turn): no second load.
-    assert _ask(gateway, "a")[0] == 200
+    assert tiny_fleet.ask(gateway, "a")[0] == 200
     assert _wait_states(neuron, {"a": "ready", "b": "sleeping"})
     assert _metric(metrics, "cortex_neuron_wake_duration_seconds_count", model="a") == 1
     assert _metric(metrics, "cortex_neuron_load_duration_seconds_count", model="a", result="ok") == 1
@@ -101,8 +89,8 @@ def _fleet_metrics_url(gateway) -> str:
 
 def test_admin_sleep_and_wake_and_their_404s(start_neuron, start_gateway, tiny_chat_model):
     neuron = start_neuron("memory_budget_mb = 100\nhost_memory_budget_mb = 200\n")
-    gateway = start_gateway({"n1": neuron}, catalogue_extra=_catalogue(tiny_chat_model, {"a": ""}))
-    assert _ask(gateway, "a")[0] == 200
+    gateway = start_gateway({"n1": neuron}, catalogue_extra=tiny_fleet.catalogue(tiny_chat_model, {"a": ""}))
+    assert tiny_fleet.ask(gateway, "a")[0] == 200
     status, body, _ = http_json("POST", f"{gateway.url}/admin/nodes/n1/models/a/sleep")
     assert (status, body["state"]) == (200, "sleeping")
     assert _wait_states(neuron, {"a": "sleeping"})
@@ -124,10 +112,12 @@ def test_an_idle_model_sleeps_after_its_ttl_and_unloads_after_the_second(
     gateway = start_gateway(
         {"n1": neuron},
         extra="[residency]\nttl_check_interval_s = 0.2\n",
-        catalogue_extra=_catalogue(tiny_chat_model, {"t": "idle_ttl_s = 3\nunload_ttl_s = 8", "keep": ""}),
+        catalogue_extra=tiny_fleet.catalogue(
+            tiny_chat_model, {"t": "idle_ttl_s = 3\nunload_ttl_s = 8", "keep": ""}
+        ),
     )
-    assert _ask(gateway, "t")[0] == 200
-    assert _ask(gateway, "keep")[0] == 200
+    assert tiny_fleet.ask(gateway, "t")[0] == 200
+    assert tiny_fleet.ask(gateway, "keep")[0] == 200
     countdown = next(m for n in _fleet(gateway)["nodes"] for m in n["models"] if m["id"] == "t")
     assert 0 < countdown["sleep_in_s"] <= 3 and 3 < countdown["unload_in_s"] <= 8
     _wait_states(neuron, {"t": "sleeping", "keep": "ready"})
@@ -143,12 +133,12 @@ def test_two_models_on_a_node_for_one_swap_no_faster_than_the_hysteresis_allows(
     gateway = start_gateway(
         {"n1": neuron},
         extra=f'[eviction]\nstrategy = "lru"\n[residency]\nhysteresis_s = {hysteresis}\n',
-        catalogue_extra=_catalogue(tiny_chat_model, {"a": "", "b": ""}),
+        catalogue_extra=tiny_fleet.catalogue(tiny_chat_model, {"a": "", "b": ""}),
     )
-    assert _ask(gateway, "a")[0] == 200
+    assert tiny_fleet.ask(gateway, "a")[0] == 200
     started = time.monotonic()
     for model in ("b", "a", "b", "a"):
-        assert _ask(gateway, model)[0] == 200
+        assert tiny_fleet.ask(gateway, model)[0] == 200
     elapsed = time.monotonic() - started
     fleet = _fleet(gateway)
     # The first swap is free; each swap back waits out the window since the last one.
@@ -161,13 +151,13 @@ def test_two_models_on_a_node_for_one_swap_no_faster_than_the_hysteresis_allows(
 
 def test_a_warm_selector_resolves_to_the_ready_target(start_neuron, start_gateway, tiny_chat_model):
     neuron = start_neuron("memory_budget_mb = 200\n")
-    catalogue = _catalogue(tiny_chat_model, {"big": "", "small": ""}) + (
+    catalogue = tiny_fleet.catalogue(tiny_chat_model, {"big": "", "small": ""}) + (
         '\n[aliases]\ncoder = ["big", "small"]\n'
     )
     gateway = start_gateway({"n1": neuron}, catalogue_extra=catalogue)
-    assert _ask(gateway, "small")[0] == 200
+    assert tiny_fleet.ask(gateway, "small")[0] == 200
     _wait_states(neuron, {"small": "ready"})
-    status, body, _ = _ask(gateway, "coder")
+    status, body, _ = tiny_fleet.ask(gateway, "coder")
     assert (status, body["model"]) == (200, "small")  # the warm one, not a cold load of big
     assert "big" not in _states(neuron)
     listing = {m["id"]: m for m in http_json("GET", f"{gateway.url}/v1/models")[1]["data"]}
@@ -175,7 +165,7 @@ def test_a_warm_selector_resolves_to_the_ready_target(start_neuron, start_gatewa
     # With nothing of the list ready, the first eligible target is loaded.
     assert http_json("POST", f"{gateway.url}/admin/models/unload", {"model": "small"})[0] == 200
     _wait_states(neuron, {"small": None})
-    status, body, _ = _ask(gateway, "coder")
+    status, body, _ = tiny_fleet.ask(gateway, "coder")
     assert (status, body["model"]) == (200, "big")
 
 
@@ -201,11 +191,11 @@ def test_a_hot_model_gets_a_second_replica_and_loses_it_when_idle(
     gateway = start_gateway(
         {"n1": n1, "n2": n2},
         extra="poll_interval_s = 0.3\n[residency]\nscale_out_after_s = 1\nttl_check_interval_s = 0.3\n",
-        catalogue_extra=_catalogue(
+        catalogue_extra=tiny_fleet.catalogue(
             tiny_chat_model, {"hot": "max_replicas = 2\nmin_replicas = 1\nidle_ttl_s = 2\nunload_ttl_s = 4"}
         ),
     )
-    assert _ask(gateway, "hot")[0] == 200
+    assert tiny_fleet.ask(gateway, "hot")[0] == 200
     first, second = (n1, n2) if "hot" in _states(n1) else (n2, n1)
     streams = [_open_stream(gateway, "hot") for _ in range(3)]  # one runs, two queue behind it
     try:

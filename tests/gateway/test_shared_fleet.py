@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.daemons import LineStream, endless_stream, http_json, toml_str, unloadable_model
+from tests.daemons import LineStream, endless_stream, http_json, model_toml, unloadable_model
 
 pytestmark = pytest.mark.slow
 
@@ -19,11 +19,7 @@ FAST_POLLS = "poll_interval_s = 0.3\npoll_timeout_s = 1.0\n"
 
 
 def _catalogue(chat, models: dict[str, str]) -> str:
-    return "".join(
-        f'\n[[models]]\nid = "{name}"\nharness = "transformers"\nsource = {toml_str(source or chat)}\n'
-        "min_devices = 0\nvram_mb = 60\n"
-        for name, source in models.items()
-    )
+    return "".join(model_toml(name, source or chat, vram_mb=60) for name, source in models.items())
 
 
 def _ask(gateway, model: str, timeout: float = 120.0):
@@ -38,6 +34,24 @@ def _states(neuron) -> dict[str, str]:
 
 def _view(gateway) -> dict[str, dict]:
     return {n["name"]: n for n in http_json("GET", f"{gateway.url}/admin/fleet", timeout=5)[1]["nodes"]}
+
+
+def _view_after_next_poll(gateway, timeout: float = 30.0) -> dict[str, dict]:
+    """The gateway's view once every node has had a whole poll that began after this call.
+
+    The first poll to end after the call may have asked its node before it (what it carries can
+    be stale), so this waits for the one after it: a node's polls run one after another."""
+    called = time.time()
+    deadline = time.monotonic() + timeout
+    first: dict[str, float] = {}
+    while True:
+        view = _view(gateway)
+        polled = {name: node["last_poll"] or 0.0 for name, node in view.items()}
+        first.update({name: at for name, at in polled.items() if at > called and name not in first})
+        if all(name in first and at > first[name] for name, at in polled.items()):
+            return view
+        assert time.monotonic() < deadline, f"no fresh poll of every node in {timeout} s: {view}"
+        time.sleep(0.05)
 
 
 def test_a_model_unloaded_behind_the_gateways_back_is_placed_again(start_neuron, start_gateway):
@@ -119,13 +133,14 @@ def test_two_gateways_bursting_at_different_cold_models_stay_within_every_budget
                 assert status == 200 or (status == 503 and retry), f"run {run}: {status} {reply}"
             assert not over, f"run {run}: over budget: {over}"
             for gateway in gateways:  # each view is corrected by the next poll: never negative
-                time.sleep(0.7)
-                for name, node in _view(gateway).items():
+                for name, node in _view_after_next_poll(gateway).items():
                     assert node["memory"]["free_bytes"] >= 0, f"run {run}: {name} {node['memory']}"
             for neuron in neurons.values():  # cold again for the next run
                 for model in _states(neuron):
                     assert http_json("POST", f"{neuron.url}/models/unload", {"model": model})[0] == 200
-            time.sleep(0.7)
+            for gateway in gateways:  # and both gateways know it before the next burst
+                view = _view_after_next_poll(gateway)
+                assert not [m for node in view.values() for m in node["models"]], view
     finally:
         watching = False
         watcher.join(10)

@@ -2,62 +2,42 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
 
+from tests.kernel.cli_errors import cli_error, write_config
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip())
-    return path
-
-
-def _single_error_line(output: str) -> str:
-    lines = [line for line in output.splitlines() if line.strip()]
-    assert len(lines) == 1, output
-    assert lines[0].startswith("error: ")
-    return lines[0]
-
-
 def test_unknown_key(run_cli, tmp_path):
-    path = _write(tmp_path / "cortex.toml", '[gateway]\nlisten = "0.0.0.0:31313"\nlistn = "x"\n')
-    result = run_cli("config", "check", str(path))
-    assert result.exit_code == 2
-    line = _single_error_line(result.output)
+    path = write_config(tmp_path / "cortex.toml", '[gateway]\nlisten = "0.0.0.0:31313"\nlistn = "x"\n')
+    line = cli_error(run_cli, "config", "check", str(path))
     assert f"{path}:3: gateway.listn: unknown key" in line
     assert "metrics_listen" in line  # the expected form lists the valid keys
 
 
 def test_wrong_type(run_cli, tmp_path):
-    path = _write(tmp_path / "cortex.toml", "[gateway]\nlisten = 31313\n")
-    result = run_cli("config", "check", str(path))
-    assert result.exit_code == 2
-    line = _single_error_line(result.output)
+    path = write_config(tmp_path / "cortex.toml", "[gateway]\nlisten = 31313\n")
+    line = cli_error(run_cli, "config", "check", str(path))
     assert f"{path}:2: gateway.listen: wrong type (got `int`) (expected a string)" in line
 
 
 def test_unparseable_listen_address(run_cli, tmp_path):
-    path = _write(tmp_path / "cortex.toml", '[gateway]\nmetrics_listen = "localhost"\n')
-    result = run_cli("config", "check", str(path))
-    assert result.exit_code == 2
-    line = _single_error_line(result.output)
+    path = write_config(tmp_path / "cortex.toml", '[gateway]\nmetrics_listen = "localhost"\n')
+    line = cli_error(run_cli, "config", "check", str(path))
     assert f"{path}:2: gateway.metrics_listen: cannot parse listen address 'localhost'" in line
     assert "expected HOST:PORT" in line
 
 
 def test_out_of_range_port(run_cli, tmp_path):
-    path = _write(tmp_path / "neuron.toml", 'listen = "0.0.0.0:70000"\n')
-    result = run_cli("config", "check", str(path))
-    assert result.exit_code == 2
-    assert "listen: port 70000 is out of range" in _single_error_line(result.output)
+    path = write_config(tmp_path / "neuron.toml", 'listen = "0.0.0.0:70000"\n')
+    assert "listen: port 70000 is out of range" in cli_error(run_cli, "config", "check", str(path))
 
 
 def test_duplicate_neuron_name(run_cli, tmp_path):
-    path = _write(
+    path = write_config(
         tmp_path / "cortex.toml",
         """
         [[neurons]]
@@ -69,67 +49,57 @@ def test_duplicate_neuron_name(run_cli, tmp_path):
         endpoint = "http://benjy.internal:13131"
         """,
     )
-    result = run_cli("config", "check", str(path))
-    assert result.exit_code == 2
-    line = _single_error_line(result.output)
+    line = cli_error(run_cli, "config", "check", str(path))
     assert f"{path}:6: neurons[1].name: duplicate neuron name 'beast' (expected unique names)" in line
 
 
 def test_model_pinned_to_unknown_neuron(run_cli, tmp_path):
-    config = _write(
+    config = write_config(
         tmp_path / "etc" / "cortex.toml", '[[neurons]]\nname = "beast"\nendpoint = "http://b:13131"\n'
     )
-    models = _write(
+    models = write_config(
         tmp_path / "etc" / "models.toml",
         '[[models]]\nid = "m"\nharness = "vllm"\n\n'
         '[[models]]\nid = "n"\nharness = "vllm"\npinned_on = ["nope"]\n',
     )
-    result = run_cli("config", "check", str(config))
-    assert result.exit_code == 2
-    line = _single_error_line(result.output)
+    line = cli_error(run_cli, "config", "check", str(config))
     assert f"{models}:8: models[1].pinned_on: model 'n' is pinned to unknown neuron 'nope'" in line
     assert "beast" in line
 
 
 def test_invalid_toml_syntax(run_cli, tmp_path):
-    path = _write(tmp_path / "cortex.toml", "[gateway]\nlisten = \n")
-    result = run_cli("config", "check", str(path))
-    assert result.exit_code == 2
-    assert f"{path}:2: invalid TOML" in _single_error_line(result.output)
+    path = write_config(tmp_path / "cortex.toml", "[gateway]\nlisten = \n")
+    assert f"{path}:2: invalid TOML" in cli_error(run_cli, "config", "check", str(path))
 
 
 def test_unknown_eviction_strategy_lists_the_evictors_installed(run_cli, tmp_path):
-    path = _write(
+    path = write_config(
         tmp_path / "cortex.toml",
         '[eviction]\nstrategy = "random"\n\n[[neurons]]\nname = "a"\nendpoint = "http://127.0.0.1:9"\n',
     )
-    result = run_cli("serve", "--config", str(path))
-    assert result.exit_code == 2
-    line = _single_error_line(result.output)
+    line = cli_error(run_cli, "serve", "--config", str(path))
     assert f"{path}:2: eviction.strategy: unknown eviction strategy 'random'" in line
     assert "'lru', 'priority'" in line
 
 
 def test_unknown_key_from_environment_names_the_variable(run_cli):
-    result = run_cli("config", "show", env={"CORTEX_GATEWAY__LISTN": "0.0.0.0:1"})
-    assert result.exit_code == 2
-    assert "env CORTEX_GATEWAY__LISTN: gateway.listn: unknown key" in _single_error_line(result.output)
+    assert "env CORTEX_GATEWAY__LISTN: gateway.listn: unknown key" in cli_error(
+        run_cli, "config", "show", env={"CORTEX_GATEWAY__LISTN": "0.0.0.0:1"}
+    )
 
 
 def test_missing_explicit_file(run_cli, tmp_path):
-    result = run_cli("config", "show", "--config", str(tmp_path / "absent.toml"))
-    assert result.exit_code == 2
-    assert "absent.toml: file not found" in _single_error_line(result.output)
+    assert "absent.toml: file not found" in cli_error(
+        run_cli, "config", "show", "--config", str(tmp_path / "absent.toml")
+    )
 
 
 @pytest.mark.parametrize("command", ["serve", "neuron"])
 def test_daemons_refuse_bad_configuration_before_starting(run_cli, tmp_path, command):
     name = "cortex.toml" if command == "serve" else "neuron.toml"
     key = "[gateway]\nlisten" if command == "serve" else "listen"
-    path = _write(tmp_path / name, f'{key} = "not-an-address"\n')
-    result = run_cli(command, "--config", str(path))
-    assert result.exit_code == 2
-    assert "cannot parse listen address" in _single_error_line(result.output)
+    path = write_config(tmp_path / name, f'{key} = "not-an-address"\n')
+    assert "cannot parse listen address" in cli_error(run_cli, command, "--config", str(path))
 
 
 @pytest.mark.parametrize("name", ["cortex.example.toml", "neuron.example.toml", "models.example.toml"])
@@ -140,12 +110,12 @@ def test_shipped_example_files_parse(run_cli, name):
 
 
 def test_alias_to_unknown_model(run_cli, tmp_path):
-    path = _write(
+    path = write_config(
         tmp_path / "models.toml", '[[models]]\nid = "m"\nharness = "x"\n\n[aliases]\nfast = "zzz"\n'
     )
-    result = run_cli("config", "check", str(path))
-    assert result.exit_code == 2
-    assert f"{path}:6: aliases.fast: alias 'fast' points to unknown model 'zzz'" in result.output
+    assert f"{path}:6: aliases.fast: alias 'fast' points to unknown model 'zzz'" in cli_error(
+        run_cli, "config", "check", str(path)
+    )
 
 
 @pytest.mark.parametrize(
@@ -164,27 +134,22 @@ def test_alias_to_unknown_model(run_cli, tmp_path):
     ],
 )
 def test_residency_keys_out_of_range(run_cli, tmp_path, extra, line, key, problem):
-    path = _write(tmp_path / "models.toml", f'[[models]]\nid = "m"\nharness = "x"\n{extra}')
-    result = run_cli("config", "check", str(path))
-    assert result.exit_code == 2
-    message = _single_error_line(result.output)
+    path = write_config(tmp_path / "models.toml", f'[[models]]\nid = "m"\nharness = "x"\n{extra}')
+    message = cli_error(run_cli, "config", "check", str(path))
     assert f"{path}:{line}: {key}:" in message and problem in message, message
 
 
 def test_residency_default_ttls_out_of_order(run_cli, tmp_path):
-    path = _write(tmp_path / "cortex.toml", "[residency]\nidle_ttl_s = 60\nunload_ttl_s = 10\n")
-    result = run_cli("config", "check", str(path))
-    assert result.exit_code == 2
-    assert f"{path}:3: residency.unload_ttl_s: unload_ttl_s must be longer" in _single_error_line(
-        result.output
-    )
+    path = write_config(tmp_path / "cortex.toml", "[residency]\nidle_ttl_s = 60\nunload_ttl_s = 10\n")
+    line = cli_error(run_cli, "config", "check", str(path))
+    assert f"{path}:3: residency.unload_ttl_s: unload_ttl_s must be longer" in line
 
 
 def test_alias_list_naming_an_unknown_model(run_cli, tmp_path):
-    path = _write(
+    path = write_config(
         tmp_path / "models.toml",
         '[[models]]\nid = "big"\nharness = "x"\n\n[aliases]\ncoder = ["big", "nope"]\n',
     )
-    result = run_cli("config", "check", str(path))
-    assert result.exit_code == 2
-    assert f"{path}:6: aliases.coder: alias 'coder' points to unknown model 'nope'" in result.output
+    assert f"{path}:6: aliases.coder: alias 'coder' points to unknown model 'nope'" in cli_error(
+        run_cli, "config", "check", str(path)
+    )

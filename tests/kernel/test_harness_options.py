@@ -7,9 +7,6 @@ options module imports nothing from vLLM, so this runs without it.
 
 from __future__ import annotations
 
-import textwrap
-from pathlib import Path
-
 import pytest
 
 from cortex_kernel.config.loader import load_config
@@ -18,24 +15,14 @@ from cortex_transformers.options import check_options
 from cortex_transformers.plugin import register_harnesses as transformers_harnesses
 from cortex_vllm.options import VllmOptions
 from cortex_vllm.plugin import register_harnesses as vllm_harnesses
-
-
-def _write(path: Path, text: str) -> Path:
-    path.write_text(textwrap.dedent(text).lstrip())
-    return path
-
-
-def _only_line(output: str) -> str:
-    lines = [line for line in output.splitlines() if line.strip()]
-    assert len(lines) == 1, output
-    return lines[0]
+from tests.kernel.cli_errors import cli_error, write_config
 
 
 @pytest.mark.parametrize(
     ("harness", "good", "typo"), [("transformers", "dtype", "dtyp"), ("vllm", "dtype", "dtpye")]
 )
 def test_a_misspelt_model_option_names_file_line_and_key(run_cli, tmp_path, harness, good, typo):
-    path = _write(
+    path = write_config(
         tmp_path / "models.toml",
         f"""
         [[models]]
@@ -50,15 +37,13 @@ def test_a_misspelt_model_option_names_file_line_and_key(run_cli, tmp_path, harn
         {typo} = "float16"
         """,
     )
-    result = run_cli("config", "check", str(path))
-    assert result.exit_code == 2, result.output
-    line = _only_line(result.output)
+    line = cli_error(run_cli, "config", "check", str(path))
     assert f"{path}:10: models[1].options.{typo}: unknown {harness} option" in line, line
     assert good in line  # the expected form lists the known options
 
 
 def test_a_mistyped_option_in_an_inline_table_is_located_too(run_cli, tmp_path):
-    path = _write(
+    path = write_config(
         tmp_path / "models.toml",
         """
         [[models]]
@@ -67,22 +52,18 @@ def test_a_mistyped_option_in_an_inline_table_is_located_too(run_cli, tmp_path):
         options = { tensor_parallel_size = 0 }
         """,
     )
-    result = run_cli("config", "check", str(path))
-    assert result.exit_code == 2
-    line = _only_line(result.output)
+    line = cli_error(run_cli, "config", "check", str(path))
     assert f"{path}:4: models[0].options.tensor_parallel_size:" in line and ">= 1" in line, line
 
 
 def test_the_neurons_harness_table_is_checked_as_well(run_cli, tmp_path):
-    path = _write(tmp_path / "neuron.toml", "[harnesses.transformers]\nmax_concurency = 2\n")
-    result = run_cli("config", "check", str(path))
-    assert result.exit_code == 2
-    line = _only_line(result.output)
+    path = write_config(tmp_path / "neuron.toml", "[harnesses.transformers]\nmax_concurency = 2\n")
+    line = cli_error(run_cli, "config", "check", str(path))
     assert f"{path}:2: harnesses.transformers.max_concurency: unknown transformers option" in line, line
 
 
 def test_valid_options_pass(run_cli, tmp_path):
-    path = _write(
+    path = write_config(
         tmp_path / "models.toml",
         """
         [[models]]

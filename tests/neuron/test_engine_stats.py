@@ -6,10 +6,10 @@ import asyncio
 
 from prometheus_client import generate_latest
 
-from cortex_kernel.config.schema import AdmissionSection, Catalogue, ModelProfile
+from cortex_kernel.config.schema import Catalogue, ModelProfile
 from cortex_kernel.harness import HarnessSpec, ModelDescription
 from cortex_neuron.metrics import NeuronMetrics
-from cortex_neuron.registry import ModelRegistry
+from tests.neuron.registries import model_registry
 
 
 class EngineStatsHarness:
@@ -37,14 +37,10 @@ class EngineStatsHarness:
 
 
 def test_engine_stats_are_exported(tmp_path):
-    registry = ModelRegistry(
-        specs=[HarnessSpec(name="engine", factory=EngineStatsHarness)],
-        catalogue=Catalogue(models=[ModelProfile(id="m", harness="engine", min_devices=0)]),
-        admission=AdmissionSection(),
-        allow_models=None,
-        model_roots=[],
-        cache_dir=tmp_path,
-        harness_options={},
+    registry = model_registry(
+        tmp_path,
+        [HarnessSpec(name="engine", factory=EngineStatsHarness)],
+        Catalogue(models=[ModelProfile(id="m", harness="engine", min_devices=0)]),
     )
 
     async def load():

@@ -4,24 +4,17 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 
-from cortex_kernel.config.schema import AdmissionSection, Catalogue, ModelProfile
+from cortex_kernel.config.schema import ModelProfile
 from cortex_kernel.harness import Delta, Usage
 from cortex_neuron.admission import AdmissionGate
 from cortex_neuron.metrics import NeuronMetrics
 from cortex_neuron.registry import ModelRecord, ModelRegistry
+from tests.neuron.registries import model_registry
 from tests.prometheus.exposition import parse, promtool_check, value
 
 
 def _metrics(tmp_path) -> tuple[NeuronMetrics, ModelRegistry]:
-    registry = ModelRegistry(
-        specs=[],
-        catalogue=Catalogue(),
-        admission=AdmissionSection(),
-        allow_models=None,
-        model_roots=[],
-        cache_dir=tmp_path,
-        harness_options={},
-    )
+    registry = model_registry(tmp_path)
     return NeuronMetrics(registry), registry
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import urllib.request
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.system_tools import tool_or_skip
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -49,9 +49,7 @@ def series_of(series: Series, name: str) -> list[dict[str, str]]:
 
 def promtool_check(text: str, what: str) -> None:
     """``promtool check metrics`` on ``text``; skips when promtool is missing (CI installs it)."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (apt-get install prometheus; scripts/install-system-deps)")
+    promtool = tool_or_skip("promtool", "apt-get install prometheus; scripts/install-system-deps")
     result = subprocess.run(
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30, check=False
     )

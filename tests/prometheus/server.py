@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -12,19 +11,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.daemons import free_port
+from tests.system_tools import tool_or_skip
 
 
 class PrometheusServer:
     """``prometheus`` with a temporary config and TSDB, scraping ``jobs`` every second."""
 
     def __init__(self, home: Path, jobs: dict[str, list[tuple[str, dict[str, str]]]]) -> None:
-        binary = shutil.which("prometheus")
-        if binary is None:
-            pytest.skip("the prometheus server is not installed (apt-get install prometheus)")
-        self.binary = binary
+        self.binary = tool_or_skip("prometheus", "apt-get install prometheus")
         self.home = home
         self.port = free_port()
         self.jobs = jobs

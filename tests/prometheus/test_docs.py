@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from cortex_kernel.config.schema import AdmissionSection, Catalogue
 from cortex_neuron.metrics import NeuronMetrics
-from cortex_neuron.registry import ModelRegistry
 from cortex_prometheus.sink import MetricsSink
+from tests.neuron.registries import model_registry
 from tests.prometheus import dashboard
+from tests.system_tools import tool_or_skip
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 ROW = re.compile(r"^\| `(cortex_[a-z0-9_]+)` \| (counter|gauge|histogram) \| ([^|]+) \| ([^|]+) \| (.+) \|$")
@@ -35,17 +32,7 @@ def documented() -> dict[str, tuple[str, set[str]]]:
 
 def exported(tmp_path: Path) -> dict[str, str]:
     gateway = MetricsSink(catalogue=[], nodes=[]).registry
-    neuron = NeuronMetrics(
-        ModelRegistry(
-            specs=[],
-            catalogue=Catalogue(),
-            admission=AdmissionSection(),
-            allow_models=None,
-            model_roots=[],
-            cache_dir=tmp_path,
-            harness_options={},
-        )
-    ).registry
+    neuron = NeuronMetrics(model_registry(tmp_path)).registry
     return {metric.name: metric.type for registry in (gateway, neuron) for metric in registry.collect()}
 
 
@@ -107,10 +94,7 @@ def test_the_dashboard_uses_a_datasource_variable_and_only_documented_metrics():
 
 
 def _promtool() -> str:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (apt-get install prometheus; scripts/install-system-deps)")
-    return promtool
+    return tool_or_skip("promtool", "apt-get install prometheus; scripts/install-system-deps")
 
 
 def test_every_dashboard_query_is_valid_promql(tmp_path):

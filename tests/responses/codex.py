@@ -24,11 +24,9 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.loopback import LoopbackServer
+from tests.pinned_cli import pinned_cli
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 FAKE_KEY = "cortex-test-not-a-secret"
 KEY_ENV = "CORTEX_GATEWAY_KEY"
 CAPTURED = Path(__file__).parent / "captured"
@@ -36,21 +34,9 @@ EXEC_TIMEOUT_S = 300
 
 
 def codex_binary() -> str:
-    """The pinned Codex binary: ``$CORTEX_CODEX`` (set by ``make unit``) or ``scripts/codex-env``.
-
-    Skips the calling test, with the reason, when neither yields one (no npm, no network on the
-    first install).
-    """
-    given = os.environ.get("CORTEX_CODEX")
-    if given and os.access(given, os.X_OK):
-        return given
-    done = subprocess.run(
-        [str(REPO_ROOT / "scripts/codex-env")], capture_output=True, text=True, timeout=600, check=False
-    )
-    path = done.stdout.strip()
-    if done.returncode != 0 or not path or not os.access(path, os.X_OK):
-        pytest.skip(f"the Codex CLI is not available (scripts/codex-env): {done.stderr.strip()[-300:]}")
-    return path
+    """The pinned Codex binary: ``$CORTEX_CODEX`` (set by ``make unit``) or ``scripts/codex-env``;
+    else skip."""
+    return pinned_cli("CORTEX_CODEX", "codex-env", "Codex")
 
 
 def catalogue_entry(model: str, context_window: int, **overrides: Any) -> dict[str, Any]:

@@ -4,10 +4,7 @@ double (:mod:`tests.anthropic.scripted`), driven by the official ``openai`` SDK,
 
 from __future__ import annotations
 
-import contextlib
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import openai
@@ -16,9 +13,10 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from cortex_responses.dialect import ResponsesDialect
-from tests.anthropic.scripted import MODEL, ScriptedNeuron
-from tests.daemons import Daemon, free_port, toml_str, write_toml
-from tests.dialect_gateway import dialect_gateway_app
+from tests import dialect_gateway
+from tests.anthropic.scripted import MODEL
+from tests.daemons import Daemon
+from tests.dialect_gateway import dialect_gateway_app, gateway, make_gateway, neuron  # noqa: F401 (fixtures)
 
 FAST_KEEPALIVE_S = 0.05
 
@@ -35,39 +33,21 @@ def gateway_app(
     )
 
 
-@dataclass
-class Gateway:
-    """The gateway under test: raw HTTP (``http``), the SDK (``client``) and the fake neuron."""
-
-    http: TestClient
-    client: openai.OpenAI
-    neuron: ScriptedNeuron
+@pytest.fixture
+def dialect_app() -> Callable[..., Starlette]:
+    return gateway_app
 
 
 @pytest.fixture
-def neuron() -> Iterator[ScriptedNeuron]:
-    scripted = ScriptedNeuron().start()
-    yield scripted
-    scripted.stop()
+def dialect_sdk() -> Callable[[TestClient], openai.OpenAI]:
+    """The SDK client the shared fixtures drive this dialect with."""
 
+    def sdk(http: TestClient) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=f"{http.base_url}/v1", api_key="client-key", http_client=http, max_retries=0
+        )
 
-@pytest.fixture
-def make_gateway(neuron: ScriptedNeuron) -> Iterator[Callable[..., Gateway]]:
-    with contextlib.ExitStack() as stack:
-
-        def make(**kwargs) -> Gateway:
-            http = stack.enter_context(TestClient(gateway_app(neuron.url, **kwargs)))
-            client = openai.OpenAI(
-                base_url=f"{http.base_url}/v1", api_key="client-key", http_client=http, max_retries=0
-            )
-            return Gateway(http=http, client=client, neuron=neuron)
-
-        yield make
-
-
-@pytest.fixture
-def gateway(make_gateway: Callable[..., Gateway]) -> Gateway:
-    return make_gateway()
+    return sdk
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,63 +56,13 @@ def gateway(make_gateway: Callable[..., Gateway]) -> Gateway:
 TINY_CONTEXT = 64
 
 
-@dataclass
-class RealFleet:
-    url: str
-    log_text: Callable[[], str]
-
-
 @pytest.fixture(scope="module")
-def real_fleet(tmp_path_factory: pytest.TempPathFactory, tiny_chat_model: Path) -> Iterator[RealFleet]:
-    """``cortex-kernel neuron`` + ``cortex-kernel serve`` on loopback; yields the gateway URL.
-
-    ``tiny-chat`` has its full context, ``tiny-short`` the same weights with a 64-token context
-    (for clamping and "input too long")."""
+def real_fleet(tmp_path_factory: pytest.TempPathFactory, tiny_chat_model: Path) -> Iterator[Daemon]:
+    """A real gateway + neuron pair (:func:`tests.dialect_gateway.real_fleet`) with a small
+    response store; yields the gateway (its ``url`` and ``log_text``)."""
     tmp_path = tmp_path_factory.mktemp("responses-fleet")
-    catalogue = f"""
-[[models]]
-id = "tiny-chat"
-harness = "transformers"
-source = {toml_str(tiny_chat_model)}
-min_devices = 0
-
-[[models]]
-id = "tiny-short"
-harness = "transformers"
-source = {toml_str(tiny_chat_model)}
-min_devices = 0
-context_length = {TINY_CONTEXT}
-"""
-    neuron_port, gateway_port = free_port(), free_port()
-    home = tmp_path / "neuron"
-    write_toml(home / "models.toml", catalogue)
-    neuron_config = write_toml(
-        home / "neuron.toml",
-        f'listen = "127.0.0.1:{neuron_port}"\nname = "n1"\n'
-        f"cache_dir = {toml_str(home / 'cache')}\n"
-        f"model_roots = [{toml_str(tiny_chat_model.parent)}]\n",
-    )
-    etc = tmp_path / "gateway"
-    write_toml(etc / "models.toml", catalogue)
-    gateway_config = write_toml(
-        etc / "cortex.toml",
-        f'[gateway]\nlisten = "127.0.0.1:{gateway_port}"\nmetrics_listen = "127.0.0.1:{free_port()}"\n\n'
-        f'[[neurons]]\nname = "n1"\nendpoint = "http://127.0.0.1:{neuron_port}"\n\n'
-        "[responses]\nstore_max_responses = 64\nstore_ttl_s = 600\n",
-    )
-    neuron = Daemon(
-        ["neuron", "--config", str(neuron_config)], neuron_port, home / "neuron.log", {"HF_HUB_OFFLINE": "1"}
-    )
-    gateway = Daemon(["serve", "--config", str(gateway_config)], gateway_port, etc / "gateway.log")
-    try:
-        neuron.start()
-        gateway.start()
-        neuron.wait_healthy()
-        deadline = time.monotonic() + 60
-        while gateway.wait_healthy()["nodes"]["up"] < 1:
-            assert time.monotonic() < deadline, gateway.log_text()
-            time.sleep(0.1)
-        yield RealFleet(url=gateway.url, log_text=gateway.log_text)
-    finally:
-        gateway.stop()
-        neuron.stop()
+    store = "\n[responses]\nstore_max_responses = 64\nstore_ttl_s = 600\n"
+    with dialect_gateway.real_fleet(
+        tmp_path, tiny_chat_model, short_context=TINY_CONTEXT, gateway_extra=store
+    ) as daemon:
+        yield daemon

@@ -22,6 +22,7 @@ from cortex_responses.events import EventTranslator
 from cortex_responses.protocol import Response, ResponsesRequest
 from cortex_responses.tools import model_tools
 from cortex_responses.translate import chat_request
+from tests import request_strategies
 from tests.responses.inverse import responses_items
 from tests.responses.sse import envelope
 
@@ -229,13 +230,7 @@ invalid_documents = st.one_of(
         ]
     ).map(lambda pair: _with(*pair)),
 )
-invalid_bodies = st.one_of(
-    invalid_documents.map(lambda document: json.dumps(document).encode()),
-    st.binary(max_size=40).filter(lambda raw: not raw.strip().startswith(b"{")),
-    (st.lists(st.integers(), max_size=3) | st.text(max_size=5) | st.integers() | st.none()).map(
-        lambda value: json.dumps(value).encode()
-    ),
-)
+invalid_bodies = request_strategies.invalid_bodies(invalid_documents)
 json_values = st.recursive(
     st.none()
     | st.booleans()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.rpm.conftest import PACKAGES, REPO_ROOT, rpm_query
+from tests.system_tools import tool_or_skip
 
 SKIP_DIRS = {".git", ".venv", ".vllm-env", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache",
              ".pytest_cache", "_build", "build", "dist", ".hypothesis"}  # fmt: skip
@@ -35,10 +35,7 @@ def shell_scripts() -> list[Path]:
 
 @pytest.fixture(scope="module")
 def shellcheck() -> str:
-    path = shutil.which("shellcheck")
-    if path is None:
-        pytest.skip("needs shellcheck (scripts/install-system-deps installs it)")
-    return path
+    return tool_or_skip("shellcheck", "scripts/install-system-deps installs it")
 
 
 def test_every_shell_script_passes(shellcheck):

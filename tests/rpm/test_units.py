@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.rpm.conftest import PACKAGES
+from tests.system_tools import tool_or_skip
 
 UNIT = {"cortex-kernel": "cortex-kernel.service", "cortex-neuron-cpu": "cortex-neuron.service"}
 UNIT["cortex-neuron-vllm"] = UNIT["cortex-neuron-cpu"]
@@ -34,10 +35,7 @@ HOST_UNITS = Path("/usr/lib/systemd/system")
 
 @pytest.fixture(scope="session")
 def systemd_analyze() -> str:
-    path = shutil.which("systemd-analyze")
-    if path is None:
-        pytest.skip("needs systemd-analyze (scripts/install-system-deps installs systemd)")
-    return path
+    return tool_or_skip("systemd-analyze", "scripts/install-system-deps installs systemd")
 
 
 @pytest.fixture(scope="session")

@@ -91,23 +91,28 @@
     $("link").textContent = "live";
     $("link").className = "link live";
     retry = 1000;
-    const reader = reply.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
     try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += decoder.decode(value, { stream: true });
-        let cut;
-        while ((cut = buffer.indexOf("\n\n")) >= 0) {
-          const block = buffer.slice(0, cut);
-          buffer = buffer.slice(cut + 2);
-          dispatch(block);
-        }
-      }
+      await readPieces(reply.body, "\n\n", dispatch);  // an SSE event ends at a blank line
     } catch (err) { /* aborted or cut: reconnect below */ }
     reconnect(controller);
+  }
+  // Reads a streamed body to its end, handing each piece between two separators to onPiece (a
+  // piece may arrive split across reads, and a character across two chunks).
+  async function readPieces(body, separator, onPiece) {
+    const reader = body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf(separator)) >= 0) {
+        const piece = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + separator.length);
+        onPiece(piece);
+      }
+    }
   }
   function reconnect(controller) {
     if (stream !== controller) return;  // replaced or signed out
@@ -303,30 +308,20 @@
         out.textContent = "error: " + message;
         return;
       }
-      const reader = reply.body.getReader();
-      const decoder = new TextDecoder();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += decoder.decode(value, { stream: true });
-        let cut;
-        while ((cut = buffer.indexOf("\n")) >= 0) {
-          const line = buffer.slice(0, cut).trim();
-          buffer = buffer.slice(cut + 1);
-          if (!line.startsWith("data:") || line === "data: [DONE]") continue;
-          let chunk;
-          try { chunk = JSON.parse(line.slice(5)); } catch (err) { continue; }
-          if (chunk.error) { out.textContent += "\n[error: " + chunk.error.message + "]"; continue; }
-          if (chunk.usage) usage = chunk.usage;
-          const text = chunk.choices && chunk.choices[0] && chunk.choices[0].delta && chunk.choices[0].delta.content;
-          if (text) {
-            if (first === null) { first = performance.now(); $("play-ttft").textContent = (first - started).toFixed(0) + " ms"; }
-            tokens += 1;
-            out.textContent += text;
-          }
+      await readPieces(reply.body, "\n", (piece) => {
+        const line = piece.trim();
+        if (!line.startsWith("data:") || line === "data: [DONE]") return;
+        let chunk;
+        try { chunk = JSON.parse(line.slice(5)); } catch (err) { return; }
+        if (chunk.error) { out.textContent += "\n[error: " + chunk.error.message + "]"; return; }
+        if (chunk.usage) usage = chunk.usage;
+        const text = chunk.choices && chunk.choices[0] && chunk.choices[0].delta && chunk.choices[0].delta.content;
+        if (text) {
+          if (first === null) { first = performance.now(); $("play-ttft").textContent = (first - started).toFixed(0) + " ms"; }
+          tokens += 1;
+          out.textContent += text;
         }
-      }
+      });
       const count = usage && usage.completion_tokens ? usage.completion_tokens : tokens;
       const span = first === null ? 0 : (performance.now() - first) / 1000;
       $("play-tokens").textContent = String(count);
