@@ -224,19 +224,19 @@ def test_a_model_gone_behind_the_gateways_back_is_a_404_for_admin_sleep_and_wake
     gateway = start_gateway(
         {"n1": neuron},
         extra="poll_interval_s = 600\n",
-        catalogue_extra=_catalogue(tiny_chat_model, {"a": ""}),
+        catalogue_extra=tiny_fleet.catalogue(tiny_chat_model, {"a": ""}),
     )
-    assert _ask(gateway, "a")[0] == 200
+    assert tiny_fleet.ask(gateway, "a")[0] == 200
     for verb in ("sleep", "wake"):
         assert http_json("POST", f"{gateway.url}/admin/nodes/n1/models/a/{verb}")[0] == 200
         # Gone behind the gateway's back (another gateway, an operator): the view is stale.
         assert http_json("POST", f"{neuron.url}/models/unload", {"model": "a", "force": True})[0] == 200
         status, body, _ = http_json("POST", f"{gateway.url}/admin/nodes/n1/models/a/{verb}")
         assert (status, body["error"]["code"]) == (404, "model_not_loaded"), (verb, status, body)
-        assert _ask(gateway, "a")[0] == 200  # reloaded: loads again
+        assert tiny_fleet.ask(gateway, "a")[0] == 200  # reloaded: loads again
     # Asleep in the gateway's view, gone on the neuron: a request is still answered.
     assert http_json("POST", f"{gateway.url}/admin/nodes/n1/models/a/sleep")[0] == 200
     assert http_json("POST", f"{neuron.url}/models/unload", {"model": "a", "force": True})[0] == 200
-    status, body, _ = _ask(gateway, "a")
+    status, body, _ = tiny_fleet.ask(gateway, "a")
     assert status == 200, body
     assert _states(neuron) == {"a": "ready"}
