@@ -140,7 +140,11 @@ class RoomWait:
         finally:
             self._waiting.pop(profile.id, None)
         if plan is not None:
-            return await self._wake(profile, *plan)
+            try:
+                return await self._wake(profile, *plan)
+            except CortexError as exc:  # refused or lost there: placement plans as usual
+                log.info("waking %s on %s failed: %s", profile.id, plan[0].name, exc.message)
+                return None
         if cold is None:
             self.waits_lost += 1
             log.info("no room where %s sleeps in %.1fs", profile.id, hedge)

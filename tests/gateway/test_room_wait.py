@@ -42,8 +42,9 @@ class NeuronDouble:
     """Stands in for the aiohttp session and every neuron behind it: records each lifecycle call
     as (node, route, model) and answers it as a neuron with room would."""
 
-    def __init__(self) -> None:
+    def __init__(self, refuse_wakes: bool = False) -> None:
         self.calls: list[tuple[str, str, str]] = []
+        self.refuse_wakes = refuse_wakes
 
     @asynccontextmanager
     async def post(self, url: str, json: Any = None, **_: Any) -> AsyncIterator[_Reply]:
@@ -52,7 +53,9 @@ class NeuronDouble:
         model = body["profile"]["id"] if "profile" in body else body["model"]
         self.calls.append((node, "/" + route, model))
         await asyncio.sleep(0)
-        if route == "models/load":
+        if route == "models/wake" and self.refuse_wakes:  # another gateway took the room
+            yield _Reply(409, {"error": {"code": "over_budget", "message": "over budget"}})
+        elif route == "models/load":
             yield _Reply(200, {"id": model, "state": "ready"})
         else:
             yield _Reply(200, {"state": "sleeping" if route == "models/sleep" else "ready"})
@@ -158,3 +161,19 @@ async def test_a_client_that_goes_away_while_it_waits_for_room_frees_everything(
     home.finished("busy")  # room now, but nobody wants the model: nothing moves
     await asyncio.sleep(0.05)
     assert double.calls == [] and home.models["sleepy"].state == "sleeping"
+
+
+async def test_a_wake_the_neuron_refuses_after_the_wait_is_a_503_not_its_409() -> None:
+    home = _node("home", {"sleepy": "sleeping", "busy": "ready"})
+    home.in_flight["busy"] = 1
+    double = NeuronDouble(refuse_wakes=True)
+    placement = _placement([home], double)
+
+    request = asyncio.ensure_future(placement.node_for_request("sleepy"))
+    await _until(lambda: home.room_waiters, "placement waiting for room on home")
+    home.finished("busy")
+
+    with pytest.raises(Overloaded) as refused:
+        await asyncio.wait_for(request, 30)
+    assert refused.value.status == 503 and refused.value.code == "no_capacity"
+    assert ("home", "/models/wake", "sleepy") in double.calls and not home.room_waiters
