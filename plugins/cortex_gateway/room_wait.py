@@ -127,24 +127,26 @@ class RoomWait:
         assert task is not None
         self.waits += 1
         log.info("waiting up to %.1fs for room where %s sleeps", hedge, profile.id)
-        self._waiting[profile.id] = task
-        try:
-            while (plan := self._room(profile, exclude)) is None:
-                if placement.fleet.replicas(profile.id):
-                    return None
-                remaining = deadline - loop.time()
-                nodes = self._asleep(profile, exclude)
-                if remaining <= 0 or not nodes:
-                    break
-                await self._changed(nodes, remaining)
-        finally:
-            self._waiting.pop(profile.id, None)
-        if plan is not None:
+        refused = False  # a wake was just refused: wait for a change before trying again
+        while True:
+            self._waiting[profile.id] = task  # holding nothing: cancelled if its clients leave
             try:
-                return await self._wake(profile, *plan)
-            except CortexError as exc:  # refused or lost there: placement plans as usual
-                log.info("waking %s on %s failed: %s", profile.id, plan[0].name, exc.message)
-                return None
+                while refused or (plan := self._room(profile, exclude)) is None:
+                    refused, plan = False, None
+                    if placement.fleet.replicas(profile.id):
+                        return None
+                    remaining = deadline - loop.time()
+                    nodes = self._asleep(profile, exclude)
+                    if remaining <= 0 or not nodes:
+                        break
+                    await self._changed(nodes, remaining)
+            finally:
+                self._waiting.pop(profile.id, None)
+            if plan is None:
+                break
+            if (node := await self._try_wake(profile, *plan)) is not None:
+                return node
+            refused = True
         if cold is None:
             self.waits_lost += 1
             log.info("no room where %s sleeps in %.1fs", profile.id, hedge)
@@ -159,12 +161,8 @@ class RoomWait:
         log.info("no room where %s sleeps yet: loading it elsewhere meanwhile", profile.id)
         while not cold.done():
             plan = self._room(profile, exclude)
-            if plan is not None:
-                try:
-                    return await self._wake(profile, *plan)
-                except CortexError as exc:
-                    log.info("waking %s on %s failed (%s): the load decides", profile.id, plan[0].name, exc)
-                    break
+            if plan is not None and (node := await self._try_wake(profile, *plan)) is not None:
+                return node
             nodes = self._asleep(profile, exclude)
             if not nodes:
                 break
@@ -176,9 +174,18 @@ class RoomWait:
         self.waits_lost += 1
         return await cold
 
-    async def _wake(self, profile: ModelProfile, node: Node, victims: list[Victim]) -> Node:
+    async def _try_wake(self, profile: ModelProfile, node: Node, victims: list[Victim]) -> Node | None:
+        """Make room on ``node`` and wake ``profile`` there; ``None`` if the neuron refused (the
+        room was taken meanwhile, by another model that waited there too or another gateway):
+        the node is read again and the wait goes on."""
         placement = self.placement
-        await placement.on_node(node, placement.residency.make_room_and_place(node, victims, profile))
+        try:
+            await placement.on_node(node, placement.residency.make_room_and_place(node, victims, profile))
+        except CortexError as exc:
+            log.info("waking %s on %s refused: %s", profile.id, node.name, exc.message)
+            if placement.reread is not None:
+                await placement.reread(node)
+            return None
         self.waits_won += 1
         return node
 
