@@ -6,8 +6,11 @@ What is real: ``cortex_gateway.placement.Placement`` (ready replica, single flig
 ``priority`` evictors with the kernel's checks, and ``cortex_gateway.poller.Poller`` decoding
 each neuron's ``/models`` and ``/health``. What is simulated: the neurons (an in-process stand-in
 for the aiohttp session answering the same routes with the same JSON) and time (every duration
-is divided by ``--speedup`` and run on the real event loop; the figures printed are converted
-back to simulated seconds).
+runs on a virtual clock: an event loop whose ``time()`` jumps to the next timer whenever nothing is
+ready, so every simulated duration is exact, the outcome does not depend on CPU load, and a run
+is repeatable for a seed). The gateway modules' clocks (hysteresis, idle TTLs, last use, load
+and wake durations) read the same virtual clock; the decision times and poll costs printed are
+real ``time.perf_counter`` measurements of the gateway's own work.
 
 Durations (stated assumptions, from published vLLM figures). The vLLM project's post "Zero-Reload
 Model Switching with vLLM Sleep Mode" (https://blog.vllm.ai/2025/10/26/sleep-mode.html, 2025-10-26)
@@ -32,7 +35,7 @@ Policies compared: ``unload-lru`` (today: lru, no sleep tier), ``lru+sleep``, ``
 (priorities 50/100/200 by popularity tier) and ``ttl-only`` (llama-swap-like: unload after
 300 s idle, lru unload when room is needed, no sleep).
 
-Run: ``python bench/fleet_sim.py`` (about 10 minutes on 2 cores); ``--quick`` for a short trace.
+Run: ``python bench/fleet_sim.py`` (a few minutes on 2 cores); ``--quick`` for a short trace.
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ import argparse
 import asyncio
 import math
 import random
+import selectors
 import statistics
 import time
+import types
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -50,6 +55,10 @@ from typing import Any
 
 import msgspec
 
+import cortex_gateway.fleet
+import cortex_gateway.placement
+import cortex_gateway.poller
+import cortex_gateway.residency
 from cortex_evictors.strategies import LeastRecentlyUsed, Priority
 from cortex_gateway.fleet import Fleet, Node
 from cortex_gateway.placement import Placement
@@ -68,6 +77,13 @@ SIZES = {
     "70B": (46, 100.0, 6.0, 6.0, 4.0),
 }
 NODE_DEVICE_GB = 48
+# The gateway modules whose ``time`` reads the virtual clock during a run.
+GATEWAY_MODULES = (
+    cortex_gateway.fleet,
+    cortex_gateway.placement,
+    cortex_gateway.poller,
+    cortex_gateway.residency,
+)
 NODE_HOST_GB = 512
 
 
@@ -172,18 +188,71 @@ class SimNeuron:
         return 404, {"error": {"code": "not_found", "message": path}}
 
 
-class Clock:
-    """Simulated seconds on the real event loop, ``speedup`` times faster."""
+class _JumpSelector(selectors.BaseSelector):
+    """A selector that never blocks: where the loop would wait ``timeout`` for I/O, the virtual
+    clock jumps ``timeout`` ahead instead (the simulation has no real I/O but the loop's own
+    self-pipe, which is still polled)."""
 
-    def __init__(self, speedup: float) -> None:
-        self.speedup = speedup
-        self.start = time.monotonic()
+    def __init__(self) -> None:
+        self.real = selectors.DefaultSelector()
+        self.now = 0.0
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self.real.register(fileobj, events, data)
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self.real.unregister(fileobj)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = self.real.select(0)
+        if not ready:
+            if timeout is None:
+                raise RuntimeError("simulation stalled: nothing scheduled and nothing ready")
+            self.now += timeout
+        return ready
+
+    def get_map(self) -> Any:
+        return self.real.get_map()
+
+    def close(self) -> None:
+        self.real.close()
+
+
+class VirtualLoop(asyncio.SelectorEventLoop):
+    """An event loop on simulated seconds: ``time()`` is the jump selector's clock."""
+
+    def __init__(self) -> None:
+        self.jumps = _JumpSelector()
+        super().__init__(self.jumps)
+
+    def time(self) -> float:
+        return self.jumps.now
+
+
+EPOCH = 1.7e9  # the virtual wall clock's start (any fixed date: outcomes must not depend on it)
+
+
+class Clock:
+    """Simulated seconds: the virtual loop's clock."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
 
     def now(self) -> float:
-        return (time.monotonic() - self.start) * self.speedup
+        return self.loop.time()
+
+    def wall(self) -> float:
+        return EPOCH + self.loop.time()
 
     async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds / self.speedup)
+        await asyncio.sleep(seconds)
+
+
+def virtual_time(clock: Clock) -> types.SimpleNamespace:
+    """What the gateway modules see as ``time``: every clock virtual (their ``perf_counter``
+    times loads and wakes, which are simulated). This module's own ``time`` stays real, so the
+    decision times and poll costs it measures are the gateway's real CPU-bound work."""
+    return types.SimpleNamespace(monotonic=clock.now, time=clock.wall, perf_counter=clock.now)
 
 
 class _Reply:
@@ -293,26 +362,28 @@ def percentile(values: list[float], q: float) -> float:
 async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     cat = catalogue(args.models, rng)
-    speedup = args.speedup or {4: 200.0, 16: 100.0}.get(nodes, 25.0)
     duration = args.duration if nodes < 100 or args.quick else args.duration / 3
     arrivals = trace(args.models, duration, args.rate * nodes / 4, rng)
     warm_up = duration / 10
-    clock = Clock(speedup)
+    clock = Clock()
+    for module in GATEWAY_MODULES:
+        module.time = virtual_time(clock)  # type: ignore[attr-defined]
     neurons = {f"n{i:03d}": SimNeuron(f"n{i:03d}", clock, host_budget=policy.sleep) for i in range(nodes)}
     fleet = Fleet([Node(name=n, endpoint=f"sim://{n}") for n in neurons])
     session = SimSession(neurons)
-    scale = 1 / speedup
     residency = Residency(
         ResidencySection(
             sleep=policy.sleep,
-            idle_ttl_s=policy.idle_unload_s * scale if policy.idle_unload_s else None,
-            hysteresis_s=30 * scale,
-            thrash_window_s=120 * scale,
-            ttl_check_interval_s=max(0.01, 5 * scale),
+            idle_ttl_s=policy.idle_unload_s,
+            hysteresis_s=30,
+            thrash_window_s=120,
+            ttl_check_interval_s=5,
+            wake_wait_s=args.wake_wait if args.wake_wait is not None else ResidencySection().wake_wait_s,
+            wake_hedge_s=args.wake_hedge if args.wake_hedge is not None else ResidencySection().wake_hedge_s,
         )
     )
     evictor = LeastRecentlyUsed() if policy.evictor == "lru" else Priority()
-    poller = Poller(fleet, session, {}, interval_s=2 * scale)  # type: ignore[arg-type]
+    poller = Poller(fleet, session, {}, interval_s=2)  # type: ignore[arg-type]
     placement = Placement(
         fleet,
         cat,
@@ -331,15 +402,20 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
     decisions: list[float] = []
     plan = placement.plan
 
+    cpu: list[float] = []  # the same, in this thread's CPU time (immune to busy neighbours)
+
     def timed_plan(*a: Any, **k: Any) -> Any:
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), time.thread_time()
         try:
             return plan(*a, **k)
         finally:
             decisions.append(time.perf_counter() - began)
+            cpu.append(time.thread_time() - began_cpu)
 
     placement.plan = timed_plan  # type: ignore[method-assign]
     waits: list[float] = []
+    # Per counted request that waited: (wait, how it was served) for ``--explain``.
+    served: list[tuple[float, str]] = []
     failed = 0
 
     async def poll_forever() -> None:
@@ -352,7 +428,8 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
     async def one(arrival: float, model: str) -> None:
         nonlocal failed
         counted = arrival >= warm_up
-        began = time.perf_counter()
+        asleep = {n for n, sim in neurons.items() if (m := sim.models.get(model)) and m.state == "sleeping"}
+        began, began_cpu = time.perf_counter(), time.thread_time()
         t0 = clock.now()
         try:
             node, waited = await placement.node_for_request(model)
@@ -361,20 +438,25 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
             return
         if not waited:
             decisions.append(time.perf_counter() - began)
+            cpu.append(time.thread_time() - began_cpu)
         if counted:
             waits.append(clock.now() - t0 if waited else 0.0)
+            if waited:
+                how = "woken where it slept" if node.name in asleep else "cold load"
+                elsewhere = ", asleep elsewhere" if asleep - {node.name} else ""
+                served.append((clock.now() - t0, how + elsewhere))
         sim = neurons[node.name].models.get(model)
         if sim is None:
             return
         sim.in_flight += 1
         node.in_flight[model] = node.in_flight.get(model, 0) + 1
-        node.last_routed[model] = time.time()
+        node.last_routed[model] = clock.wall()
         try:
             await clock.sleep(rng.uniform(2, 20))
         finally:
             sim.in_flight -= 1
-            sim.last_used = time.time()
-            node.in_flight[model] -= 1
+            sim.last_used = clock.wall()
+            node.finished(model)
 
     poll_task = asyncio.get_running_loop().create_task(poll_forever())
     tasks: list[asyncio.Task[None]] = []
@@ -387,6 +469,16 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
     poll_task.cancel()
     await residency.stop()
     waited = [w for w in waits if w > 0]
+    if args.explain:
+        tail = percentile(waits, 0.99)
+        kinds = sorted({how for _, how in served})
+        print(f"  {policy.name} {nodes} nodes: waits by how served (all / at or above p99 {tail:.1f} s)")
+        wait = placement.room_wait
+        print(f"    waits for room: {wait.waits} (woken: {wait.waits_won}, not: {wait.waits_lost})")
+        for how in kinds:
+            every = sum(1 for _, h in served if h == how)
+            top = sum(1 for w, h in served if h == how and w >= tail)
+            print(f"    {how:<45} {every:>6} {top:>6}")
     return {
         "policy": policy.name,
         "nodes": nodes,
@@ -400,6 +492,7 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
         "wait_p99": percentile(waits, 0.99),
         "decide_p50_ms": percentile(decisions, 0.5) * 1000,
         "decide_p99_ms": percentile(decisions, 0.99) * 1000,
+        "decide_cpu_p99_ms": percentile(cpu, 0.99) * 1000,
         "poll_ms": statistics.median(poll_costs) * 1000,
     }
 
@@ -409,12 +502,12 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=40)
     parser.add_argument("--duration", type=float, default=3600.0, help="simulated seconds of trace")
     parser.add_argument("--rate", type=float, default=0.5, help="requests/s per 4 nodes at the mean")
-    parser.add_argument(
-        "--speedup", type=float, default=0.0, help="simulated/real seconds (default: 200, 100, 25 by size)"
-    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--nodes", type=int, nargs="*", default=[4, 16, 100])
     parser.add_argument("--quick", action="store_true", help="a 15-minute trace")
+    parser.add_argument("--wake-wait", type=float, help="[residency] wake_wait_s (default: its default)")
+    parser.add_argument("--wake-hedge", type=float, help="[residency] wake_hedge_s (default: its default)")
+    parser.add_argument("--explain", action="store_true", help="break waits down by how they were served")
     parser.add_argument("--policies", nargs="*", default=[p.name for p in POLICIES])
     args = parser.parse_args()
     if args.quick:
@@ -422,16 +515,21 @@ def main() -> None:
     header = (
         f"{'policy':<15} {'nodes':>5} {'reqs':>6} {'fail':>4} {'cold':>5} {'wakes':>5} {'thrash':>6} "
         f"{'waited':>6} {'wait p50 s':>10} {'wait p99 s':>10} {'decide p50 ms':>13} {'decide p99 ms':>13} "
+        f"{'cpu p99 ms':>10} "
         f"{'poll ms':>8}"
     )
     print(header)
     for nodes in args.nodes:
         for policy in (p for p in POLICIES if p.name in args.policies):
-            r = asyncio.run(run(policy, nodes, args))
+            with asyncio.Runner(loop_factory=VirtualLoop) as runner:
+                r = runner.run(run(policy, nodes, args))
+            for module in GATEWAY_MODULES:
+                module.time = time  # type: ignore[attr-defined]
             print(
                 f"{r['policy']:<15} {r['nodes']:>5} {r['requests']:>6} {r['failed']:>4} {r['cold_loads']:>5} "
                 f"{r['wakes']:>5} {r['thrash']:>6} {r['waited']:>6} {r['wait_p50']:>10.2f} "
                 f"{r['wait_p99']:>10.2f} {r['decide_p50_ms']:>13.3f} {r['decide_p99_ms']:>13.3f} "
+                f"{r['decide_cpu_p99_ms']:>10.3f} "
                 f"{r['poll_ms']:>8.2f}",
                 flush=True,
             )

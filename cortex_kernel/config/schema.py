@@ -136,6 +136,9 @@ class ResidencySection(ConfigBase):
     thrash_window_s: Annotated[float, msgspec.Meta(ge=0, le=24 * 3600)] = 120.0
     scale_out_queued: PositiveInt = 1
     scale_out_after_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
+    # Waiting for room where a model sleeps rather than cold-loading it elsewhere (room_wait.py).
+    wake_wait_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 60.0
+    wake_hedge_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 30.0
 
 
 class CortexConfig(ConfigBase):

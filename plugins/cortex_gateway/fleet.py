@@ -8,6 +8,7 @@ So routing never waits on a lock held across I/O.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Iterator
@@ -57,6 +58,9 @@ class Node:
     device_free_bytes: int | None = None
     cycles: int = 0
     draining: bool = False
+    # Placements waiting for room here (cortex_gateway.room_wait), woken by :meth:`changed` in
+    # the order they began waiting (a dict: a set's order would vary from run to run).
+    room_waiters: dict[asyncio.Future[Node | None], None] = field(default_factory=dict)
 
     @property
     def routable(self) -> bool:
@@ -77,6 +81,19 @@ class Node:
         reported = self.models.get(model_id)
         times = [t for t in (reported.last_used if reported else None, self.last_routed.get(model_id)) if t]
         return max(times) if times else None
+
+    def finished(self, model_id: str) -> None:
+        """A request this gateway sent to ``model_id`` here has ended (it may have freed room)."""
+        self.in_flight[model_id] -= 1
+        if self.room_waiters:
+            self.changed(finished=True)
+
+    def changed(self, finished: bool = False) -> None:
+        """What this node holds or runs may have changed: wake the placements waiting for room
+        (telling them which node saw a request end: its last report still counts that request)."""
+        for waiter in self.room_waiters:
+            if not waiter.done():
+                waiter.set_result(self if finished else None)
 
     def busy(self, model_id: str) -> bool:
         return self.model_load(model_id) > 0

@@ -23,6 +23,7 @@ import msgspec
 
 from cortex_gateway.fleet import Fleet, Node, NodeModel
 from cortex_gateway.residency import Residency
+from cortex_gateway.room_wait import RoomWait
 from cortex_gateway.routing_table import RouterTable
 from cortex_kernel.config.schema import Catalogue, ModelProfile
 from cortex_kernel.errors import Conflict, CortexError, NotFound, Overloaded
@@ -99,6 +100,8 @@ class Placement:
         # Sleeping, waking, idle TTLs and anti-thrash (cortex_gateway.residency).
         self.residency = residency or Residency()
         self.residency.attach(self)
+        # Waiting for room where a model sleeps rather than cold-loading it elsewhere.
+        self.room_wait = RoomWait(self, self.residency.settings)
         self.refresh = refresh
         self.reread = reread
         self.max_plans = max_plans
@@ -148,6 +151,7 @@ class Placement:
                 f"too many requests waiting for {model_id!r} to load", code="load_queue_full", retry_after=5
             )
         self._waiters += 1
+        self.room_wait.join(model_id)
         try:
             return await asyncio.wait_for(asyncio.shield(task), self.load_timeout_s), True
         except TimeoutError:
@@ -156,6 +160,7 @@ class Placement:
             ) from None
         finally:
             self._waiters -= 1
+            self.room_wait.leave(model_id)
 
     def is_ready(self, model_id: str) -> bool:
         """Whether ``model_id`` is ready on some routable node (warm alias selectors ask)."""
@@ -201,15 +206,16 @@ class Placement:
             return None
         return measured - sum(self.declared_bytes(node, m) for m in node.pending if m in node.models)
 
-    def residents(self, node: Node, incoming: str = "") -> tuple[Resident, ...]:
-        """What holds device memory on ``node`` (a sleeping model holds none, so is not one)."""
+    def residents(self, node: Node, incoming: str = "", assume_idle: bool = False) -> tuple[Resident, ...]:
+        """What holds device memory on ``node`` (a sleeping model holds none, so is not one);
+        ``assume_idle``: as if every resident had finished its requests and its load or wake."""
         return tuple(
             Resident(
                 id=model_id,
                 memory_bytes=self.declared_bytes(node, model_id),
                 last_used=node.last_used(model_id),
                 priority=profile.residency_priority if (profile := self.catalogue.get(model_id)) else 100,
-                busy=node.busy(model_id) or model.state != "ready",
+                busy=not assume_idle and (node.busy(model_id) or model.state != "ready"),
                 pinned_here=bool(profile and node.name in profile.pinned_on),
                 can_sleep=self.residency.can_sleep(profile),
                 shielded=self.residency.shielded(node, model_id, incoming),
@@ -238,9 +244,10 @@ class Placement:
             fits.append(((min(len(victims), 1), reverses, len(victims), unloads, node.name), node, victims))
         return [(node, victims) for _, node, victims in sorted(fits, key=lambda item: item[0])]
 
-    def room_on(self, node: Node, profile: ModelProfile) -> list[Victim] | None:
+    def room_on(self, node: Node, profile: ModelProfile, assume_idle: bool = False) -> list[Victim] | None:
         """What to move out of ``node`` for ``profile`` to fit its devices ([] when it fits
-        already), or ``None`` when the evictor finds no way."""
+        already), or ``None`` when the evictor finds no way (``assume_idle``: no way even were
+        its residents idle)."""
         free = self.free_bytes(node)
         needed = self.declared_bytes_for(profile) - free if free is not None else 0
         if needed <= 0:
@@ -252,7 +259,7 @@ class Placement:
             incoming=profile.id,
             incoming_priority=profile.residency_priority,
             needed_bytes=needed,
-            residents=self.residents(node, profile.id),
+            residents=self.residents(node, profile.id, assume_idle),
             host_free_bytes=self.residency.host_free_bytes(node),
         )
         return checked_choice(self.evictor, request)
@@ -261,7 +268,7 @@ class Placement:
     def declared_bytes_for(profile: ModelProfile) -> int:
         return (profile.vram_mb or 0) * MIB
 
-    async def _cold_load(self, profile: ModelProfile, exclude: frozenset[str]) -> Node:
+    async def _cold_load(self, profile: ModelProfile, exclude: frozenset[str], may_wait: bool = True) -> Node:
         # What we know may be a poll old (a node that just came up, a model that just loaded):
         # look again before deciding that nothing can serve.
         if self.refresh is not None and (not self.fleet.routable() or not self.plan(profile, exclude)):
@@ -273,10 +280,18 @@ class Placement:
             if node is not None:
                 return node
             plans = self._plans(profile, exclude, refused)
+            if may_wait and self.room_wait.worth_waiting(profile, exclude, plans):
+                may_wait = False  # asleep where busy residents stand in the way: wait for room there
+                cold = (lambda: self._cold_load(profile, exclude, may_wait=False)) if plans else None
+                if (node := await self.room_wait.wait(profile, exclude, cold)) is not None:
+                    return node
+                if (node := self._ready(profile.id, exclude)) is not None:
+                    return node
+                plans = self._plans(profile, exclude, refused)
             replan = False
             for node, victims in plans:
                 try:
-                    woke = await self._on_node(
+                    woke = await self.on_node(
                         node, self.residency.make_room_and_place(node, victims, profile)
                     )
                     self.cold_starts += not woke
@@ -330,7 +345,7 @@ class Placement:
             if victims or node.name not in refused
         ]
 
-    async def _on_node(self, node: Node, work: Awaitable[bool]) -> bool:
+    async def on_node(self, node: Node, work: Awaitable[bool]) -> bool:
         """Await ``work`` on ``node``; if the node is declared down meanwhile, raise :class:`NodeLost`.
 
         The work runs in this task, not a new one, so a load's reservation is in place before
@@ -492,9 +507,9 @@ class Placement:
         finally:
             node.pending.pop(profile.id, None)
         node.cycles += 1
-        self.events.emit(
-            ModelLoaded(node=node.name, model=profile.id, seconds=time.perf_counter() - started, ok=True)
-        )
+        seconds = time.perf_counter() - started
+        self.room_wait.loaded(profile.id, seconds)
+        self.events.emit(ModelLoaded(node=node.name, model=profile.id, seconds=seconds, ok=True))
         self.maybe_defrag(node)
         node.models[profile.id] = NodeModel(
             id=profile.id,

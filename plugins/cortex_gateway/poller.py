@@ -139,6 +139,7 @@ class Poller:
         node.discovery = discovery
         node.up, node.failures, node.last_error = True, 0, None
         node.last_poll = time.time()
+        node.changed()
 
     async def poll_once(self) -> None:
         await asyncio.gather(*(self.poll_node(node) for node in self.fleet))

@@ -243,14 +243,14 @@ class Forwarder:
                     node.origin, "POST", path, header_block, body, stall_timeout_s=self.stall
                 )
             except (NeuronHTTPError, TimeoutError) as exc:
-                node.in_flight[model] -= 1
+                node.finished(model)
                 log.warning("node %s failed before responding: %s", node.name, exc)
                 tried.add(node.name)
                 tap.failovers += 1
                 last_error = exc
                 continue
             except BaseException:
-                node.in_flight[model] -= 1
+                node.finished(model)
                 raise
             if upstream.status == 404 and attempt + 1 < self.max_attempts:
                 await self._gone(node, model, upstream)
@@ -273,7 +273,7 @@ class Forwarder:
                 await upstream.read()  # a small error body; reading it keeps the connection
         finally:
             upstream.close()
-            node.in_flight[model] -= 1
+            node.finished(model)
         log.info("node %s no longer holds %s; placing the request again", node.name, model)
         current = node.models.get(model)
         if current is not None and current.state == "ready":
@@ -422,7 +422,7 @@ class NeuronReply:
             self._open = False
             if self._registry is not None:
                 self._registry.discard(self)
-            self._node.in_flight[self._model] -= 1
+            self._node.finished(self._model)
             self._upstream.close()
             if self._tap.streamed or self._error is not None:
                 failed = self._interrupted.status if self._interrupted is not None else 502

@@ -228,6 +228,7 @@ class Residency:
         )
         self.wakes += 1
         seconds = time.perf_counter() - started
+        self.placement.room_wait.woken(model_id, seconds)
         log.info("woke %s on %s in %.2fs", model_id, node.name, seconds)
         self.placement.events.emit(ModelWoken(node=node.name, model=model_id, seconds=seconds, ok=True))
 
