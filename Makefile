@@ -3,6 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# The unit suite's pytest-xdist workers: most tests wait on daemons they start, so two keep a
+# 2-core machine busy.
+TEST_WORKERS ?= 2
+# mypy's incremental cache, outside the clone like the other caches (scripts/npm-cli-env,
+# scripts/vllm-env), so a clean clone does not re-analyse torch, transformers and vLLM on every
+# run. mypy validates each entry against its source's hash, so clones may share it; the vLLM
+# environment's torch differs from this one's, hence a cache of its own.
+MYPY_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/cortex-kernel/mypy
 
 .PHONY: run test lint typecheck unit test-vllm system-deps clean
 
@@ -29,16 +37,17 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy
-	$(BIN)/mypy --strict $(wildcard plugins/cortex_*) $(filter-out harnesses/cortex_vllm,$(wildcard harnesses/cortex_*))
+	$(BIN)/mypy --cache-dir "$(MYPY_CACHE)/main"
+	$(BIN)/mypy --cache-dir "$(MYPY_CACHE)/main" --strict $(wildcard plugins/cortex_*) $(filter-out harnesses/cortex_vllm,$(wildcard harnesses/cortex_*))
 
 ## The unit suite in random order, with branch coverage; fails below [tool.coverage.report] fail_under.
 ## The Codex CLI and Claude Code tests (tests/responses, tests/anthropic) run the binaries
 ## scripts/codex-env and scripts/claude-code-env install, pinned and cached outside the clone;
-## without npm they skip.
+## without npm they skip. TEST_WORKERS pytest-xdist workers share the files (tests/xdist_groups.py
+## keeps each file, and the directories whose session fixtures build RPMs, on one worker).
 unit: $(STAMP)
 	CORTEX_CODEX="$$(scripts/codex-env || true)" CORTEX_CLAUDE_CODE="$$(scripts/claude-code-env || true)" \
-	$(BIN)/pytest -p randomly --cov --cov-report=term $(PYTEST_ARGS)
+	$(BIN)/pytest -p randomly -n $(TEST_WORKERS) --dist loadgroup --cov --cov-report=term $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .vllm-env .vllm-env.lock .mypy_cache .ruff_cache .pytest_cache
@@ -48,5 +57,5 @@ clean:
 ## The python scripts/vllm-env prints imports this clone's code (never PYTHONPATH's).
 test-vllm: $(STAMP)
 	python="$$(scripts/vllm-env)" && \
-	$(BIN)/mypy --strict --python-executable "$$python" harnesses/cortex_vllm && \
+	$(BIN)/mypy --cache-dir "$(MYPY_CACHE)/vllm" --strict --python-executable "$$python" harnesses/cortex_vllm && \
 	env -u PYTHONPATH "$$python" -m pytest -p randomly tests/vllm $(PYTEST_ARGS)
