@@ -9,7 +9,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.daemons import Daemon, free_port, toml_str, write_toml
+from tests.daemons import Daemon, free_port, stop_all, toml_str, write_toml
 
 TOKEN = "neuron-test-token"
 
@@ -70,8 +70,7 @@ default_models = {default_models}
         return daemon
 
     yield start
-    for daemon in started:
-        daemon.stop()
+    stop_all(started)
 
 
 @pytest.fixture
@@ -126,5 +125,4 @@ def start_gateway(
         return daemon
 
     yield start
-    for daemon in started:
-        daemon.stop()
+    stop_all(started)
