@@ -20,6 +20,8 @@ WHOLE_DIRECTORIES = ("rpm", "deploy")
 def group_of(path: Path) -> str:
     """The xdist group of a test in ``path``: its directory under tests/ when listed, else its file."""
     tests = Path(__file__).resolve().parent
+    if not path.resolve().is_relative_to(tests):
+        return str(path)
     relative = path.resolve().relative_to(tests)
     if relative.parts[0] in WHOLE_DIRECTORIES:
         return relative.parts[0]
