@@ -43,11 +43,11 @@ typecheck: $(STAMP)
 ## The unit suite in random order, with branch coverage; fails below [tool.coverage.report] fail_under.
 ## The Codex CLI and Claude Code tests (tests/responses, tests/anthropic) run the binaries
 ## scripts/codex-env and scripts/claude-code-env install, pinned and cached outside the clone;
-## without npm they skip. TEST_WORKERS pytest-xdist workers share the files (tests/xdist_groups.py
-## keeps each file, and the directories whose session fixtures build RPMs, on one worker).
+## without npm they skip. TEST_WORKERS pytest-xdist workers share the files, each file on one
+## worker (--dist loadfile), so a module-scoped fleet starts once.
 unit: $(STAMP)
 	CORTEX_CODEX="$$(scripts/codex-env || true)" CORTEX_CLAUDE_CODE="$$(scripts/claude-code-env || true)" \
-	$(BIN)/pytest -p randomly -n $(TEST_WORKERS) --dist loadgroup --cov --cov-report=term $(PYTEST_ARGS)
+	$(BIN)/pytest -p randomly -n $(TEST_WORKERS) --dist loadfile --cov --cov-report=term $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .vllm-env .vllm-env.lock .mypy_cache .ruff_cache .pytest_cache

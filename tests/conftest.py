@@ -55,4 +55,4 @@ def tiny_embed_profile(tiny_embed_model: Path) -> ModelProfile:
 # ---------------------------------------------------------------------------------------------
 # Real daemons on loopback (neurons, gateways) and SDK clients: see tests/fleet_fixtures.py.
 
-pytest_plugins = ["tests.fleet_fixtures", "tests.xdist_groups"]
+pytest_plugins = ["tests.fleet_fixtures"]
