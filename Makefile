@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# The unit suite's pytest-xdist workers: most tests wait on daemons they start, so two keep a
+# 2-core machine busy.
+TEST_WORKERS ?= 2
 
 .PHONY: run test lint typecheck unit test-vllm system-deps clean
 
@@ -35,10 +38,11 @@ typecheck: $(STAMP)
 ## The unit suite in random order, with branch coverage; fails below [tool.coverage.report] fail_under.
 ## The Codex CLI and Claude Code tests (tests/responses, tests/anthropic) run the binaries
 ## scripts/codex-env and scripts/claude-code-env install, pinned and cached outside the clone;
-## without npm they skip.
+## without npm they skip. TEST_WORKERS pytest-xdist workers share the files, each file on one
+## worker (--dist loadfile), so a module-scoped fleet starts once.
 unit: $(STAMP)
 	CORTEX_CODEX="$$(scripts/codex-env || true)" CORTEX_CLAUDE_CODE="$$(scripts/claude-code-env || true)" \
-	$(BIN)/pytest -p randomly --cov --cov-report=term $(PYTEST_ARGS)
+	$(BIN)/pytest -p randomly -n $(TEST_WORKERS) --dist loadfile --cov --cov-report=term $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .vllm-env .vllm-env.lock .mypy_cache .ruff_cache .pytest_cache

@@ -39,6 +39,9 @@ def test_sdk_traffic_moves_every_gateway_and_neuron_series_by_exactly_what_it_di
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
     sleep_and_wake(fleet.neuron, "b")
 
+    # A poll that began after the traffic: an earlier one (taken while c's request was in
+    # flight) already shows b and c ready and a gone, but counts c's request in flight.
+    fleet.settle()
     after = fleet.wait_for_poll(
         lambda s: (
             value(s, "cortex_model_state", node="n1", model="c", state="ready") == 1
