@@ -57,6 +57,13 @@ def _node_up(gateway: Daemon, name: str) -> bool:
     return next(n for n in nodes if n["name"] == name)["up"]
 
 
+def _wait_until(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
 def _when_down(gateway: Daemon, name: str, timeout: float = 20.0) -> float:
     """The monotonic time at which the gateway first showed ``name`` down."""
     deadline = time.monotonic() + timeout
@@ -175,7 +182,11 @@ def test_a_request_routed_to_a_node_that_then_freezes_fails_over(start_neuron, s
 def test_a_frozen_node_that_resumes_rejoins_and_serves(start_neuron, start_gateway, freeze):
     """SIGCONT after the node was declared down: the next poll brings it back, its abandoned
     streams stay ended, and requests are routed to it again (it is the only node here)."""
-    neuron = start_neuron()
+    # The model is loaded before the gateway polls with its short timeout: a cold load through
+    # the gateway can keep a neuron on a loaded machine from answering polls within 0.5 s, and
+    # this test is about the rejoin, not the load.
+    neuron = start_neuron(default_models='["tiny-chat"]')
+    _wait_until(lambda: _states(neuron).get("tiny-chat") == "ready", 120)
     gateway = start_gateway({"n1": neuron}, extra=FAST_POLLS)
     assert _ask(gateway)[0] == 200
     freeze(neuron)

@@ -18,8 +18,14 @@ from cortex_kernel.workers import WorkerSockets, bind_workers, supervise
 LOOPBACK = ListenAddress("127.0.0.1", 0)
 
 
-def _wait_for_sigterm() -> None:
+def _hold_sigterm() -> None:
+    """Block SIGTERM first thing in a worker body, so a signal that comes before the body waits
+    for it stays pending instead of killing the worker (status 143) on a slow machine."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
+def _wait_for_sigterm() -> None:
+    _hold_sigterm()
     signal.sigwait({signal.SIGTERM})
 
 
@@ -36,8 +42,9 @@ def test_workers_share_one_port_and_each_gets_its_own_metrics_port():
 
 def test_the_first_failing_exit_status_of_a_drain_is_the_supervisors():
     def worker(index: int, own: WorkerSockets) -> int:
+        _hold_sigterm()
         if index == 0:
-            time.sleep(1.0)  # both workers are waiting for the signal by then
+            time.sleep(1.0)  # both workers hold the signal by then
             os.kill(os.getppid(), signal.SIGTERM)
         _wait_for_sigterm()
         return 3 if index == 1 else 0
