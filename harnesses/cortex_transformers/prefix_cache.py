@@ -38,6 +38,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
+_TOKEN_BYTES = 8  # one int64 token id per position kept
+
 
 @dataclass(frozen=True)
 class _Entry:
@@ -171,16 +173,19 @@ class PrefixCache:
             return
         if any(int(k.shape[-2]) != length or int(v.shape[-2]) != length for k, v in layers):
             return  # not the plain layout this cache expects: keep nothing rather than guess
-        per_token = sum(
+        # The token ids are kept too (int64, one per position), so they count against the bound.
+        per_token = _TOKEN_BYTES + sum(
             k.element_size() * k[:, :, :1].numel() + v.element_size() * v[:, :, :1].numel() for k, v in layers
         )
-        keep = min(length, self.max_bytes // per_token) if per_token else 0
+        keep = min(length, self.max_bytes // per_token)
         if keep < 1:
             return
-        if keep < length:  # larger than the whole bound: the leading part is the part that is shared
+        if keep < length or not all(_compact(k) and _compact(v) for k, v in layers):
+            # Larger than the whole bound (the leading part is the part that is shared), or a view
+            # into a larger buffer that keeping the view would hold alive whole: keep exact copies.
             layers = [(k[:, :, :keep].clone(), v[:, :, :keep].clone()) for k, v in layers]
         tokens = sequence[:keep].detach().to("cpu", torch.long).clone()
-        entry = _Entry(tokens=tokens, layers=tuple(layers), nbytes=keep * per_token)
+        entry = _Entry(tokens=tokens, layers=tuple(layers), nbytes=held_bytes(tokens, layers))
         with self._lock:
             for key, old in list(self._entries.items()):
                 shared = _common_prefix(old.tokens, tokens, len(tokens))
@@ -197,6 +202,24 @@ class PrefixCache:
 
     def _drop(self, key: int) -> None:
         self._bytes -= self._entries.pop(key).nbytes
+
+
+def held_bytes(tokens: torch.Tensor, layers: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    """The bytes an entry keeps alive: every storage it references, counted once and in full.
+
+    Counted from the storages rather than from shapes, so that what the bound limits is the
+    memory the entry really holds (a view keeps its whole buffer alive).
+    """
+    storages: dict[int, int] = {}
+    for tensor in (tokens, *(t for pair in layers for t in pair)):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
+def _compact(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is all of its storage, so keeping it keeps nothing more."""
+    return tensor.untyped_storage().nbytes() == tensor.element_size() * tensor.numel()
 
 
 def _common_prefix(stored: torch.Tensor, prompt: torch.Tensor, limit: int) -> int:

@@ -407,6 +407,11 @@ class ModelRegistry:
         self._start_wake(record)
         await self.wait_loaded(record)
         if record.state != "ready":
+            cancelled = record.task is not None and record.task.cancelled()
+            if cancelled or record.state == "unloading" or self.records.get(record.id) is not record:
+                # An unload cancelled the wake or followed it at once: the model is going away,
+                # as a wake sent after the unload began is told, not a server failure.
+                raise Overloaded(f"model {record.id!r} is unloading", code="model_unloading", retry_after=2)
             raise CortexError(f"waking {record.id!r} failed: {record.error}", code="wake_failed")
         return record.state
 

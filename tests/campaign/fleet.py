@@ -21,6 +21,11 @@ ALIAS = "chat-alias"
 CHAT = "tiny-chat"
 EMBED = "tiny-embed"
 MAX_BODY_BYTES = 1024 * 1024
+# The chat models' prefix cache bound. The default (512 MB) would take the soak's stream of
+# short, ever-different sequences (~20 KB each, ~300 a minute per neuron) over an hour to fill,
+# so a 15-minute soak would see a bounded cache filling as steady growth; 4 MB fills within the
+# first minute, and the soak then measures the neurons at their steady state.
+PREFIX_CACHE_MB = 4
 
 
 def build_models(root: Path) -> tuple[Path, Path]:
@@ -30,12 +35,15 @@ def build_models(root: Path) -> tuple[Path, Path]:
     return build_tiny_chat_model(root / "tiny-chat"), build_tiny_embedding_model(root / "tiny-embed")
 
 
+_SMALL_CACHE = f"options = {{ prefix_cache_mb = {PREFIX_CACHE_MB} }}"
+
+
 def catalogue(chat: Path, embed: Path) -> str:
     return (
         f'aliases = {{ "{ALIAS}" = "{CHAT}" }}\n'
-        + model_toml(CHAT, chat, vram_mb=16)
+        + model_toml(CHAT, chat, _SMALL_CACHE, vram_mb=16)
         + model_toml(EMBED, embed, task="embedding", vram_mb=16)
-        + model_toml("never-loaded", chat, vram_mb=16)
+        + model_toml("never-loaded", chat, _SMALL_CACHE, vram_mb=16)
     )
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from cortex_kernel.config.schema import ModelProfile
 from cortex_kernel.errors import BadRequest
 from cortex_kernel.harness import HarnessContext
 from cortex_kernel.openai_wire import ChatRequest, CompletionRequest
+from cortex_transformers.prefix_cache import PrefixCache
 
 pytestmark = pytest.mark.slow
 
@@ -159,6 +162,7 @@ async def test_memory_stays_under_the_bound_for_a_stream_of_distinct_prefixes(
         stats = harness.prefix_cache_stats("b")
         assert stats.bytes <= bound and stats.max_bytes == bound
         assert stats.entries >= 1
+        assert held(harness, "b") == stats.bytes  # the bound limits the memory really held
     assert stats.entries < 12  # older sequences were evicted
     # The most recent sequence is still there and is reused.
     _, usage = await run(harness, "b", chat("b", [{"role": "user", "content": content + " more"}]))
@@ -190,6 +194,37 @@ async def test_sleep_and_unload_drop_the_cache(loaded):
     assert usage.cached_tokens == 0
 
 
+async def test_the_reported_bytes_are_the_storage_the_entries_hold(
+    make_harness, harness_context, tiny_chat_model
+):
+    """Every tensor an entry keeps (the token ids too) counts against the bound, so the bytes the
+    cache reports are the bytes it holds: a soak grew the neurons faster than the count said."""
+    harness = make_harness(harness_context)
+    await harness.load(profile(tiny_chat_model, "r"))
+    for i in range(5):
+        content = f"Question {i}: " + SYSTEM[: 40 * i]
+        await run(harness, "r", chat("r", [{"role": "user", "content": content}]))
+    stats = harness.prefix_cache_stats("r")
+    assert stats.entries == 5
+    assert stats.bytes == held(harness, "r")
+
+
+def test_a_view_into_a_larger_buffer_is_kept_as_an_exact_copy():
+    """A cache whose tensors are views of a larger buffer would keep the whole buffer alive while
+    counting only the view: the cache keeps exact copies, and counts what it keeps."""
+    cache = PrefixCache(model_config=None, max_bytes=2**20)
+    buffers = [torch.zeros(1, 2, 100, 16) for _ in range(4)]
+    layers = [
+        SimpleNamespace(keys=buffers[0][:, :, :10], values=buffers[1][:, :, :10]),
+        SimpleNamespace(keys=buffers[2][:, :, :10], values=buffers[3][:, :, :10]),
+    ]
+    cache.store(torch.arange(11), SimpleNamespace(layers=layers))
+    (entry,) = cache._entries.values()
+    kept = [entry.tokens, *(t for pair in entry.layers for t in pair)]
+    assert all(t.untyped_storage().nbytes() == t.numel() * t.element_size() for t in kept)
+    assert cache.stats().bytes == sum(t.numel() * t.element_size() for t in kept) == 10 * 8 + 4 * 10 * 32 * 4
+
+
 @pytest.mark.parametrize("value", [-1, "big", True])
 async def test_a_bad_bound_is_refused(harness, tiny_chat_model, value):
     with pytest.raises(BadRequest, match="prefix_cache_mb"):
@@ -203,3 +238,12 @@ def common_prefix(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
+
+
+def held(harness, model: str) -> int:
+    """The bytes of every storage the model's prefix cache references, each counted once."""
+    storages = {}
+    for entry in harness._entry(model).prefix_cache._entries.values():
+        for tensor in (entry.tokens, *(t for pair in entry.layers for t in pair)):
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+    return sum(storages.values())

@@ -183,3 +183,27 @@ def test_a_wake_during_concurrent_sleeps_leaves_a_model_that_serves_and_sleeps_a
         assert (status, body["state"]) == (200, "ready")
         status, body, _ = chat(neuron, "tiny-chat")
         assert status == 200, body
+
+
+def test_a_wake_that_an_unload_cancels_answers_503_not_500(start_neuron):
+    """Found by the 15-minute soak: a wake racing an unload of the same model answered 500
+    ``wake_failed`` ("waking failed: None"), which the gateway relays as 502. The model is
+    going away, as a wake that arrives after the unload began is told: 503 ``model_unloading``."""
+    neuron = start_neuron()
+
+    def post(route: str):
+        return http_json("POST", f"{neuron.url}/models/{route}", {"model": "tiny-chat"}, timeout=60)
+
+    statuses = set()
+    for _ in range(12):
+        assert load(neuron, {"model": "tiny-chat"})[0] == 200
+        assert post("sleep")[0] == 200
+        with ThreadPoolExecutor(2) as pool:
+            wake = pool.submit(post, "wake")
+            unload = pool.submit(post, "unload")
+            status, body, _ = wake.result()
+            assert unload.result()[0] == 200
+        assert status == 200 or (status, body["error"]["code"]) == (503, "model_unloading"), body
+        statuses.add(status)
+    assert models(neuron) == {}
+    assert statuses  # every round answered one of the two
