@@ -48,7 +48,7 @@ import selectors
 import statistics
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -352,6 +352,28 @@ def trace(models: int, duration_s: float, base_rate: float, rng: random.Random) 
     return arrivals
 
 
+def wait_blockers(placement: Placement) -> Callable[[ModelProfile, frozenset[str]], frozenset[str]]:
+    """A function naming, for a wait for room about to begin, what stands in the way on the
+    nodes where the model sleeps: a resident still loading or waking, a busy resident whose only
+    ready replica is there, or a busy resident with another ready replica (one routing could
+    drain)."""
+
+    def kinds(profile: ModelProfile, exclude: frozenset[str]) -> frozenset[str]:
+        found: set[str] = set()
+        for node in placement.room_wait.blocked(profile, exclude):
+            for model_id, model in node.models.items():
+                if model.state == "sleeping":
+                    continue
+                if model.state != "ready":
+                    found.add(f"{model.state} resident")
+                elif node.busy(model_id):
+                    replicas = len(placement.fleet.replicas(model_id))
+                    found.add("busy, other replica" if replicas > 1 else "busy, only replica")
+        return frozenset(found)
+
+    return kinds
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
@@ -413,6 +435,21 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
             cpu.append(time.thread_time() - began_cpu)
 
     placement.plan = timed_plan  # type: ignore[method-assign]
+    # For ``--explain``: per wait for room, its length and what stood in the way when it began.
+    blockers: list[tuple[float, frozenset[str]]] = []
+    if args.explain:
+        blockers_of = wait_blockers(placement)
+        room_wait = placement.room_wait
+        plain_wait = room_wait.wait
+
+        async def recorded_wait(profile: ModelProfile, exclude: frozenset[str], cold: Any) -> Any:
+            began, kinds = clock.now(), blockers_of(profile, exclude)
+            try:
+                return await plain_wait(profile, exclude, cold)
+            finally:
+                blockers.append((clock.now() - began, kinds))
+
+        room_wait.wait = recorded_wait  # type: ignore[method-assign]
     waits: list[float] = []
     # Per counted request that waited: (wait, how it was served) for ``--explain``.
     served: list[tuple[float, str]] = []
@@ -479,6 +516,14 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
             every = sum(1 for _, h in served if h == how)
             top = sum(1 for w, h in served if h == how and w >= tail)
             print(f"    {how:<45} {every:>6} {top:>6}")
+        print("    waits for room by what stood in the way (all / lasting 12-40 s / over 40 s)")
+        for why in sorted({kinds for _, kinds in blockers}, key=sorted):
+            counts = [
+                sum(1 for w, k in blockers if k == why and low <= w < high)
+                for low, high in ((0, math.inf), (12, 40), (40, math.inf))
+            ]
+            label = " + ".join(sorted(why)) or "nothing"
+            print(f"    {label:<60} {counts[0]:>6} {counts[1]:>6} {counts[2]:>6}")
     return {
         "policy": policy.name,
         "nodes": nodes,
