@@ -39,6 +39,11 @@ import torch
 log = logging.getLogger(__name__)
 
 _TOKEN_BYTES = 8  # one int64 token id per position kept
+# At most this many entries, whatever the byte bound allows: a lookup and a store compare the
+# prompt with every entry, so a small model's tiny entries (tens of KB, tens of thousands under a
+# 512 MB bound) would make each request scan them all. An agent's sessions need a few entries
+# each; LRU keeps the live ones.
+MAX_ENTRIES = 256
 
 
 @dataclass(frozen=True)
@@ -66,8 +71,15 @@ class PrefixCacheStats:
 class PrefixCache:
     """The prefix cache of one loaded model; safe to use from the harness's worker threads."""
 
-    def __init__(self, model_config: Any, max_bytes: int, keyword: str = "past_key_values") -> None:
+    def __init__(
+        self,
+        model_config: Any,
+        max_bytes: int,
+        keyword: str = "past_key_values",
+        max_entries: int = MAX_ENTRIES,
+    ) -> None:
         self._config = model_config
+        self.max_entries = max_entries
         # The name ``generate`` takes a cache by: ``cache`` from transformers 5 (which warns on the
         # old name), ``past_key_values`` before.
         self.keyword = keyword
@@ -194,7 +206,9 @@ class PrefixCache:
                 elif shared == len(tokens):  # an old entry already covers this one
                     self._entries.move_to_end(key)
                     return
-            while self._entries and self._bytes + entry.nbytes > self.max_bytes:
+            while self._entries and (
+                self._bytes + entry.nbytes > self.max_bytes or len(self._entries) >= self.max_entries
+            ):
                 self._drop(next(iter(self._entries)))
             self._entries[self._next_key] = entry
             self._next_key += 1

@@ -247,3 +247,21 @@ def held(harness, model: str) -> int:
         for tensor in (entry.tokens, *(t for pair in entry.layers for t in pair)):
             storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
     return sum(storages.values())
+
+
+def test_the_entry_count_is_bounded_whatever_the_byte_bound_allows():
+    """A lookup scans every entry, so tiny entries under a large byte bound must not pile up:
+    past ``max_entries`` the least recently used one goes."""
+
+    def filled(length: int) -> SimpleNamespace:
+        kv = torch.zeros(1, 1, length, 2)
+        return SimpleNamespace(layers=[SimpleNamespace(keys=kv.clone(), values=kv.clone())])
+
+    cache = PrefixCache(model_config=None, max_bytes=2**30, max_entries=4)
+    for first in range(6):  # six sequences that share no prefix
+        cache.store(torch.tensor([100 + first, 1, 2, 3]), filled(4))
+        assert cache.stats().entries == min(first + 1, 4)
+    stats = cache.stats()
+    assert stats.bytes < stats.max_bytes  # the count bound, not the byte bound, evicted
+    held_firsts = sorted(int(entry.tokens[0]) for entry in cache._entries.values())
+    assert held_firsts == [102, 103, 104, 105]  # the two oldest went
