@@ -40,21 +40,26 @@ def finish_chunks(tokens: int) -> list[bytes]:
     ]
 
 
-def build_app(tokens: int, gap_s: float, finish: bool = False) -> web.Application:
-    chunks = [chunk(i) for i in range(tokens)] + (finish_chunks(tokens) if finish else [])
-    done = b"data: [DONE]\n\n"
-    completion = json.dumps(
+def completion_body(tokens: int, model: str = MODEL) -> bytes:
+    """The non-streamed reply of every fake neuron in bench/: one 64-character answer."""
+    return json.dumps(
         {
             "id": "chatcmpl-bench",
             "object": "chat.completion",
             "created": 0,
-            "model": MODEL,
+            "model": model,
             "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": "x" * 64}, "finish_reason": "stop"}
             ],
             "usage": {"prompt_tokens": 8, "completion_tokens": tokens, "total_tokens": 8 + tokens},
         }
     ).encode()
+
+
+def build_app(tokens: int, gap_s: float, finish: bool = False) -> web.Application:
+    chunks = [chunk(i) for i in range(tokens)] + (finish_chunks(tokens) if finish else [])
+    done = b"data: [DONE]\n\n"
+    completion = completion_body(tokens)
 
     async def chat(request: web.Request) -> web.StreamResponse:
         body = await request.json()

@@ -33,22 +33,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from fake_neuron import completion_body  # noqa: E402
 from gateway_overhead import EXE, free_port, start, tree_cpu_seconds, wait_ready, wait_up  # noqa: E402
 
 MODEL = "bench-model"
 LENGTH = re.compile(rb"content-length:\s*(\d+)")
-COMPLETION = json.dumps(
-    {
-        "id": "chatcmpl-bench",
-        "object": "chat.completion",
-        "created": 0,
-        "model": MODEL,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": "x" * 64}, "finish_reason": "stop"}
-        ],
-        "usage": {"prompt_tokens": 8, "completion_tokens": 16, "total_tokens": 24},
-    }
-).encode()
+COMPLETION = completion_body(16, MODEL)
 NEURON_REPLIES = {
     b"/v1/chat/completions": COMPLETION,
     b"/models": json.dumps({"object": "list", "data": [{"id": MODEL, "state": "ready"}]}).encode(),
