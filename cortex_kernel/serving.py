@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import resource
 import signal
@@ -219,9 +220,14 @@ class ListenError(Exception):
 
 def run_until_signalled(main: Coroutine[Any, Any, None], loop_factory: LoopFactory | None = None) -> None:
     """Run ``main`` to completion (on ``loop_factory``'s loop when given), turning a failed bind
-    into :class:`ListenError`."""
+    into :class:`ListenError`. A daemon's last step: it leaves every object to the process's exit."""
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(main)
     except OSError as exc:
         raise ListenError(f"cannot listen: {exc.strerror or exc}") from exc
+    # The daemon has drained and closed everything it owns. What is left is the interpreter's
+    # own teardown, whose final garbage collection walks every object torch and transformers
+    # made (seconds on a neuron that held a model, after its SIGTERM was already answered):
+    # frozen objects are left to the process's exit instead.
+    gc.freeze()

@@ -4,6 +4,7 @@ for and missing."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import types
 
@@ -48,5 +49,8 @@ def test_auto_with_uvloop_runs_on_it() -> None:
     async def main() -> None:
         seen.append(type(asyncio.get_running_loop()))
 
-    run_until_signalled(main(), loop_factory("uvloop"))
+    try:
+        run_until_signalled(main(), loop_factory("uvloop"))
+    finally:
+        gc.unfreeze()  # run_until_signalled leaves its objects to the exit (tests/kernel/test_daemon_exit.py)
     assert seen == [uvloop.Loop]
