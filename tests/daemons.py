@@ -123,6 +123,15 @@ class Started:
         stop_all(self.daemons)
 
 
+def wait_ready(daemon: Daemon, timeout: float = 60.0) -> None:
+    """Until the daemon's readiness probe answers 200: a neuron once its default models are
+    loaded, a gateway once it has polled a node."""
+    deadline = time.monotonic() + timeout
+    while http_json("GET", f"{daemon.url}/health/ready", timeout=5)[0] != 200:
+        assert time.monotonic() < deadline, f"not ready after {timeout} s:\n{daemon.log_text()}"
+        time.sleep(0.1)
+
+
 def wait_nodes_up(gateway: Daemon, count: int, timeout: float = 60.0) -> dict[str, Any]:
     """Until the gateway's health says ``count`` nodes are up (it learns so by polling them); its
     last health body."""

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.daemons import Daemon, LineStream, http_json
+from tests.daemons import Daemon, LineStream, http_json, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -31,18 +31,6 @@ def _read_to_end(stream: LineStream) -> list[str]:
     except OSError as exc:  # a cut connection: what the fix forbids; keep what arrived
         lines.append(f"<cut: {exc}>")
     return lines
-
-
-def _ready(daemon: Daemon) -> int:
-    return http_json("GET", f"{daemon.url}/health/ready", timeout=5)[0]
-
-
-def _wait_ready(daemon: Daemon, timeout: float = 60.0) -> None:
-    """Until the daemon's readiness probe answers 200 (a gateway once it has polled a node)."""
-    deadline = time.monotonic() + timeout
-    while _ready(daemon) != 200:
-        assert time.monotonic() < deadline, f"not ready after {timeout} s:\n{daemon.log_text()}"
-        time.sleep(0.1)
 
 
 class ReadyProbe:
@@ -88,7 +76,7 @@ def test_streams_open_at_the_end_of_the_grace_end_with_their_error_event(start_n
     # message_start), which can outlast the default header_timeout_s on a loaded machine.
     limits = "[limits]\nheader_timeout_s = 120\n"
     gateway = start_gateway({"n1": neuron}, extra="shutdown_grace_s = 2\n" + limits)
-    _wait_ready(gateway)
+    wait_ready(gateway)
     assert http_json("GET", f"{gateway.url}/health/live")[0] == 200
     probe = ReadyProbe(gateway)
 
@@ -151,7 +139,7 @@ def test_readiness_waits_for_a_first_successful_poll(start_gateway):
 
 def test_a_neuron_ends_its_own_streams_at_the_end_of_its_grace(start_neuron):
     neuron = start_neuron("shutdown_timeout_s = 2\n", default_models='["tiny-chat"]')
-    _wait_ready(neuron)
+    wait_ready(neuron)
     assert http_json("GET", f"{neuron.url}/health/live")[0] == 200
     probe = ReadyProbe(neuron)
     body = {"model": "tiny-chat", "messages": PROMPT, **LONG}

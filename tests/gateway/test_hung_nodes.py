@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.daemons import Daemon, LineStream, endless_stream, http_json
+from tests.daemons import Daemon, LineStream, endless_stream, http_json, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -55,13 +55,6 @@ def _states(neuron: Daemon) -> dict[str, str]:
 def _node_up(gateway: Daemon, name: str) -> bool:
     nodes = http_json("GET", f"{gateway.url}/admin/fleet", timeout=5)[1]["nodes"]
     return next(n for n in nodes if n["name"] == name)["up"]
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def _when_down(gateway: Daemon, name: str, timeout: float = 20.0) -> float:
@@ -186,7 +179,7 @@ def test_a_frozen_node_that_resumes_rejoins_and_serves(start_neuron, start_gatew
     # the gateway can keep a neuron on a loaded machine from answering polls within 0.5 s, and
     # this test is about the rejoin, not the load.
     neuron = start_neuron(default_models='["tiny-chat"]')
-    _wait_until(lambda: _states(neuron).get("tiny-chat") == "ready", 120)
+    wait_ready(neuron, timeout=120)
     gateway = start_gateway({"n1": neuron}, extra=FAST_POLLS)
     assert _ask(gateway)[0] == 200
     freeze(neuron)
