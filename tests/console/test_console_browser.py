@@ -2,11 +2,14 @@
 gateway over two real neurons serving the tiny model.
 
 Every page records each request the browser makes; after each test none may have gone to another
-origin. The test that walks through loading and eviction also refreshes docs/console.png.
+origin. The test that walks through loading and eviction takes a screenshot; with
+``CORTEX_REFRESH_SCREENSHOT=1`` it writes it over docs/console.png (the picture in docs/console.md),
+otherwise into the test's temporary directory, so a test run never changes the checkout.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -109,7 +112,7 @@ def test_the_page_lists_both_nodes_and_a_models_state_live(page, console_fleet):
     assert page.evaluate("sessionStorage.length") == 1 and ADMIN_KEY not in page.url
 
 
-def test_a_load_shows_loading_then_ready_and_an_eviction_names_its_victim(page, console_fleet):
+def test_a_load_shows_loading_then_ready_and_an_eviction_names_its_victim(page, console_fleet, tmp_path):
     sign_in(page, console_fleet)
     page.evaluate(WATCH_STATES, ["n1", "a"])
     page.get_by_label("Model to load on n1").select_option("a")
@@ -134,7 +137,8 @@ def test_a_load_shows_loading_then_ready_and_an_eviction_names_its_victim(page, 
     chat(page)  # for the picture: a request in the table and a reply in the playground
     page.locator("#requests tbody tr").nth(before).wait_for()
     playwright_api.expect(row(page, "n2", "p").locator("td").nth(1)).to_have_text("0", timeout=TIMEOUT_MS)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    refresh = os.environ.get("CORTEX_REFRESH_SCREENSHOT") == "1"
+    page.screenshot(path=str(SCREENSHOT if refresh else tmp_path / "console.png"), full_page=True)
 
 
 def chat(page) -> None:
