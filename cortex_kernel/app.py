@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Route
 from cortex_kernel.errors import CortexError, NotFound, openai_error_body, retry_headers
 from cortex_kernel.kernel import AppPart, Kernel, ListenerName
 from cortex_kernel.plugins import ENV_BLOCK, PluginError
+from cortex_kernel.route_middleware import wrap_routes
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def create_app(
     """Build the ASGI app for ``kernel.role`` and ``listener`` from plugin parts (or ``parts``)."""
     parts = collect_parts(kernel) if parts is None else parts
     parts = [part for part in parts if part.listener == listener]
-    routes = _check_conflicts(parts)
+    routes = wrap_routes(_check_conflicts(parts), [rm for part in parts for rm in part.route_middleware])
     middleware = [mw for part in parts for mw in part.middleware]
     middleware += [mw for part in parts for mw in part.innermost]
     lifespans = [part.lifespan for part in parts if part.lifespan is not None]

@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute
 
 from cortex_kernel.config.loader import LoadedConfig
 from cortex_kernel.drain import Drain
+from cortex_kernel.route_middleware import RouteMiddleware
 from cortex_kernel.stash import Stash
 
 Role = Literal["gateway", "neuron"]
@@ -51,7 +52,9 @@ class AppPart:
     first); ``innermost`` middleware goes inside every part's ``middleware``, just around the
     router, for a lane that answers some requests itself and must not hide them from another
     plugin's middleware (the gateway's relay lane, which a console recording requests must
-    see past); ``lifespan`` is entered at start-up, in plugin order, and exited in reverse at
+    see past); ``route_middleware`` wraps only the routes (any part's) under its path prefixes,
+    for middleware that has no business with the other requests (:mod:`cortex_kernel.route_middleware`);
+    ``lifespan`` is entered at start-up, in plugin order, and exited in reverse at
     shutdown, so a part can start background tasks and release them. ``listener`` says which
     app the part belongs to: the API (``gateway.listen`` / the neuron's ``listen``) or the
     gateway's separate metrics listener (``gateway.metrics_listen``).
@@ -61,5 +64,6 @@ class AppPart:
     routes: list[BaseRoute] = field(default_factory=list)
     middleware: list[Middleware] = field(default_factory=list)
     innermost: list[Middleware] = field(default_factory=list)
+    route_middleware: list[RouteMiddleware] = field(default_factory=list)
     lifespan: Lifespan | None = None
     listener: ListenerName = "api"

@@ -18,7 +18,10 @@ shared copy-on-write; no event loop or thread exists yet), and each builds its o
 SIGTERM/SIGINT the supervisor stops restarting, passes the signal on, and exits with the first
 non-zero status of a worker (0 when all drained cleanly). A worker that dies otherwise is
 restarted after a back-off; one that keeps dying soon after starting makes the supervisor give
-up, stop the others and exit 1, as a single gateway that cannot start would.
+up, stop the others and exit 1, as a single gateway that cannot start would. A worker that finds
+a fault no restart can mend (a configuration error met while it builds its gateway) says so with
+:class:`WorkerFatal`: it exits with ``FATAL_STATUS`` and its message, the supervisor stops the
+others at once and raises the message again, once, for the CLI to print as a single gateway does.
 """
 
 from __future__ import annotations
@@ -46,10 +49,19 @@ QUICK_DEATH_S = 10.0
 RESTART_DELAY_S = 0.5
 MAX_RESTART_DELAY_S = 30.0
 GIVE_UP_AFTER = 5
+# A worker's exit status for WorkerFatal (EX_CONFIG in <sysexits.h>); its message comes through a
+# pipe, one write of at most FATAL_MESSAGE_MAX bytes, so it is atomic even when several workers fail.
+FATAL_STATUS = 78
+FATAL_MESSAGE_MAX = 4000
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
 
 WorkerMain = Callable[[int, "WorkerSockets"], int]
+
+
+class WorkerFatal(Exception):
+    """A worker's fault that restarting cannot mend (its configuration): raised by a worker body,
+    it makes the supervisor stop every worker, and is raised again by :func:`supervise`."""
 
 
 @dataclass(frozen=True)
@@ -134,10 +146,16 @@ class Supervisor:
     exit_code: int = 0
     saved_mask: set[int | signal.Signals] = field(default_factory=set)
     supervisor_pid: int = field(default_factory=os.getpid)
+    fatal: str | None = None
+    fatal_pipe: tuple[int, int] = (-1, -1)
 
     def run(self) -> int:
-        """Run until every worker has exited after a stop signal; return the exit status."""
+        """Run until every worker has exited after a stop signal; return the exit status.
+
+        :raises WorkerFatal: a worker raised it; every worker has exited by then."""
         self.saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        self.fatal_pipe = os.pipe()
+        os.set_blocking(self.fatal_pipe[0], False)
         try:
             for slot in self.slots:
                 self._spawn(slot)
@@ -147,9 +165,13 @@ class Supervisor:
                     self._stop(info.si_signo)
                 self._reap()
                 self._restart_due()
+            if self.fatal is not None:
+                raise WorkerFatal(self.fatal)
             return self.exit_code
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, self.saved_mask)
+            for fd in self.fatal_pipe:
+                os.close(fd)
             for slot in self.slots:
                 slot.sockets.close()
 
@@ -173,6 +195,9 @@ class Supervisor:
                 if other is not slot:
                     other.sockets.close()
             code = self.main(slot.index, slot.sockets)
+        except WorkerFatal as exc:
+            os.write(self.fatal_pipe[1], str(exc).encode()[:FATAL_MESSAGE_MAX] + b"\0")
+            code = FATAL_STATUS
         except BaseException:  # the fork must never return into the supervisor's loop
             log.exception("%s worker %d failed", self.name, slot.index)
         finally:
@@ -208,6 +233,9 @@ class Supervisor:
             slot.pid = None
             code = os.waitstatus_to_exitcode(status)
             code = 128 - code if code < 0 else code  # killed by a signal: the shell's convention
+            if code == FATAL_STATUS:
+                self._fatal_exit(slot)
+                continue
             if self.stop_signal is not None:
                 if code and not self.exit_code:
                     self.exit_code = code
@@ -220,6 +248,20 @@ class Supervisor:
                 )
                 continue
             self._schedule_restart(slot, pid, code)
+
+    def _fatal_exit(self, slot: Slot) -> None:
+        """Keep the first worker's message (the others, built from the same configuration, say the
+        same), and stop every worker rather than restart one."""
+        try:
+            message = os.read(self.fatal_pipe[0], 1 << 16).split(b"\0")[0].decode(errors="replace")
+        except BlockingIOError:
+            message = ""
+        if self.fatal is None:
+            self.fatal = message or f"{self.name} worker {slot.index} could not start"
+            log.error("%s worker %d cannot start; stopping", self.name, slot.index)
+        self.exit_code = self.exit_code or FATAL_STATUS
+        if self.stop_signal is None:
+            self._stop(signal.SIGTERM)
 
     def _schedule_restart(self, slot: Slot, pid: int, code: int) -> None:
         lived = time.monotonic() - slot.started_at

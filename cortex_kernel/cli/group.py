@@ -12,6 +12,7 @@ from cortex_kernel.cli.context import state_from
 from cortex_kernel.config.errors import ConfigError
 from cortex_kernel.plugins import PluginError
 from cortex_kernel.serving import ListenError
+from cortex_kernel.workers import WorkerFatal
 
 EXIT_CONFIG = 2
 
@@ -21,7 +22,8 @@ class KernelGroup(click.Group):
 
     Plugin commands come from ``register_commands``; they are resolved lazily so that
     ``--block-plugin`` (parsed first) applies to them too. Configuration and plugin errors raised
-    by any command exit with status 2 and one message on stderr.
+    by any command (or by a gateway worker, passed on by its supervisor) exit with status 2 and one
+    message on stderr.
     """
 
     def _plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
@@ -45,7 +47,7 @@ class KernelGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ConfigError, PluginError) as exc:
+        except (ConfigError, PluginError, WorkerFatal) as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(EXIT_CONFIG)
         except ListenError as exc:

@@ -17,8 +17,9 @@ from cortex_kernel.config.errors import ConfigError
 from cortex_kernel.config.loader import LoadedConfig
 from cortex_kernel.event_loops import LoopFactory
 from cortex_kernel.kernel import Kernel
+from cortex_kernel.plugins import PluginError
 from cortex_kernel.serving import Listener, ListenError, run_until_signalled, serve_forever
-from cortex_kernel.workers import WorkerSockets, bind_workers, supervise
+from cortex_kernel.workers import WorkerFatal, WorkerSockets, bind_workers, supervise
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,12 @@ def serve_workers(loaded: LoadedConfig[Any], pm: pluggy.PluginManager, factory: 
     limits = loaded.value.limits
 
     def worker(index: int, own: WorkerSockets) -> int:
+        try:
+            return serve_one(index, own)
+        except (ConfigError, PluginError) as exc:  # the same in every worker and every restart
+            raise WorkerFatal(str(exc)) from exc
+
+    def serve_one(index: int, own: WorkerSockets) -> int:
         kernel = Kernel(role="gateway", config=loaded, pm=pm, worker=index)
         parts = collect_parts(kernel)
         require_role_part(kernel, parts)

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cortex_console.hub import ConsoleHub
 
 MAX_ANSWER = 64 * 1024
+ADMIN_PREFIX = "/admin"  # the routes the plugin mounts this on
 
 
 class AdminTap:
@@ -26,7 +27,7 @@ class AdminTap:
         self.hub = hub
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith("/admin/"):
+        if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         status = 0

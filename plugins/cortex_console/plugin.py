@@ -17,6 +17,7 @@ from cortex_kernel.config.schema import CortexConfig
 from cortex_kernel.config.tables import ConfigTable
 from cortex_kernel.hookspecs import hookimpl
 from cortex_kernel.kernel import AppPart, Kernel, Role
+from cortex_kernel.route_middleware import RouteMiddleware
 from cortex_kernel.stash import StashKey
 
 HUB = StashKey[ConsoleHub]()
@@ -48,14 +49,20 @@ def register_event_sinks(role: Role, kernel: Kernel) -> list[ConsoleHub] | None:
 def register_app_parts(role: Role, kernel: Kernel) -> list[AppPart] | None:
     if role != "gateway":
         return None
-    from cortex_console.admin_tap import AdminTap
+    from cortex_console.admin_tap import ADMIN_PREFIX, AdminTap
     from cortex_console.capture import CaptureMiddleware
-    from cortex_console.guard import AdminCheck, CrossSiteGuard
+    from cortex_console.guard import GUARDED_PREFIX, AdminCheck, CrossSiteGuard
     from cortex_console.routes import console_routes
 
     config: CortexConfig = kernel.config.value
     hub = hub_for(kernel)
-    middleware = [Middleware(CrossSiteGuard), Middleware(AdminTap, hub=hub)]
+    # The guard and the admin tap wrap only the routes they watch: the API's requests (the
+    # gateway's hot path) never pass through them. Capture, when on, must see the chats.
+    scoped = [
+        RouteMiddleware((GUARDED_PREFIX,), Middleware(CrossSiteGuard)),
+        RouteMiddleware((ADMIN_PREFIX,), Middleware(AdminTap, hub=hub)),
+    ]
+    middleware: list[Middleware] = []
     if hub.section.capture:
         middleware.append(Middleware(CaptureMiddleware, hub=hub, limit=hub.section.capture_chars))
     return [
@@ -63,5 +70,6 @@ def register_app_parts(role: Role, kernel: Kernel) -> list[AppPart] | None:
             name="console",
             routes=console_routes(hub, AdminCheck(config.auth), kernel.drain),
             middleware=middleware,
+            route_middleware=scoped,
         )
     ]

@@ -88,14 +88,17 @@ class EventStream:
         if self.drain.active and not subscriber.gone.is_set():
             # A clean end the page can tell from a cut; bounded, as the client may be stuck too.
             with contextlib.suppress(TimeoutError, OSError):
-                await asyncio.wait_for(
-                    send({"type": "http.response.body", "body": b"", "more_body": False}), 1.0
-                )
+                async with asyncio.timeout(1.0):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _write(self, subscriber: Subscriber, send: Send) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11, wait_for returns the item when it was
+        # cancelled just as the item came (a console that leaves at once, as its snapshot is
+        # taken), so this task ran on and held the gateway's shutdown for the whole grace.
         while True:
             try:
-                chunk = await asyncio.wait_for(subscriber.queue.get(), KEEPALIVE_S)
+                async with asyncio.timeout(KEEPALIVE_S):
+                    chunk = await subscriber.queue.get()
             except TimeoutError:
                 chunk = b": keep-alive\n\n"
             await send({"type": "http.response.body", "body": chunk, "more_body": True})

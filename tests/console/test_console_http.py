@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -188,6 +190,21 @@ def test_open_console_streams_do_not_hold_up_a_gateway_shutdown(lone_gateway):
         # A console carries no user's work: it ends with the drain, not with the grace.
         assert time.monotonic() - started < 20
         assert reply.read() is not None  # the stream ended (EOF), the page will reconnect
+
+
+def test_console_streams_dropped_at_once_do_not_hold_up_a_gateway_shutdown(lone_gateway):
+    """A console that leaves as soon as it asked (a page reloaded, a tab closed): its stream saw
+    the disconnect as its writer took the first event, and the writer swallowed its cancellation
+    (``asyncio.wait_for`` on Python 3.11), so it ran on and held the shutdown for the whole grace."""
+    gateway = lone_gateway("shutdown_grace_s = 40\n")
+    host, port = urllib.parse.urlsplit(gateway.url).hostname, gateway.port
+    for _ in range(50):
+        with socket.create_connection((host, port), timeout=30) as sock:
+            sock.sendall(b"GET /console/api/stream HTTP/1.1\r\nhost: console\r\n\r\n")
+    assert http_json("GET", f"{gateway.url}/health")[0] == 200  # accepted after all 50
+    started = time.monotonic()
+    assert gateway.stop(timeout=60) == 0
+    assert time.monotonic() - started < 20  # the drain's business, not the 40 s grace's
 
 
 def test_blocking_the_console_plugin_removes_it(lone_gateway):

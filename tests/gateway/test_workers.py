@@ -134,3 +134,18 @@ def test_a_taken_port_is_one_error_before_any_worker_starts(tmp_path: Path):
     assert result.returncode == 1, result.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "worker 0 started" not in result.stderr
+
+
+def test_a_config_error_while_a_worker_builds_its_gateway_ends_the_supervisor_at_once(tmp_path: Path):
+    """An unknown router is found only when a worker builds its app; no restart can mend it, so the
+    supervisor stops at once with the one-line error and status 2, as a single gateway does."""
+    config = _config(tmp_path, free_port(), "2")
+    with config.open("a") as out:
+        out.write('\n[routing]\nstrategy = "no_such_router"\n')
+    result = _serve_once(tmp_path, config)
+    assert result.returncode == 2, result.stderr
+    number = config.read_text().splitlines().index('strategy = "no_such_router"') + 1
+    line = f"error: {config}:{number}: routing.strategy: unknown routing strategy 'no_such_router'"
+    assert result.stderr.count(line) == 1, result.stderr
+    assert "restarting it in" not in result.stderr
+    assert "Traceback" not in result.stderr

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from cortex_kernel.config.addresses import ListenAddress
-from cortex_kernel.workers import WorkerSockets, bind_workers, supervise
+from cortex_kernel.workers import WorkerFatal, WorkerSockets, bind_workers, supervise
 
 LOOPBACK = ListenAddress("127.0.0.1", 0)
 
@@ -65,3 +65,16 @@ def test_a_worker_that_keeps_dying_at_start_makes_the_supervisor_give_up(caplog:
     assert time.monotonic() - started >= 7.0
     assert "the 5th time in a row" in caplog.text
     assert caplog.text.count("restarting it in") == 4
+
+
+def test_a_worker_fatal_error_stops_every_worker_at_once_and_is_raised_once(caplog: pytest.LogCaptureFixture):
+    def worker(index: int, own: WorkerSockets) -> int:
+        if index == 0:
+            raise WorkerFatal("cortex.toml:3: routing.strategy: unknown routing strategy 'x'")
+        _wait_for_sigterm()
+        return 0
+
+    with pytest.raises(WorkerFatal, match=r"^cortex.toml:3: routing.strategy: unknown routing strategy 'x'$"):
+        supervise(bind_workers(LOOPBACK, LOOPBACK, 2), worker)
+    assert "restarting it in" not in caplog.text
+    assert caplog.text.count("gateway worker 0 cannot start; stopping") == 1

@@ -113,6 +113,21 @@ def test_units_are_hardened(unpacked, name):
     assert "TimeoutStartSec" not in unit
 
 
+@pytest.mark.parametrize("name", PACKAGES)
+def test_stop_signals_the_main_process_only_and_kills_leftovers(unpacked, name):
+    """SIGTERM goes to the main process alone (the gateway's workers' supervisor, which passes it
+    on and waits for their drain; the neuron, which stops its engines), and only what is still
+    running when TimeoutStopSec runs out gets SIGKILL. With the default control-group mode every
+    worker would get SIGTERM straight from systemd too, racing its supervisor, which could take a
+    drained worker's exit for a crash and restart it."""
+    unit = directives(unpacked[name] / "usr/lib/systemd/system" / UNIT[name])
+    assert unit["KillSignal"] == ["SIGTERM"]
+    assert unit["KillMode"] == ["mixed"]
+    assert unit.get("SendSIGKILL", ["yes"]) == ["yes"]
+    # Status 2 is a configuration error (in any worker of the gateway too): a restart repeats it.
+    assert unit["RestartPreventExitStatus"] == ["2"]
+
+
 def test_gateway_has_no_devices(unpacked):
     unit = directives(unpacked["cortex-kernel"] / "usr/lib/systemd/system/cortex-kernel.service")
     assert unit["PrivateDevices"] == ["yes"]
