@@ -147,7 +147,10 @@ class DeltaPump:
         """The next item; ``TimeoutError`` when nothing came within ``wait_s`` seconds."""
         if self._peeked:
             return self._peeked.pop()
-        return await asyncio.wait_for(self._queue.get(), wait_s)
+        # Not ``asyncio.wait_for``: on Python 3.11 it returns a result that arrives in the step
+        # it is cancelled, and a stream whose client just left would read on.
+        async with asyncio.timeout(wait_s):
+            return await self._queue.get()
 
     async def raise_early_error(self, within_s: float) -> None:
         """Re-raise an error the harness reports at once (e.g. prompt too long) as an HTTP error."""
