@@ -453,7 +453,19 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
     waits: list[float] = []
     # Per counted request that waited: (wait, how it was served) for ``--explain``.
     served: list[tuple[float, str]] = []
+    # For ``--explain``: the waits of each placement (model, when a request first found it
+    # neither ready nor being placed), and how many nodes had every resident idle at each
+    # counted arrival (where any model could be woken or loaded without waiting).
+    placing_since: dict[str, float] = {}
+    by_placement: dict[tuple[str, float], list[float]] = {}
+    idle_nodes: list[int] = []
     failed = 0
+
+    def all_idle(node: Node) -> bool:
+        return all(
+            m.state == "sleeping" or (m.state == "ready" and not node.busy(model_id))
+            for model_id, m in node.models.items()
+        )
 
     async def poll_forever() -> None:
         while True:
@@ -466,6 +478,11 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
         nonlocal failed
         counted = arrival >= warm_up
         asleep = {n for n, sim in neurons.items() if (m := sim.models.get(model)) and m.state == "sleeping"}
+        if args.explain:  # read-only: nothing here may change what the gateway does
+            if model not in placement._loads and not placement.fleet.replicas(model):
+                placing_since[model] = clock.now()
+            if counted:
+                idle_nodes.append(sum(1 for n in fleet if all_idle(n)))
         began, began_cpu = time.perf_counter(), time.thread_time()
         t0 = clock.now()
         try:
@@ -482,6 +499,7 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
                 how = "woken where it slept" if node.name in asleep else "cold load"
                 elsewhere = ", asleep elsewhere" if asleep - {node.name} else ""
                 served.append((clock.now() - t0, how + elsewhere))
+                by_placement.setdefault((model, placing_since.get(model, t0)), []).append(clock.now() - t0)
         sim = neurons[node.name].models.get(model)
         if sim is None:
             return
@@ -524,6 +542,20 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
             ]
             label = " + ".join(sorted(why)) or "nothing"
             print(f"    {label:<60} {counts[0]:>6} {counts[1]:>6} {counts[2]:>6}")
+        over = {key: [w for w in ws if w > args.over] for key, ws in by_placement.items()}
+        over = {key: ws for key, ws in over.items() if ws}
+        count = sum(len(ws) for ws in over.values())
+        print(
+            f"    requests that waited over {args.over:g} s: {count} "
+            f"({count / max(1, len(waits)):.1%} of requests) in {len(over)} placements; the largest:"
+        )
+        sizes = {p.id: p.options["size"] for p in cat.models}
+        for (model, start), ws in sorted(over.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:5]:
+            line = f"{len(ws):>4} requests for {model} ({sizes[model]}) from t={start:.0f} s"
+            print(f"      {line}, up to {max(ws):.0f} s")
+        none = sum(1 for n in idle_nodes if n == 0) / max(1, len(idle_nodes))
+        mean = statistics.mean(idle_nodes or [0])
+        print(f"    nodes with every resident idle at an arrival: mean {mean:.1f}, none at {none:.1%}")
     return {
         "policy": policy.name,
         "nodes": nodes,
@@ -553,6 +585,7 @@ def main() -> None:
     parser.add_argument("--wake-wait", type=float, help="[residency] wake_wait_s (default: its default)")
     parser.add_argument("--wake-hedge", type=float, help="[residency] wake_hedge_s (default: its default)")
     parser.add_argument("--explain", action="store_true", help="break waits down by how they were served")
+    parser.add_argument("--over", type=float, default=20.0, help="--explain: count waits over this (s)")
     parser.add_argument("--policies", nargs="*", default=[p.name for p in POLICIES])
     args = parser.parse_args()
     if args.quick:
