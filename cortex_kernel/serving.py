@@ -1,4 +1,6 @@
-"""Serving ASGI apps with hypercorn's protocols, with a bounded graceful shutdown on SIGTERM and SIGINT.
+"""Serving ASGI apps with hypercorn's protocols or the kernel's own HTTP/1.1 one on httptools
+(``server = "httptools"``, :mod:`cortex_kernel.http11`), with a bounded graceful shutdown on
+SIGTERM and SIGINT.
 
 On a signal the listeners stop accepting, in-flight requests (streams included) get up to
 ``grace_s`` seconds to finish, then the lifespans shut down (the neuron unloads its models
@@ -21,7 +23,7 @@ import signal
 import socket
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from hypercorn.asyncio.lifespan import Lifespan
 from hypercorn.asyncio.worker_context import WorkerContext
@@ -35,6 +37,7 @@ from cortex_kernel.config.schema import ConnectionLimits
 from cortex_kernel.connection import Connection
 from cortex_kernel.drain import Drain
 from cortex_kernel.event_loops import LoopFactory
+from cortex_kernel.http11_site import Site, serve_http11
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ class Listener:
     name: str
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     sock: socket.socket | None = None
+    server: Literal["hypercorn", "httptools"] = "hypercorn"  # see [gateway] server
 
 
 def _hypercorn_config(listener: Listener, grace_s: float) -> HypercornConfig:
@@ -129,9 +133,19 @@ async def _serve(listener: Listener, grace_s: float, stop: asyncio.Event) -> Non
     if lifespan_task.done() and (failure := lifespan_task.exception()) is not None:
         raise failure
 
-    context = WorkerContext(None)
     limits = listener.limits
     cap = connection_cap(limits, listener.name)
+    if listener.server == "httptools" and not limits.allow_h2c:
+        site = Site(listener.app, state, limits, cap, listener.name)
+        sockets = [listener.sock] if listener.sock else config.create_sockets().insecure_sockets
+        try:
+            await serve_http11(site, sockets, config.backlog, stop, config.graceful_timeout)
+        finally:
+            await lifespan.wait_for_shutdown()
+            lifespan_task.cancel()
+            await lifespan_task
+        return
+    context = WorkerContext(None)
     connections: set[asyncio.Task[None]] = set()
 
     async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
