@@ -55,6 +55,11 @@ class Listener:
     server: Literal["hypercorn", "httptools"] = "hypercorn"  # see [gateway] server
 
 
+def server_of(listener: Listener) -> str:
+    """The server protocol that serves ``listener``: h2c is hypercorn's alone."""
+    return "httptools" if listener.server == "httptools" and not listener.limits.allow_h2c else "hypercorn"
+
+
 def _hypercorn_config(listener: Listener, grace_s: float) -> HypercornConfig:
     config = HypercornConfig()
     config.bind = [listener.address.bind()]
@@ -91,7 +96,7 @@ async def serve_forever(listeners: Sequence[Listener], grace_s: float, drains: S
         loop.add_signal_handler(signum, on_signal)
     try:
         for listener in listeners:
-            log.info("%s listening on %s", listener.name, listener.address.bind())
+            log.info("%s listening on %s (%s)", listener.name, listener.address.bind(), server_of(listener))
         await asyncio.gather(*(_serve(listener, grace_s, stop) for listener in listeners))
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -135,7 +140,7 @@ async def _serve(listener: Listener, grace_s: float, stop: asyncio.Event) -> Non
 
     limits = listener.limits
     cap = connection_cap(limits, listener.name)
-    if listener.server == "httptools" and not limits.allow_h2c:
+    if server_of(listener) == "httptools":
         site = Site(listener.app, state, limits, cap, listener.name)
         sockets = [listener.sock] if listener.sock else config.create_sockets().insecure_sockets
         try:
