@@ -6,6 +6,10 @@ STAMP := $(VENV)/.installed-stamp
 # The unit suite's pytest-xdist workers: most tests wait on daemons they start, so two keep a
 # 2-core machine busy.
 TEST_WORKERS ?= 2
+# The server protocol every daemon the tests start runs on ([gateway] server, the neuron's
+# server): `make unit SERVER=httptools` runs the suite on the kernel's own; empty, the default.
+SERVER ?=
+SERVER_ENV := $(if $(SERVER),CORTEX_GATEWAY__SERVER=$(SERVER) NEURON_SERVER=$(SERVER))
 
 .PHONY: run test lint typecheck unit test-vllm system-deps clean
 
@@ -41,7 +45,7 @@ typecheck: $(STAMP)
 ## without npm they skip. TEST_WORKERS pytest-xdist workers share the files, each file on one
 ## worker (--dist loadfile), so a module-scoped fleet starts once.
 unit: $(STAMP)
-	CORTEX_CODEX="$$(scripts/codex-env || true)" CORTEX_CLAUDE_CODE="$$(scripts/claude-code-env || true)" \
+	$(SERVER_ENV) CORTEX_CODEX="$$(scripts/codex-env || true)" CORTEX_CLAUDE_CODE="$$(scripts/claude-code-env || true)" \
 	$(BIN)/pytest -p randomly -n $(TEST_WORKERS) --dist loadfile --cov --cov-report=term $(PYTEST_ARGS)
 
 clean:
