@@ -271,9 +271,9 @@ class HttpConnection(asyncio.Protocol):
         parser = self.parser
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
-            raise Refused(
-                505, f"HTTP/{version} is not served here; use HTTP/1.1", "http_version_not_supported"
-            )
+            # A 400, as h11 answers HTTP/0.9; the 505 is the HTTP/2 preface's (llhttp reads a GET's
+            # "HTTP/2.0" as a version, which h11 would not serve either).
+            raise Refused(400, f"HTTP/{version} is not served here; use HTTP/1.1", "bad_request")
         if self.chunked and version == "1.0":
             raise Refused(400, "Transfer-Encoding is not allowed on an HTTP/1.0 request", "bad_framing")
         if version == "1.1" and self.hosts != 1:
