@@ -52,7 +52,7 @@ class Listener:
     name: str
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     sock: socket.socket | None = None
-    server: Literal["hypercorn", "httptools"] = "hypercorn"  # see [gateway] server
+    server: Literal["hypercorn", "httptools"] = "httptools"  # see [gateway] server
 
 
 def server_of(listener: Listener) -> str:

@@ -4,8 +4,8 @@ The bytes it writes are held to hypercorn's own on random responses (the date he
 what hypercorn's protocol could not show here is tested over real sockets: pipelining, request
 bodies in both framings, ``100 Continue``, an ``Upgrade`` request with a body, a failing app,
 and a client that stops reading. The ``[limits]`` behaviours are tests/kernel/test_limits.py's,
-run on this server with ``make unit SERVER=httptools`` (which sets
-``CORTEX_GATEWAY__SERVER`` and ``NEURON_SERVER`` for every daemon the tests start).
+run on this server (the default) and on hypercorn by ``make test`` (``make unit-hypercorn``
+sets ``CORTEX_GATEWAY__SERVER`` and ``NEURON_SERVER`` for every daemon the tests start).
 """
 
 from __future__ import annotations
