@@ -24,6 +24,7 @@ body clock stopped meanwhile). Pipelined requests are answered in order, one app
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
@@ -100,8 +101,10 @@ class HttpConnection(asyncio.Protocol):
 
     def _new_parser(self) -> httptools.HttpRequestParser:
         parser = httptools.HttpRequestParser(self)
-        # A request with "Connection: close" may be followed by bytes we simply never read.
-        parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        # A request with "Connection: close" may be followed by bytes we simply never read (before
+        # httptools 0.6.3 llhttp refuses them instead, once the answer to that request is out).
+        with contextlib.suppress(AttributeError):
+            parser.set_dangerous_leniencies(lenient_data_after_close=True)
         return parser
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
