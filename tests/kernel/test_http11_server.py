@@ -248,3 +248,13 @@ async def test_a_failing_app_gets_a_500_and_the_connection_closed(port: int) -> 
 async def test_requests_hypercorn_refuses_are_refused(port: int, request_bytes: bytes, status: int) -> None:
     raw = await exchange(port, request_bytes)
     assert raw.startswith(b"HTTP/1.1 %d " % status)
+
+
+async def test_a_bad_request_pipelined_behind_a_good_one_is_refused_after_its_answer(port: int) -> None:
+    """llhttp reads ahead; the refusal still waits for the answer before it, as h11's would."""
+    smuggled = (
+        b"POST /b HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"
+    )
+    raw = await exchange(port, b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nok" + smuggled)
+    assert [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)] == [200, 400]
+    assert b"POST /a  ok" in raw and b"bad_framing" in raw
