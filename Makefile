@@ -6,8 +6,12 @@ STAMP := $(VENV)/.installed-stamp
 # The unit suite's pytest-xdist workers: most tests wait on daemons they start, so two keep a
 # 2-core machine busy.
 TEST_WORKERS ?= 2
+# The server protocol every daemon the tests start runs on ([gateway] server, the neuron's
+# server): `make unit SERVER=hypercorn` runs the suite on hypercorn; empty, the default (httptools).
+SERVER ?=
+SERVER_ENV := $(if $(SERVER),CORTEX_GATEWAY__SERVER=$(SERVER) NEURON_SERVER=$(SERVER))
 
-.PHONY: run test lint typecheck unit test-vllm system-deps clean
+.PHONY: run test lint typecheck unit unit-hypercorn test-vllm system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +26,7 @@ run: $(STAMP)
 	$(BIN)/cortex-kernel serve
 
 ## Lint, type-check and run the whole test suite (fails when no test ran).
-test: $(STAMP) system-deps lint typecheck unit test-vllm
+test: $(STAMP) system-deps lint typecheck unit unit-hypercorn test-vllm
 
 system-deps:
 	scripts/install-system-deps
@@ -41,8 +45,15 @@ typecheck: $(STAMP)
 ## without npm they skip. TEST_WORKERS pytest-xdist workers share the files, each file on one
 ## worker (--dist loadfile), so a module-scoped fleet starts once.
 unit: $(STAMP)
-	CORTEX_CODEX="$$(scripts/codex-env || true)" CORTEX_CLAUDE_CODE="$$(scripts/claude-code-env || true)" \
+	$(SERVER_ENV) CORTEX_CODEX="$$(scripts/codex-env || true)" CORTEX_CLAUDE_CODE="$$(scripts/claude-code-env || true)" \
 	$(BIN)/pytest -p randomly -n $(TEST_WORKERS) --dist loadfile --cov --cov-report=term $(PYTEST_ARGS)
+
+## The tests of what the server protocol decides (framing, [limits], the hostile campaign) again
+## on hypercorn, the server that is not the default; `make unit SERVER=hypercorn` runs them all.
+unit-hypercorn: $(STAMP)
+	CORTEX_GATEWAY__SERVER=hypercorn NEURON_SERVER=hypercorn $(BIN)/pytest -p randomly -n $(TEST_WORKERS) \
+	--dist loadfile tests/kernel/test_limits.py tests/kernel/test_send_path.py tests/kernel/test_serving.py \
+	tests/kernel/test_daemon_exit.py tests/campaign $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .vllm-env .vllm-env.lock .mypy_cache .ruff_cache .pytest_cache

@@ -68,6 +68,7 @@ def embedded_setup(
         token=gateway.value.gateway.neuron_token,
         default_models=list(preload),
         limits=gateway.value.limits,
+        server=gateway.value.gateway.server,
     )
     neuron = LoadedConfig(
         kind="neuron",

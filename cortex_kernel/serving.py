@@ -1,4 +1,6 @@
-"""Serving ASGI apps with hypercorn's protocols, with a bounded graceful shutdown on SIGTERM and SIGINT.
+"""Serving ASGI apps with hypercorn's protocols or the kernel's own HTTP/1.1 one on httptools
+(``server = "httptools"``, :mod:`cortex_kernel.http11`), with a bounded graceful shutdown on
+SIGTERM and SIGINT.
 
 On a signal the listeners stop accepting, in-flight requests (streams included) get up to
 ``grace_s`` seconds to finish, then the lifespans shut down (the neuron unloads its models
@@ -21,7 +23,7 @@ import signal
 import socket
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from hypercorn.asyncio.lifespan import Lifespan
 from hypercorn.asyncio.worker_context import WorkerContext
@@ -35,6 +37,7 @@ from cortex_kernel.config.schema import ConnectionLimits
 from cortex_kernel.connection import Connection
 from cortex_kernel.drain import Drain
 from cortex_kernel.event_loops import LoopFactory
+from cortex_kernel.http11_site import Site, serve_http11
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,12 @@ class Listener:
     name: str
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     sock: socket.socket | None = None
+    server: Literal["hypercorn", "httptools"] = "httptools"  # see [gateway] server
+
+
+def server_of(listener: Listener) -> str:
+    """The server protocol that serves ``listener``: h2c is hypercorn's alone."""
+    return "httptools" if listener.server == "httptools" and not listener.limits.allow_h2c else "hypercorn"
 
 
 def _hypercorn_config(listener: Listener, grace_s: float) -> HypercornConfig:
@@ -87,7 +96,7 @@ async def serve_forever(listeners: Sequence[Listener], grace_s: float, drains: S
         loop.add_signal_handler(signum, on_signal)
     try:
         for listener in listeners:
-            log.info("%s listening on %s", listener.name, listener.address.bind())
+            log.info("%s listening on %s (%s)", listener.name, listener.address.bind(), server_of(listener))
         await asyncio.gather(*(_serve(listener, grace_s, stop) for listener in listeners))
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -129,9 +138,19 @@ async def _serve(listener: Listener, grace_s: float, stop: asyncio.Event) -> Non
     if lifespan_task.done() and (failure := lifespan_task.exception()) is not None:
         raise failure
 
-    context = WorkerContext(None)
     limits = listener.limits
     cap = connection_cap(limits, listener.name)
+    if server_of(listener) == "httptools":
+        site = Site(listener.app, state, limits, cap, listener.name)
+        sockets = [listener.sock] if listener.sock else config.create_sockets().insecure_sockets
+        try:
+            await serve_http11(site, sockets, config.backlog, stop, config.graceful_timeout)
+        finally:
+            await lifespan.wait_for_shutdown()
+            lifespan_task.cancel()
+            await lifespan_task
+        return
+    context = WorkerContext(None)
     connections: set[asyncio.Task[None]] = set()
 
     async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

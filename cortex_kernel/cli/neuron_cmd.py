@@ -82,5 +82,9 @@ def neuron(
     app = create_app(kernel, parts)
     grace = loaded.value.shutdown_timeout_s
     run_until_signalled(
-        serve_forever([Listener(app, address, "neuron", loaded.value.limits)], grace, [kernel.drain])
+        serve_forever(
+            [Listener(app, address, "neuron", loaded.value.limits, server=loaded.value.server)],
+            grace,
+            [kernel.drain],
+        )
     )

@@ -56,6 +56,7 @@ def serve(
         ctx.exit(serve_workers(loaded, pm, factory))
     listeners: list[Listener] = []
     limits = loaded.value.limits
+    server = loaded.value.gateway.server
     drains: list[Drain] = []
     if not loaded.value.neurons:
         loaded, neuron_loaded, neuron_address = embedded_setup(loaded)
@@ -63,16 +64,26 @@ def serve(
         neuron_parts = collect_parts(neuron_kernel)
         require_role_part(neuron_kernel, neuron_parts)
         neuron_app = create_app(neuron_kernel, neuron_parts)
-        listeners.append(Listener(neuron_app, neuron_address, "embedded-neuron", neuron_loaded.value.limits))
+        listeners.append(
+            Listener(
+                neuron_app,
+                neuron_address,
+                "embedded-neuron",
+                neuron_loaded.value.limits,
+                server=neuron_loaded.value.server,
+            )
+        )
         drains.append(neuron_kernel.drain)
     kernel = Kernel(role="gateway", config=loaded, pm=pm)
     drains.append(kernel.drain)
     parts = collect_parts(kernel)
     require_role_part(kernel, parts)
     gateway_app = create_app(kernel, parts)
-    listeners.insert(0, Listener(gateway_app, parse_listen(loaded.value.gateway.listen), "gateway", limits))
+    listeners.insert(
+        0, Listener(gateway_app, parse_listen(loaded.value.gateway.listen), "gateway", limits, server=server)
+    )
     if any(part.listener == "metrics" for part in parts):
         metrics_app = create_app(kernel, parts, listener="metrics")
         metrics_address = parse_listen(loaded.value.gateway.metrics_listen)
-        listeners.append(Listener(metrics_app, metrics_address, "metrics", limits))
+        listeners.append(Listener(metrics_app, metrics_address, "metrics", limits, server=server))
     run_until_signalled(serve_forever(listeners, loaded.value.gateway.shutdown_grace_s, drains), factory)

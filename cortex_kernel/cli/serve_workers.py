@@ -54,11 +54,15 @@ def serve_workers(loaded: LoadedConfig[Any], pm: pluggy.PluginManager, factory: 
         kernel = Kernel(role="gateway", config=loaded, pm=pm, worker=index)
         parts = collect_parts(kernel)
         require_role_part(kernel, parts)
-        listeners = [Listener(create_app(kernel, parts), own.api_address, "gateway", limits, own.api)]
+        listeners = [
+            Listener(create_app(kernel, parts), own.api_address, "gateway", limits, own.api, gateway.server)
+        ]
         if own.metrics is not None and own.metrics_address is not None:
             if any(part.listener == "metrics" for part in parts):
                 metrics_app = create_app(kernel, parts, listener="metrics")
-                listeners.append(Listener(metrics_app, own.metrics_address, "metrics", limits, own.metrics))
+                listeners.append(
+                    Listener(metrics_app, own.metrics_address, "metrics", limits, own.metrics, gateway.server)
+                )
             else:
                 own.metrics.close()
         try:

@@ -51,6 +51,10 @@ class GatewaySection(ConfigBase):
     # Several cores (issue #17): how many gateway processes serve `listen` (one SO_REUSEPORT
     # listener each, under one supervisor); worker i serves metrics on metrics_listen's port + i.
     workers: PositiveInt = 1
+    # The HTTP/1.1 server protocol (issue #17): the kernel's own on httptools (llhttp,
+    # cortex_kernel/http11.py; less CPU per request), or hypercorn's; both hold every connection
+    # to [limits]. h2c is hypercorn's alone: a listener with limits.allow_h2c uses hypercorn.
+    server: Literal["hypercorn", "httptools"] = "httptools"
 
 
 class EvictionSection(ConfigBase):
@@ -285,6 +289,8 @@ class NeuronConfig(ConfigBase):
     shutdown_timeout_s: PositiveFloat = 20.0
     plugins: PluginsSection = msgspec.field(default_factory=PluginsSection)
     limits: ConnectionLimits = msgspec.field(default_factory=ConnectionLimits)
+    # The HTTP/1.1 server protocol, as the gateway's [gateway] server.
+    server: Literal["hypercorn", "httptools"] = "httptools"
 
 
 ConfigKind = Literal["cortex", "neuron", "models"]

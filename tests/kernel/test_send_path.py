@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any
+from typing import Any, Literal
 
 import h11
+import pytest
 from hypercorn.asyncio.task_group import TaskGroup
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config as HypercornConfig
@@ -100,8 +101,12 @@ async def test_body_bytes_are_hypercorns_own(
     assert ours.startswith(b"HTTP/1.1 200")
 
 
-async def test_a_client_that_stops_reading_holds_the_app_back() -> None:
-    """Writes skip the drain only while the kernel takes them whole; a stalled client pauses the app."""
+@pytest.mark.parametrize("server", ["hypercorn", "httptools"])
+async def test_a_client_that_stops_reading_holds_the_app_back(
+    server: Literal["hypercorn", "httptools"],
+) -> None:
+    """Writes skip the drain only while the kernel takes them whole; a stalled client pauses the app
+    (on either server)."""
     piece = b"x" * 65536
     sent = 0
     done = False
@@ -121,7 +126,9 @@ async def test_a_client_that_stops_reading_holds_the_app_back() -> None:
 
     port = free_port()
     stop = asyncio.Event()
-    server = asyncio.create_task(_serve(Listener(app, parse_listen(f"127.0.0.1:{port}"), "test"), 1.0, stop))
+    server = asyncio.create_task(
+        _serve(Listener(app, parse_listen(f"127.0.0.1:{port}"), "test", server=server), 1.0, stop)
+    )
     client = socket.socket()
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     try:

@@ -1,0 +1,196 @@
+"""One request and its response on the httptools server: the ASGI ``receive`` and ``send``.
+
+The connection (:mod:`cortex_kernel.http11`) parses the request and feeds its body here; the
+app's task reads it with ``receive`` and answers with ``send``. What the app sees is what
+hypercorn gives it: the same scope, the body in ``http.request`` messages, ``http.disconnect``
+once the response is done or the client gone, and sends after that dropped rather than refused.
+
+Two things differ from hypercorn on purpose, both on the hot path (issue #17): the response head
+is held until the first body message and written with it (one ``send`` for a non-streamed answer
+instead of two), and ``100 Continue`` is written when the app first reads the body, not as soon as
+the head arrives, so a request answered from its head alone (a 401, a 413) never invites its body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from cortex_kernel.http11_framing import Framing, ResponseError, informational_head, response_head
+
+if TYPE_CHECKING:
+    from cortex_kernel.http11 import HttpConnection
+
+log = logging.getLogger(__name__)
+
+# Buffered request body past which the connection stops reading until the app takes it.
+BODY_HIGH_WATER = 256 * 1024
+NO_RESPONSE = [(b"content-length", b"0"), (b"connection", b"close")]
+
+
+class Exchange:
+    """A request's scope and body on their way in, and its response on the way out."""
+
+    __slots__ = (
+        "body",
+        "body_done",
+        "connection",
+        "disconnected",
+        "end_delivered",
+        "expect_continue",
+        "framing",
+        "head",
+        "head_request",
+        "http10",
+        "keep_alive",
+        "remaining",
+        "response_done",
+        "response_started",
+        "scope",
+        "waiter",
+    )
+
+    def __init__(
+        self,
+        connection: HttpConnection,
+        scope: dict[str, Any],
+        *,
+        keep_alive: bool,
+        expect_continue: bool,
+    ) -> None:
+        self.connection = connection
+        self.scope = scope
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.head_request = scope["method"] == "HEAD"
+        self.http10 = scope["http_version"] == "1.0"
+        self.body = bytearray()
+        self.body_done = False
+        self.end_delivered = False
+        self.disconnected = False
+        self.response_started = False
+        self.response_done = False
+        self.head: bytes | None = None
+        self.framing = Framing.NONE
+        self.remaining = 0
+        self.waiter: asyncio.Future[None] | None = None
+
+    # -- fed by the connection ---------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        self.body += data
+        self._wake()
+
+    def end(self) -> None:
+        self.body_done = True
+        self._wake()
+
+    def lost(self) -> None:
+        """The client is gone, or the connection stopped serving it: the app hears a disconnect."""
+        self.disconnected = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- the app's task ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        connection = self.connection
+        try:
+            await connection.site.app(self.scope, self.receive, self.send)
+        except Exception:
+            log.exception("%s: error in the ASGI app", connection.site.name)
+        if self.response_done or self.disconnected:
+            return
+        if not self.response_started:
+            # As hypercorn does: an app that ended (or failed) before answering gets a bare 500.
+            try:
+                await self.send({"type": "http.response.start", "status": 500, "headers": NO_RESPONSE})
+                await self.send({"type": "http.response.body", "body": b""})
+            except ResponseError:
+                connection.abandon(self)
+            return
+        if self.head is not None:  # a head with no body message: out with it, as hypercorn's
+            connection.write(self.head)
+            self.head = None
+        connection.abandon(self)  # the response was begun: only closing the connection can end it
+
+    async def receive(self) -> MutableMapping[str, Any]:
+        if self.expect_continue:
+            self.expect_continue = False
+            if not self.response_started and not self.disconnected:
+                self.connection.write(informational_head(100, self.connection.site.date.now()))
+        while True:
+            if self.body or (self.body_done and not self.end_delivered):
+                data = bytes(self.body)
+                self.body.clear()
+                if self.body_done:
+                    self.end_delivered = True
+                else:
+                    self.connection.body_taken(self)
+                return {"type": "http.request", "body": data, "more_body": not self.body_done}
+            if self.disconnected or self.response_done:
+                return {"type": "http.disconnect"}
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        if self.disconnected:
+            return  # the client is gone: dropped, as hypercorn drops it
+        kind = message["type"]
+        if kind == "http.response.body" and self.response_started and not self.response_done:
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            framing = self.framing
+            if framing is Framing.CHUNKED:
+                data = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+                if not more:
+                    data += b"0\r\n\r\n"
+            elif framing is Framing.LENGTH:
+                self.remaining -= len(body)
+                if self.remaining < 0:
+                    raise ResponseError("the response body is longer than its Content-Length")
+                if not more and self.remaining:
+                    raise ResponseError("the response body is shorter than its Content-Length")
+                data = bytes(body)
+            elif framing is Framing.CLOSE:
+                data = bytes(body)
+            else:
+                data = b""
+            head = self.head
+            if head is not None:
+                self.head = None
+                data = head + data
+            connection = self.connection
+            if data:
+                connection.write(data)
+            if not more:
+                self.response_done = True
+                self._wake()
+                connection.response_done(self)
+            elif connection.write_paused:
+                await connection.drain()
+        elif kind == "http.response.start" and not self.response_started:
+            start = response_head(
+                int(message["status"]),
+                message.get("headers", ()),
+                self.connection.site.date.now(),
+                head_request=self.head_request,
+                http10=self.http10,
+                keep_alive=self.keep_alive,
+            )
+            self.response_started = True
+            self.expect_continue = False
+            self.keep_alive = start.keep_alive
+            self.framing = start.framing
+            self.remaining = start.length
+            self.head = start.data
+        else:
+            raise ResponseError(f"unexpected ASGI message {kind!r} in this state of the response")
