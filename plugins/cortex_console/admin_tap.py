@@ -25,6 +25,11 @@ class AdminTap:
         self.app = app
         self.hub = hub
 
+    @staticmethod
+    def watches(path: str) -> bool:
+        """Only the admin API (the kernel leaves it out of the relay lanes)."""
+        return path.startswith("/admin/")
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith("/admin/"):
             await self.app(scope, receive, send)

@@ -50,6 +50,11 @@ class CrossSiteGuard:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
+    @staticmethod
+    def watches(path: str) -> bool:
+        """Only the console's own paths (the kernel leaves it out of the relay lanes)."""
+        return path.startswith(GUARDED_PREFIX)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] == "http"
