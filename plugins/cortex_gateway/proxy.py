@@ -388,17 +388,31 @@ class NeuronReply:
         boundary, the client gets an error event and a clean end, as vLLM and the neuron send
         for a generation that fails, instead of a connection cut mid-body.
         """
+        # The loop of :meth:`chunks` written out: no async generator step per chunk.
+        self._tap.streamed = True
+        tap = self._tap.chunk
+        next_piece = self._upstream.next_piece
         last = b"\n\n"
-        async with contextlib.aclosing(self.chunks()) as chunks:
-            try:
-                async for last in chunks:
-                    await send({"type": "http.response.body", "body": last, "more_body": True})
-            except CortexError as exc:
-                if not (self._sse and last.endswith(b"\n\n")):
-                    raise
-                frame = b"data: " + openai_error_body(exc) + b"\n\n" + SSE_DONE
-                await send({"type": "http.response.body", "body": frame, "more_body": False})
-                return
+        try:
+            while True:
+                try:
+                    chunk = await next_piece()
+                except (NeuronHTTPError, TimeoutError) as exc:
+                    raise self._broken(exc) from exc
+                if chunk is None:
+                    break
+                tap(chunk)
+                last = chunk
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except CortexError as exc:
+            self.close()
+            if not (self._sse and last.endswith(b"\n\n")):
+                raise
+            frame = b"data: " + openai_error_body(exc) + b"\n\n" + SSE_DONE
+            await send({"type": "http.response.body", "body": frame, "more_body": False})
+            return
+        finally:
+            self.close()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def read(self) -> bytes:
