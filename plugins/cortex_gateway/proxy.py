@@ -31,7 +31,7 @@ from cortex_gateway.neuron_http import NeuronHTTPError, NeuronPool, NeuronRespon
 from cortex_gateway.placement import Placement
 from cortex_gateway.route_hints import HintReader, body_key, fingerprint
 from cortex_gateway.tap import RequestTap
-from cortex_kernel.bodies import read_body, too_deep
+from cortex_kernel.bodies import receive_body, too_deep
 from cortex_kernel.config.schema import Catalogue
 from cortex_kernel.errors import (
     BadRequest,
@@ -162,7 +162,7 @@ class Forwarder:
     async def handle(self, request: Request, path: str) -> Response:
         started = time.perf_counter()
         try:
-            body = await read_body(request, self.max_body_bytes)
+            body = await receive_body(request.scope, request.receive, self.max_body_bytes)
             fields = routing_fields(body)
             model = self.catalogue.resolve(fields.model, self.placement.is_ready, self.placement.can_place)
             if model != fields.model:
