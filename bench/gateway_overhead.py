@@ -13,7 +13,8 @@ A variant is ``NAME;KEY=VALUE;...``: upper-case keys are environment variables f
 process (``PYTHONPATH`` to run another checkout), lower-case ones are ``[gateway]`` keys written
 into its configuration as given (``workers=2``), except ``cpus``, the CPU list that gateway is
 pinned to (``cpus=0,1``; CPU 0 otherwise). Every variant's gateway runs at once, each on its own
-port, and the rounds go direct, variant 1, variant 2, ... in turn. The gateway's CPU counts all
+port, and each round runs direct, then every anchor and variant in turn, the order rotating by
+one each round. The gateway's CPU counts all
 its processes (the supervisor and every worker with ``workers`` above 1).
 
     # one worker and two, side by side (docs/performance.md, "Several workers"):
@@ -392,17 +393,15 @@ async def scenario_run(
         if consoles:
             results.update({f"{v}+{consoles} consoles": [] for v in gateways})
         per_worker = {"paced": 3, "unpaced": 10, "plain": 50}[name]
-        for _ in range(rounds):
+        arms = [*anchored.items(), *gateways.items()]
+        for n in range(rounds):
             results["direct"].append(await run_round(direct, name, concurrency, per_worker))
-            for label, (process, via) in anchored.items():
+            # The order rotates by round, so no arm always runs just after direct or last.
+            for label, (process, via) in arms[n % len(arms) :] + arms[: n % len(arms)]:
                 before = tree_cpu_seconds(process.pid)
                 results[label].append(await run_round(via, name, concurrency, per_worker))
                 results[label][-1].gateway_cpu_s = tree_cpu_seconds(process.pid) - before
-            for label, (process, via) in gateways.items():
-                before = tree_cpu_seconds(process.pid)
-                results[label].append(await run_round(via, name, concurrency, per_worker))
-                results[label][-1].gateway_cpu_s = tree_cpu_seconds(process.pid) - before
-                if consoles:
+                if consoles and label in gateways:
                     arm = f"{label}+{consoles} consoles"
                     ready, stop = multiprocessing.Event(), multiprocessing.Event()
                     reader = multiprocessing.Process(
@@ -443,7 +442,8 @@ def report(name: str, results: dict[str, list[Result]]) -> None:
         line = f"[{label}] gateway CPU {busy * 100:5.1f}% of a core, {per_unit:.1f} us per relayed {what}"
         if name != "plain":
             line += f", {per_stream:.2f} ms per stream"
-        print(line)
+        rounds = ", ".join(f"{r.gateway_cpu_s / (r.tokens or r.requests) * 1e6:.1f}" for r in via)
+        print(f"{line} (rounds: {rounds})")
         if name != "plain":
             for q, qlabel in ((0.5, "p50"), (0.99, "p99")):
                 d, g = pct(ttft["direct"], q) * 1000, pct(ttft[label], q) * 1000
