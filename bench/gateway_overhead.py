@@ -14,8 +14,8 @@ process (``PYTHONPATH`` to run another checkout), lower-case ones are ``[gateway
 into its configuration as given (``workers=2``), except ``cpus``, the CPU list that gateway is
 pinned to (``cpus=0,1``; CPU 0 otherwise). Every variant's gateway runs at once, each on its own
 port, and each round runs direct, then every anchor and variant in turn, the order rotating by
-one each round. The gateway's CPU counts all
-its processes (the supervisor and every worker with ``workers`` above 1).
+one each round. The gateway's CPU counts all its processes (the supervisor and every worker
+with ``workers`` above 1).
 
     # one worker and two, side by side (docs/performance.md, "Several workers"):
     .venv/bin/python bench/gateway_overhead.py --scenario plain \
@@ -33,8 +33,9 @@ stream), so the gateway's figures have a yardstick in the same run. ``--anchor N
 upstream connections and no buffering; COMMAND defaults to ``/usr/sbin/nginx``, from
 ``apt-get install nginx-light``) or ``vllm-router`` (vLLM's Rust router with the fake neuron as
 its one worker; COMMAND is how to start it, e.g. the ``vllm-router`` script of a separate
-virtualenv made for the benchmark: ``python -m venv V && V/bin/pip install vllm-router``). Both
-are benchmark-only tools, never project dependencies::
+virtualenv made for the benchmark: ``python -m venv V && V/bin/pip install vllm-router``,
+started with ``--host``, ``--port`` and ``--worker-urls``, its static worker list, and its
+default policy). Both are benchmark-only tools, never project dependencies::
 
     .venv/bin/python bench/gateway_overhead.py --rounds 3 --scenario plain \
         --anchor nginx --anchor vllm-router=<venv>/bin/vllm-router --variant gateway
