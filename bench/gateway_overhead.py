@@ -13,8 +13,9 @@ A variant is ``NAME;KEY=VALUE;...``: upper-case keys are environment variables f
 process (``PYTHONPATH`` to run another checkout), lower-case ones are ``[gateway]`` keys written
 into its configuration as given (``workers=2``), except ``cpus``, the CPU list that gateway is
 pinned to (``cpus=0,1``; CPU 0 otherwise). Every variant's gateway runs at once, each on its own
-port, and the rounds go direct, variant 1, variant 2, ... in turn. The gateway's CPU counts all
-its processes (the supervisor and every worker with ``workers`` above 1).
+port, and each round runs direct, then every anchor and variant in turn, the order rotating by
+one each round. The gateway's CPU counts all its processes (the supervisor and every worker
+with ``workers`` above 1).
 
     # one worker and two, side by side (docs/performance.md, "Several workers"):
     .venv/bin/python bench/gateway_overhead.py --scenario plain \
@@ -24,6 +25,20 @@ Scenarios (closed loop: each worker sends its next request when the last one end
 paced (64 workers streaming 64 tokens 10 ms apart, starts staggered over one stream's length,
 3 streams each), unpaced (32 workers streaming 64 tokens as fast as the upstream sends, 10
 each), plain (32 workers sending non-streaming requests, 50 each).
+
+Anchors: other proxies put in front of the same fake neuron and measured exactly like a gateway
+variant (pinned to CPU 0, on its own port, the CPU of its whole process tree per request or
+stream), so the gateway's figures have a yardstick in the same run. ``--anchor NAME[=COMMAND]``
+(repeatable) names one: ``nginx`` (C, no LLM logic: a plain reverse proxy with keep-alive
+upstream connections and no buffering; COMMAND defaults to ``/usr/sbin/nginx``, from
+``apt-get install nginx-light``) or ``vllm-router`` (vLLM's Rust router with the fake neuron as
+its one worker; COMMAND is how to start it, e.g. the ``vllm-router`` script of a separate
+virtualenv made for the benchmark: ``python -m venv V && V/bin/pip install vllm-router``,
+started with ``--host``, ``--port`` and ``--worker-urls``, its static worker list, and its
+default policy). Both are benchmark-only tools, never project dependencies::
+
+    .venv/bin/python bench/gateway_overhead.py --rounds 3 --scenario plain \
+        --anchor nginx --anchor vllm-router=<venv>/bin/vllm-router --variant gateway
 
 ``--console-streams N`` adds a third arm to each round: the gateway again, with N operator
 console event streams open (docs/console.md), read by a separate process pinned with the load
@@ -36,6 +51,8 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -51,6 +68,7 @@ HERE = Path(__file__).resolve().parent
 EXE = str(Path(sys.executable).with_name("cortex-kernel"))
 BODY_STREAM = b'{"model":"bench-model","stream":true,"messages":[{"role":"user","content":"hi"}]}'
 BODY_PLAIN = b'{"model":"bench-model","messages":[{"role":"user","content":"hi"}]}'
+JSON = {"content-type": "application/json"}
 
 
 @dataclass
@@ -228,6 +246,85 @@ class Variant:
         return variant
 
 
+NGINX = "/usr/sbin/nginx"
+ANCHORS = ("nginx", "vllm-router")
+
+
+@dataclass
+class Anchor:
+    """Another proxy in front of the fake neuron: ``nginx`` or ``vllm-router``, started by ``command``."""
+
+    name: str
+    command: list[str]
+
+    @classmethod
+    def parse(cls, text: str) -> Anchor:
+        name, _, command = text.partition("=")
+        if name not in ANCHORS:
+            raise SystemExit(f"--anchor {text!r}: the anchors are {', '.join(ANCHORS)}")
+        if not command and name == "nginx":
+            command = NGINX
+        if not command:
+            raise SystemExit(f"--anchor {name} needs =COMMAND: how to start it (its venv's vllm-router)")
+        words = shlex.split(command)
+        if shutil.which(words[0]) is None:
+            raise SystemExit(f"--anchor {name}: {words[0]} is not installed (see this script's --help)")
+        return cls(name, words)
+
+    def argv(self, port: int, upstream_port: int, workdir: Path) -> list[str]:
+        """The command line that serves ``port`` in front of the fake neuron on ``upstream_port``."""
+        if self.name == "vllm-router":
+            upstream = f"http://127.0.0.1:{upstream_port}"
+            return [*self.command, "--host", "127.0.0.1", "--port", str(port), "--worker-urls", upstream]
+        prefix = workdir / f"nginx-{port}"
+        prefix.mkdir(exist_ok=True)
+        (prefix / "nginx.conf").write_text(nginx_config(port, upstream_port, prefix))
+        return [*self.command, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", "stderr"]
+
+
+def nginx_config(port: int, upstream_port: int, prefix: Path) -> str:
+    """One worker (one core, as the gateway), keep-alive connections to the upstream, no
+    buffering (each SSE chunk is relayed as it comes, as the gateway relays it), no access log."""
+    return f"""daemon off;
+master_process on;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    upstream neuron {{ server 127.0.0.1:{upstream_port}; keepalive 256; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://neuron;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+async def wait_answers(url: str, log: Path, timeout_s: float = 120.0) -> None:
+    """Until a non-streamed completion through ``url`` succeeds (an anchor has no readiness route
+    of its own that says its upstream is reachable)."""
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.post(f"{url}/v1/chat/completions", data=BODY_PLAIN, headers=JSON) as reply:
+                    if reply.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} did not relay a request; see {log}")
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """CPU time of ``pid`` and its children still running (a gateway with worker processes)."""
     total = cpu_seconds(pid)
@@ -239,7 +336,12 @@ def tree_cpu_seconds(pid: int) -> float:
 
 
 async def scenario_run(
-    name: str, rounds: int, workdir: Path, variants: list[Variant], consoles: int = 0
+    name: str,
+    rounds: int,
+    workdir: Path,
+    variants: list[Variant],
+    consoles: int = 0,
+    anchors: tuple[Anchor, ...] = (),
 ) -> None:
     gap = {"paced": 10.0, "unpaced": 0.0, "plain": 0.0}[name]
     concurrency = {"paced": 64, "unpaced": 32, "plain": 32}[name]
@@ -251,8 +353,17 @@ async def scenario_run(
     )
     gateways: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     direct = f"http://127.0.0.1:{upstream_port}"
+    anchored: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     try:
         await wait_up(f"{direct}/health")  # before the gateways, so their first poll finds it
+        for anchor in anchors:
+            port = free_port()
+            log = workdir / f"anchor-{name}-{anchor.name}.log"
+            anchored[anchor.name] = (
+                start(anchor.argv(port, upstream_port, workdir), 0, log),
+                f"http://127.0.0.1:{port}",
+            )
+            await wait_answers(anchored[anchor.name][1], log)
         for variant in variants:
             port = free_port()
             config = workdir / f"cortex-{name}-{variant.name}.toml"
@@ -272,18 +383,26 @@ async def scenario_run(
             await wait_up(f"{via}/health")
             await wait_ready(via)
             await run_round(via, name, 4, 4)  # warm connections and code paths
+        for _, via in anchored.values():
+            await run_round(via, name, 4, 4)
         await run_round(direct, name, 4, 4)
-        results: dict[str, list[Result]] = {"direct": [], **{v: [] for v in gateways}}
+        results: dict[str, list[Result]] = {
+            "direct": [],
+            **{a: [] for a in anchored},
+            **{v: [] for v in gateways},
+        }
         if consoles:
             results.update({f"{v}+{consoles} consoles": [] for v in gateways})
         per_worker = {"paced": 3, "unpaced": 10, "plain": 50}[name]
-        for _ in range(rounds):
+        arms = [*anchored.items(), *gateways.items()]
+        for n in range(rounds):
             results["direct"].append(await run_round(direct, name, concurrency, per_worker))
-            for label, (process, via) in gateways.items():
+            # The order rotates by round, so no arm always runs just after direct or last.
+            for label, (process, via) in arms[n % len(arms) :] + arms[: n % len(arms)]:
                 before = tree_cpu_seconds(process.pid)
                 results[label].append(await run_round(via, name, concurrency, per_worker))
                 results[label][-1].gateway_cpu_s = tree_cpu_seconds(process.pid) - before
-                if consoles:
+                if consoles and label in gateways:
                     arm = f"{label}+{consoles} consoles"
                     ready, stop = multiprocessing.Event(), multiprocessing.Event()
                     reader = multiprocessing.Process(
@@ -298,10 +417,11 @@ async def scenario_run(
                     reader.join(30)
         report(name, results)
     finally:
-        for process, _ in gateways.values():
+        arms = [*anchored.values(), *gateways.values()]
+        for process, _ in arms:
             process.terminate()
         upstream.terminate()
-        for process, _ in gateways.values():
+        for process, _ in arms:
             process.wait(30)
         upstream.wait(30)
 
@@ -323,7 +443,8 @@ def report(name: str, results: dict[str, list[Result]]) -> None:
         line = f"[{label}] gateway CPU {busy * 100:5.1f}% of a core, {per_unit:.1f} us per relayed {what}"
         if name != "plain":
             line += f", {per_stream:.2f} ms per stream"
-        print(line)
+        rounds = ", ".join(f"{r.gateway_cpu_s / (r.tokens or r.requests) * 1e6:.1f}" for r in via)
+        print(f"{line} (rounds: {rounds})")
         if name != "plain":
             for q, qlabel in ((0.5, "p50"), (0.99, "p99")):
                 d, g = pct(ttft["direct"], q) * 1000, pct(ttft[label], q) * 1000
@@ -345,15 +466,22 @@ def main() -> None:
         default=[],
         help="NAME;KEY=VALUE;... a gateway configuration to run beside the others (repeatable)",
     )
+    parser.add_argument(
+        "--anchor",
+        action="append",
+        default=[],
+        help="NAME[=COMMAND]: another proxy to measure beside the gateway, nginx or vllm-router (repeatable)",
+    )
     args = parser.parse_args()
     variants = [Variant.parse(text) for text in args.variant] or [Variant("gateway")]
+    anchors = tuple(Anchor.parse(text) for text in args.anchor)
     if os.cpu_count() and os.cpu_count() > 1:
         os.sched_setaffinity(0, {1})
     names = ["paced", "unpaced", "plain"] if args.scenario == "all" else [args.scenario]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = os.environ.get("BENCH_WORKDIR", tmp)
         for name in names:
-            asyncio.run(scenario_run(name, args.rounds, Path(tmp), variants, args.console_streams))
+            asyncio.run(scenario_run(name, args.rounds, Path(tmp), variants, args.console_streams, anchors))
 
 
 if __name__ == "__main__":

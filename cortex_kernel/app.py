@@ -13,12 +13,15 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from cortex_kernel.errors import CortexError, NotFound, openai_error_body, retry_headers
 from cortex_kernel.kernel import AppPart, Kernel, ListenerName
+from cortex_kernel.lanes import LaneFront, LaneKey, wrap_lane
 from cortex_kernel.plugins import ENV_BLOCK, PluginError
 from cortex_kernel.route_middleware import wrap_routes
 
@@ -107,15 +110,26 @@ def _check_conflicts(parts: list[AppPart]) -> list[BaseRoute]:
     return routes
 
 
-def create_app(
-    kernel: Kernel, parts: list[AppPart] | None = None, listener: ListenerName = "api"
-) -> Starlette:
-    """Build the ASGI app for ``kernel.role`` and ``listener`` from plugin parts (or ``parts``)."""
+def _lanes(parts: list[AppPart], middleware: list[Middleware]) -> dict[LaneKey, ASGIApp]:
+    """Every part's lanes, each inside the middleware that watches its path; one claim each."""
+    lanes: dict[LaneKey, ASGIApp] = {}
+    owner: dict[LaneKey, str] = {}
+    for part in parts:
+        for key, lane in part.lanes.items():
+            if key in owner:
+                raise PluginError(f"{part.name!r} and {owner[key]!r} both claim the lane {key[0]} {key[1]}")
+            owner[key] = part.name
+            lanes[key] = wrap_lane(lane, key[1], middleware)
+    return lanes
+
+
+def create_app(kernel: Kernel, parts: list[AppPart] | None = None, listener: ListenerName = "api") -> ASGIApp:
+    """Build the ASGI app for ``kernel.role`` and ``listener`` from plugin parts (or ``parts``):
+    Starlette's, with the parts' lanes in front of it when there are any."""
     parts = collect_parts(kernel) if parts is None else parts
     parts = [part for part in parts if part.listener == listener]
     routes = wrap_routes(_check_conflicts(parts), [rm for part in parts for rm in part.route_middleware])
     middleware = [mw for part in parts for mw in part.middleware]
-    middleware += [mw for part in parts for mw in part.innermost]
     lifespans = [part.lifespan for part in parts if part.lifespan is not None]
 
     @asynccontextmanager
@@ -125,7 +139,7 @@ def create_app(
                 await stack.enter_async_context(factory())
             yield
 
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
@@ -136,3 +150,5 @@ def create_app(
             Exception: _unexpected_error,
         },
     )
+    lanes = _lanes(parts, middleware)
+    return LaneFront(app, lanes) if lanes else app

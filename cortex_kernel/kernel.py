@@ -10,6 +10,7 @@ from typing import Any, Literal
 import pluggy
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
 
 from cortex_kernel.config.loader import LoadedConfig
 from cortex_kernel.drain import Drain
@@ -48,22 +49,22 @@ class Kernel:
 class AppPart:
     """One plugin's contribution to a daemon's ASGI app.
 
-    ``routes`` are mounted in plugin order; ``middleware`` wraps the whole app (outermost
-    first); ``innermost`` middleware goes inside every part's ``middleware``, just around the
-    router, for a lane that answers some requests itself and must not hide them from another
-    plugin's middleware (the gateway's relay lane, which a console recording requests must
-    see past); ``route_middleware`` wraps only the routes (any part's) under its path prefixes,
-    for middleware that has no business with the other requests (:mod:`cortex_kernel.route_middleware`);
-    ``lifespan`` is entered at start-up, in plugin order, and exited in reverse at
-    shutdown, so a part can start background tasks and release them. ``listener`` says which
-    app the part belongs to: the API (``gateway.listen`` / the neuron's ``listen``) or the
-    gateway's separate metrics listener (``gateway.metrics_listen``).
+    ``routes`` are mounted in plugin order; ``middleware`` wraps the whole app (outermost first);
+    ``lanes`` are ASGI apps that answer one ``(method, path)`` each, in front of the router and
+    Starlette's middleware, inside only the parts' middleware that watches that path
+    (:mod:`cortex_kernel.lanes`: the gateway's relay routes, its hot path); ``route_middleware``
+    wraps only the routes (any part's) under its path prefixes, for middleware that has no
+    business with the other requests (:mod:`cortex_kernel.route_middleware`); ``lifespan`` is entered
+    at start-up, in plugin order, and exited in reverse at shutdown, so a part can start background
+    tasks and release them. ``listener`` says which app the part belongs to: the API
+    (``gateway.listen`` / the neuron's ``listen``) or the gateway's separate metrics listener
+    (``gateway.metrics_listen``).
     """
 
     name: str
     routes: list[BaseRoute] = field(default_factory=list)
     middleware: list[Middleware] = field(default_factory=list)
-    innermost: list[Middleware] = field(default_factory=list)
+    lanes: dict[tuple[str, str], ASGIApp] = field(default_factory=dict)
     route_middleware: list[RouteMiddleware] = field(default_factory=list)
     lifespan: Lifespan | None = None
     listener: ListenerName = "api"

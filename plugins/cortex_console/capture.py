@@ -72,6 +72,11 @@ class CaptureMiddleware:
         self.limit = limit
         self.raw_limit = limit * 8 + 4096  # SSE framing around the text
 
+    @staticmethod
+    def watches(path: str) -> bool:
+        """The chat paths, relay lanes included."""
+        return path in CHAT_PATHS
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] not in CHAT_PATHS:
             await self.app(scope, receive, send)

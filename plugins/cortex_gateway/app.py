@@ -21,6 +21,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from cortex_gateway.admin import Admin
 from cortex_gateway.auth import GatewayAuth
@@ -294,9 +295,6 @@ def gateway_part(kernel: Kernel) -> AppPart:
             class_header=config.routing.request_class_header,
         ),
     ]
-    # Inside every plugin's middleware, so one that watches requests (the console's capture)
-    # still sees the relayed ones.
-    innermost = [Middleware(RelayLane, routes=relayed)]
-    return AppPart(
-        name="gateway", routes=routes, middleware=middleware, innermost=innermost, lifespan=lifespan
-    )
+    # In front of Starlette, inside the middleware that watches them (the console's capture does).
+    lanes: dict[tuple[str, str], ASGIApp] = {("POST", p): RelayLane(e) for p, e in relayed.items()}
+    return AppPart(name="gateway", routes=routes, middleware=middleware, lanes=lanes, lifespan=lifespan)

@@ -31,7 +31,7 @@ from cortex_gateway.neuron_http import NeuronHTTPError, NeuronPool, NeuronRespon
 from cortex_gateway.placement import Placement
 from cortex_gateway.route_hints import HintReader, body_key, fingerprint
 from cortex_gateway.tap import RequestTap
-from cortex_kernel.bodies import read_body, too_deep
+from cortex_kernel.bodies import receive_body, too_deep
 from cortex_kernel.config.schema import Catalogue
 from cortex_kernel.errors import (
     BadRequest,
@@ -162,7 +162,7 @@ class Forwarder:
     async def handle(self, request: Request, path: str) -> Response:
         started = time.perf_counter()
         try:
-            body = await read_body(request, self.max_body_bytes)
+            body = await receive_body(request.scope, request.receive, self.max_body_bytes)
             fields = routing_fields(body)
             model = self.catalogue.resolve(fields.model, self.placement.is_ready, self.placement.can_place)
             if model != fields.model:
@@ -388,17 +388,31 @@ class NeuronReply:
         boundary, the client gets an error event and a clean end, as vLLM and the neuron send
         for a generation that fails, instead of a connection cut mid-body.
         """
+        # The loop of :meth:`chunks` written out: no async generator step per chunk.
+        self._tap.streamed = True
+        tap = self._tap.chunk
+        next_piece = self._upstream.next_piece
         last = b"\n\n"
-        async with contextlib.aclosing(self.chunks()) as chunks:
-            try:
-                async for last in chunks:
-                    await send({"type": "http.response.body", "body": last, "more_body": True})
-            except CortexError as exc:
-                if not (self._sse and last.endswith(b"\n\n")):
-                    raise
-                frame = b"data: " + openai_error_body(exc) + b"\n\n" + SSE_DONE
-                await send({"type": "http.response.body", "body": frame, "more_body": False})
-                return
+        try:
+            while True:
+                try:
+                    chunk = await next_piece()
+                except (NeuronHTTPError, TimeoutError) as exc:
+                    raise self._broken(exc) from exc
+                if chunk is None:
+                    break
+                tap(chunk)
+                last = chunk
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except CortexError as exc:
+            self.close()
+            if not (self._sse and last.endswith(b"\n\n")):
+                raise
+            frame = b"data: " + openai_error_body(exc) + b"\n\n" + SSE_DONE
+            await send({"type": "http.response.body", "body": frame, "more_body": False})
+            return
+        finally:
+            self.close()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def read(self) -> bytes:

@@ -54,13 +54,14 @@ class RoutingHeaders:
         self.session = [h.lower().encode("latin-1") for h in session_headers]
         # Our own header first (any client may send it), then the configured client's.
         self.klass = [REQUEST_CLASS_HEADER.encode("latin-1"), class_header.lower().encode("latin-1")]
+        self.wanted = frozenset((*self.session, *self.klass))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         found: dict[bytes, bytes] = {}
-        wanted = (*self.session, *self.klass)
+        wanted = self.wanted
         for name, value in scope["headers"]:
             if name in wanted and name not in found:
                 found[name] = value
