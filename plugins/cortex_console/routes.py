@@ -94,8 +94,12 @@ class EventStream:
 
     async def _write(self, subscriber: Subscriber, send: Send) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns a batch that arrived
+            # in the same loop turns as a cancellation and drops the cancellation, so a stream
+            # whose client left kept this writer (and its connection) alive for good.
             try:
-                chunk = await asyncio.wait_for(subscriber.queue.get(), KEEPALIVE_S)
+                async with asyncio.timeout(KEEPALIVE_S):
+                    chunk = await subscriber.queue.get()
             except TimeoutError:
                 chunk = b": keep-alive\n\n"
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
