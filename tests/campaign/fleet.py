@@ -26,6 +26,11 @@ MAX_BODY_BYTES = 1024 * 1024
 # so a 15-minute soak would see a bounded cache filling as steady growth; 4 MB fills within the
 # first minute, and the soak then measures the neurons at their steady state.
 PREFIX_CACHE_MB = 4
+# The gateway's Responses store bound. The default (1,024 responses) is reached by the soak's
+# hostile traffic only after about 40 minutes (~25 stored a minute, ~2.9 KB each in the gateway),
+# so a 15-minute soak would see a bounded store filling as steady growth (~1 MB); 32 fill within
+# the first two minutes, and the soak then measures the gateway at its steady state.
+RESPONSES_STORED = 32
 
 
 def build_models(root: Path) -> tuple[Path, Path]:
@@ -137,7 +142,8 @@ def start_fleet(home: Path, models: tuple[Path, Path], *, neurons: int = 1, prel
             f'[gateway]\nlisten = "127.0.0.1:{port}"\nmetrics_listen = "127.0.0.1:{free_port()}"\n'
             f"neuron_token = {toml_str(NEURON_TOKEN)}\nmax_body_bytes = {MAX_BODY_BYTES}\n\n"
             f"[auth]\nrequire_api_key = true\napi_keys = [{toml_str(key_digest(CLIENT_KEY))}]\n"
-            f"admin_keys = [{toml_str(key_digest(ADMIN_KEY))}]\n{entries}",
+            f"admin_keys = [{toml_str(key_digest(ADMIN_KEY))}]\n\n"
+            f"[responses]\nstore_max_responses = {RESPONSES_STORED}\n{entries}",
         )
         gateway = Daemon(["serve", "--config", str(config)], port, etc / "gateway.log")
         started.append(gateway.start())

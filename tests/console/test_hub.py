@@ -9,7 +9,7 @@ import json
 import pytest
 
 from cortex_console.guard import AdminCheck
-from cortex_console.hub import FLUSH_DELAY_S, QUEUE_BATCHES, ConsoleHub
+from cortex_console.hub import FLUSH_DELAY_S, QUEUE_BATCHES, ConsoleHub, Subscriber
 from cortex_console.routes import EventStream
 from cortex_console.settings import ConsoleSettings
 from cortex_kernel.config.schema import AuthSection
@@ -148,3 +148,32 @@ def test_a_model_new_to_a_polled_node_is_added_by_a_load_and_by_its_event():
     ]
     hub.handle(ModelLoaded(node="n1", model="fresh", seconds=0.5, ok=True))
     assert [m["model"] for m in hub.fleet[0]["models"]] == ["other", "m", "fresh"]
+
+
+@pytest.mark.parametrize("turns", range(4))
+async def test_a_stream_writer_cancelled_as_a_batch_arrives_stops(turns):
+    """A writer cancelled in the loop turns between a batch's arrival and its resuming must stop.
+
+    The writer waited for a batch with ``asyncio.wait_for``, which on Python 3.11 returns the
+    batch and drops a cancellation landing in that window. The stream, ending because its client
+    left, cancels its writer and awaits it: the writer went on writing keep-alives to the closed
+    socket every 15 s and the request never ended. The soak's hostile traffic left a few such
+    streams per 10,000 requests, each holding its connection, for the rest of the run.
+    """
+    hub = ConsoleHub(ConsoleSettings())
+    stream = EventStream(hub, AdminCheck(AuthSection()), Drain())
+    subscriber = Subscriber()
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    writer = asyncio.get_running_loop().create_task(stream._write(subscriber, send))
+    for _ in range(5):  # the writer now waits for a batch
+        await asyncio.sleep(0)
+    subscriber.offer(b"event: batch\ndata: []\n\n")
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    writer.cancel()
+    done, _ = await asyncio.wait([writer], timeout=2)
+    assert writer in done and writer.cancelled()
