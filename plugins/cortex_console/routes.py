@@ -94,11 +94,9 @@ class EventStream:
     async def _write(self, subscriber: Subscriber, send: Send) -> None:
         # asyncio.timeout, not wait_for: on Python 3.11, wait_for returns the item when it was
         # cancelled just as the item came (a console that leaves at once, as its snapshot is
-        # taken), so this task ran on and held the gateway's shutdown for the whole grace.
+        # taken, or just as a batch arrives), so this task ran on, writing keep-alives to a
+        # closed socket and holding the gateway's shutdown for the whole grace.
         while True:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns a batch that arrived
-            # in the same loop turns as a cancellation and drops the cancellation, so a stream
-            # whose client left kept this writer (and its connection) alive for good.
             try:
                 async with asyncio.timeout(KEEPALIVE_S):
                     chunk = await subscriber.queue.get()
