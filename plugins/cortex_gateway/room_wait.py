@@ -214,8 +214,11 @@ class RoomWait:
         for node in nodes:
             node.room_waiters[signal] = None
         try:
+            # Not ``asyncio.wait_for``: on Python 3.11 it returns a signal that arrives in the
+            # step it is cancelled, and a placement whose requests all left would wait on.
             with contextlib.suppress(TimeoutError):
-                finished = await asyncio.wait_for(signal, within)
+                async with asyncio.timeout(within):
+                    finished = await signal
                 if finished is not None and self.placement.reread is not None:
                     await self.placement.reread(finished)
         finally:

@@ -179,3 +179,20 @@ async def test_a_wake_the_neuron_refuses_after_the_wait_is_a_503_not_its_409() -
     wakes = [call for call in double.calls if call[1] == "/models/wake"]
     assert wakes and len(wakes) <= placement.max_plans + 2  # one after the wait, then bounded re-plans
     assert not home.room_waiters
+
+
+async def test_a_cancel_landing_as_the_node_changes_is_not_swallowed() -> None:
+    """On Python 3.11 ``asyncio.wait_for`` returns a result that arrives in the step it is
+    cancelled: a placement whose requests had all left would go on waiting for room (and then
+    make it, for nobody). The wait for a node's change must raise ``CancelledError`` instead."""
+    home = _node("home", {"sleepy": "sleeping", "busy": "ready"})
+    placement = _placement([home], NeuronDouble())
+    waiting = asyncio.ensure_future(placement.room_wait._changed([home], 30.0))
+    await _until(lambda: home.room_waiters, "waiting for home to change")
+
+    home.changed()  # resolves the wait's signal...
+    waiting.cancel()  # ...in the same loop step as the cancellation
+    outcome = (await asyncio.gather(waiting, return_exceptions=True))[0]
+
+    assert isinstance(outcome, asyncio.CancelledError), f"the cancellation was swallowed: {outcome!r}"
+    assert not home.room_waiters
