@@ -55,6 +55,12 @@ FATAL_STATUS = 78
 FATAL_MESSAGE_MAX = 4000
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# The longest the supervisor sleeps between looks at its children. The supervisor blocks its
+# signals in its own thread only: a process-directed SIGCHLD may be taken by any other thread of
+# the process that does not block it (a library's monitor thread, pytest's), and then never
+# reaches ``sigtimedwait``; the children are reaped by polling at this interval regardless.
+POLL_S = 0.5
 
 WorkerMain = Callable[[int, "WorkerSockets"], int]
 
@@ -148,12 +154,17 @@ class Supervisor:
     supervisor_pid: int = field(default_factory=os.getpid)
     fatal: str | None = None
     fatal_pipe: tuple[int, int] = (-1, -1)
+    handlers: dict[int, object] = field(default_factory=dict)
+    caught: list[int] = field(default_factory=list)
 
     def run(self) -> int:
         """Run until every worker has exited after a stop signal; return the exit status.
 
         :raises WorkerFatal: a worker raised it; every worker has exited by then."""
         self.saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        # A stop signal another thread takes runs this handler in the main thread, instead of
+        # the default action (SIGTERM would end the supervisor without stopping its workers).
+        self.handlers = {signum: signal.signal(signum, self._caught) for signum in STOP_SIGNALS}
         self.fatal_pipe = os.pipe()
         os.set_blocking(self.fatal_pipe[0], False)
         try:
@@ -163,6 +174,8 @@ class Supervisor:
                 info = signal.sigtimedwait(SIGNALS, self._wait_s())
                 if info is not None and info.si_signo != signal.SIGCHLD:
                     self._stop(info.si_signo)
+                while self.caught:
+                    self._stop(self.caught.pop(0))
                 self._reap()
                 self._restart_due()
             if self.fatal is not None:
@@ -170,6 +183,7 @@ class Supervisor:
             return self.exit_code
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, self.saved_mask)
+            self._restore_handlers()
             for fd in self.fatal_pipe:
                 os.close(fd)
             for slot in self.slots:
@@ -177,7 +191,14 @@ class Supervisor:
 
     def _wait_s(self) -> float:
         due = [slot.restart_at for slot in self.slots if slot.restart_at is not None]
-        return max(0.0, min(due) - time.monotonic()) if due else 3600.0
+        return min(POLL_S, max(0.0, min(due) - time.monotonic())) if due else POLL_S
+
+    def _caught(self, signum: int, _frame: object) -> None:
+        self.caught.append(signum)
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self.handlers.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
 
     def _spawn(self, slot: Slot) -> None:
         pid = os.fork()
@@ -189,6 +210,7 @@ class Supervisor:
     def _worker(self, slot: Slot) -> None:
         code = 1
         try:
+            self._restore_handlers()  # the worker's own, not the supervisor's note-taker
             signal.pthread_sigmask(signal.SIG_SETMASK, self.saved_mask)
             _drain_with_parent(self.supervisor_pid)
             for other in self.slots:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -78,3 +81,54 @@ def test_a_worker_fatal_error_stops_every_worker_at_once_and_is_raised_once(capl
         supervise(bind_workers(LOOPBACK, LOOPBACK, 2), worker)
     assert "restarting it in" not in caplog.text
     assert caplog.text.count("gateway worker 0 cannot start; stopping") == 1
+
+
+# A supervisor in a process that has another thread, which does not block the signals: the
+# kernel may hand that thread the SIGCHLD of a dying worker, or a SIGTERM, instead of the
+# supervisor's ``sigtimedwait`` (found as a 300-second hang in the suite, with a library's
+# monitor thread in the pytest worker). Run in a fresh process so the thread is the only other.
+# The kernel gives a signal to the thread in ``sigtimedwait`` when one is, so the window is the
+# supervisor's time between waits; ``sigtimedwait`` is wrapped to spend 0.3 s first (a double of
+# a supervisor busy logging or forking), which makes the other thread the one that gets them.
+_WITH_A_STRAY_THREAD = """
+import os, signal, sys, threading, time
+from cortex_kernel.config.addresses import ListenAddress
+from cortex_kernel.workers import bind_workers, supervise
+
+threading.Thread(target=threading.Event().wait, daemon=True).start()  # signals unblocked
+case = sys.argv[1]
+real_sigtimedwait = signal.sigtimedwait
+
+def busy_then_wait(signals, timeout):
+    time.sleep(0.3)
+    return real_sigtimedwait(signals, timeout)
+
+signal.sigtimedwait = busy_then_wait
+
+def worker(index, own):
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    if case == "dying" and index == 0:
+        return 7
+    if case == "sigterm" and index == 0:
+        time.sleep(1.0)
+        os.kill(os.getppid(), signal.SIGTERM)
+    signal.sigwait({signal.SIGTERM})
+    return 0
+
+loopback = ListenAddress("127.0.0.1", 0)
+print("exit", supervise(bind_workers(loopback, loopback, 2), worker))
+"""
+
+
+@pytest.mark.parametrize(("case", "want"), [("dying", "exit 1"), ("sigterm", "exit 0")])
+def test_signals_another_thread_takes_still_reach_the_supervisor(case: str, want: str):
+    script = [sys.executable, "-c", textwrap.dedent(_WITH_A_STRAY_THREAD), case]
+    with subprocess.Popen(
+        script, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as run:
+        try:
+            out, err = run.communicate(timeout=90)  # a hang is the defect; the give-up takes about 8 s
+        except subprocess.TimeoutExpired:
+            os.killpg(run.pid, signal.SIGKILL)  # the supervisor and the workers it left
+            out, err = run.communicate()
+    assert out.strip().splitlines()[-1:] == [want], err[-2000:]
