@@ -53,7 +53,7 @@ unit: $(STAMP)
 unit-hypercorn: $(STAMP)
 	CORTEX_GATEWAY__SERVER=hypercorn NEURON_SERVER=hypercorn $(BIN)/pytest -p randomly -n $(TEST_WORKERS) \
 	--dist loadfile tests/kernel/test_limits.py tests/kernel/test_send_path.py tests/kernel/test_serving.py \
-	tests/kernel/test_daemon_exit.py tests/campaign $(PYTEST_ARGS)
+	tests/campaign $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .vllm-env .vllm-env.lock .mypy_cache .ruff_cache .pytest_cache

@@ -115,11 +115,12 @@ def response_head(
     else:
         unknown = chunked or length is None
         if unknown:
-            # A body of unknown length (h11 frames a HEAD answer's headers as a GET's).
+            # A body of unknown length (h11 frames a HEAD answer's headers as a GET's). The app's
+            # framing headers go, re-scanned only when it sent one (not for a plain SSE stream).
+            if chunked or length is not None:
+                framing_names = (b"content-length", b"transfer-encoding")
+                headers = [pair for pair in headers if pair[0].lower() not in framing_names]
             length = None
-            headers = [
-                pair for pair in headers if pair[0].lower() not in (b"content-length", b"transfer-encoding")
-            ]
             if http10:
                 need_close = not head_request
             else:

@@ -140,9 +140,9 @@ async def _serve(listener: Listener, grace_s: float, stop: asyncio.Event) -> Non
 
     limits = listener.limits
     cap = connection_cap(limits, listener.name)
+    sockets = [listener.sock] if listener.sock else config.create_sockets().insecure_sockets
     if server_of(listener) == "httptools":
         site = Site(listener.app, state, limits, cap, listener.name)
-        sockets = [listener.sock] if listener.sock else config.create_sockets().insecure_sockets
         try:
             await serve_http11(site, sockets, config.backlog, stop, config.graceful_timeout)
         finally:
@@ -162,10 +162,7 @@ async def _serve(listener: Listener, grace_s: float, stop: asyncio.Event) -> Non
         task.add_done_callback(connections.discard)
         await Connection(app, config, context, state, limits, reader, writer).run()
 
-    servers = [
-        await asyncio.start_server(accepted, backlog=config.backlog, sock=sock)
-        for sock in ([listener.sock] if listener.sock else config.create_sockets().insecure_sockets)
-    ]
+    servers = [await asyncio.start_server(accepted, backlog=config.backlog, sock=sock) for sock in sockets]
     try:
         await stop.wait()
     finally:

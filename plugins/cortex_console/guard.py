@@ -45,17 +45,16 @@ class AdminCheck:
 
 
 class CrossSiteGuard:
-    """Pure ASGI middleware: refuses forged state-changing browser requests to the console."""
+    """Pure ASGI middleware: refuses forged state-changing browser requests to the console.
+
+    Mounted only on the console's routes (``RouteMiddleware((GUARDED_PREFIX,), ...)``), so it
+    does not look at the path itself."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["path"].startswith(GUARDED_PREFIX)
-            and (why := cross_site(scope)) is not None
-        ):
+        if scope["type"] == "http" and (why := cross_site(scope)) is not None:
             await error_response(Forbidden(why, code="cross_site"))(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -75,12 +75,10 @@ class RoomWait:
     def blocked(self, profile: ModelProfile, exclude: frozenset[str]) -> list[Node]:
         """Nodes where ``profile`` sleeps and could be woken once busy residents go idle."""
         placement = self.placement
-        nodes = placement.fleet.replicas(profile.id, ("sleeping",))
         return [
             node
-            for node in nodes
-            if node.name not in exclude
-            and placement.room_on(node, profile) is None
+            for node in self._asleep(profile, exclude)
+            if placement.room_on(node, profile) is None
             and placement.room_on(node, profile, assume_idle=True) is not None
         ]
 

@@ -36,7 +36,6 @@ class RequestMetrics:
 
     def __init__(self, registry: CollectorRegistry, guards: Guards) -> None:
         self.guards = guards
-        self._children: dict[tuple[FoldedCounter | FoldedHistogram, tuple[str, ...]], Any] = {}
         self._series: dict[tuple[str, str, str], _Series] = {}
         self.requests = FoldedCounter(
             "cortex_requests",
@@ -125,16 +124,6 @@ class RequestMetrics:
             registry=registry,
         )
 
-    def _child(self, family: FoldedCounter | FoldedHistogram, *values: str) -> Any:
-        """``family.labels(*values)``, remembered: the client library validates and locks on
-        every ``labels`` call, and a request touches up to a dozen series. Label values are
-        bounded by the guards, so this cache is too."""
-        key = (family, values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = family.labels(*values)
-        return child
-
     def _per_model(self, labels: tuple[str, str, str]) -> _Series:
         """The children labelled by ``(model, node, dialect)`` alone, one lookup per request."""
         series = self._series.get(labels)
@@ -147,12 +136,12 @@ class RequestMetrics:
         labels = (guards.model(event.model), guards.node_or_none(event.node), guards.dialect(event.dialect))
         endpoint = endpoint_label(event.endpoint)
         status = status_class(event.status)
-        self._child(self.requests, *labels, endpoint, status).inc()
-        self._child(self.duration, *labels, endpoint, status).observe(event.duration_s)
+        self.requests.labels(*labels, endpoint, status).inc()
+        self.duration.labels(*labels, endpoint, status).observe(event.duration_s)
         failed = event.status >= 400 or event.error is not None
         if failed:
             reason = guards.reason(event.error or f"http_{event.status}")
-            self._child(self.errors, *labels, endpoint, reason).inc()
+            self.errors.labels(*labels, endpoint, reason).inc()
         series = self._per_model(labels)
         if event.node is not None or event.waited_s > 0:
             # Present at zero for every routed request, so a rate over them is 0, not "no data".
@@ -176,7 +165,7 @@ class RequestMetrics:
     def _generation(self, series: _Series, event: RequestFinished) -> None:
         if event.first_token_s is not None:
             streamed = "true" if event.streamed else "false"
-            self._child(self.ttft, *series.labels, streamed).observe(event.first_token_s)
+            self.ttft.labels(*series.labels, streamed).observe(event.first_token_s)
         if event.inter_token_s:
             series.child(self.inter_token).observe_all(event.inter_token_s)
         completion = event.completion_tokens
