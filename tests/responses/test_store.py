@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+from typing import Any
+
 import pluggy
 import pytest
 
@@ -10,7 +14,7 @@ from cortex_kernel.config.loader import ConfigError, LoadedConfig, load_config
 from cortex_kernel.config.schema import CortexConfig
 from cortex_kernel.kernel import Kernel
 from cortex_responses.dialect import ResponsesDialect
-from cortex_responses.protocol import Response
+from cortex_responses.protocol import FunctionCall, OutputItem, OutputMessage, OutputText, Response
 from cortex_responses.settings import RESPONSES_TABLE, ResponsesSettings
 from cortex_responses.store import ResponseStore
 
@@ -36,13 +40,68 @@ def test_the_oldest_go_first_when_the_count_is_reached():
 
 
 def test_the_byte_bound_evicts_and_an_entry_over_it_is_not_kept():
-    store = ResponseStore(max_responses=100, max_bytes=100, ttl_s=60)
+    one = ResponseStore(max_responses=1, max_bytes=10**6, ttl_s=60)
+    one.put(response("small0"), [{"text": "x" * 30}])
+    size = one.get("small0").size  # type: ignore[union-attr]
+    store = ResponseStore(max_responses=100, max_bytes=2 * size + size // 2, ttl_s=60)
     store.put(response("small1"), [{"text": "x" * 30}])
     store.put(response("small2"), [{"text": "x" * 30}])
-    store.put(response("small3"), [{"text": "x" * 30}])  # 3 of ~43 bytes > 100: the first goes
-    assert store.get("small1") is None and store.get("small3") is not None
-    store.put(response("huge"), [{"text": "x" * 500}])
+    store.put(response("small3"), [{"text": "x" * 30}])  # three entries do not fit: the first goes
+    assert store.get("small1") is None and store.get("small2") is not None and store.get("small3") is not None
+    store.put(response("huge"), [{"text": "x" * 3 * size}])
     assert store.get("huge") is None and store.get("small3") is not None
+
+
+def a_turn(n: int) -> tuple[Response, list[dict[str, Any]]]:
+    """A tool-using turn of a coding agent: many small items, as Codex's conversations are."""
+    output: list[OutputItem] = [
+        OutputMessage(id=f"msg_{n}", status="completed", content=[OutputText(text=f"step {n}: reading")]),
+        FunctionCall(
+            id=f"fc_{n}",
+            call_id=f"call_{n}",
+            name="shell",
+            arguments='{"cmd":["ls","-la"]}',
+            status="completed",
+        ),
+    ]
+    conversation: list[dict[str, Any]] = []
+    for i in range(40):
+        conversation.append(
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": f"q{i}"}]}
+        )
+        conversation.append({"type": "function_call_output", "call_id": f"call_{i}", "output": f"file{i}.py"})
+    return Response(id=f"resp_{n}", created_at=n, model="m", status="completed", output=output), conversation
+
+
+def test_an_entry_reads_back_as_it_was_stored():
+    store = ResponseStore(max_responses=10, max_bytes=10**6, ttl_s=60)
+    stored, conversation = a_turn(1)
+    store.put(stored, conversation)
+    entry = store.get("resp_1")
+    assert entry is not None and entry.response == stored and entry.conversation == conversation
+
+
+def test_the_byte_bound_is_the_memory_the_entries_hold():
+    """``store_max_mb`` bounds memory: what the entries take stays within what they count.
+
+    A conversation kept as decoded dicts and strings took five to ten times its JSON size, so a
+    store "full" at its bound held several times the memory it was configured for.
+    """
+    store = ResponseStore(max_responses=10**6, max_bytes=10**9, ttl_s=60)
+    turns = [a_turn(n) for n in range(200)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for stored, conversation in turns:
+            store.put(stored, conversation)
+        del turns, stored, conversation
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    counted = store._bytes
+    assert held <= counted * 1.1, (held, counted)
 
 
 def test_entries_expire_after_the_ttl_and_can_be_deleted():
