@@ -88,11 +88,11 @@ def test_the_byte_bound_is_the_memory_the_entries_hold():
     store "full" at its bound held several times the memory it was configured for.
     """
     store = ResponseStore(max_responses=10**6, max_bytes=10**9, ttl_s=60)
-    turns = [a_turn(n) for n in range(200)]
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
+        turns = [a_turn(n) for n in range(200)]  # made here, so what the store keeps of them counts
         for stored, conversation in turns:
             store.put(stored, conversation)
         del turns, stored, conversation
