@@ -374,6 +374,18 @@ def wait_blockers(placement: Placement) -> Callable[[ModelProfile, frozenset[str
     return kinds
 
 
+def sdk_retry_delay(retry_after: float | None, retries: int) -> float:
+    """How long an OpenAI or Anthropic SDK client waits before retrying a 503 (its default).
+
+    It honours ``retry-after`` when that is at most 60 s, and otherwise backs off from 0.5 s
+    to 8 s (docs: the SDKs' retry policy in the project's protocol notes); the jitter is left
+    out so the run stays exactly repeatable.
+    """
+    if retry_after is not None and 0 < retry_after <= 60:
+        return retry_after
+    return min(0.5 * 2**retries, 8.0)
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
@@ -485,12 +497,20 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
                 idle_nodes.append(sum(1 for n in fleet if all_idle(n)))
         began, began_cpu = time.perf_counter(), time.thread_time()
         t0 = clock.now()
-        try:
-            node, waited = await placement.node_for_request(model)
-        except CortexError:
-            failed += counted
-            return
-        if not waited:
+        retries = 0
+        while True:
+            try:
+                node, waited = await placement.node_for_request(model)
+                break
+            except CortexError as exc:
+                if retries == args.client_retries:
+                    failed += counted
+                    return
+                await clock.sleep(sdk_retry_delay(exc.retry_after, retries))
+                retries += 1
+        if retries:  # a client that retried a 503 waited from its first try to its answer
+            waited = True
+        elif not waited:
             decisions.append(time.perf_counter() - began)
             cpu.append(time.thread_time() - began_cpu)
         if counted:
@@ -587,6 +607,13 @@ def main() -> None:
     parser.add_argument("--explain", action="store_true", help="break waits down by how they were served")
     parser.add_argument("--over", type=float, default=20.0, help="--explain: count waits over this (s)")
     parser.add_argument("--policies", nargs="*", default=[p.name for p in POLICIES])
+    parser.add_argument(
+        "--client-retries",
+        type=int,
+        default=0,
+        help="retries a client makes after a 503, as the OpenAI/Anthropic SDKs do (their default: 2); "
+        "a retried request's wait runs from its first try (default: 0, a 503 is a failure)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.duration = 900.0
