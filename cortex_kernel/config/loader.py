@@ -97,6 +97,11 @@ class LoadedConfig(Generic[T]):
             spec.schema, self.tables.get(spec.name, {}), self.sources, self.texts, spec.name
         )
 
+    def error_at(self, key: str, problem: str, expected: str | None = None) -> ConfigError:
+        """An error about ``key`` that names where it was set: the file and line, or the variable
+        or flag, as the loader's own errors do (for checks made once the configuration is loaded)."""
+        return _located(problem, key, expected, self.sources, self.texts)
+
 
 def search_paths(kind: ConfigKind) -> list[Path]:
     """The candidate files for ``kind`` in search order (see the module docstring)."""
