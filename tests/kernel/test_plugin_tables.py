@@ -8,6 +8,7 @@ and key, a table no plugin claims is refused, and ``config show`` lists the tabl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import textwrap
@@ -315,3 +316,30 @@ def test_reading_a_table_of_the_other_file_is_a_plugin_bug():
     table = ConfigTable("mine", _Strict, kind="neuron")
     with pytest.raises(ValueError, match=r"\[mine\] is a neuron.toml table"):
         LoadedConfig("cortex", CortexConfig(), None, {}).table(table)
+
+
+def test_a_table_is_converted_once_from_the_check_to_the_plugin(tmp_path, monkeypatch):
+    """The CLI's check and the plugin's read (also through the copy embedded mode makes) share one
+    conversion; a copy with other raw tables converts its own."""
+    from cortex_kernel.config import loader
+
+    spec = ConfigTable("mine", _Strict)
+    pm = build_plugin_manager(load_entrypoints=False, extra=[("declares", _Declares(spec))])
+    loaded = load_config(
+        "cortex", _write(tmp_path / "cortex.toml", "[mine]\nlevel = 5\n"), environ={}, search=False
+    )
+    converted: list[object] = []
+
+    def counting(schema: type[msgspec.Struct], *args: object, **kwargs: object) -> object:
+        converted.append(schema)
+        return real(schema, *args, **kwargs)
+
+    real = loader.convert_located
+    monkeypatch.setattr(loader, "convert_located", counting)
+    check_plugin_tables(loaded, pm)
+    value = loaded.table(spec)
+    assert value == _Strict(level=5) and loaded.table(spec) is value
+    assert dataclasses.replace(loaded, sources={}).table(spec) is value
+    other = dataclasses.replace(loaded, tables={"mine": {"level": 7}})
+    assert other.table(spec) == _Strict(level=7)
+    assert converted == [_Strict, _Strict]
