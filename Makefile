@@ -10,6 +10,12 @@ TEST_WORKERS ?= 2
 # server): `make unit SERVER=hypercorn` runs the suite on hypercorn; empty, the default (httptools).
 SERVER ?=
 SERVER_ENV := $(if $(SERVER),CORTEX_GATEWAY__SERVER=$(SERVER) NEURON_SERVER=$(SERVER))
+# Extra pytest arguments, one variable per run, so that a `-k` or a path meant for one run neither
+# narrows another to nothing (pytest's "no tests ran" would fail `make test`) nor adds to its set:
+# PYTEST_ARGS for `unit`, HYPERCORN_PYTEST_ARGS for `unit-hypercorn`, VLLM_PYTEST_ARGS for `test-vllm`.
+PYTEST_ARGS ?=
+HYPERCORN_PYTEST_ARGS ?=
+VLLM_PYTEST_ARGS ?=
 
 .PHONY: run test lint typecheck unit unit-hypercorn test-vllm system-deps clean
 
@@ -53,7 +59,7 @@ unit: $(STAMP)
 unit-hypercorn: $(STAMP)
 	CORTEX_GATEWAY__SERVER=hypercorn NEURON_SERVER=hypercorn $(BIN)/pytest -p randomly -n $(TEST_WORKERS) \
 	--dist loadfile tests/kernel/test_limits.py tests/kernel/test_send_path.py tests/kernel/test_serving.py \
-	tests/campaign $(PYTEST_ARGS)
+	tests/campaign $(HYPERCORN_PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .vllm-env .vllm-env.lock .mypy_cache .ruff_cache .pytest_cache
@@ -65,4 +71,4 @@ clean:
 test-vllm: $(STAMP)
 	python="$$(scripts/vllm-env)" && \
 	$(BIN)/mypy --strict --python-executable "$$python" harnesses/cortex_vllm && \
-	env -u PYTHONPATH HF_HUB_OFFLINE=1 "$$python" -m pytest -p randomly tests/vllm $(PYTEST_ARGS)
+	env -u PYTHONPATH HF_HUB_OFFLINE=1 "$$python" -m pytest -p randomly tests/vllm $(VLLM_PYTEST_ARGS)

@@ -11,6 +11,8 @@ import argparse
 import asyncio
 import json
 import os
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -56,6 +58,15 @@ def completion_body(tokens: int, model: str = MODEL) -> bytes:
     ).encode()
 
 
+def control_replies(model: str = MODEL) -> dict[str, dict[str, Any]]:
+    """The bodies of the routes the gateway polls, by path: what every fake neuron in bench/ answers."""
+    return {
+        "/models": {"object": "list", "data": [{"id": model, "state": "ready", "context_length": 4096}]},
+        "/health": {"status": "ok", "models": {model: {"state": "ready", "in_flight": 0, "queued": 0}}},
+        "/discovery": {"hostname": "bench", "devices": [], "harnesses": ["fake"]},
+    }
+
+
 def build_app(tokens: int, gap_s: float, finish: bool = False) -> web.Application:
     chunks = [chunk(i) for i in range(tokens)] + (finish_chunks(tokens) if finish else [])
     done = b"data: [DONE]\n\n"
@@ -81,25 +92,17 @@ def build_app(tokens: int, gap_s: float, finish: bool = False) -> web.Applicatio
         await request.read()
         return web.json_response({"prompt_tokens": 8, "context_length": 4096})
 
-    async def models(request: web.Request) -> web.Response:
-        return web.json_response(
-            {"object": "list", "data": [{"id": MODEL, "state": "ready", "context_length": 4096}]}
-        )
+    def control(body: dict[str, Any]) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def reply(request: web.Request) -> web.Response:
+            return web.json_response(body)
 
-    async def health(request: web.Request) -> web.Response:
-        return web.json_response(
-            {"status": "ok", "models": {MODEL: {"state": "ready", "in_flight": 0, "queued": 0}}}
-        )
-
-    async def discovery(request: web.Request) -> web.Response:
-        return web.json_response({"hostname": "bench", "devices": [], "harnesses": ["fake"]})
+        return reply
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/count_tokens", count_tokens)
-    app.router.add_get("/models", models)
-    app.router.add_get("/health", health)
-    app.router.add_get("/discovery", discovery)
+    for path, body in control_replies().items():
+        app.router.add_get(path, control(body))
     return app
 
 

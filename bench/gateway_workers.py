@@ -28,22 +28,21 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from fake_neuron import completion_body  # noqa: E402
+from fake_neuron import completion_body, control_replies  # noqa: E402
 from gateway_overhead import EXE, free_port, start, tree_cpu_seconds, wait_ready, wait_up  # noqa: E402
 
-MODEL = "bench-model"
 LENGTH = re.compile(rb"content-length:\s*(\d+)")
-COMPLETION = completion_body(16, MODEL)
+# bench/fake_neuron.py's replies, encoded once: this neuron answers from a table.
 NEURON_REPLIES = {
-    b"/v1/chat/completions": COMPLETION,
-    b"/models": json.dumps({"object": "list", "data": [{"id": MODEL, "state": "ready"}]}).encode(),
-    b"/health": json.dumps({"status": "ok", "models": {MODEL: {"state": "ready"}}}).encode(),
-    b"/discovery": json.dumps({"hostname": "bench", "devices": [], "harnesses": ["fake"]}).encode(),
+    b"/v1/chat/completions": completion_body(16),
+    **{path.encode(): json.dumps(body).encode() for path, body in control_replies().items()},
 }
 BODY = b'{"model":"bench-model","messages":[{"role":"user","content":"hi"}]}'
 REQUESTS = {
@@ -88,60 +87,79 @@ async def serve_neuron(port: int) -> None:
     await server.serve_forever()
 
 
-class ClientProtocol(asyncio.Protocol):
-    """One keep-alive connection in a closed loop: send, read one whole response, send again."""
+@dataclass
+class Tally:
+    """What one load's connections saw: whole 200 replies, and everything else by kind."""
 
-    def __init__(self, request: bytes, counts: list[int]) -> None:
+    done: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    stopping: bool = False  # the load is over: the connections it closes are no errors
+
+
+class ClientProtocol(asyncio.Protocol):
+    """One keep-alive connection in a closed loop: send, read one whole response, send again.
+
+    A reply other than a 200 is counted in the tally's errors (and the loop goes on); a reply
+    with no framing, or the gateway closing the connection, is counted and ends the connection.
+    """
+
+    def __init__(self, request: bytes, tally: Tally) -> None:
         self.request = request
-        self.counts = counts
+        self.tally = tally
         self.buffer = b""
-        self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         transport.write(self.request)  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
+        if not self.tally.stopping:
+            self.tally.errors[f"connection lost: {exc or 'closed by the gateway'}"] += 1
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
             head = self.buffer[:end].lower()
-            if not head.startswith(b"http/1.1 200"):
-                raise RuntimeError(f"unexpected reply: {head[:80]!r}")
+            status = head.split(b"\r\n", 1)[0][:60]
             if b"transfer-encoding: chunked" in head:
                 stop = self.buffer.find(b"\r\n0\r\n\r\n", end)
                 if stop < 0:
                     return
                 used = stop + 7
-            else:
-                length = int(LENGTH.search(head).group(1))  # type: ignore[union-attr]
-                if len(self.buffer) < end + 4 + length:
+            elif length := LENGTH.search(head):
+                if len(self.buffer) < end + 4 + int(length.group(1)):
                     return
-                used = end + 4 + length
+                used = end + 4 + int(length.group(1))
+            else:
+                self.tally.errors[f"unframed reply: {status!r}"] += 1
+                self.transport.close()
+                return
             self.buffer = self.buffer[used:]
-            self.counts[0] += 1
+            if status.startswith(b"http/1.1 200"):
+                self.tally.done += 1
+            else:
+                self.tally.errors[f"reply {status!r}"] += 1
             self.transport.write(self.request)  # type: ignore[attr-defined]
 
 
-async def load(port: int, route: str, connections: int, seconds: float, pid: int) -> tuple[int, float]:
-    """Responses completed in ``seconds`` over ``connections`` closed-loop connections, and the
-    CPU seconds process ``pid`` and its children spent meanwhile."""
-    counts = [0]
+async def load(port: int, route: str, connections: int, seconds: float, pid: int) -> tuple[int, float, Tally]:
+    """Responses completed in ``seconds`` over ``connections`` closed-loop connections, the CPU
+    seconds process ``pid`` and its children spent meanwhile, and the whole load's tally (its
+    errors, the warm-up's included)."""
+    tally = Tally()
     loop = asyncio.get_running_loop()
     made = [
-        await loop.create_connection(lambda: ClientProtocol(REQUESTS[route], counts), "127.0.0.1", port)
+        await loop.create_connection(lambda: ClientProtocol(REQUESTS[route], tally), "127.0.0.1", port)
         for _ in range(connections)
     ]
     await asyncio.sleep(0.5)  # every connection busy before counting starts
-    before, cpu_before = counts[0], tree_cpu_seconds(pid)
+    before, cpu_before = tally.done, tree_cpu_seconds(pid)
     await asyncio.sleep(seconds)
-    done, cpu = counts[0] - before, tree_cpu_seconds(pid) - cpu_before
+    done, cpu = tally.done - before, tree_cpu_seconds(pid) - cpu_before
+    tally.stopping = True
     for transport, _ in made:
         transport.close()
-    return done, cpu
+    return done, cpu, tally
 
 
 async def run(rounds: int, seconds: float, connections: int, workdir: Path) -> None:
@@ -153,6 +171,7 @@ async def run(rounds: int, seconds: float, connections: int, workdir: Path) -> N
         "2 workers, CPUs 0-1": (2, "0,1"),
     }
     gateways: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    errors: defaultdict[str, Counter[str]] = defaultdict(Counter)
     try:
         for name, (workers, cpus) in variants.items():
             port = free_port()
@@ -170,24 +189,37 @@ async def run(rounds: int, seconds: float, connections: int, workdir: Path) -> N
         for route in ("live", "relay"):
             rates: dict[str, list[float]] = {name: [] for name in gateways}
             cpu: dict[str, list[float]] = {name: [] for name in gateways}
-            for process, port in gateways.values():
-                await load(port, route, connections, 1.0, process.pid)  # warm every worker's code
+            for name, (process, port) in gateways.items():
+                *_, tally = await load(port, route, connections, 1.0, process.pid)  # warm every worker's code
+                errors[f"{route}, {name}"].update(tally.errors)
             for _ in range(rounds):
                 for name, (process, port) in gateways.items():
-                    done, spent = await load(port, route, connections, seconds, process.pid)
+                    done, spent, tally = await load(port, route, connections, seconds, process.pid)
                     rates[name].append(done / seconds)
                     cpu[name].append(spent / max(1, done))
+                    errors[f"{route}, {name}"].update(tally.errors)
             print(f"\n== {route} ({connections} connections, {rounds} rounds of {seconds:.0f} s) ==")
             for name in gateways:
                 rate, per = statistics.median(rates[name]), statistics.median(cpu[name]) * 1e6
                 runs = ", ".join(f"{r:.0f}" for r in rates[name])
                 print(f"{name:22} {rate:8.0f} req/s ({runs})   gateway CPU {per:6.1f} us per request")
+                failed = errors[f"{route}, {name}"]
+                if failed:
+                    print(
+                        f"{'':22} {failed.total()} errors: "
+                        + "; ".join(f"{n} x {k}" for k, n in failed.items())
+                    )
     finally:
         for process, _ in gateways.values():
             process.terminate()
         for process, _ in gateways.values():
             process.wait(30)
         neuron.cancel()
+    failures = {where: failed for where, failed in errors.items() if failed}
+    for where, failed in failures.items():
+        print(f"error: {where}: {failed.total()} failed: {dict(failed)}", file=sys.stderr)
+    if failures:
+        raise SystemExit("the load generator met errors: the figures above are not comparable")
 
 
 def main() -> None:

@@ -221,13 +221,28 @@ class ResourceErrorLog:
 def check_bindable(address: ListenAddress) -> None:
     """Fail before any listener starts when one address is taken, so a half-started daemon
     never has to unwind the others (and nothing but one clear line reaches the operator)."""
+    bind_socket(address).close()
+
+
+def bind_socket(
+    address: ListenAddress, *, reuse_port: bool = False, backlog: int | None = None
+) -> socket.socket:
+    """A TCP socket bound to ``address`` with ``SO_REUSEADDR`` (and ``SO_REUSEPORT`` when asked),
+    listening when ``backlog`` is given: the one place that turns a taken address into the
+    :class:`ListenError` the CLI prints, for the start-up probe and the workers' own sockets alike."""
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((address.host, address.port))
-        except OSError as exc:
-            raise ListenError(f"cannot listen on {address.bind()}: {exc.strerror or exc}") from exc
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((address.host, address.port))
+        if backlog is not None:
+            sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {address.bind()}: {exc.strerror or exc}") from exc
+    return sock
 
 
 class ListenError(Exception):

@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from cortex_kernel.config.addresses import ListenAddress
-from cortex_kernel.serving import ListenError, check_bindable
+from cortex_kernel.serving import ListenError, bind_socket, check_bindable
 
 log = logging.getLogger(__name__)
 
@@ -97,21 +97,6 @@ class Slot:
     restart_at: float | None = None
 
 
-def _listening(address: ListenAddress, reuse_port: bool) -> socket.socket:
-    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((address.host, address.port))
-        sock.listen(BACKLOG)
-    except OSError as exc:
-        sock.close()
-        raise ListenError(f"cannot listen on {address.bind()}: {exc.strerror or exc}") from exc
-    return sock
-
-
 def bind_workers(api: ListenAddress, metrics: ListenAddress, count: int) -> list[WorkerSockets]:
     """Every worker's sockets, bound and listening; :class:`ListenError` if any address is taken.
 
@@ -124,11 +109,11 @@ def bind_workers(api: ListenAddress, metrics: ListenAddress, count: int) -> list
     try:
         for index in range(count):
             api_address = ListenAddress(api.host, made[0].api_address.port if made else api.port)
-            api_sock = _listening(api_address, reuse_port=True)
+            api_sock = bind_socket(api_address, reuse_port=True, backlog=BACKLOG)
             api_address = ListenAddress(api.host, api_sock.getsockname()[1])
             metrics_address = ListenAddress(metrics.host, metrics.port + index if metrics.port else 0)
             try:
-                metrics_sock = _listening(metrics_address, reuse_port=False)
+                metrics_sock = bind_socket(metrics_address, backlog=BACKLOG)
             except ListenError:
                 api_sock.close()
                 raise

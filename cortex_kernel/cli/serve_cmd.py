@@ -8,6 +8,7 @@ import click
 
 from cortex_kernel.app import collect_parts, create_app, require_role_part
 from cortex_kernel.cli.context import parse_sets, state_from
+from cortex_kernel.cli.gateway_listeners import gateway_listeners
 from cortex_kernel.cli.options import config_options
 from cortex_kernel.cli.serve_workers import serve_workers
 from cortex_kernel.config.addresses import parse_listen
@@ -55,8 +56,6 @@ def serve(
     if workers > 1:
         ctx.exit(serve_workers(loaded, pm, factory))
     listeners: list[Listener] = []
-    limits = loaded.value.limits
-    server = loaded.value.gateway.server
     drains: list[Drain] = []
     if not loaded.value.neurons:
         loaded, neuron_loaded, neuron_address = embedded_setup(loaded)
@@ -76,14 +75,10 @@ def serve(
         drains.append(neuron_kernel.drain)
     kernel = Kernel(role="gateway", config=loaded, pm=pm)
     drains.append(kernel.drain)
-    parts = collect_parts(kernel)
-    require_role_part(kernel, parts)
-    gateway_app = create_app(kernel, parts)
-    listeners.insert(
-        0, Listener(gateway_app, parse_listen(loaded.value.gateway.listen), "gateway", limits, server=server)
+    api_listener, metrics_listener = gateway_listeners(
+        kernel, parse_listen(loaded.value.gateway.listen), parse_listen(loaded.value.gateway.metrics_listen)
     )
-    if any(part.listener == "metrics" for part in parts):
-        metrics_app = create_app(kernel, parts, listener="metrics")
-        metrics_address = parse_listen(loaded.value.gateway.metrics_listen)
-        listeners.append(Listener(metrics_app, metrics_address, "metrics", limits, server=server))
+    listeners.insert(0, api_listener)
+    if metrics_listener is not None:
+        listeners.append(metrics_listener)
     run_until_signalled(serve_forever(listeners, loaded.value.gateway.shutdown_grace_s, drains), factory)

@@ -11,38 +11,28 @@ from typing import Any
 
 import pluggy
 
-from cortex_kernel.app import collect_parts, create_app, require_role_part
+from cortex_kernel.cli.gateway_listeners import gateway_listeners
 from cortex_kernel.config.addresses import parse_listen
 from cortex_kernel.config.errors import ConfigError
 from cortex_kernel.config.loader import LoadedConfig
 from cortex_kernel.event_loops import LoopFactory
 from cortex_kernel.kernel import Kernel
 from cortex_kernel.plugins import PluginError
-from cortex_kernel.serving import Listener, ListenError, run_until_signalled, serve_forever
+from cortex_kernel.serving import ListenError, run_until_signalled, serve_forever
 from cortex_kernel.workers import WorkerFatal, WorkerSockets, bind_workers, supervise
 
 log = logging.getLogger(__name__)
-
-
-def _workers_error(loaded: LoadedConfig[Any], problem: str, expected: str) -> ConfigError:
-    origin = loaded.sources.get("gateway.workers", "")
-    source, line = (origin[5:], None) if origin.startswith("file ") else (origin or None, None)
-    if source and origin.startswith("file ") and source.rpartition(":")[2].isdigit():
-        source, _, number = source.rpartition(":")
-        line = int(number)
-    return ConfigError(problem, source=source, key="gateway.workers", line=line, expected=expected)
 
 
 def serve_workers(loaded: LoadedConfig[Any], pm: pluggy.PluginManager, factory: LoopFactory | None) -> int:
     """Bind the workers' sockets, fork the workers and supervise them; return the exit status."""
     gateway = loaded.value.gateway
     if not loaded.value.neurons:
-        raise _workers_error(
-            loaded,
+        raise loaded.error_at(
+            "gateway.workers",
             f"{gateway.workers} workers need [[neurons]]: the embedded neuron runs in one process",
             "workers = 1, or [[neurons]] entries",
         )
-    limits = loaded.value.limits
 
     def worker(index: int, own: WorkerSockets) -> int:
         try:
@@ -52,19 +42,15 @@ def serve_workers(loaded: LoadedConfig[Any], pm: pluggy.PluginManager, factory: 
 
     def serve_one(index: int, own: WorkerSockets) -> int:
         kernel = Kernel(role="gateway", config=loaded, pm=pm, worker=index)
-        parts = collect_parts(kernel)
-        require_role_part(kernel, parts)
-        listeners = [
-            Listener(create_app(kernel, parts), own.api_address, "gateway", limits, own.api, gateway.server)
-        ]
-        if own.metrics is not None and own.metrics_address is not None:
-            if any(part.listener == "metrics" for part in parts):
-                metrics_app = create_app(kernel, parts, listener="metrics")
-                listeners.append(
-                    Listener(metrics_app, own.metrics_address, "metrics", limits, own.metrics, gateway.server)
-                )
-            else:
-                own.metrics.close()
+        metrics_address = own.metrics_address if own.metrics is not None else None
+        api_listener, metrics_listener = gateway_listeners(
+            kernel, own.api_address, metrics_address, api_sock=own.api, metrics_sock=own.metrics
+        )
+        listeners = [api_listener]
+        if metrics_listener is not None:
+            listeners.append(metrics_listener)
+        elif own.metrics is not None:
+            own.metrics.close()
         try:
             run_until_signalled(serve_forever(listeners, gateway.shutdown_grace_s, [kernel.drain]), factory)
         except ListenError as exc:

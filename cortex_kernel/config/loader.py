@@ -81,6 +81,11 @@ class LoadedConfig(Generic[T]):
     catalogue_path: Path | None = None
     tables: dict[str, Any] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict, repr=False)
+    # Each plugin table as :meth:`table` validated it, with the raw table it came from: the CLI's
+    # check and the plugin reading it later share one conversion. Passed on by ``replace``.
+    typed_tables: dict[ConfigTable[Any], tuple[Any, Any]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def table(self, spec: ConfigTable[S]) -> S:
         """The plugin table ``spec`` declares, validated: its defaults where the file has none.
@@ -90,12 +95,24 @@ class LoadedConfig(Generic[T]):
             at start-up does not meet this for a file that passed ``config check``).
         :raises ValueError: for a table of the other file (a ``neuron.toml`` table read from
             the gateway's configuration): a plugin bug, not an operator's.
+
+        The table is converted once: later reads (the plugin's, after the CLI's check) return
+        the same instance, which is why a table's schema is best declared ``frozen=True``.
         """
         if spec.kind != self.kind:
             raise ValueError(f"[{spec.name}] is a {spec.kind}.toml table; this is {self.kind}.toml")
-        return convert_located(
-            spec.schema, self.tables.get(spec.name, {}), self.sources, self.texts, spec.name
-        )
+        raw = self.tables.get(spec.name)
+        cached = self.typed_tables.get(spec)
+        if cached is not None and cached[0] is raw:
+            return cast(S, cached[1])
+        value = convert_located(spec.schema, {} if raw is None else raw, self.sources, self.texts, spec.name)
+        self.typed_tables[spec] = (raw, value)
+        return value
+
+    def error_at(self, key: str, problem: str, expected: str | None = None) -> ConfigError:
+        """An error about ``key`` that names where it was set: the file and line, or the variable
+        or flag, as the loader's own errors do (for checks made once the configuration is loaded)."""
+        return _located(problem, key, expected, self.sources, self.texts)
 
 
 def search_paths(kind: ConfigKind) -> list[Path]:

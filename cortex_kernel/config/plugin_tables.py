@@ -20,7 +20,7 @@ import msgspec
 import pluggy
 
 from cortex_kernel.config.harness_options import check_harness_options, option_types
-from cortex_kernel.config.loader import LoadedConfig, _located
+from cortex_kernel.config.loader import LoadedConfig
 from cortex_kernel.config.schema import ROOT_TYPES
 from cortex_kernel.config.tables import ConfigTable
 from cortex_kernel.plugins import PluginError
@@ -89,12 +89,10 @@ def check_plugin_tables(loaded: LoadedConfig[Any], pm: pluggy.PluginManager) -> 
             warnings.append(f"{where}: no loaded plugin declares the table [{name}]: ignored")
         else:
             known = ", ".join(sorted(claimed)) or "none"
-            raise _located(
-                "unknown table: no loaded plugin declares it",
+            raise loaded.error_at(
                 name,
+                "unknown table: no loaded plugin declares it",
                 f"a kernel table, or a plugin's table: {known}",
-                loaded.sources,
-                loaded.texts,
             )
     return warnings
 

@@ -14,25 +14,25 @@ from __future__ import annotations
 
 import bisect
 import math
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
-from prometheus_client import CollectorRegistry, metrics
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from cortex_prometheus.folded_family import FoldedChild, FoldedFamily
 
-class FoldedSeries:
+
+class FoldedSeries(FoldedChild):
     """One label set's counts: per-bucket (not cumulative) counts and the sum."""
 
-    __slots__ = ("_bounds", "counts", "created", "total")
+    __slots__ = ("_bounds", "counts", "total")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
+        super().__init__()
         self._bounds = bounds
         self.counts = [0] * len(bounds)
         self.total = 0.0
-        self.created = time.time()
 
     def observe(self, value: float) -> None:
         self.counts[bisect.bisect_left(self._bounds, value)] += 1
@@ -48,11 +48,13 @@ class FoldedSeries:
         self.total = total
 
 
-class FoldedHistogram(Collector):
+class FoldedHistogram(FoldedFamily[FoldedSeries]):
     """What ``Histogram(name, documentation, labelnames, buckets=..., registry=...)`` exports,
     for a single-threaded writer. A value lands in the first bucket whose bound is at least the
     value, as in the client library (``value <= le``); values are finite (gaps of a monotonic
     clock)."""
+
+    kind = "histogram"
 
     def __init__(
         self,
@@ -70,40 +72,18 @@ class FoldedHistogram(Collector):
             bounds.append(math.inf)
         self._bounds = tuple(bounds)
         self._les = [floatToGoString(bound) for bound in bounds]  # type: ignore[no-untyped-call]
-        self._name = name
-        self._documentation = documentation
-        self._labelnames = tuple(labelnames)
-        self._series: dict[tuple[str, ...], FoldedSeries] = {}
-        registry.register(self)
+        self._with_sum = self._bounds[0] >= 0  # as the client library: no sum when values may be negative
+        super().__init__(name, documentation, labelnames, registry=registry)
 
-    def labels(self, *values: str) -> FoldedSeries:
-        if len(values) != len(self._labelnames):
-            raise ValueError(f"{self._name} takes labels {self._labelnames}, not {values!r}")
-        series = self._series.get(values)
-        if series is None:
-            series = self._series[values] = FoldedSeries(self._bounds)
-        return series
+    def _new_child(self) -> FoldedSeries:
+        return FoldedSeries(self._bounds)
 
-    def describe(self) -> Iterator[Metric]:
-        """The family without samples: the registry learns its names (and refuses a duplicate)
-        at registration, as it does for a ``Histogram``."""
-        yield Metric(self._name, self._documentation, "histogram")
-
-    def collect(self) -> Iterator[Metric]:
-        metric = Metric(self._name, self._documentation, "histogram")
-        name, names = self._name, self._labelnames
-        with_sum = self._bounds[0] >= 0  # as the client library: no sum when values may be negative
-        # The client library's switch for *_created (PROMETHEUS_DISABLE_CREATED_SERIES).
-        with_created = getattr(metrics, "_use_created", True)
-        for values, series in self._series.items():
-            labels = dict(zip(names, values, strict=True))
-            cumulative = 0.0
-            for le, count in zip(self._les, series.counts, strict=True):
-                cumulative += count
-                metric.add_sample(f"{name}_bucket", {**labels, "le": le}, cumulative)
-            metric.add_sample(f"{name}_count", labels, cumulative)
-            if with_sum:
-                metric.add_sample(f"{name}_sum", labels, series.total)
-            if with_created:
-                metric.add_sample(f"{name}_created", labels, series.created)
-        yield metric
+    def _add_samples(self, metric: Metric, labels: dict[str, str], series: FoldedSeries) -> None:
+        name = self._name
+        cumulative = 0.0
+        for le, count in zip(self._les, series.counts, strict=True):
+            cumulative += count
+            metric.add_sample(f"{name}_bucket", {**labels, "le": le}, cumulative)
+        metric.add_sample(f"{name}_count", labels, cumulative)
+        if self._with_sum:
+            metric.add_sample(f"{name}_sum", labels, series.total)

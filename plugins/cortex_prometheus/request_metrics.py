@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from cortex_kernel.events import RequestFinished
 from cortex_prometheus import buckets
 from cortex_prometheus.folded_counter import FoldedCounter
+from cortex_prometheus.folded_family import FoldedFamily
 from cortex_prometheus.folded_histogram import FoldedHistogram
 from cortex_prometheus.labels import GENERATION_ENDPOINTS, Guards, endpoint_label, status_class
 
@@ -186,9 +187,9 @@ class _Series:
 
     def __init__(self, labels: tuple[str, str, str]) -> None:
         self.labels = labels
-        self.children: dict[FoldedCounter | FoldedHistogram, Any] = {}
+        self.children: dict[FoldedFamily[Any], Any] = {}
 
-    def child(self, family: FoldedCounter | FoldedHistogram) -> Any:
+    def child(self, family: FoldedFamily[Any]) -> Any:
         child = self.children.get(family)
         if child is None:
             child = self.children[family] = family.labels(*self.labels)

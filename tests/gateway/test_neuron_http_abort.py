@@ -12,7 +12,7 @@ import pytest
 
 from cortex_gateway.neuron_http import NeuronHTTPError, NoResponse
 from tests.gateway import test_neuron_http as relay_tests
-from tests.gateway.test_neuron_http import CHUNKED, answering, eventually, get, read_request
+from tests.gateway.scripted_server import CHUNKED, answering, eventually, get, read_request
 
 # The same fixtures as the relay's own tests: real pools and scripted loopback servers.
 make_pool = relay_tests.make_pool

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cortex_gateway.neuron_http import NeuronHTTPError, NeuronPool
-from tests.gateway.test_neuron_http import HANG_UP, RawServer, get, read_request
+from tests.gateway.scripted_server import HANG_UP, RawServer, get, read_request
 
 REJECTED = "rejected"
 Outcome = tuple[int, list[tuple[str, str]], bytes] | str

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemons import EXE, Daemon, free_port, http_json, write_toml
+from tests.daemons import EXE, Daemon, free_port, gateway_toml, http_json, write_toml
 
 pytestmark = pytest.mark.slow
 
@@ -24,10 +24,14 @@ STARTED = re.compile(r"gateway worker (\d+) started \(pid (\d+)\)")
 
 
 def _config(tmp_path: Path, port: int, workers: str, neurons: bool = True) -> Path:
-    fleet = f'\n[[neurons]]\nname = "n1"\nendpoint = "http://127.0.0.1:{free_port()}"\n' if neurons else ""
+    fleet = {"n1": f"http://127.0.0.1:{free_port()}"} if neurons else {}
     # Port 0 for metrics: each worker takes its own free port (port + i could meet a busy one).
-    text = f'[gateway]\nlisten = "127.0.0.1:{port}"\nmetrics_listen = "127.0.0.1:0"\nworkers = {workers}\n'
-    return write_toml(tmp_path / "cortex.toml", text + fleet)
+    extra = f'metrics_listen = "127.0.0.1:0"\nworkers = {workers}\n'
+    return write_toml(tmp_path / "cortex.toml", gateway_toml(port, fleet, extra))
+
+
+def _line_of(config: Path, text: str) -> int:
+    return config.read_text().splitlines().index(text) + 1
 
 
 def _worker_pids(daemon: Daemon) -> dict[int, int]:
@@ -113,14 +117,15 @@ def test_a_negative_worker_count_is_a_config_error_with_its_line(tmp_path: Path)
     config = _config(tmp_path, free_port(), "-1")
     result = _serve_once(tmp_path, config)
     assert result.returncode == 2, result.stderr
-    assert f"{config}:4: gateway.workers:" in result.stderr
+    assert f"{config}:{_line_of(config, 'workers = -1')}: gateway.workers:" in result.stderr
 
 
 def test_several_workers_without_neurons_is_a_config_error(tmp_path: Path):
     config = _config(tmp_path, free_port(), "2", neurons=False)
     result = _serve_once(tmp_path, config)
     assert result.returncode == 2, result.stderr
-    assert f"{config}:4: gateway.workers: 2 workers need [[neurons]]" in result.stderr
+    number = _line_of(config, "workers = 2")
+    assert f"{config}:{number}: gateway.workers: 2 workers need [[neurons]]" in result.stderr
 
 
 def test_a_taken_port_is_one_error_before_any_worker_starts(tmp_path: Path):
@@ -144,7 +149,7 @@ def test_a_config_error_while_a_worker_builds_its_gateway_ends_the_supervisor_at
         out.write('\n[routing]\nstrategy = "no_such_router"\n')
     result = _serve_once(tmp_path, config)
     assert result.returncode == 2, result.stderr
-    number = config.read_text().splitlines().index('strategy = "no_such_router"') + 1
+    number = _line_of(config, 'strategy = "no_such_router"')
     line = f"error: {config}:{number}: routing.strategy: unknown routing strategy 'no_such_router'"
     assert result.stderr.count(line) == 1, result.stderr
     assert "restarting it in" not in result.stderr

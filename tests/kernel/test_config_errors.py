@@ -88,6 +88,18 @@ def test_unknown_key_from_environment_names_the_variable(run_cli):
     )
 
 
+@pytest.mark.parametrize(
+    ("how", "origin"),
+    [("env", "env CORTEX_GATEWAY__WORKERS"), ("set", "cli"), ("file", "cortex.toml:2")],
+)
+def test_workers_without_neurons_names_where_the_worker_count_was_set(run_cli, tmp_path, how, origin):
+    """The check ``serve`` makes once the file is loaded points where the loader's own errors do."""
+    path = write_config(tmp_path / "cortex.toml", "[gateway]\nworkers = 2\n" if how == "file" else "")
+    args = ["serve", "--config", str(path), *(["--set", "gateway.workers=2"] if how == "set" else [])]
+    line = cli_error(run_cli, *args, env={"CORTEX_GATEWAY__WORKERS": "2"} if how == "env" else None)
+    assert f"{origin}: gateway.workers: 2 workers need [[neurons]]" in line
+
+
 def test_missing_explicit_file(run_cli, tmp_path):
     assert "absent.toml: file not found" in cli_error(
         run_cli, "config", "show", "--config", str(tmp_path / "absent.toml")

@@ -8,6 +8,7 @@ and key, a table no plugin claims is refused, and ``config show`` lists the tabl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import textwrap
@@ -22,6 +23,7 @@ from cortex_kernel.config.loader import LoadedConfig, load_config
 from cortex_kernel.config.plugin_tables import check_plugin_tables, declared_tables
 from cortex_kernel.config.schema import CortexConfig
 from cortex_kernel.plugins import PluginError, build_plugin_manager
+from tests.kernel.cli_errors import cli_error, write_config
 
 ACME_MODULE = '''
 """A third-party plugin that owns the [acme] table of cortex.toml and of neuron.toml."""
@@ -68,17 +70,6 @@ def acme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     sys.modules.pop("cortex_acme", None)
 
 
-def _write(path: Path, text: str) -> Path:
-    path.write_text(textwrap.dedent(text).lstrip())
-    return path
-
-
-def _error_line(output: str) -> str:
-    lines = [line for line in output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, output
-    return lines[0]
-
-
 def test_hook_register_config_tables(acme):
     tables = declared_tables(build_plugin_manager(environ={}))
     names = {(table.kind, table.name) for table in tables}
@@ -87,7 +78,7 @@ def test_hook_register_config_tables(acme):
 
 
 def test_a_bad_value_in_a_plugin_table_names_file_line_and_key(run_cli, acme, tmp_path):
-    path = _write(
+    path = write_config(
         tmp_path / "cortex.toml",
         """
         [gateway]
@@ -98,23 +89,18 @@ def test_a_bad_value_in_a_plugin_table_names_file_line_and_key(run_cli, acme, tm
         retries = -1
         """,
     )
-    result = run_cli("config", "check", str(path))
-    assert result.exit_code == 2, result.output
-    assert f"{path}:6: acme.retries: must be `int` >= 0 (expected an integer >= 0)" in _error_line(
-        result.output
-    )
+    error = cli_error(run_cli, "config", "check", str(path))
+    assert f"{path}:6: acme.retries: must be `int` >= 0 (expected an integer >= 0)" in error
 
 
 def test_an_unknown_key_in_a_plugin_table_names_file_line_and_the_known_keys(run_cli, acme, tmp_path):
-    path = _write(tmp_path / "cortex.toml", "[acme]\nretries = 1\nretires = 2\n")
-    result = run_cli("config", "check", str(path))
-    assert result.exit_code == 2
-    line = _error_line(result.output)
-    assert f"{path}:3: acme.retires: unknown key (expected one of retries, api_token, mode)" in line
+    path = write_config(tmp_path / "cortex.toml", "[acme]\nretries = 1\nretires = 2\n")
+    error = cli_error(run_cli, "config", "check", str(path))
+    assert f"{path}:3: acme.retires: unknown key (expected one of retries, api_token, mode)" in error
 
 
 def test_a_built_in_plugin_sub_table_is_checked_where_it_sits(run_cli, tmp_path):
-    path = _write(
+    path = write_config(
         tmp_path / "cortex.toml",
         """
         [routing]
@@ -124,76 +110,72 @@ def test_a_built_in_plugin_sub_table_is_checked_where_it_sits(run_cli, tmp_path)
         kv_full_ratio = 1.5
         """,
     )
-    result = run_cli("config", "check", str(path))
-    assert result.exit_code == 2
-    assert f"{path}:5: routing.kv_aware.kv_full_ratio: must be `float` <= 1" in _error_line(result.output)
+    error = cli_error(run_cli, "config", "check", str(path))
+    assert f"{path}:5: routing.kv_aware.kv_full_ratio: must be `float` <= 1" in error
 
 
 def test_a_table_no_plugin_claims_is_an_error_naming_file_and_line(run_cli, tmp_path):
-    path = _write(
+    path = write_config(
         tmp_path / "cortex.toml", '[gateway]\nlisten = "127.0.0.1:9000"\n\n[respones]\nstore_ttl_s = 5\n'
     )
-    result = run_cli("config", "check", str(path))
-    assert result.exit_code == 2
-    line = _error_line(result.output)
-    assert f"{path}:4: respones: unknown table: no loaded plugin declares it" in line
-    assert "responses" in line  # the tables that do exist are listed
+    error = cli_error(run_cli, "config", "check", str(path))
+    assert f"{path}:4: respones: unknown table: no loaded plugin declares it" in error
+    assert "responses" in error  # the tables that do exist are listed
 
 
 def test_an_unclaimed_sub_table_of_a_kernel_table_is_an_error(run_cli, tmp_path):
-    path = _write(tmp_path / "cortex.toml", "[routing.afinity]\nload_epsilon = 0.5\n")
-    result = run_cli("config", "check", str(path))
-    assert result.exit_code == 2
-    assert f"{path}:1: routing.afinity: unknown table" in _error_line(result.output)
+    path = write_config(tmp_path / "cortex.toml", "[routing.afinity]\nload_epsilon = 0.5\n")
+    error = cli_error(run_cli, "config", "check", str(path))
+    assert f"{path}:1: routing.afinity: unknown table" in error
 
 
 def test_a_moved_router_key_left_in_routing_is_an_unknown_key(run_cli, tmp_path):
-    path = _write(tmp_path / "cortex.toml", '[routing]\nstrategy = "affinity"\nload_epsilon = 0.5\n')
-    result = run_cli("config", "check", str(path))
-    assert result.exit_code == 2
-    assert f"{path}:3: routing.load_epsilon: unknown key" in _error_line(result.output)
+    path = write_config(tmp_path / "cortex.toml", '[routing]\nstrategy = "affinity"\nload_epsilon = 0.5\n')
+    error = cli_error(run_cli, "config", "check", str(path))
+    assert f"{path}:3: routing.load_epsilon: unknown key" in error
 
 
 @pytest.mark.parametrize("command", ["serve", "neuron"])
 def test_daemons_refuse_an_unclaimed_table_before_starting(run_cli, tmp_path, command):
     name = "cortex.toml" if command == "serve" else "neuron.toml"
-    path = _write(
+    path = write_config(
         tmp_path / name,
         '[consle]\ncapture = true\n\n[[neurons]]\nname = "a"\nendpoint = "http://127.0.0.1:9"\n',
     )
     if command == "neuron":
-        path = _write(tmp_path / name, 'listen = "127.0.0.1:0"\n\n[consle]\ncapture = true\n')
-    result = run_cli(command, "--config", str(path))
-    assert result.exit_code == 2
+        path = write_config(tmp_path / name, 'listen = "127.0.0.1:0"\n\n[consle]\ncapture = true\n')
+    error = cli_error(run_cli, command, "--config", str(path))
     line = 3 if command == "neuron" else 1
-    assert f"{path}:{line}: consle: unknown table" in _error_line(result.output)
+    assert f"{path}:{line}: consle: unknown table" in error
 
 
 def test_a_neuron_plugin_table_is_checked_in_neuron_toml(run_cli, acme, tmp_path):
-    good = _write(tmp_path / "neuron.toml", "[acme]\nspool_mb = 128\n")
+    good = write_config(tmp_path / "neuron.toml", "[acme]\nspool_mb = 128\n")
     assert run_cli("config", "check", str(good)).exit_code == 0
-    bad = _write(tmp_path / "neuron-bad.toml", '[acme]\nmode = "fast"\n')  # a cortex.toml key
-    result = run_cli("config", "check", str(bad))
-    assert result.exit_code == 2
-    assert f"{bad}:2: acme.mode: unknown key (expected one of spool_mb)" in _error_line(result.output)
+    bad = write_config(tmp_path / "neuron-bad.toml", '[acme]\nmode = "fast"\n')  # a cortex.toml key
+    error = cli_error(run_cli, "config", "check", str(bad))
+    assert f"{bad}:2: acme.mode: unknown key (expected one of spool_mb)" in error
 
 
 def test_the_table_of_a_blocked_plugin_is_a_warning_not_an_error(run_cli, tmp_path):
-    path = _write(tmp_path / "cortex.toml", '[plugins]\nblock = ["console"]\n\n[console]\ncapture = true\n')
+    path = write_config(
+        tmp_path / "cortex.toml", '[plugins]\nblock = ["console"]\n\n[console]\ncapture = true\n'
+    )
     result = run_cli("config", "check", str(path))
     assert result.exit_code == 0, result.output
     assert "warning: [console] belongs to blocked plugin 'console'" in result.output
 
 
 def test_blocking_a_plugin_does_not_excuse_a_misspelt_table(run_cli, tmp_path):
-    path = _write(tmp_path / "cortex.toml", '[plugins]\nblock = ["console"]\n\n[consle]\ncapture = true\n')
-    result = run_cli("config", "check", str(path))
-    assert result.exit_code == 2
-    assert f"{path}:4: consle: unknown table" in _error_line(result.output)
+    path = write_config(
+        tmp_path / "cortex.toml", '[plugins]\nblock = ["console"]\n\n[consle]\ncapture = true\n'
+    )
+    error = cli_error(run_cli, "config", "check", str(path))
+    assert f"{path}:4: consle: unknown table" in error
 
 
 def test_config_show_lists_plugin_tables_with_sources_and_secrets_redacted(run_cli, acme, tmp_path):
-    path = _write(
+    path = write_config(
         tmp_path / "cortex.toml", '[acme]\napi_token = "s3cret"\n\n[routing.affinity]\nmax_sessions = 9\n'
     )
     result = run_cli("config", "show", "--json", "--config", str(path))
@@ -217,9 +199,8 @@ def test_environment_and_set_reach_plugin_tables(run_cli, tmp_path):
 
 
 def test_a_bad_plugin_value_from_the_environment_names_the_variable(run_cli):
-    result = run_cli("config", "show", env={"CORTEX_CONSOLE__CAPTURE_CHARS": "0"})
-    assert result.exit_code == 2
-    assert "env CORTEX_CONSOLE__CAPTURE_CHARS: console.capture_chars: must be" in _error_line(result.output)
+    error = cli_error(run_cli, "config", "show", env={"CORTEX_CONSOLE__CAPTURE_CHARS": "0"})
+    assert "env CORTEX_CONSOLE__CAPTURE_CHARS: console.capture_chars: must be" in error
 
 
 def test_an_unclaimed_table_from_the_environment_only_warns(run_cli):
@@ -231,9 +212,8 @@ def test_an_unclaimed_table_from_the_environment_only_warns(run_cli):
 
 
 def test_a_set_flag_for_an_unclaimed_table_is_an_error(run_cli):
-    result = run_cli("config", "show", "--set", "consle.capture=true")
-    assert result.exit_code == 2
-    assert "cli: consle: unknown table" in _error_line(result.output)
+    error = cli_error(run_cli, "config", "show", "--set", "consle.capture=true")
+    assert "cli: consle: unknown table" in error
 
 
 def test_a_plugin_reads_its_table_typed_with_defaults(tmp_path):
@@ -242,7 +222,7 @@ def test_a_plugin_reads_its_table_typed_with_defaults(tmp_path):
         name: str = "x"
 
     table = ConfigTable("mine", Settings)
-    path = _write(tmp_path / "cortex.toml", "[mine]\nlevel = 5\n")
+    path = write_config(tmp_path / "cortex.toml", "[mine]\nlevel = 5\n")
     loaded = load_config("cortex", path, environ={}, search=False)
     assert loaded.tables == {"mine": {"level": 5}}
     value = loaded.table(table)
@@ -305,7 +285,7 @@ def test_conflicting_declarations_are_start_up_errors(names, error):
 def test_a_claimed_table_is_validated_by_the_check(tmp_path):
     plugin = _Declares(ConfigTable("mine", _Strict))
     pm = build_plugin_manager(load_entrypoints=False, extra=[("declares", plugin)])
-    path = _write(tmp_path / "cortex.toml", '[mine]\nlevel = "high"\n')
+    path = write_config(tmp_path / "cortex.toml", '[mine]\nlevel = "high"\n')
     loaded = load_config("cortex", path, environ={}, search=False)
     with pytest.raises(Exception, match=rf"{path}:2: mine.level: wrong type \(got `str`\)"):
         check_plugin_tables(loaded, pm)
@@ -315,3 +295,30 @@ def test_reading_a_table_of_the_other_file_is_a_plugin_bug():
     table = ConfigTable("mine", _Strict, kind="neuron")
     with pytest.raises(ValueError, match=r"\[mine\] is a neuron.toml table"):
         LoadedConfig("cortex", CortexConfig(), None, {}).table(table)
+
+
+def test_a_table_is_converted_once_from_the_check_to_the_plugin(tmp_path, monkeypatch):
+    """The CLI's check and the plugin's read (also through the copy embedded mode makes) share one
+    conversion; a copy with other raw tables converts its own."""
+    from cortex_kernel.config import loader
+
+    spec = ConfigTable("mine", _Strict)
+    pm = build_plugin_manager(load_entrypoints=False, extra=[("declares", _Declares(spec))])
+    loaded = load_config(
+        "cortex", write_config(tmp_path / "cortex.toml", "[mine]\nlevel = 5\n"), environ={}, search=False
+    )
+    converted: list[object] = []
+
+    def counting(schema: type[msgspec.Struct], *args: object, **kwargs: object) -> object:
+        converted.append(schema)
+        return real(schema, *args, **kwargs)
+
+    real = loader.convert_located
+    monkeypatch.setattr(loader, "convert_located", counting)
+    check_plugin_tables(loaded, pm)
+    value = loaded.table(spec)
+    assert value == _Strict(level=5) and loaded.table(spec) is value
+    assert dataclasses.replace(loaded, sources={}).table(spec) is value
+    other = dataclasses.replace(loaded, tables={"mine": {"level": 7}})
+    assert other.table(spec) == _Strict(level=7)
+    assert converted == [_Strict, _Strict]

@@ -7,6 +7,7 @@ runs, and restores them); each worker body is a small function run in the forked
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import time
 
 import pytest
 
+from cortex_kernel import workers
 from cortex_kernel.config.addresses import ListenAddress
 from cortex_kernel.workers import WorkerFatal, WorkerSockets, bind_workers, supervise
 
@@ -55,7 +57,12 @@ def test_the_first_failing_exit_status_of_a_drain_is_the_supervisors():
     assert supervise(bind_workers(LOOPBACK, LOOPBACK, 2), worker) == 3
 
 
-def test_a_worker_that_keeps_dying_at_start_makes_the_supervisor_give_up(caplog: pytest.LogCaptureFixture):
+def test_a_worker_that_keeps_dying_at_start_makes_the_supervisor_give_up(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
+    # The first back-off a fifth of the default's, so the give-up takes 1.5 s rather than 7.5.
+    monkeypatch.setattr(workers, "RESTART_DELAY_S", 0.1)
+
     def worker(index: int, own: WorkerSockets) -> int:
         if index == 0:
             return 7
@@ -64,10 +71,10 @@ def test_a_worker_that_keeps_dying_at_start_makes_the_supervisor_give_up(caplog:
 
     started = time.monotonic()
     assert supervise(bind_workers(LOOPBACK, LOOPBACK, 2), worker) == 1
-    # restarted after 0.5, 1, 2 and 4 s, then given up at the fifth death
-    assert time.monotonic() - started >= 7.0
+    # restarted after 0.1, 0.2, 0.4 and 0.8 s (doubled each time), then given up at the fifth death
+    assert re.findall(r"restarting it in ([\d.]+) s", caplog.text) == ["0.1", "0.2", "0.4", "0.8"]
+    assert time.monotonic() - started >= 1.5
     assert "the 5th time in a row" in caplog.text
-    assert caplog.text.count("restarting it in") == 4
 
 
 def test_a_worker_fatal_error_stops_every_worker_at_once_and_is_raised_once(caplog: pytest.LogCaptureFixture):
@@ -92,9 +99,12 @@ def test_a_worker_fatal_error_stops_every_worker_at_once_and_is_raised_once(capl
 # a supervisor busy logging or forking), which makes the other thread the one that gets them.
 _WITH_A_STRAY_THREAD = """
 import os, signal, sys, threading, time
+from cortex_kernel import workers
 from cortex_kernel.config.addresses import ListenAddress
+from cortex_kernel import workers
 from cortex_kernel.workers import bind_workers, supervise
 
+workers.RESTART_DELAY_S, workers.POLL_S = 0.1, 0.1  # the give-up in about 2 s rather than 8
 threading.Thread(target=threading.Event().wait, daemon=True).start()  # signals unblocked
 case = sys.argv[1]
 real_sigtimedwait = signal.sigtimedwait
@@ -127,7 +137,7 @@ def test_signals_another_thread_takes_still_reach_the_supervisor(case: str, want
         script, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     ) as run:
         try:
-            out, err = run.communicate(timeout=90)  # a hang is the defect; the give-up takes about 8 s
+            out, err = run.communicate(timeout=90)  # a hang is the defect; the give-up takes about 2 s
         except subprocess.TimeoutExpired:
             os.killpg(run.pid, signal.SIGKILL)  # the supervisor and the workers it left
             out, err = run.communicate()

@@ -7,11 +7,12 @@ import json
 
 import pytest
 
-from cortex_kernel.events import FleetPolled, ModelSnapshot, NodeSnapshot, RequestFinished
+from cortex_kernel.events import FleetPolled, ModelSnapshot, NodeSnapshot
 from cortex_prometheus.exposition import render
 from cortex_prometheus.labels import MAX_MODELS, OVERFLOW, UNKNOWN
 from cortex_prometheus.sink import MetricsSink
 from tests.daemons import Daemon, free_port, write_toml
+from tests.prometheus.events import finished
 from tests.prometheus.exposition import fetch, parse, series_of, value
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages")
@@ -81,16 +82,7 @@ def test_a_node_reporting_thousands_of_models_is_capped():
     sink = MetricsSink(catalogue=["listed"], nodes=["n1"])
     sink.handle(_snapshot([f"reported-{i}" for i in range(600)]))
     for i in range(600):
-        sink.handle(
-            RequestFinished(
-                dialect="openai",
-                endpoint="/v1/chat/completions",
-                model=f"reported-{i}",
-                node="n1",
-                status=200,
-                duration_s=0.1,
-            )
-        )
+        sink.handle(finished(model=f"reported-{i}", duration_s=0.1))
     series = parse(render(sink.registry).decode())
     models = {labels["model"] for labels in series_of(series, "cortex_requests_total")}
     # Models a node reported are labels, up to the cap; the rest fold into one value.
@@ -100,14 +92,5 @@ def test_a_node_reporting_thousands_of_models_is_capped():
     assert len(states) == MAX_MODELS + 1
     assert value(series, "cortex_metrics_label_overflow_total", label="model") > 0
     # A model neither listed nor reported is "unknown", whatever its name.
-    sink.handle(
-        RequestFinished(
-            dialect="openai",
-            endpoint="/v1/chat/completions",
-            model="made-up",
-            node="n1",
-            status=200,
-            duration_s=1,
-        )
-    )
+    sink.handle(finished(model="made-up", duration_s=1))
     assert value(parse(render(sink.registry).decode()), "cortex_requests_total", model=UNKNOWN) == 1

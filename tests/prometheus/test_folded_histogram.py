@@ -10,12 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from cortex_kernel.events import RequestFinished
 from cortex_prometheus import buckets
 from cortex_prometheus.exposition import render
 from cortex_prometheus.folded_histogram import FoldedHistogram
 from cortex_prometheus.request_metrics import PER_REQUEST
 from cortex_prometheus.sink import MetricsSink
+from tests.prometheus.events import finished
 
 NAME = "cortex_inter_token_latency_seconds"
 HELP = "Gaps between consecutive chunks of a streamed reply, as the gateway relayed them."
@@ -92,17 +92,7 @@ def test_random_streams_export_what_the_histogram_exported(streams):
 def test_the_sink_folds_a_streams_gaps_into_the_family():
     sink = MetricsSink(catalogue=["m"], nodes=["n1"])
     gaps = (0.001, 0.02, 0.02, 5.0)
-    event = RequestFinished(
-        dialect="openai",
-        endpoint="/v1/chat/completions",
-        model="m",
-        node="n1",
-        status=200,
-        duration_s=6.0,
-        streamed=True,
-        first_token_s=0.5,
-        inter_token_s=gaps,
-    )
+    event = finished(duration_s=6.0, streamed=True, first_token_s=0.5, inter_token_s=gaps)
     sink.handle(event)
     sink.handle(event)
     old, _ = both([(("m", "n1", "openai"), gaps), (("m", "n1", "openai"), gaps)])

@@ -13,14 +13,12 @@ from cortex_kernel.events import (
     ModelUnloaded,
     NodeSnapshot,
     PollFailed,
-    RequestFinished,
 )
 from cortex_prometheus.exposition import render
 from cortex_prometheus.request_metrics import output_rate
 from cortex_prometheus.sink import MetricsSink
+from tests.prometheus.events import finished
 from tests.prometheus.exposition import families, parse, promtool_check, series_of, value
-
-CHAT = "/v1/chat/completions"
 
 
 @pytest.fixture
@@ -30,11 +28,6 @@ def sink() -> MetricsSink:
 
 def series(sink: MetricsSink):
     return parse(render(sink.registry).decode())
-
-
-def finished(**fields) -> RequestFinished:
-    defaults = {"dialect": "openai", "endpoint": CHAT, "model": "m", "node": "n1", "status": 200}
-    return RequestFinished(**{**defaults, "duration_s": 1.0, **fields})
 
 
 def test_a_streamed_request_fills_every_request_family(sink):
