@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.daemons import http_json, wait_nodes_up
-from tests.neuron.test_prompt_limits import HUGE, PEAK_GROWTH_BOUND, concurrently
+from tests.neuron.huge_prompts import HUGE, PEAK_GROWTH_BOUND, concurrently
 
 pytestmark = pytest.mark.slow
 

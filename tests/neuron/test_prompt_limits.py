@@ -8,51 +8,14 @@ these limits, three concurrent 20 MB counts took 48 s and took the neuron from 3
 from __future__ import annotations
 
 import json
-import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 from tests.daemons import LineStream, http_json
+from tests.neuron.huge_prompts import HUGE, MIB, PEAK_GROWTH_BOUND, concurrently, post_raw
 
 pytestmark = pytest.mark.slow
-
-HUGE = 20_000_000
-MIB = 1024 * 1024
-# Each refused request holds a few copies of its body at once (the read chunks and their join,
-# the decoded string, the rendered prompt): about 75 MB per 20 MB body was measured, so three
-# at once stay far below this (before the fix: 7.9 GB over the start).
-PEAK_GROWTH_BOUND = 512 * MIB
-
-
-def post_raw(url: str, data: bytes, timeout: float = 120.0) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=data, method="POST")
-    request.add_header("content-type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.loads(exc.read())
-
-
-def concurrently(url: str, data: bytes, count: int) -> list[tuple[int, dict, float]]:
-    """``count`` identical POSTs at once: (status, body, seconds) of each."""
-    results: list[tuple[int, dict, float]] = []
-
-    def one() -> None:
-        started = time.monotonic()
-        status, body = post_raw(url, data)
-        results.append((status, body, time.monotonic() - started))
-
-    threads = [threading.Thread(target=one) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(180)
-    return results
 
 
 def huge_chat(content_bytes: int = HUGE, **extra) -> bytes:
