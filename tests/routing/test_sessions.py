@@ -18,6 +18,7 @@ import pytest
 
 from tests.daemons import http_json
 from tests.routing.conftest import neuron_counts, scrape
+from tests.routing.raw_headers import http_json_with_headers
 
 pytestmark = pytest.mark.slow
 
@@ -205,8 +206,6 @@ BAD_BODIES = [
 
 
 def test_bad_routing_input_is_ignored_never_a_5xx(two_neurons, routed_gateway):
-    from tests.routing.test_third_party_router import http_json_with_headers
-
     gateway = routed_gateway(two_neurons, AFFINITY)
     for headers, extra in BAD_BODIES:
         body = {

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tests.daemons import http_json
 from tests.routing.conftest import neuron_counts, scrape
+from tests.routing.raw_headers import http_json_with_headers
 
 pytestmark = pytest.mark.slow
 
@@ -67,23 +67,3 @@ def _metrics_url(gateway) -> str:
 
     config = next(gateway.log.parent.glob("cortex.toml")).read_text()
     return "http://" + re.search(r'metrics_listen = "([^"]+)"', config).group(1) + "/metrics"
-
-
-def http_json_with_headers(url: str, body: dict, headers: dict[str, str]):
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        headers={"content-type": "application/json", **headers},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=120) as reply:
-            return reply.status, json.loads(reply.read()), dict(reply.headers)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}"), dict(exc.headers)
-
-
-__all__ = ["http_json", "http_json_with_headers"]
