@@ -7,6 +7,8 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
+from tests.anthropic.headers import ANTHROPIC
+
 USER_HI = [{"role": "user", "content": "hi"}]
 
 
@@ -26,7 +28,7 @@ def frames(text: str) -> list[tuple[str, dict[str, Any]]]:
 
 def post_stream(http: TestClient, body: dict[str, Any], path: str = "/v1/messages") -> list[tuple[str, dict]]:
     """POST a streamed request and return its frames (the status must be 200)."""
-    response = http.post(path, json={"stream": True, **body}, headers={"anthropic-version": "2023-06-01"})
+    response = http.post(path, json={"stream": True, **body}, headers=ANTHROPIC)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
     return frames(response.text)

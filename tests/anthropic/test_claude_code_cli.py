@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.anthropic.test_claude_code_round_two import ANTHROPIC
+from tests.anthropic.headers import ANTHROPIC
 from tests.loopback import LoopbackServer
 from tests.pinned_cli import pinned_cli
 

@@ -17,10 +17,9 @@ from starlette.testclient import TestClient
 
 from cortex_kernel.config.schema import AuthSection
 from tests.anthropic.conftest import gateway_app
+from tests.anthropic.headers import ANTHROPIC
 from tests.anthropic.scripted import chunk, openai_error, reply
 from tests.anthropic.sse import USER_HI, post_stream, request
-
-ANTHROPIC = {"anthropic-version": "2023-06-01"}
 
 
 def test_the_warm_up_probe_is_answered_without_a_body(gateway):

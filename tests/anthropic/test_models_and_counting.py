@@ -5,10 +5,9 @@ from __future__ import annotations
 import anthropic
 import pytest
 
+from tests.anthropic.headers import ANTHROPIC
 from tests.anthropic.scripted import Json, openai_error
 from tests.anthropic.sse import USER_HI
-
-ANTHROPIC = {"anthropic-version": "2023-06-01"}
 
 
 @pytest.fixture
