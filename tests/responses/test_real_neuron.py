@@ -15,7 +15,7 @@ import pytest
 
 from tests.responses.conftest import TINY_CONTEXT
 from tests.responses.sse import documented_order
-from tests.responses.test_responses import APPLY_PATCH, GITHUB, WEATHER
+from tests.responses.tools import APPLY_PATCH, GITHUB, WEATHER
 
 pytestmark = pytest.mark.slow
 

@@ -11,28 +11,7 @@ import pytest
 
 from tests.anthropic.scripted import KEEPALIVE, Json, Stream, chunk, openai_error, reply, tool_call
 from tests.responses.sse import documented_order, envelope, post_stream
-
-WEATHER = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "Current weather",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-}
-GITHUB = {
-    "type": "namespace",
-    "name": "mcp__github__",
-    "description": "GitHub tools",
-    "tools": [
-        {"type": "function", "name": "create_issue", "parameters": {"type": "object", "properties": {}}},
-        {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}},
-    ],
-}
-APPLY_PATCH = {
-    "type": "custom",
-    "name": "apply_patch",
-    "description": "Apply a patch",
-    "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"},
-}
+from tests.responses.tools import APPLY_PATCH, GITHUB, WEATHER
 
 
 def create(gateway, stream: bool, **fields):
