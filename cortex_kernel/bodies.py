@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import msgspec
 from starlette.requests import ClientDisconnect, Request
-from starlette.types import Receive, Scope
+from starlette.types import Message, Receive, Scope
 
 from cortex_kernel.errors import BadRequest, CortexError, PayloadTooLarge, UnprocessableEntity
 from cortex_kernel.validation import error_location
@@ -24,13 +24,9 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DRAIN_SLACK_BYTES = 1024 * 1024
 
 
-def check_content_type(request: Request) -> None:
-    """Accept ``application/json`` (and ``+json`` types); a missing header counts as JSON."""
-    check_media_type(request.headers.get("content-type", "application/json"))
-
-
 def check_media_type(header: str) -> None:
-    """:func:`check_content_type` on the ``Content-Type`` value itself."""
+    """Accept ``application/json`` (and ``+json`` types) as the ``Content-Type`` value ``header``;
+    a request without the header is passed ``application/json``."""
     content_type = header.split(";")[0].strip().lower()
     if content_type not in ("application/json", "") and not content_type.endswith("+json"):
         raise CortexError(
@@ -42,31 +38,31 @@ def check_media_type(header: str) -> None:
 
 
 async def read_body(request: Request, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    """The raw body, refusing more than ``max_bytes`` without reading it all."""
-    check_content_type(request)
-    declared = request.headers.get("content-length")
-    # A body far over the limit is refused unread; a modest overrun is read (and dropped) first,
-    # so the client, still sending, gets a clean 413 instead of a reset connection.
-    if declared and declared.isdigit() and int(declared) > max_bytes + DRAIN_SLACK_BYTES:
-        raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes + DRAIN_SLACK_BYTES:
-            break
-        if size <= max_bytes:
-            chunks.append(chunk)
-    if size > max_bytes:
-        raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
-    return b"".join(chunks)
+    """The raw body, refusing more than ``max_bytes`` without reading it all: :func:`receive_body`
+    over the request's own stream.
+
+    Reading through :meth:`Request.stream` rather than ``request.receive`` keeps Starlette's
+    bookkeeping: a body another handler already read (``await request.body()``) is read again
+    from its cache, and a second read of a consumed stream is Starlette's own error.
+    """
+    chunks = request.stream()
+
+    async def receive() -> Message:
+        try:
+            return {"type": "http.request", "body": await anext(chunks), "more_body": True}
+        except StopAsyncIteration:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+    return await receive_body(request.scope, receive, max_bytes)
 
 
 async def receive_body(scope: Scope, receive: Receive, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    """:func:`read_body` straight from the ASGI ``scope`` and ``receive``, for a hot path that
-    builds no :class:`Request` headers object and no body stream: the same checks, in the same
-    order, with the same errors (a client gone mid-upload is :class:`ClientDisconnect`). Only
-    for a handler that reads the body once and no other way."""
+    """The raw body straight from the ASGI ``scope`` and ``receive``, refusing more than
+    ``max_bytes`` without reading it all; a client gone mid-upload is :class:`ClientDisconnect`.
+
+    The one implementation of the checks: :func:`read_body` reads a :class:`Request` through it.
+    The relay calls it directly, building no :class:`Request` headers object and no body stream;
+    only for a handler that reads the body once and no other way."""
     content_type = length = None
     for name, value in scope["headers"]:  # ASGI header names are lower case
         if name == b"content-type":
@@ -75,6 +71,8 @@ async def receive_body(scope: Scope, receive: Receive, max_bytes: int = DEFAULT_
         elif name == b"content-length" and length is None:
             length = value
     check_media_type("application/json" if content_type is None else content_type.decode("latin-1"))
+    # A body far over the limit is refused unread; a modest overrun is read (and dropped) first,
+    # so the client, still sending, gets a clean 413 instead of a reset connection.
     if length and length.isdigit() and int(length) > max_bytes + DRAIN_SLACK_BYTES:
         raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
     chunks = []

@@ -81,3 +81,13 @@ async def test_the_limit(size: int) -> None:
     expected = await outcome("request", [], pieces, False)
     assert await outcome("receive", [], pieces, False) == expected
     assert (expected == b"x" * size) == (size <= LIMIT)
+
+
+async def test_read_body_after_the_body_was_read_gives_it_again() -> None:
+    """The admin drain route peeks with ``await request.body()`` before decoding: the cached body."""
+    scope, receive = asgi([], [b'{"a":', b"1}"], False)
+    request = Request(scope, receive)
+    assert await request.body() == b'{"a":1}'
+    assert await read_body(request, LIMIT) == b'{"a":1}'
+    with pytest.raises(CortexError, match="larger than 4 bytes"):
+        await read_body(request, 4)
