@@ -31,6 +31,27 @@ Each node: one 48 GB GPU (48 GB budget: L40S, A6000), 512 GB host RAM for sleepi
 the trace is warm-up (every model's first load) and is left out of the figures.
 Each request holds its model busy for 2-20 s (uniform).
 
+Admission (``--admission neuron``; the default, ``unbounded``, is the first rounds' neuron): each
+simulated model runs behind the real neuron's ``AdmissionGate`` (``cortex_neuron.admission``) with
+the neuron's ``[admission]`` defaults: ``max_in_flight = 4`` requests run at once, up to
+``max_queued = 16`` more wait for a slot, at most ``max_wait_s = 30`` s, and a request past either
+bound is answered 503 ``model_overloaded`` (the gateway relays it; it does not fail over on a 503).
+``/models`` and ``/health`` report ``in_flight`` and ``queued`` as the neuron does, so the gateway's
+poller sees the queue and its scale-out rule (every replica has ``scale_out_queued`` requests queued
+for ``scale_out_after_s``) can fire. Time spent queued is not a wait on a load or wake: it is
+reported apart (``queued``, ``queue p99``, ``q503``). ``--admission unbounded`` is the first rounds'
+neuron, on which every request runs at once (measured with both in docs/performance.md, "Fourth
+round").
+
+Catalogue (``--catalogue replicas``): every model may have up to
+``max_replicas = 3`` (``min_replicas = 0``): the choice of an operator who cannot tell in
+advance which of 40 models a burst or the drifting ranking makes hot, and lets any model whose
+every replica queues grow to three (extra replicas are evicted like any idle resident).
+``--catalogue hot``: only the most popular fifth of the models (the top priority tier, the
+Zipf ranks an operator would expect to be hot) may have three, the rest one.
+``--catalogue single`` (the default) is the first rounds' catalogue (``max_replicas = 1``): with
+``--admission unbounded``, also the default, every earlier table is reproduced by its command.
+
 Policies compared: ``unload-lru`` (today: lru, no sleep tier), ``lru+sleep``, ``priority+sleep``
 (priorities 50/100/200 by popularity tier) and ``ttl-only`` (llama-swap-like: unload after
 300 s idle, lru unload when room is needed, no sleep).
@@ -48,7 +69,7 @@ import selectors
 import statistics
 import time
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,8 +85,9 @@ from cortex_gateway.fleet import Fleet, Node
 from cortex_gateway.placement import Placement
 from cortex_gateway.poller import Poller
 from cortex_gateway.residency import Residency
-from cortex_kernel.config.schema import Catalogue, ModelProfile, ResidencySection
-from cortex_kernel.errors import CortexError
+from cortex_kernel.config.schema import AdmissionSection, Catalogue, ModelProfile, ResidencySection
+from cortex_kernel.errors import CortexError, Overloaded
+from cortex_neuron.admission import AdmissionGate
 
 GB = 1024**3
 MIB = 1024**2
@@ -85,14 +107,20 @@ GATEWAY_MODULES = (
     cortex_gateway.residency,
 )
 NODE_HOST_GB = 512
+# ``--admission unbounded``: a gate that never queues (every request runs at once).
+UNBOUNDED = AdmissionSection(max_in_flight=10**9, max_queued=0)
 
 
 @dataclass
 class SimModel:
     state: str
     size: str
-    in_flight: int = 0
+    gate: AdmissionGate
     last_used: float | None = None
+
+    def busy(self) -> bool:
+        """Requests running or queued, as the neuron's ``model_busy`` checks count them."""
+        return bool(self.gate.in_flight or self.gate.queued)
 
 
 @dataclass
@@ -102,6 +130,7 @@ class SimNeuron:
     name: str
     clock: Clock
     host_budget: bool
+    admission: AdmissionSection
     models: dict[str, SimModel] = field(default_factory=dict)
     loads: int = 0
     wakes: int = 0
@@ -116,7 +145,10 @@ class SimNeuron:
     def health(self) -> dict[str, Any]:
         return {
             "status": "ok",
-            "models": {k: {"state": m.state, "in_flight": m.in_flight} for k, m in self.models.items()},
+            "models": {
+                k: {"state": m.state, "in_flight": m.gate.in_flight, "queued": m.gate.queued}
+                for k, m in self.models.items()
+            },
             "memory": {
                 "budget_bytes": NODE_DEVICE_GB * GB,
                 "reserved_bytes": self.device_reserved(),
@@ -128,7 +160,13 @@ class SimNeuron:
     def model_list(self) -> dict[str, Any]:
         return {
             "data": [
-                {"id": k, "state": m.state, "in_flight": m.in_flight, "last_used": m.last_used}
+                {
+                    "id": k,
+                    "state": m.state,
+                    "in_flight": m.gate.in_flight,
+                    "queued": m.gate.queued,
+                    "last_used": m.last_used,
+                }
                 for k, m in self.models.items()
             ]
         }
@@ -146,7 +184,7 @@ class SimNeuron:
                 return 200, {"id": model_id, "state": "ready", "memory_bytes": SIZES[size][0] * GB}
             if current is not None:  # loading, waking or unloading: come back later
                 return 503, {"error": {"code": f"model_{current.state}", "message": "busy"}}
-            record = self.models[model_id] = SimModel(state="loading", size=size)
+            record = self.models[model_id] = SimModel(state="loading", size=size, gate=self.gate())
             await self.clock.sleep(SIZES[size][1])
             if self.models.get(model_id) is not record:
                 return 409, {"error": {"code": "load_cancelled", "message": "unloaded meanwhile"}}
@@ -159,7 +197,7 @@ class SimNeuron:
         if model is None:
             return 404, {"error": {"code": "model_not_loaded", "message": "absent"}}
         if path == "/models/unload":
-            if model.in_flight:
+            if model.busy():
                 return 409, {"error": {"code": "model_busy", "message": "busy"}}
             model.state = "unloading"
             await self.clock.sleep(SIZES[model.size][4])
@@ -167,7 +205,7 @@ class SimNeuron:
                 del self.models[body["model"]]
             return 200, {"state": "absent"}
         if path == "/models/sleep":
-            if model.in_flight:
+            if model.busy():
                 return 503, {"error": {"code": "model_busy", "message": "busy"}}
             if self.host_budget and self.host_reserved() + SIZES[model.size][0] * GB > NODE_HOST_GB * GB:
                 return 409, {"error": {"code": "host_over_budget", "message": "host full"}}
@@ -186,6 +224,11 @@ class SimNeuron:
             self.wakes += 1
             return 200, {"state": "ready"}
         return 404, {"error": {"code": "not_found", "message": path}}
+
+    def gate(self) -> AdmissionGate:
+        """A new model's admission, as the neuron's registry makes one per model."""
+        a = self.admission
+        return AdmissionGate(a.max_in_flight, a.max_queued, a.max_wait_s, a.class_priority, a.max_bypass)
 
 
 class _JumpSelector(selectors.BaseSelector):
@@ -284,7 +327,7 @@ class SimSession:
         return self.neurons[name], "/" + path
 
     @asynccontextmanager
-    async def get(self, url: str, **_: Any) -> Iterator[_Reply]:  # type: ignore[misc]
+    async def get(self, url: str, **_: Any) -> AsyncIterator[_Reply]:
         neuron, path = self._split(url)
         if path == "/models":
             yield _Reply(200, neuron.model_list())
@@ -294,7 +337,7 @@ class SimSession:
             yield _Reply(200, {"devices": []})
 
     @asynccontextmanager
-    async def post(self, url: str, json: Any = None, **_: Any) -> Iterator[_Reply]:  # type: ignore[misc]
+    async def post(self, url: str, json: Any = None, **_: Any) -> AsyncIterator[_Reply]:
         neuron, path = self._split(url)
         status, body = await neuron.call(path, json or {})
         yield _Reply(status, body)
@@ -308,6 +351,10 @@ class Policy:
     idle_unload_s: float | None = None
 
 
+# ``--catalogue``: ``max_replicas`` of the most popular fifth of the models (the top priority
+# tier) and of the rest (see the module docstring).
+CATALOGUES = {"replicas": (3, 3), "hot": (3, 1), "single": (1, 1)}
+
 POLICIES = (
     Policy("unload-lru", "lru", sleep=False),
     Policy("lru+sleep", "lru", sleep=True),
@@ -316,7 +363,7 @@ POLICIES = (
 )
 
 
-def catalogue(models: int, rng: random.Random) -> Catalogue:
+def catalogue(models: int, rng: random.Random, max_replicas: tuple[int, int] = (1, 1)) -> Catalogue:
     sizes = rng.choices(list(SIZES), weights=[50, 25, 15, 10], k=models)
     profiles = [
         ModelProfile(
@@ -326,6 +373,7 @@ def catalogue(models: int, rng: random.Random) -> Catalogue:
             min_devices=0,
             priority=200 if i < models // 5 else 100 if i < models // 2 else 50,
             options={"size": size},
+            max_replicas=max_replicas[0] if i < models // 5 else max_replicas[1],
         )
         for i, size in enumerate(sizes)
     ]
@@ -395,14 +443,21 @@ def percentile(values: list[float], q: float) -> float:
 
 async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
-    cat = catalogue(args.models, rng)
+    replicas = (args.max_replicas, args.max_replicas) if args.max_replicas else CATALOGUES[args.catalogue]
+    cat = catalogue(args.models, rng, max_replicas=replicas)
     duration = args.duration if nodes < 100 or args.quick else args.duration / 3
     arrivals = trace(args.models, duration, args.rate * nodes / 4, rng)
     warm_up = duration / 10
     clock = Clock()
     for module in GATEWAY_MODULES:
         module.time = virtual_time(clock)  # type: ignore[attr-defined]
-    neurons = {f"n{i:03d}": SimNeuron(f"n{i:03d}", clock, host_budget=policy.sleep) for i in range(nodes)}
+    admission = (
+        AdmissionSection(max_in_flight=args.max_in_flight) if args.admission == "neuron" else UNBOUNDED
+    )
+    neurons = {
+        f"n{i:03d}": SimNeuron(f"n{i:03d}", clock, host_budget=policy.sleep, admission=admission)
+        for i in range(nodes)
+    }
     fleet = Fleet([Node(name=n, endpoint=f"sim://{n}") for n in neurons])
     session = SimSession(neurons)
     residency = Residency(
@@ -472,6 +527,10 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
     by_placement: dict[tuple[str, float], list[float]] = {}
     idle_nodes: list[int] = []
     failed = 0
+    # Per counted request admitted: how long it queued at the neuron for a slot (0 if none);
+    # and how many were answered 503 by the neuron's admission (queue full, or queued too long).
+    queue_waits: list[float] = []
+    overloaded = 0
 
     def all_idle(node: Node) -> bool:
         return all(
@@ -487,7 +546,7 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
             poll_costs.append(time.perf_counter() - began)
 
     async def one(arrival: float, model: str) -> None:
-        nonlocal failed
+        nonlocal failed, overloaded
         counted = arrival >= warm_up
         asleep = {n for n, sim in neurons.items() if (m := sim.models.get(model)) and m.state == "sleeping"}
         if args.explain:  # read-only: nothing here may change what the gateway does
@@ -523,13 +582,18 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
         sim = neurons[node.name].models.get(model)
         if sim is None:
             return
-        sim.in_flight += 1
+        # As the gateway's proxy counts a request: from before it leaves until its reply ends.
         node.in_flight[model] = node.in_flight.get(model, 0) + 1
         node.last_routed[model] = clock.wall()
+        queued_at = clock.now()
         try:
-            await clock.sleep(rng.uniform(2, 20))
+            async with sim.gate.admit():
+                if counted:
+                    queue_waits.append(clock.now() - queued_at)
+                await clock.sleep(rng.uniform(2, 20))
+        except Overloaded:  # the neuron's 503 model_overloaded, which the gateway relays
+            overloaded += counted
         finally:
-            sim.in_flight -= 1
             sim.last_used = clock.wall()
             node.finished(model)
 
@@ -584,6 +648,10 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
         "cold_loads": sum(n.loads for n in neurons.values()),
         "wakes": sum(n.wakes for n in neurons.values()),
         "thrash": residency.thrash_events,
+        "scale_outs": residency.scale_outs,
+        "queued": sum(1 for q in queue_waits if q > 0),
+        "queue_p99": percentile(queue_waits, 0.99),
+        "overloaded": overloaded,
         "waited": len(waited),
         "wait_p50": percentile(waited, 0.5),
         "wait_p99": percentile(waits, 0.99),
@@ -612,8 +680,28 @@ def main() -> None:
         type=int,
         default=0,
         help="retries a client makes after a 503, as the OpenAI/Anthropic SDKs do (their default: 2); "
-        "a retried request's wait runs from its first try (default: 0, a 503 is a failure)",
+        "a retried request's wait runs from its first try (default: 0, a 503 is a failure); the neuron's "
+        "own 503 (model_overloaded, with --admission neuron) is counted in q503 and not retried",
     )
+    parser.add_argument(
+        "--catalogue",
+        choices=list(CATALOGUES),
+        default="single",
+        help="replicas: max_replicas = 3 for every model; single: max_replicas = 1 (the first rounds')",
+    )
+    parser.add_argument(
+        "--admission",
+        choices=["neuron", "unbounded"],
+        default="unbounded",
+        help="neuron: the neuron's [admission] defaults; unbounded: every request runs at once",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=AdmissionSection().max_in_flight,
+        help="[admission] max_in_flight",
+    )
+    parser.add_argument("--max-replicas", type=int, help="every model's max_replicas (overrides --catalogue)")
     args = parser.parse_args()
     if args.quick:
         args.duration = 900.0
@@ -621,7 +709,7 @@ def main() -> None:
         f"{'policy':<15} {'nodes':>5} {'reqs':>6} {'fail':>4} {'cold':>5} {'wakes':>5} {'thrash':>6} "
         f"{'waited':>6} {'wait p50 s':>10} {'wait p99 s':>10} {'decide p50 ms':>13} {'decide p99 ms':>13} "
         f"{'cpu p99 ms':>10} "
-        f"{'poll ms':>8}"
+        f"{'poll ms':>8} {'scale':>5} {'queued':>6} {'queue p99 s':>11} {'q503':>4}"
     )
     print(header)
     for nodes in args.nodes:
@@ -635,7 +723,8 @@ def main() -> None:
                 f"{r['wakes']:>5} {r['thrash']:>6} {r['waited']:>6} {r['wait_p50']:>10.2f} "
                 f"{r['wait_p99']:>10.2f} {r['decide_p50_ms']:>13.3f} {r['decide_p99_ms']:>13.3f} "
                 f"{r['decide_cpu_p99_ms']:>10.3f} "
-                f"{r['poll_ms']:>8.2f}",
+                f"{r['poll_ms']:>8.2f} {r['scale_outs']:>5} {r['queued']:>6} {r['queue_p99']:>11.2f} "
+                f"{r['overloaded']:>4}",
                 flush=True,
             )
 

@@ -358,9 +358,14 @@ class Residency:
     def scale_out(self) -> None:
         """Start another replica of each model whose replicas have all queued for
         ``scale_out_after_s``, up to its ``max_replicas``, on a node that can host it without
-        evicting anything in use (the evictor is offered only idle residents)."""
+        evicting anything in use (the evictor is offered only idle residents).
+
+        One sweep plans every hot model from the same view, before any of its loads shows on a
+        node, so a node chosen for one is not offered to the next: two would be sent to the room
+        of one, and the neuron would refuse the second."""
         placement = self.placement
         now = time.monotonic()
+        chosen: set[str] = set()
         for profile in placement.catalogue.models:
             if profile.max_replicas <= 1 or profile.id in self._scaling:
                 continue
@@ -376,10 +381,11 @@ class Residency:
             if now - since < self.settings.scale_out_after_s or len(replicas) >= profile.max_replicas:
                 continue
             holding = {n.name for n in placement.fleet if profile.id in n.models}
-            plans = placement.plan(profile, frozenset(holding))
+            plans = placement.plan(profile, frozenset(holding | chosen))
             if not plans:
                 continue
             node, victims = plans[0]
+            chosen.add(node.name)
             self._queueing_since.pop(profile.id, None)
             self._scaling.add(profile.id)
             task = asyncio.get_running_loop().create_task(
