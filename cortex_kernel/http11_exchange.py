@@ -227,8 +227,8 @@ class Exchange:
             raise ResponseError("a spliced body piece before http.response.start")
         connection = self.connection
         data = self._framed(body, True)
-        if data:
-            connection.write(data)
+        if not connection.closed and not connection.lingering:  # HttpConnection.write, one call less
+            connection.transport.write(data)
         return not connection.write_paused or connection.closed
 
     def on_writable(self, callback: Callable[[], None]) -> None:

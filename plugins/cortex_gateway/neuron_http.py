@@ -336,6 +336,9 @@ class NeuronResponse:
         if self._done:  # a reply to HEAD has none (llhttp, not told it was HEAD, would read one)
             raise NeuronHTTPError("the neuron sent a body where none was expected")
         self._unframed = 0
+        if self._sink is not None:
+            self._pieces.append(piece)  # handed over once the whole read is parsed (feed)
+            return
         self._push(piece)
 
     def on_message_complete(self) -> None:
@@ -382,8 +385,6 @@ class NeuronResponse:
 
     def _push(self, piece: bytes) -> None:
         self._pieces.append(piece)
-        if self._sink is not None:
-            return  # handed over once the whole read is parsed (feed)
         self._buffered += len(piece)
         if self._buffered > HIGH_WATER and not self._paused:
             self._paused = True
