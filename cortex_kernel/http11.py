@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote
 
@@ -76,6 +77,7 @@ class HttpConnection(asyncio.Protocol):
         self.read_paused = False
         self.write_paused = False
         self.write_waiter: asyncio.Future[None] | None = None
+        self.writable_callback: Callable[[], None] | None = None  # a spliced body's (Exchange.on_writable)
         # Deadlines (loop time); one timer, moved earlier when needed and re-armed when it fires early.
         self.connected_at = self.loop.time()
         self.head_since: float | None = None
@@ -165,6 +167,10 @@ class HttpConnection(asyncio.Protocol):
             self.write_waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+        callback = self.writable_callback
+        if callback is not None:
+            self.writable_callback = None
+            callback()
 
     # -- parsing -------------------------------------------------------------------------------
 

@@ -9,16 +9,22 @@ Two things differ from hypercorn on purpose, both on the hot path (issue #17): t
 is held until the first body message and written with it (one ``send`` for a non-streamed answer
 instead of two), and ``100 Continue`` is written when the app first reads the body, not as soon as
 the head arrives, so a request answered from its head alone (a 401, a 413) never invites its body.
+
+An exchange is also its request's ``cortex.splice`` extension (:mod:`cortex_kernel.splice`): a
+streamed body written from another protocol's read callback, with no task wake-up per piece.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from starlette.types import Send
+
 from cortex_kernel.http11_framing import Framing, ResponseError, informational_head, response_head
+from cortex_kernel.splice import SPLICE
 
 if TYPE_CHECKING:
     from cortex_kernel.http11 import HttpConnection
@@ -45,6 +51,7 @@ class Exchange:
         "head_request",
         "http10",
         "keep_alive",
+        "lost_callback",
         "remaining",
         "response_done",
         "response_started",
@@ -76,6 +83,8 @@ class Exchange:
         self.framing = Framing.NONE
         self.remaining = 0
         self.waiter: asyncio.Future[None] | None = None
+        self.lost_callback: Callable[[], None] | None = None
+        scope["extensions"][SPLICE] = self  # taken out when the app returns: no cycle left behind
 
     # -- fed by the connection ---------------------------------------------------------------
 
@@ -91,6 +100,10 @@ class Exchange:
         """The client is gone, or the connection stopped serving it: the app hears a disconnect."""
         self.disconnected = True
         self._wake()
+        callback = self.lost_callback
+        if callback is not None:
+            self.lost_callback = None
+            callback()
 
     def _wake(self) -> None:
         waiter = self.waiter
@@ -107,6 +120,9 @@ class Exchange:
             await connection.site.app(self.scope, self.receive, self.send)
         except Exception:
             log.exception("%s: error in the ASGI app", connection.site.name)
+        finally:
+            self.scope["extensions"].pop(SPLICE, None)
+            self.lost_callback = None
         if self.response_done or self.disconnected:
             return
         if not self.response_started:
@@ -146,28 +162,8 @@ class Exchange:
             return  # the client is gone: dropped, as hypercorn drops it
         kind = message["type"]
         if kind == "http.response.body" and self.response_started and not self.response_done:
-            body = message.get("body", b"")
             more = message.get("more_body", False)
-            framing = self.framing
-            if framing is Framing.CHUNKED:
-                data = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
-                if not more:
-                    data += b"0\r\n\r\n"
-            elif framing is Framing.LENGTH:
-                self.remaining -= len(body)
-                if self.remaining < 0:
-                    raise ResponseError("the response body is longer than its Content-Length")
-                if not more and self.remaining:
-                    raise ResponseError("the response body is shorter than its Content-Length")
-                data = bytes(body)
-            elif framing is Framing.CLOSE:
-                data = bytes(body)
-            else:
-                data = b""
-            head = self.head
-            if head is not None:
-                self.head = None
-                data = head + data
+            data = self._framed(message.get("body", b""), more)
             connection = self.connection
             if data:
                 connection.write(data)
@@ -194,3 +190,56 @@ class Exchange:
             self.head = start.data
         else:
             raise ResponseError(f"unexpected ASGI message {kind!r} in this state of the response")
+
+    def _framed(self, body: bytes, more: bool) -> bytes:
+        """``body`` as it goes on the wire (the held head before it), checked against its framing."""
+        framing = self.framing
+        if framing is Framing.CHUNKED:
+            data = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+            if not more:
+                data += b"0\r\n\r\n"
+        elif framing is Framing.LENGTH:
+            self.remaining -= len(body)
+            if self.remaining < 0:
+                raise ResponseError("the response body is longer than its Content-Length")
+            if not more and self.remaining:
+                raise ResponseError("the response body is shorter than its Content-Length")
+            data = bytes(body)
+        elif framing is Framing.CLOSE:
+            data = bytes(body)
+        else:
+            data = b""
+        head = self.head
+        if head is not None:
+            self.head = None
+            data = head + data
+        return data
+
+    # -- the cortex.splice extension (cortex_kernel.splice.Splice) -----------------------------
+
+    def serves(self, send: Send) -> bool:
+        return send == self.send
+
+    def write(self, body: bytes) -> bool:
+        if self.disconnected or self.response_done:
+            return True  # dropped, as send drops it; on_lost has told (or will tell) the caller
+        if not self.response_started:
+            raise ResponseError("a spliced body piece before http.response.start")
+        connection = self.connection
+        data = self._framed(body, True)
+        if not connection.closed and not connection.lingering:  # HttpConnection.write, one call less
+            connection.transport.write(data)
+        return not connection.write_paused or connection.closed
+
+    def on_writable(self, callback: Callable[[], None]) -> None:
+        connection = self.connection
+        if connection.write_paused and not connection.closed:
+            connection.writable_callback = callback
+        else:
+            connection.loop.call_soon(callback)
+
+    def on_lost(self, callback: Callable[[], None] | None) -> None:
+        if callback is not None and self.disconnected:
+            callback()
+            return
+        self.lost_callback = callback

@@ -30,6 +30,7 @@ from cortex_gateway.fleet import Node
 from cortex_gateway.neuron_http import NeuronHTTPError, NeuronPool, NeuronResponse
 from cortex_gateway.placement import Placement
 from cortex_gateway.route_hints import HintReader, body_key, fingerprint
+from cortex_gateway.spliced_body import SplicedBody
 from cortex_gateway.tap import RequestTap
 from cortex_kernel.bodies import receive_body, too_deep
 from cortex_kernel.config.schema import Catalogue
@@ -42,6 +43,7 @@ from cortex_kernel.errors import (
 )
 from cortex_kernel.events import EventBus
 from cortex_kernel.routing import RouteHints
+from cortex_kernel.splice import Splice, splice_of
 from cortex_kernel.validation import error_location
 
 log = logging.getLogger(__name__)
@@ -290,8 +292,11 @@ class RelayStream(Response):
 
     One loop moves whatever the neuron sent since the last write to the client in one ``send``;
     one small task watches for the client leaving and then closes the neuron's connection,
-    which ends the loop and stops the generation. The reply is closed however the response
-    ends, so the in-flight count and the connection stay honest.
+    which ends the loop and stops the generation. Where the server offers the ``cortex.splice``
+    extension (:mod:`cortex_kernel.splice`) and no middleware wraps ``send``, the body is
+    written from the neuron connection's read callback instead, and the client leaving closes
+    the reply through the splice's callback: no loop and no watcher task. The reply is closed
+    however the response ends, so the in-flight count and the connection stay honest.
     """
 
     def __init__(self, reply: NeuronReply) -> None:
@@ -303,9 +308,17 @@ class RelayStream(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         reply = self._reply
+        start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        splice = splice_of(scope, send)
+        if splice is not None:
+            try:
+                await send(start)
+                await reply.relay_spliced(splice, send)
+            finally:
+                reply.close()
+            return
         watcher = asyncio.get_running_loop().create_task(_close_on_disconnect(receive, reply))
         try:
-            start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
             await send(start)
             await reply.relay(send)
         finally:
@@ -405,15 +418,41 @@ class NeuronReply:
                 last = chunk
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except CortexError as exc:
-            self.close()
-            if not (self._sse and last.endswith(b"\n\n")):
-                raise
-            frame = b"data: " + openai_error_body(exc) + b"\n\n" + SSE_DONE
-            await send({"type": "http.response.body", "body": frame, "more_body": False})
+            await self._end_with_error(exc, last, send)
             return
         finally:
             self.close()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def relay_spliced(self, splice: Splice, send: Send) -> None:
+        """:meth:`relay` through the server's splice: each read of the neuron's connection is
+        tapped and written to the client from its ``data_received``, reading paused while the
+        client is behind; this task only waits for the end (and the client leaving closes the
+        reply, which ends that wait)."""
+        self._tap.streamed = True
+        body = SplicedBody(splice, self._tap.chunk, self._upstream)
+        splice.on_lost(self.close)
+        try:
+            try:
+                await self._upstream.divert(body.take)
+            except (NeuronHTTPError, TimeoutError) as exc:
+                raise self._broken(exc) from exc
+        except CortexError as exc:
+            await self._end_with_error(exc, body.last, send)
+            return
+        finally:
+            splice.on_lost(None)
+            self.close()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _end_with_error(self, exc: CortexError, last: bytes, send: Send) -> None:
+        """End a relayed body that broke: an error event and a clean end where what was relayed
+        ends on an SSE frame boundary, else ``exc`` raised (the connection is cut mid-body)."""
+        self.close()
+        if not (self._sse and last.endswith(b"\n\n")):
+            raise exc
+        frame = b"data: " + openai_error_body(exc) + b"\n\n" + SSE_DONE
+        await send({"type": "http.response.body", "body": frame, "more_body": False})
 
     async def read(self) -> bytes:
         try:
