@@ -168,10 +168,12 @@ class EventTranslator:
         self._text(events, self._scanner.flush())
 
     def _ensure(self, events: list[StreamEvent], kind: Literal["text", "thinking"]) -> None:
+        if kind != "text":
+            # Before the open-block check: text held back while a thinking block stayed open
+            # (none of it was sent yet) still comes before this reasoning, in its own block.
+            self._release_text(events)
         if self._open == kind:
             return
-        if kind != "text":
-            self._release_text(events)
         self._close(events)
         block: TextContent | ThinkingContent = (
             TextContent(text="") if kind == "text" else ThinkingContent(thinking="", signature="")

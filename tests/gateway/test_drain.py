@@ -59,12 +59,14 @@ class ReadyProbe:
 
     def _wait_for_the_drain(self, timeout: float = 30.0) -> None:
         """Until the daemon has handled the signal: it begins the drain, then closes its listening
-        sockets, so a new connection being refused shows the drain has begun."""
+        sockets, so a new connection being refused shows the drain has begun. A connection the
+        kernel queued just before the listener closed is reset instead of refused: that shows it
+        too."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 socket.create_connection(self.address, timeout=5).close()
-            except ConnectionRefusedError:
+            except (ConnectionRefusedError, ConnectionResetError):
                 return
             time.sleep(0.02)
         raise AssertionError(f"the daemon still accepts connections {timeout} s after the signal")
