@@ -68,7 +68,8 @@ def test_a_model_put_to_sleep_for_room_is_woken_not_reloaded(start_neuron, start
     assert health["host_reserved_bytes"] == 60 * 1024 * 1024  # sleeping a counts against host RAM
     assert health["reserved_bytes"] == 60 * 1024 * 1024  # and only b against the device budget
     # The next request for a wakes it where it sleeps (b goes to sleep in turn): no second load.
-    assert tiny_fleet.ask(gateway, "a")[0] == 200
+    status, body, _ = tiny_fleet.ask(gateway, "a")
+    assert status == 200, body
     assert _wait_states(neuron, {"a": "ready", "b": "sleeping"})
     assert _metric(metrics, "cortex_neuron_wake_duration_seconds_count", model="a") == 1
     assert _metric(metrics, "cortex_neuron_load_duration_seconds_count", model="a", result="ok") == 1
