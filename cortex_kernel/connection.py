@@ -267,21 +267,23 @@ class Connection:
     async def _send(self, event: Event) -> None:
         if type(event) is RawData:
             transport = self.writer.transport
-            written = not transport.is_closing()
-            if written:
-                # Written at once; the drain (a lock and two awaits per chunk) only when the
-                # kernel did not take it all, the only case in which drain() can have to wait.
-                try:
-                    transport.write(event.data)
-                except (ConnectionError, RuntimeError):  # our side is shut (a refusal, a linger)
-                    await self.protocol.handle(Closed())
-                    return
-                if not transport.get_write_buffer_size():
-                    return
+            if transport.is_closing():
+                # Lost or closed: the bytes go nowhere. No drain either: it would re-raise the
+                # reader's stored error, the same object each time, its traceback growing with
+                # every chunk an app still sends. Closing the stream again is a no-op.
+                await self.protocol.handle(Closed())
+                return
+            # Written at once; the drain (a lock and two awaits per chunk) only when the kernel
+            # did not take it all, the only case in which drain() can have to wait.
+            try:
+                transport.write(event.data)
+            except (ConnectionError, RuntimeError):  # our side is shut (a refusal, a linger)
+                await self.protocol.handle(Closed())
+                return
+            if not transport.get_write_buffer_size():
+                return
             async with self.send_lock:
                 try:
-                    if not written:
-                        self.writer.write(event.data)
                     await self.writer.drain()
                 except (ConnectionError, RuntimeError):
                     await self.protocol.handle(Closed())
