@@ -41,6 +41,13 @@ def streaming_app(pieces: list[bytes], headers: list[tuple[bytes, bytes]]) -> An
     return app
 
 
+async def answer_lifespan(receive: Any, send: Any) -> None:
+    """The lifespan protocol for a bare app served by ``_serve``: start-up and shut-down succeed."""
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
 async def wire_bytes(protocol_class: type[H11Protocol], app: Any, request: bytes) -> bytes:
     """What ``protocol_class`` writes to the socket answering ``request`` with ``app``."""
     out: list[bytes] = []
@@ -114,9 +121,7 @@ async def test_a_client_that_stops_reading_holds_the_app_back(
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         nonlocal sent
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await answer_lifespan(receive, send)
             return
         await send({"type": "http.response.start", "status": 200, "headers": []})
         while not done:  # a send after the client left is dropped, not refused: stop by flag
@@ -181,9 +186,7 @@ async def test_an_app_writing_on_after_a_reset_does_not_drain_each_write(
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await answer_lifespan(receive, send)
             return
         await receive()  # the (empty) request body
         await send({"type": "http.response.start", "status": 200, "headers": []})
