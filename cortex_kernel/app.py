@@ -17,7 +17,7 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Scope
 
 from cortex_kernel.errors import CortexError, NotFound, openai_error_body, retry_headers
 from cortex_kernel.kernel import AppPart, Kernel, ListenerName
@@ -38,9 +38,28 @@ def error_response(error: CortexError) -> Response:
     )
 
 
-async def _cortex_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, CortexError)
-    return error_response(exc)
+def render_error(exc: Exception, scope: Scope) -> Response:
+    """The response for an error that escaped a handler: the one rendering of the app's handlers.
+
+    The app's exception handlers call it, and so does any lane (:mod:`cortex_kernel.lanes`)
+    that answers ahead of the app's error middleware, so a route answers its errors the same
+    whichever way it is served: a :class:`CortexError` in OpenAI's envelope; a client that left
+    while sending its body as 499 with one debug line, not a traceback (each such disconnect
+    used to log two, which made a loop of aborted uploads cheap log amplification; the 499,
+    nginx's "client closed request", goes nowhere but marks it in any access log); anything else
+    as a logged 500 whose body does not leak the exception.
+    """
+    if isinstance(exc, CortexError):
+        return error_response(exc)
+    if isinstance(exc, ClientDisconnect):
+        log.debug("client left during its upload: %s %s", scope["method"], scope["path"])
+        return Response(status_code=499)
+    log.exception("unhandled error on %s %s", scope["method"], scope["path"], exc_info=exc)
+    return error_response(CortexError("internal error; see the daemon log", code="internal_error"))
+
+
+async def _rendered_error(request: Request, exc: Exception) -> Response:
+    return render_error(exc, request.scope)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -57,22 +76,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             )
         )
     return error_response(CortexError(exc.detail, status=exc.status_code, type="invalid_request_error"))
-
-
-async def _client_gone(request: Request, exc: Exception) -> Response:
-    """A client that left while sending its body: nobody to answer, nothing the daemon did wrong.
-
-    One debug line, not a traceback: each such disconnect used to log two, which made a loop of
-    aborted uploads cheap log amplification. The response goes nowhere (499, nginx's "client
-    closed request", marks it in any access log).
-    """
-    log.debug("client left during its upload: %s %s", request.method, request.url.path)
-    return Response(status_code=499)
-
-
-async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(CortexError("internal error; see the daemon log", code="internal_error"))
 
 
 def collect_parts(kernel: Kernel) -> list[AppPart]:
@@ -144,10 +147,10 @@ def create_app(kernel: Kernel, parts: list[AppPart] | None = None, listener: Lis
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={
-            CortexError: _cortex_error,
+            CortexError: _rendered_error,
             HTTPException: _http_error,
-            ClientDisconnect: _client_gone,
-            Exception: _unexpected_error,
+            ClientDisconnect: _rendered_error,
+            Exception: _rendered_error,
         },
     )
     lanes = _lanes(parts, middleware)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from http import HTTPStatus
 
 import h11
 from h11._writers import ChunkedWriter
@@ -37,32 +36,19 @@ from hypercorn.protocol.events import Body
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
-from hypercorn.utils import parse_socket_addr
 
 from cortex_kernel.config.schema import ConnectionLimits
-from cortex_kernel.errors import CortexError, openai_error_body
+from cortex_kernel.http_edge import (
+    Refused,
+    both_framings,
+    chunked_on_http10,
+    http2_preface,
+    socket_address,
+    timed_out,
+)
 
 MAX_RECV = 2**16
 LINGER_S = 5.0
-
-
-class Refused(Exception):
-    """A request the connection answers itself, in the OpenAI envelope, before closing."""
-
-    def __init__(self, status: int, message: str, code: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-
-    def response(self) -> bytes:
-        error = CortexError(self.message, status=self.status, type="invalid_request_error", code=self.code)
-        body = openai_error_body(error)
-        head = (
-            f"HTTP/1.1 {self.status} {HTTPStatus(self.status).phrase}\r\n"
-            f"content-type: application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
-        )
-        return head.encode() + body
 
 
 def check_framing(request: h11.Request) -> None:
@@ -81,9 +67,9 @@ def check_framing(request: h11.Request) -> None:
         elif name == b"content-length":
             has_length = True
     if chunked and has_length:
-        raise Refused(400, "a request may not carry both Content-Length and Transfer-Encoding", "bad_framing")
+        raise both_framings()
     if chunked and request.http_version == b"1.0":
-        raise Refused(400, "Transfer-Encoding is not allowed on an HTTP/1.0 request", "bad_framing")
+        raise chunked_on_http10()
 
 
 class GuardedH11(H11Protocol):
@@ -96,7 +82,7 @@ class GuardedH11(H11Protocol):
         if self.allow_h2c:
             await super()._check_protocol(event)
         elif event.method == b"PRI" and event.http_version == b"2.0":
-            raise Refused(505, "HTTP/2 is not served here; use HTTP/1.1", "http_version_not_supported")
+            raise http2_preface()
         # Otherwise an "Upgrade: h2c" header is ignored, as RFC 9110 §7.8 allows: the request
         # is answered in HTTP/1.1.
 
@@ -161,8 +147,8 @@ class Connection:
         loop = asyncio.get_running_loop()
         sock = self.writer.get_extra_info("socket")
         try:
-            client = parse_socket_addr(sock.family, sock.getpeername())
-            server = parse_socket_addr(sock.family, sock.getsockname())
+            client = socket_address(sock.getpeername())
+            server = socket_address(sock.getsockname())
             async with TaskGroup(loop) as task_group:
                 self._task_group = task_group
                 args = (self.app, self.config, self.context, task_group, ConnectionState(self.state))
@@ -257,9 +243,7 @@ class Connection:
             return  # a connection that never said a word is closed without one
         what = "request body" if self.body_since is not None else "request head"
         bound = self.limits.body_timeout_s if self.body_since is not None else self.limits.header_timeout_s
-        self._answer_and_close(
-            Refused(408, f"the {what} did not arrive within {bound:g} s", "request_timeout")
-        )
+        self._answer_and_close(timed_out(what, bound))
 
     def _answer_and_close(self, refusal: Refused) -> None:
         """Write the refusal straight to the socket and end our side of it.
@@ -283,21 +267,23 @@ class Connection:
     async def _send(self, event: Event) -> None:
         if type(event) is RawData:
             transport = self.writer.transport
-            written = not transport.is_closing()
-            if written:
-                # Written at once; the drain (a lock and two awaits per chunk) only when the
-                # kernel did not take it all, the only case in which drain() can have to wait.
-                try:
-                    transport.write(event.data)
-                except (ConnectionError, RuntimeError):  # our side is shut (a refusal, a linger)
-                    await self.protocol.handle(Closed())
-                    return
-                if not transport.get_write_buffer_size():
-                    return
+            if transport.is_closing():
+                # Lost or closed: the bytes go nowhere. No drain either: it would re-raise the
+                # reader's stored error, the same object each time, its traceback growing with
+                # every chunk an app still sends. Closing the stream again is a no-op.
+                await self.protocol.handle(Closed())
+                return
+            # Written at once; the drain (a lock and two awaits per chunk) only when the kernel
+            # did not take it all, the only case in which drain() can have to wait.
+            try:
+                transport.write(event.data)
+            except (ConnectionError, RuntimeError):  # our side is shut (a refusal, a linger)
+                await self.protocol.handle(Closed())
+                return
+            if not transport.get_write_buffer_size():
+                return
             async with self.send_lock:
                 try:
-                    if not written:
-                        self.writer.write(event.data)
                     await self.writer.drain()
                 except (ConnectionError, RuntimeError):
                     await self.protocol.handle(Closed())

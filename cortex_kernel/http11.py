@@ -33,8 +33,18 @@ from urllib.parse import unquote
 
 import httptools
 
-from cortex_kernel.connection import LINGER_S, Refused
+from cortex_kernel.connection import LINGER_S
 from cortex_kernel.http11_exchange import BODY_HIGH_WATER, Exchange
+from cortex_kernel.http_edge import (
+    Refused,
+    both_framings,
+    chunked_on_http10,
+    head_too_large,
+    http2_preface,
+    socket_address,
+    timed_out,
+    unparsable,
+)
 
 if TYPE_CHECKING:
     from cortex_kernel.http11_site import Site
@@ -47,12 +57,6 @@ ASGI = {"spec_version": "2.1", "version": "3.0"}
 
 class StopParsing(Exception):
     """Bytes after a request that closes the connection: not parsed, not answered."""
-
-
-def _address(value: object) -> tuple[str, int] | None:
-    if isinstance(value, tuple) and len(value) >= 2:
-        return (str(value[0]), int(value[1]))
-    return None
 
 
 class HttpConnection(asyncio.Protocol):
@@ -119,8 +123,8 @@ class HttpConnection(asyncio.Protocol):
             self.transport.abort()  # refused: no parser work, no buffer, no timer
             return
         site.connections.add(self)
-        self.client = _address(transport.get_extra_info("peername"))
-        self.server = _address(transport.get_extra_info("sockname"))
+        self.client = socket_address(transport.get_extra_info("peername"))
+        self.server = socket_address(transport.get_extra_info("sockname"))
         self._rearm()
 
     def data_received(self, data: bytes) -> None:
@@ -132,7 +136,7 @@ class HttpConnection(asyncio.Protocol):
         self._feed(data)
         if not self.finished:
             if self.head_partial and max(self.head_span, self.head_fields) > MAX_HEAD:
-                self._refuse(Refused(431, "the request head is larger than 64 KiB", "header_too_large"))
+                self._refuse(head_too_large())
             else:
                 self._rearm()
 
@@ -185,7 +189,7 @@ class HttpConnection(asyncio.Protocol):
                 self._refuse(cause)
             elif not isinstance(cause, StopParsing):
                 log.error("%s: the request parser failed", self.site.name, exc_info=cause)
-                self._refuse(Refused(400, "the request could not be parsed", "bad_request"))
+                self._refuse(unparsable())
         except httptools.HttpParserError as error:
             self._refuse(self._parse_refusal(error))
 
@@ -196,11 +200,9 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserError:
             method = b""
         if method == b"PRI":
-            return Refused(505, "HTTP/2 is not served here; use HTTP/1.1", "http_version_not_supported")
+            return http2_preface()
         if "Content-Length" in reason and "Transfer-Encoding" in reason:
-            return Refused(
-                400, "a request may not carry both Content-Length and Transfer-Encoding", "bad_framing"
-            )
+            return both_framings()
         return Refused(400, f"malformed HTTP request: {reason}", "bad_request")
 
     def _past_upgrade(self, rest: bytes) -> None:
@@ -219,7 +221,7 @@ class HttpConnection(asyncio.Protocol):
             try:
                 self.parser.feed_data(b"POST / HTTP/1.1\r\nhost: x\r\n" + framing + b"\r\n\r\n")
             except httptools.HttpParserError:  # cannot happen: the stand-in is well formed
-                self._refuse(Refused(400, "the request could not be parsed", "bad_request"))
+                self._refuse(unparsable())
                 return
         if rest and not self.finished:
             self._feed(rest)
@@ -253,13 +255,11 @@ class HttpConnection(asyncio.Protocol):
         value = value.strip()
         self.head_fields += len(name) + len(value) + 4
         if self.head_fields > MAX_HEAD:
-            raise Refused(431, "the request head is larger than 64 KiB", "header_too_large")
+            raise head_too_large()
         if name == b"transfer-encoding":
             # llhttp accepts a coding list ending in chunked; hypercorn's h11 only "chunked" (once).
             if self.has_length:
-                raise Refused(
-                    400, "a request may not carry both Content-Length and Transfer-Encoding", "bad_framing"
-                )
+                raise both_framings()
             if self.chunked or value.lower() != b"chunked":
                 raise Refused(400, "the only transfer coding accepted is one chunked", "bad_framing")
             self.chunked = True
@@ -284,7 +284,7 @@ class HttpConnection(asyncio.Protocol):
             # "HTTP/2.0" as a version, which h11 would not serve either).
             raise Refused(400, f"HTTP/{version} is not served here; use HTTP/1.1", "bad_request")
         if self.chunked and version == "1.0":
-            raise Refused(400, "Transfer-Encoding is not allowed on an HTTP/1.0 request", "bad_framing")
+            raise chunked_on_http10()
         if version == "1.1" and self.hosts != 1:
             raise Refused(400, "an HTTP/1.1 request must carry exactly one Host header", "bad_request")
         raw_path, _, query = self.url.partition(b"?")
@@ -469,11 +469,9 @@ class HttpConnection(asyncio.Protocol):
             return
         limits = self.site.limits
         if kind == "body":
-            what = f"the request body did not arrive within {limits.body_timeout_s:g} s"
-            self._refuse(Refused(408, what, "request_timeout"))
+            self._refuse(timed_out("request body", limits.body_timeout_s))
         elif kind == "head" and self.received:
-            what = f"the request head did not arrive within {limits.header_timeout_s:g} s"
-            self._refuse(Refused(408, what, "request_timeout"))
+            self._refuse(timed_out("request head", limits.header_timeout_s))
         else:
             self.close()  # idle past keep-alive, silent since the connect, or done lingering
 

@@ -8,24 +8,23 @@ watches it (the console's capture, when on), and the rendering of errors, so eac
 (:mod:`cortex_kernel.lanes`): the kernel dispatches a ``POST`` to it first and wraps it only in
 the middleware that watches its path. Measured in ``docs/performance.md``.
 
-The lane renders errors as the app's exception handlers do: a :class:`CortexError` in OpenAI's
-envelope, a client that left during its upload as 499, anything else as a logged 500 whose body
-does not leak the exception (what Starlette's error middleware did for these routes).
+The lane renders errors with the app's own :func:`~cortex_kernel.app.render_error`, the function
+its exception handlers call: a :class:`CortexError` in OpenAI's envelope, a client that left
+during its upload as 499, anything else as a logged 500 whose body does not leak the exception
+(what Starlette's error middleware did for these routes). The app's one other handler, for
+Starlette's ``HTTPException`` (its router's 404 and 405), is not the lane's: a lane has no router,
+and the relay endpoints raise none, so one would be a 500 here.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from cortex_kernel.app import error_response
-from cortex_kernel.errors import CortexError
-
-log = logging.getLogger(__name__)
+from cortex_kernel.app import render_error
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -39,15 +38,6 @@ class RelayLane:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             response = await self.endpoint(Request(scope, receive, send))
-        except CortexError as exc:  # rendered as the app's exception handler renders it
-            response = error_response(exc)
-        except ClientDisconnect:
-            # As the app's handler does: nobody to answer, and not the daemon's fault.
-            log.debug("client left during its upload: POST %s", scope["path"])
-            response = Response(status_code=499)
-        except Exception as exc:  # as the app's handler for the unexpected does
-            log.exception("unhandled error on POST %s", scope["path"], exc_info=exc)
-            response = error_response(
-                CortexError("internal error; see the daemon log", code="internal_error")
-            )
+        except Exception as exc:  # rendered as the app's exception handlers render it
+            response = render_error(exc, scope)
         await response(scope, receive, send)

@@ -55,7 +55,7 @@ async def test_errors_are_rendered_as_the_app_renders_them(caplog: pytest.LogCap
     assert sent[0]["status"] == 400
     assert msgspec.json.decode(sent[1]["body"]) == msgspec.json.decode(expected.body)
     assert (await call(RelayLane(gone), "/v1/embeddings"))[0]["status"] == 499
-    with caplog.at_level(logging.ERROR, logger="cortex_gateway.relay_lane"):
+    with caplog.at_level(logging.ERROR, logger="cortex_kernel.app"):
         sent = await call(RelayLane(broken), "/v1/completions")
     body = msgspec.json.decode(sent[1]["body"])
     assert sent[0]["status"] == 500 and body["error"]["code"] == "internal_error"

@@ -41,6 +41,13 @@ def streaming_app(pieces: list[bytes], headers: list[tuple[bytes, bytes]]) -> An
     return app
 
 
+async def answer_lifespan(receive: Any, send: Any) -> None:
+    """The lifespan protocol for a bare app served by ``_serve``: start-up and shut-down succeed."""
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
 async def wire_bytes(protocol_class: type[H11Protocol], app: Any, request: bytes) -> bytes:
     """What ``protocol_class`` writes to the socket answering ``request`` with ``app``."""
     out: list[bytes] = []
@@ -114,9 +121,7 @@ async def test_a_client_that_stops_reading_holds_the_app_back(
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         nonlocal sent
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await answer_lifespan(receive, send)
             return
         await send({"type": "http.response.start", "status": 200, "headers": []})
         while not done:  # a send after the client left is dropped, not refused: stop by flag
@@ -153,3 +158,71 @@ async def test_a_client_that_stops_reading_holds_the_app_back(
         client.close()
         stop.set()
         await asyncio.wait_for(server, 30)
+
+
+async def test_an_app_writing_on_after_a_reset_does_not_drain_each_write(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once the connection is lost, hypercorn's path drops the app's writes without a drain.
+
+    Each drain re-raised the reader's stored ``ConnectionResetError``, the same object every time,
+    so its traceback (and the frames it holds) grew by a few frames with every chunk the app
+    still sent: an app that streams on after the client reset held ever more memory. The write
+    before each drain also made asyncio log a warning per chunk.
+    """
+    failed_drains: list[BaseException] = []
+    drain = asyncio.StreamWriter.drain
+
+    async def counted_drain(self: asyncio.StreamWriter) -> None:
+        try:
+            await drain(self)
+        except BaseException as exc:
+            failed_drains.append(exc)
+            raise
+
+    monkeypatch.setattr(asyncio.StreamWriter, "drain", counted_drain)
+    finished = asyncio.Event()
+    after_reset = 200
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await answer_lifespan(receive, send)
+            return
+        await receive()  # the (empty) request body
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        for _ in range(after_reset):  # an app that does not stop when its client leaves
+            await send({"type": "http.response.body", "body": b"more", "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finished.set()
+
+    port = free_port()
+    stop = asyncio.Event()
+    serving = asyncio.create_task(
+        _serve(Listener(app, parse_listen(f"127.0.0.1:{port}"), "test", server="hypercorn"), 1.0, stop)
+    )
+    loop = asyncio.get_running_loop()
+    client = socket.socket()
+    client.setblocking(False)
+    try:
+        for _ in range(100):
+            try:
+                await loop.sock_connect(client, ("127.0.0.1", port))
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        await loop.sock_sendall(client, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        received = b""
+        while b"first" not in received:
+            received += await asyncio.wait_for(loop.sock_recv(client, 65536), 30)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        client.close()  # linger 0: a reset, which the server's reader stores as its exception
+        await asyncio.wait_for(finished.wait(), 30)
+    finally:
+        client.close()
+        stop.set()
+        await asyncio.wait_for(serving, 30)
+    assert len(failed_drains) < 3, f"{len(failed_drains)} drains failed after the reset"
+    assert "socket.send() raised exception" not in caplog.text
