@@ -10,7 +10,6 @@ as the proxy does when a reply closes.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -23,19 +22,7 @@ from cortex_gateway.placement import MIB, Placement
 from cortex_gateway.residency import Residency
 from cortex_kernel.config.schema import Catalogue, ModelProfile, ResidencySection
 from cortex_kernel.errors import Overloaded
-
-
-class _Reply:
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
-        self.status = status
-        self.headers: dict[str, str] = {}
-        self._raw = json.dumps(body).encode()
-
-    async def read(self) -> bytes:
-        return self._raw
-
-    async def text(self) -> str:
-        return self._raw.decode()
+from tests.gateway.reply_double import ReplyDouble
 
 
 class NeuronDouble:
@@ -47,18 +34,18 @@ class NeuronDouble:
         self.refuse_wakes = refuse_wakes
 
     @asynccontextmanager
-    async def post(self, url: str, json: Any = None, **_: Any) -> AsyncIterator[_Reply]:
+    async def post(self, url: str, json: Any = None, **_: Any) -> AsyncIterator[ReplyDouble]:
         node, _, route = url.removeprefix("http://").partition("/")
         body = json or {}
         model = body["profile"]["id"] if "profile" in body else body["model"]
         self.calls.append((node, "/" + route, model))
         await asyncio.sleep(0)
         if route == "models/wake" and self.refuse_wakes:  # another gateway took the room
-            yield _Reply(409, {"error": {"code": "over_budget", "message": "over budget"}})
+            yield ReplyDouble(409, {"error": {"code": "over_budget", "message": "over budget"}})
         elif route == "models/load":
-            yield _Reply(200, {"id": model, "state": "ready"})
+            yield ReplyDouble(200, {"id": model, "state": "ready"})
         else:
-            yield _Reply(200, {"state": "sleeping" if route == "models/sleep" else "ready"})
+            yield ReplyDouble(200, {"state": "sleeping" if route == "models/sleep" else "ready"})
 
 
 def _node(name: str, models: dict[str, str]) -> Node:

@@ -10,7 +10,6 @@ refuses a load that does not fit (409 ``over_budget``).
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -20,21 +19,9 @@ from cortex_gateway.fleet import Fleet, Node, NodeModel
 from cortex_gateway.placement import MIB, Placement
 from cortex_gateway.residency import Residency
 from cortex_kernel.config.schema import Catalogue, ModelProfile, ResidencySection
+from tests.gateway.reply_double import ReplyDouble
 
 MODEL_MB = 600  # two never fit one 1000 MiB node
-
-
-class _Reply:
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
-        self.status = status
-        self.headers: dict[str, str] = {}
-        self._raw = json.dumps(body).encode()
-
-    async def read(self) -> bytes:
-        return self._raw
-
-    async def text(self) -> str:
-        return self._raw.decode()
 
 
 class BudgetNeuronDouble:
@@ -47,18 +34,18 @@ class BudgetNeuronDouble:
         self.refused: list[tuple[str, str]] = []
 
     @asynccontextmanager
-    async def post(self, url: str, json: Any = None, **_: Any) -> AsyncIterator[_Reply]:
+    async def post(self, url: str, json: Any = None, **_: Any) -> AsyncIterator[ReplyDouble]:
         node, _, route = url.removeprefix("http://").partition("/")
         assert route == "models/load", route
         model = json["profile"]["id"]
         await asyncio.sleep(0)
         if self.holding.setdefault(node, set()):
             self.refused.append((node, model))
-            yield _Reply(409, {"error": {"code": "over_budget", "message": "over budget"}})
+            yield ReplyDouble(409, {"error": {"code": "over_budget", "message": "over budget"}})
             return
         self.holding[node].add(model)
         self.loaded.append((node, model))
-        yield _Reply(200, {"id": model, "state": "ready"})
+        yield ReplyDouble(200, {"id": model, "state": "ready"})
 
 
 def _node(name: str, queued: dict[str, int]) -> Node:

@@ -77,6 +77,15 @@ class Neuron:
             await asyncio.wait_for(self.server.wait_closed(), 5)
 
 
+async def paced_forever(neuron: Neuron, writer: asyncio.StreamWriter) -> None:
+    """An endless stream of frames 10 ms apart: the gateway has to be the one that stops it."""
+    neuron.write(writer, SSE_HEAD)
+    for n in range(100_000):
+        neuron.write(writer, chunk(frame(n)))
+        await writer.drain()
+        await asyncio.sleep(0.01)
+
+
 class Gateway:
     """A relay route alone: the request goes to the neuron, its streamed reply back through
     :class:`RelayStream`, on the given server."""
@@ -271,11 +280,7 @@ async def test_a_client_leaving_mid_stream_closes_the_neuron_connection_on_the_s
     neuron stops generating) and gives back the in-flight count and the request slot."""
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        neuron.write(writer, SSE_HEAD)
-        for n in range(100_000):  # endless, paced: the gateway has to be the one that stops it
-            neuron.write(writer, chunk(frame(n)))
-            await writer.drain()
-            await asyncio.sleep(0.01)
+        await paced_forever(neuron, writer)
 
     async with serving(script) as (neuron, gateway, port):
         client = await connect(port)
@@ -318,11 +323,7 @@ async def test_an_interrupted_reply_ends_with_its_error_on_the_splice_path() -> 
     """A drain interrupts a spliced reply: its error event and a clean end, as on the task path."""
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        neuron.write(writer, SSE_HEAD)
-        for n in range(100_000):
-            neuron.write(writer, chunk(frame(n)))
-            await writer.drain()
-            await asyncio.sleep(0.01)
+        await paced_forever(neuron, writer)
 
     async with serving(script) as (neuron, gateway, port):
         client = await connect(port)
