@@ -453,6 +453,8 @@ class ModelRegistry:
             record.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await record.task
+            # Another unload may have waited for the same task and gone on first: look again.
+            return await self.unload(model_id, force=force)
         previous = record.state
         record.state = "unloading"
         try:
