@@ -130,6 +130,7 @@ class ScriptedNeuron:
         self.context_length = context_length
         self.ready = {model: context_length for model in ready}
         self.load_delay_s = 0.0
+        self.models_delay_s = 0.0  # how long ``GET /models`` takes (a poll overtaken meanwhile)
         self.chat_replies: deque[Stream | Json] = deque()
         self.count_replies: deque[Json] = deque()
         self.received: list[tuple[str, dict[str, Any]]] = []
@@ -209,7 +210,9 @@ class ScriptedNeuron:
         ]
 
     async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": self._entries()})
+        entries = self._entries()  # as it stood when the poll asked
+        await asyncio.sleep(self.models_delay_s)
+        return web.json_response({"object": "list", "data": entries})
 
     async def _health(self, request: web.Request) -> web.Response:
         models = {

@@ -58,6 +58,9 @@ class Node:
     device_free_bytes: int | None = None
     cycles: int = 0
     draining: bool = False
+    # Lifecycle changes the gateway made here itself (a sleep, wake, load or unload answered):
+    # a poll whose reads began before one may show the model as it was, and must not undo it.
+    own_changes: int = 0
     # Placements waiting for room here (cortex_gateway.room_wait), woken by :meth:`changed` in
     # the order they began waiting (a dict: a set's order would vary from run to run).
     room_waiters: dict[asyncio.Future[Node | None], None] = field(default_factory=dict)

@@ -401,6 +401,7 @@ class Placement:
             raise CortexError(f"node {node.name} unreachable while unloading: {exc}", status=502) from exc
         node.models.pop(model_id, None)
         node.cycles += 1
+        node.own_changes += 1
         if reason == "evicted":
             self.evictions += 1
         strategy = self.evictor.name if reason == "evicted" and self.evictor is not None else None
@@ -506,6 +507,7 @@ class Placement:
             ) from exc
         finally:
             node.pending.pop(profile.id, None)
+            node.own_changes += 1
         node.cycles += 1
         seconds = time.perf_counter() - started
         self.room_wait.loaded(profile.id, seconds)

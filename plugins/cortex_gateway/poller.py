@@ -83,7 +83,14 @@ class Poller:
             raise BadReply(f"{path}: {exc}") from None
 
     async def poll_node(self, node: Node) -> None:
-        """One poll of one node; updates its state only after all reads are done."""
+        """One poll of one node; updates its state only after all reads are done.
+
+        If the gateway itself slept, woke, loaded or unloaded a model on the node while the reads
+        were out, what they show may predate that change (a model shown ready that the gateway
+        has just put to sleep would be routed to, and refused): the node is known to answer, and
+        its models and memory are left as the gateway has them until the next poll.
+        """
+        changes = node.own_changes
         try:
             discovery = (
                 node.discovery
@@ -110,6 +117,10 @@ class Poller:
                 for model in node.models.values():
                     model.in_flight = model.queued = 0
             return
+        if node.own_changes != changes:
+            log.debug("poll of %s overtaken by the gateway's own change; its models kept", node.name)
+            self._answered(node, discovery)
+            return
         live = health.models
         node.models = {}
         for entry in models.data:
@@ -134,12 +145,16 @@ class Poller:
         node.device_health = devices
         node.device_free_bytes = sum(d.memory_free_bytes or 0 for d in devices) if devices else None
         node.cycles = health.lifecycle_cycles
+        self._answered(node, discovery)
+        node.changed()
+
+    @staticmethod
+    def _answered(node: Node, discovery: Discovery) -> None:
         if not node.up:
             log.info("node %s is up", node.name)
         node.discovery = discovery
         node.up, node.failures, node.last_error = True, 0, None
         node.last_poll = time.time()
-        node.changed()
 
     async def poll_once(self) -> None:
         await asyncio.gather(*(self.poll_node(node) for node in self.fleet))

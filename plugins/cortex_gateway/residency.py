@@ -186,6 +186,7 @@ class Residency:
         placement = self.placement
         log.info("putting %s to sleep on %s (%s)", model_id, node.name, reason)
         await self._call(node, "/models/sleep", model_id, "sleep")
+        node.own_changes += 1
         current = node.models.get(model_id)
         if current is not None:
             current.state = "sleeping"
@@ -213,12 +214,14 @@ class Residency:
         try:
             await self._call(node, "/models/wake", model_id, "wake")
         except BaseException:
+            node.own_changes += 1
             if current is not None and node.models.get(model_id) is current:
                 current.state = "sleeping"
             self.placement.events.emit(
                 ModelWoken(node=node.name, model=model_id, seconds=time.perf_counter() - started, ok=False)
             )
             raise
+        node.own_changes += 1
         node.models[model_id] = NodeModel(
             id=model_id,
             state="ready",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 
 from cortex_gateway.fleet import Fleet, Node
@@ -35,3 +37,29 @@ async def test_a_node_that_goes_down_leaves_no_phantom_requests():
     assert MODEL in node.models  # what it held is still known, for when it returns
     assert (node.models[MODEL].in_flight, node.models[MODEL].queued) == (0, 0)
     assert node.model_load(MODEL) == 0
+
+
+async def test_a_poll_the_gateway_overtakes_with_its_own_change_does_not_undo_it():
+    """The gateway puts a model to sleep while a poll's reads are out: the poll's ``/models``
+    still shows it ready, and applying that would route the next request to a sleeping model
+    (which the neuron refuses, 503 ``model_sleeping``). The poll leaves the models as they are."""
+    neuron = ScriptedNeuron().start()
+    node = Node(name="n1", endpoint=neuron.url)
+    fleet = Fleet([node])
+    try:
+        async with aiohttp.ClientSession() as session:
+            poller = Poller(fleet, session, {}, timeout_s=10.0)
+            await poller.poll_node(node)
+            assert node.models[MODEL].state == "ready"
+            neuron.models_delay_s = 1.0
+            poll = asyncio.create_task(poller.poll_node(node))
+            await asyncio.sleep(0.3)  # the poll has asked; its answer is on its way
+            node.models[MODEL].state = "sleeping"  # as Residency.sleep_on records a sleep the
+            node.own_changes += 1  # neuron answered
+            await poll
+            assert node.up and node.models[MODEL].state == "sleeping"
+            neuron.models_delay_s = 0.0
+            await poller.poll_node(node)  # the next poll is the neuron's word again
+            assert node.models[MODEL].state == "ready"
+    finally:
+        neuron.stop()
