@@ -12,16 +12,22 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 EXE = str(Path(sys.executable).with_name("cortex-kernel"))
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_port(avoid: Collection[int] = ()) -> int:
+    """A port free now and not in ``avoid``: two ``bind(0)`` in a row may be given the same free
+    port, and a gateway told to listen on one port twice (its API and metrics) cannot start."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in avoid:
+            return port
 
 
 def http_json(method: str, url: str, body: Any = None, token: str | None = None, timeout: float = 30.0):
@@ -147,7 +153,7 @@ def gateway_toml(port: int, neurons: dict[str, str], extra: str = "") -> str:
     ``[gateway]`` table (and may open tables of its own). The metrics port is a free one unless
     ``extra`` names it: never the fixed default, so tests running side by side never collide."""
     if "metrics_listen" not in extra:
-        extra = f'metrics_listen = "127.0.0.1:{free_port()}"\n{extra}'
+        extra = f'metrics_listen = "127.0.0.1:{free_port(avoid={port})}"\n{extra}'
     entries = "".join(
         f"\n[[neurons]]\nname = {toml_str(name)}\nendpoint = {toml_str(url)}\n"
         for name, url in neurons.items()
