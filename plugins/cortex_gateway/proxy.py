@@ -377,19 +377,20 @@ class NeuronReply:
         self._error = "upstream_broken"
         return UpstreamError(f"node {self.node} stopped answering: {exc}")
 
+    async def _next_chunk(self) -> bytes | None:
+        """The next piece of the body, tapped (``None`` at its end); a broken reply as its error."""
+        try:
+            chunk = await self._upstream.next_piece()
+        except (NeuronHTTPError, TimeoutError) as exc:
+            raise self._broken(exc) from exc
+        if chunk is not None:
+            self._tap.chunk(chunk)
+        return chunk
+
     async def chunks(self) -> AsyncGenerator[bytes, None]:
         self._tap.streamed = True
-        tap = self._tap.chunk
-        next_piece = self._upstream.next_piece
         try:
-            while True:
-                try:
-                    chunk = await next_piece()
-                except (NeuronHTTPError, TimeoutError) as exc:
-                    raise self._broken(exc) from exc
-                if chunk is None:
-                    return
-                tap(chunk)
+            while (chunk := await self._next_chunk()) is not None:
                 yield chunk
         finally:
             self.close()
@@ -401,20 +402,11 @@ class NeuronReply:
         boundary, the client gets an error event and a clean end, as vLLM and the neuron send
         for a generation that fails, instead of a connection cut mid-body.
         """
-        # The loop of :meth:`chunks` written out: no async generator step per chunk.
+        # No async generator step per chunk (the server's splice, where offered, has none at all).
         self._tap.streamed = True
-        tap = self._tap.chunk
-        next_piece = self._upstream.next_piece
         last = b"\n\n"
         try:
-            while True:
-                try:
-                    chunk = await next_piece()
-                except (NeuronHTTPError, TimeoutError) as exc:
-                    raise self._broken(exc) from exc
-                if chunk is None:
-                    break
-                tap(chunk)
+            while (chunk := await self._next_chunk()) is not None:
                 last = chunk
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except CortexError as exc:
