@@ -154,7 +154,9 @@ def test_a_connect_and_close_flood_never_stops_the_daemon_answering(kind: str, t
         report = connect_and_close_flood(flooded, rate=300, seconds=10)
         print(report.summary())
         assert flooded.alive()
-        assert report.failed_probes(bound_s=1.0) == 0, report.summary()
+        # The failure this guards against is a probe refused or never answered; a bound well
+        # above a healthy probe's milliseconds keeps a loaded CI machine's pauses out of it.
+        assert report.failed_probes(bound_s=3.0) == 0, report.summary()
         assert report.log_lines <= 3, flooded.log_text()[-3000:]
         assert report.peak_descriptors < 1024 // 2
     finally:
@@ -196,7 +198,9 @@ def test_slow_bodies_are_answered_408_and_closed_within_the_bound_while_probes_s
         dripper.join(5)
         for sock in sockets:
             sock.close()
-    assert max(probes) < 1.0
+    # A starved server lets a probe run into its 5 s timeout behind the slow bodies;
+    # a healthy probe takes milliseconds, so 3 s separates the two with room for a loaded machine.
+    assert max(probes) < 3.0, probes
     assert all(responses(raw) == [408] for raw in answers), answers[0]
     assert error_envelope(answers[0])["code"] == "request_timeout"
     assert closed_after < 2.0 + 8  # body_timeout_s = 2, generous slack for a loaded machine
