@@ -2,8 +2,10 @@
 
 uvloop (libuv, in C) does the loop's own work per wake-up (the poll, the ready queue, socket
 reads and writes) several times cheaper than asyncio's selector loop, and the gateway wakes
-once per relayed chunk, so it is the gateway's default when installed (the ``fast`` extra).
-It stays optional: every behaviour is the same on either loop, and the test suite runs on both.
+once per relayed chunk, so it is a dependency on Linux and the gateway's default. asyncio's
+loop stays a choice (``event_loop = "asyncio"``, or where uvloop does not build): every
+behaviour is the same on either, the daemons the test suite starts run on uvloop, and the
+tests that serve in-process run on asyncio's.
 """
 
 from __future__ import annotations
