@@ -24,7 +24,14 @@ with ``workers`` above 1).
 Scenarios (closed loop: each worker sends its next request when the last one ends):
 paced (64 workers streaming 64 tokens 10 ms apart, starts staggered over one stream's length,
 3 streams each), unpaced (32 workers streaming 64 tokens as fast as the upstream sends, 10
-each), plain (32 workers sending non-streaming requests, 50 each).
+each), plain (32 workers sending non-streaming requests, 50 each). ``--tokens N`` streams N
+tokens instead of 64: two runs at different lengths separate a stream's fixed cost from its
+per-token cost.
+
+Each arm prints the gateway's CPU per unit of work, and its split: user and system time, and
+wake-ups (voluntary context switches of all its threads) per relayed token or request. On this
+VM a paced token costs more the more often the gateway wakes, because each wake-up starts on
+cold caches (docs/performance.md, issue #17).
 
 Anchors: other proxies put in front of the same fake neuron and measured exactly like a gateway
 variant (pinned to CPU 0, on its own port, the CPU of its whole process tree per request or
@@ -78,6 +85,8 @@ class Result:
     requests: int = 0
     seconds: float = 0.0
     gateway_cpu_s: float = 0.0
+    gateway_user_s: float = 0.0
+    gateway_wakeups: int = 0
 
     def rate(self) -> float:
         return (self.tokens or self.requests) / self.seconds
@@ -199,13 +208,50 @@ def console_process(url: str, count: int, ready: Any, stop: Any) -> None:
     asyncio.run(read_consoles(url, count, ready, stop))
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (Linux ``/proc``; 0 elsewhere)."""
+@dataclass
+class Usage:
+    """What a process (tree) has used so far: user and system CPU seconds, and wake-ups (the
+    voluntary context switches of all its threads: each a sleep in the kernel, ``epoll_wait``
+    mostly)."""
+
+    user_s: float = 0.0
+    system_s: float = 0.0
+    wakeups: int = 0
+
+    @property
+    def cpu_s(self) -> float:
+        return self.user_s + self.system_s
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.user_s + other.user_s, self.system_s + other.system_s, self.wakeups + other.wakeups)
+
+    def __sub__(self, other: Usage) -> Usage:
+        return Usage(self.user_s - other.user_s, self.system_s - other.system_s, self.wakeups - other.wakeups)
+
+
+def usage(pid: int) -> Usage:
+    """:class:`Usage` of process ``pid`` so far, all its threads (Linux ``/proc``; zero elsewhere)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        threads = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return Usage()
+    tick = os.sysconf("SC_CLK_TCK")
+    return Usage(int(fields[11]) / tick, int(fields[12]) / tick, sum(map(_sleeps, threads)))
+
+
+def _sleeps(thread: Path) -> int:
+    """A thread's voluntary context switches (0 once it has gone)."""
+    try:
+        status = thread.joinpath("status").read_text()
+    except OSError:
+        return 0
+    return sum(int(line.split()[1]) for line in status.splitlines() if line.startswith("voluntary_ctxt_"))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far."""
+    return usage(pid).cpu_s
 
 
 def pct(values: list[float], q: float) -> float:
@@ -325,14 +371,29 @@ async def wait_answers(url: str, log: Path, timeout_s: float = 120.0) -> None:
     raise RuntimeError(f"{url} did not relay a request; see {log}")
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU time of ``pid`` and its children still running (a gateway with worker processes)."""
-    total = cpu_seconds(pid)
+def tree_usage(pid: int) -> Usage:
+    """:class:`Usage` of ``pid`` and its children still running (a gateway with worker processes)."""
+    total = usage(pid)
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return total
-    return total + sum(tree_cpu_seconds(int(child)) for child in children)
+    for child in children:
+        total = total + tree_usage(int(child))
+    return total
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and its children still running."""
+    return tree_usage(pid).cpu_s
+
+
+def measured(result: Result, used: Usage) -> Result:
+    """``result`` with the gateway's :class:`Usage` over its round."""
+    result.gateway_cpu_s = used.cpu_s
+    result.gateway_user_s = used.user_s
+    result.gateway_wakeups = used.wakeups
+    return result
 
 
 async def scenario_run(
@@ -342,12 +403,16 @@ async def scenario_run(
     variants: list[Variant],
     consoles: int = 0,
     anchors: tuple[Anchor, ...] = (),
+    tokens: int = 64,
 ) -> None:
     gap = {"paced": 10.0, "unpaced": 0.0, "plain": 0.0}[name]
     concurrency = {"paced": 64, "unpaced": 32, "plain": 32}[name]
     upstream_port = free_port()
     upstream = start(
-        [sys.executable, str(HERE / "fake_neuron.py"), "--port", str(upstream_port), "--gap-ms", str(gap)],
+        [
+            *(sys.executable, str(HERE / "fake_neuron.py"), "--port", str(upstream_port)),
+            *("--gap-ms", str(gap), "--tokens", str(tokens)),
+        ],
         1,
         workdir / f"upstream-{name}.log",
     )
@@ -399,9 +464,9 @@ async def scenario_run(
             results["direct"].append(await run_round(direct, name, concurrency, per_worker))
             # The order rotates by round, so no arm always runs just after direct or last.
             for label, (process, via) in arms[n % len(arms) :] + arms[: n % len(arms)]:
-                before = tree_cpu_seconds(process.pid)
-                results[label].append(await run_round(via, name, concurrency, per_worker))
-                results[label][-1].gateway_cpu_s = tree_cpu_seconds(process.pid) - before
+                before = tree_usage(process.pid)
+                result = await run_round(via, name, concurrency, per_worker)
+                results[label].append(measured(result, tree_usage(process.pid) - before))
                 if consoles and label in gateways:
                     arm = f"{label}+{consoles} consoles"
                     ready, stop = multiprocessing.Event(), multiprocessing.Event()
@@ -410,9 +475,9 @@ async def scenario_run(
                     )
                     reader.start()
                     await asyncio.get_running_loop().run_in_executor(None, ready.wait, 60)
-                    before = tree_cpu_seconds(process.pid)
-                    results[arm].append(await run_round(via, name, concurrency, per_worker))
-                    results[arm][-1].gateway_cpu_s = tree_cpu_seconds(process.pid) - before
+                    before = tree_usage(process.pid)
+                    result = await run_round(via, name, concurrency, per_worker)
+                    results[arm].append(measured(result, tree_usage(process.pid) - before))
                     stop.set()
                     reader.join(30)
         report(name, results)
@@ -445,6 +510,13 @@ def report(name: str, results: dict[str, list[Result]]) -> None:
             line += f", {per_stream:.2f} ms per stream"
         rounds = ", ".join(f"{r.gateway_cpu_s / (r.tokens or r.requests) * 1e6:.1f}" for r in via)
         print(f"{line} (rounds: {rounds})")
+        units = sum(r.tokens or r.requests for r in via)
+        user = sum(r.gateway_user_s for r in via) / units * 1e6
+        wakeups = sum(r.gateway_wakeups for r in via) / units
+        print(
+            f"[{label}] split: user {user:.1f} us, system {per_unit - user:.1f} us,"
+            f" {wakeups:.2f} wake-ups per relayed {what}"
+        )
         if name != "plain":
             for q, qlabel in ((0.5, "p50"), (0.99, "p99")):
                 d, g = pct(ttft["direct"], q) * 1000, pct(ttft[label], q) * 1000
@@ -459,6 +531,7 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--scenario", choices=["paced", "unpaced", "plain", "all"], default="all")
+    parser.add_argument("--tokens", type=int, default=64, help="tokens per stream (64)")
     parser.add_argument("--console-streams", type=int, default=0, help="also run with N console streams open")
     parser.add_argument(
         "--variant",
@@ -481,7 +554,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = os.environ.get("BENCH_WORKDIR", tmp)
         for name in names:
-            asyncio.run(scenario_run(name, args.rounds, Path(tmp), variants, args.console_streams, anchors))
+            consoles = args.console_streams
+            asyncio.run(scenario_run(name, args.rounds, Path(tmp), variants, consoles, anchors, args.tokens))
 
 
 if __name__ == "__main__":
