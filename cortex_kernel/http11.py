@@ -66,7 +66,9 @@ class HttpConnection(asyncio.Protocol):
         self.site = site
         self.loop = site.loop
         self.transport: asyncio.Transport = cast(asyncio.Transport, None)
-        self.parser = self._new_parser()
+        # It calls back into this connection (bound methods of it): dropped when the connection
+        # is lost, so that a closed connection is freed at once, not by the cycle collector.
+        self.parser: httptools.HttpRequestParser | None = self._new_parser()
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int] | None = None
         self.parsing: Exchange | None = None  # the request whose body is being read
@@ -156,6 +158,7 @@ class HttpConnection(asyncio.Protocol):
             if exchange is not None:
                 exchange.lost()
         self.queue.clear()
+        self.parser = None
         self._release_writers()
 
     def pause_writing(self) -> None:
@@ -179,8 +182,11 @@ class HttpConnection(asyncio.Protocol):
     # -- parsing -------------------------------------------------------------------------------
 
     def _feed(self, data: bytes) -> None:
+        parser = self.parser
+        if parser is None:  # lost: nothing more is read
+            return
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             self._past_upgrade(data[int(upgrade.args[0]) :])
         except httptools.HttpParserCallbackError as error:
@@ -196,7 +202,7 @@ class HttpConnection(asyncio.Protocol):
     def _parse_refusal(self, error: httptools.HttpParserError) -> Refused:
         reason = str(error)
         try:
-            method = self.parser.get_method()
+            method = self.parser.get_method() if self.parser is not None else b""
         except httptools.HttpParserError:
             method = b""
         if method == b"PRI":
@@ -213,13 +219,13 @@ class HttpConnection(asyncio.Protocol):
         has a body, the fresh parser first reads a stand-in head that carries its framing, so
         llhttp frames the body exactly as it would any other.
         """
-        self.parser = self._new_parser()
+        parser = self.parser = self._new_parser()
         if self.synthetic:
             framing = (
                 b"transfer-encoding: chunked" if self.chunked else b"content-length: %d" % self.content_length
             )
             try:
-                self.parser.feed_data(b"POST / HTTP/1.1\r\nhost: x\r\n" + framing + b"\r\n\r\n")
+                parser.feed_data(b"POST / HTTP/1.1\r\nhost: x\r\n" + framing + b"\r\n\r\n")
             except httptools.HttpParserError:  # cannot happen: the stand-in is well formed
                 self._refuse(unparsable())
                 return
@@ -278,6 +284,7 @@ class HttpConnection(asyncio.Protocol):
             self.synthetic = False
             return
         parser = self.parser
+        assert parser is not None  # it is the one calling
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             # A 400, as h11 answers HTTP/0.9; the 505 is the HTTP/2 preface's (llhttp reads a GET's
