@@ -431,7 +431,7 @@ def sdk_retry_delay(retry_after: float | None, retries: int) -> float:
     """
     if retry_after is not None and 0 < retry_after <= 60:
         return retry_after
-    return min(0.5 * 2**retries, 8.0)
+    return min(0.5 * 2.0**retries, 8.0)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -97,7 +97,8 @@ def free_port() -> int:
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 async def wait_up(url: str, log: Path | None = None, timeout_s: float = 120.0) -> None:
@@ -262,7 +263,7 @@ def pct(values: list[float], q: float) -> float:
 def start(
     args: list[str], cpu: int | str | None, log: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    prefix = ["taskset", "-c", str(cpu)] if cpu is not None and os.cpu_count() and os.cpu_count() > 1 else []
+    prefix = ["taskset", "-c", str(cpu)] if cpu is not None and (os.cpu_count() or 1) > 1 else []
     return subprocess.Popen(
         [*prefix, *args], stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
     )
@@ -482,11 +483,11 @@ async def scenario_run(
                     reader.join(30)
         report(name, results)
     finally:
-        arms = [*anchored.values(), *gateways.values()]
-        for process, _ in arms:
+        started = [*anchored.values(), *gateways.values()]
+        for process, _ in started:
             process.terminate()
         upstream.terminate()
-        for process, _ in arms:
+        for process, _ in started:
             process.wait(30)
         upstream.wait(30)
 
@@ -548,7 +549,7 @@ def main() -> None:
     args = parser.parse_args()
     variants = [Variant.parse(text) for text in args.variant] or [Variant("gateway")]
     anchors = tuple(Anchor.parse(text) for text in args.anchor)
-    if os.cpu_count() and os.cpu_count() > 1:
+    if (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
     names = ["paced", "unpaced", "plain"] if args.scenario == "all" else [args.scenario]
     with tempfile.TemporaryDirectory() as tmp:

@@ -273,7 +273,7 @@ def main() -> None:
     if args.scenario == "fakes":
         asyncio.run(serve_fakes(args.first_port, args.neurons, args.gap_ms, args.tokens))
         return
-    if os.cpu_count() and os.cpu_count() > 1:
+    if (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
     variants = [Variant.parse(text) for text in args.variant] or [Variant("gateway")]
     for variant in variants:

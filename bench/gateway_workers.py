@@ -230,7 +230,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=64)
     args = parser.parse_args()
-    if os.cpu_count() and os.cpu_count() > 1:
+    if (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
     try:
         import uvloop

@@ -22,6 +22,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -34,8 +35,12 @@ MODEL_ID = "bench"
 PROMPT = "Write a long story about the weather in Paris and London."
 
 
-def plain_generate(model, prompt_ids: list[int], tokens: int, temperature: float, seed: int) -> int:
-    """The baseline: one ``generate`` call, nothing streamed. Returns the tokens generated."""
+def plain_generate(model: Any, prompt_ids: list[int], tokens: int, temperature: float, seed: int) -> int:
+    """The baseline: one ``generate`` call, nothing streamed. Returns the tokens generated.
+
+    ``model`` is a transformers model: its ``generate`` is typed through a torch decorator that
+    mypy reads as a tensor, not a function.
+    """
     input_ids = torch.tensor([prompt_ids], device=model.device)
     # Neutral values in greedy mode keep the checkpoint's sampling defaults from being merged in.
     sampling = {"temperature": temperature or 1.0, "top_p": 1.0, "top_k": 0 if temperature else 50}
@@ -87,7 +92,7 @@ async def main(args: argparse.Namespace) -> None:
         config = handles.model.config
         print(
             f"model {args.model}: {config.num_hidden_layers} layers, hidden {config.hidden_size}, "
-            f"{description.memory_bytes / 2**20:.1f} MiB on {handles.device}; torch threads "
+            f"{(description.memory_bytes or 0) / 2**20:.1f} MiB on {handles.device}; torch threads "
             f"{torch.get_num_threads()}; prompt {len(prompt_ids)} tokens, {args.tokens} new, "
             f"temperature {args.temperature}"
         )

@@ -150,10 +150,11 @@ def blocks_of(request: Request, system_tokens: int, serial: int) -> list[tuple[o
 
 def simulate(
     router: Router, replicas: int, sessions: int, workload: Workload, costs: Costs, seed: int
-) -> dict:
+) -> dict[str, float]:
     rng = random.Random(seed)
     fleet = {f"r{i:02d}": SimReplica(f"r{i:02d}", costs.capacity_tokens // BLOCK) for i in range(replicas)}
-    events: list[tuple[float, int, str, object]] = []
+    # (when, order, kind, payload): "arrive" carries a Request, "finish" (replica name, Request)
+    events: list[tuple[float, int, str, Request | tuple[str, Request]]] = []
     serial = itertools.count()
     for session in range(sessions):
         first = workload.system_tokens + rng.randint(*workload.first_message)
@@ -173,7 +174,8 @@ def simulate(
     while events:
         now, n, kind, payload = heapq.heappop(events)
         if kind == "finish":
-            name, request = payload  # type: ignore[misc]
+            assert isinstance(payload, tuple)
+            name, request = payload
             replica = fleet[name]
             replica.account(now)
             replica.in_flight -= 1
@@ -190,8 +192,8 @@ def simulate(
                     events, (now + rng.expovariate(1 / workload.think_s), next(serial), "arrive", follow)
                 )
             continue
-        request = payload  # type: ignore[assignment]
-        assert isinstance(request, Request)
+        assert isinstance(payload, Request)
+        request = payload
         facts = RoutingFacts(
             model="m",
             session_key=f"session-{request.session}" if request.session is not None else None,
