@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,9 @@ def free_port(avoid: Collection[int] = ()) -> int:
             return port
 
 
-def http_json(method: str, url: str, body: Any = None, token: str | None = None, timeout: float = 30.0):
+def http_json(
+    method: str, url: str, body: Any = None, token: str | None = None, timeout: float = 30.0
+) -> tuple[int, Any, dict[str, str]]:
     """(status, decoded body, headers) of one request; never raises on HTTP errors."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
@@ -83,7 +85,8 @@ class Daemon:
             with contextlib.suppress(OSError):
                 status, body, _ = http_json("GET", self.url + path, timeout=2)
                 if status == 200:
-                    return body
+                    answer: dict[str, Any] = body
+                    return answer
             time.sleep(0.05)
         raise AssertionError(f"daemon not healthy after {timeout}s:\n{self.log_text()}")
 
@@ -230,7 +233,7 @@ class LineStream:
     def getheader(self, name: str) -> str | None:
         return self.headers.get(name.lower())
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         while True:
             line = self.file.readline()
             if not line:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import pytest
-from starlette.applications import Starlette
 from starlette.testclient import TestClient
+from starlette.types import ASGIApp
 
 import cortex_evictors.plugin
 import cortex_gateway.plugin
@@ -52,7 +52,7 @@ def dialect_gateway_app(
     embedding: tuple[str, ...] = (),
     aliases: dict[str, str] | None = None,
     auth: AuthSection | None = None,
-) -> Starlette:
+) -> ASGIApp:
     """The gateway plugin, the evictors and ``dialect``, pointed at the neuron at ``neuron_url``."""
     profiles = [ModelProfile(id=model, harness="scripted", min_devices=0) for model in catalogue]
     profiles += [ModelProfile(id=m, harness="scripted", min_devices=0, task="embedding") for m in embedding]
@@ -93,7 +93,7 @@ def neuron(scripted_neuron: ScriptedNeuron) -> ScriptedNeuron:
 
 @pytest.fixture
 def make_gateway(
-    neuron: ScriptedNeuron, dialect_app: Callable[..., Starlette], dialect_sdk: Callable[[TestClient], Any]
+    neuron: ScriptedNeuron, dialect_app: Callable[..., ASGIApp], dialect_sdk: Callable[[TestClient], Any]
 ) -> Iterator[Callable[..., Gateway[Any]]]:
     """Build gateways in front of ``neuron`` (keyword arguments go to the dialect's ``dialect_app``),
     each driven by the SDK client ``dialect_sdk`` makes over its in-process transport.

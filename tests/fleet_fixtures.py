@@ -3,8 +3,9 @@ clients that are always closed (loaded from tests/conftest.py through ``pytest_p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -70,8 +71,8 @@ def openai_client() -> Iterator[Callable[..., openai.OpenAI]]:
 
 
 async def gather_with_client(
-    base_url: str, work: Callable[[openai.AsyncOpenAI], list], api_key: str = "unused"
-):
+    base_url: str, work: Callable[[openai.AsyncOpenAI], list[Awaitable[Any]]], api_key: str = "unused"
+) -> list[Any]:
     """Run the coroutines ``work(client)`` returns concurrently with one async client, then close it."""
     import asyncio
 
