@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from click.testing import Result as CliResult
 
 from cortex_deploy.report import render_table
 from cortex_deploy.rollout import Outcome, Result
@@ -29,7 +30,7 @@ sys.exit(255)
 
 
 @pytest.fixture
-def ssh_log(tmp_path, monkeypatch):
+def ssh_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name in ("ssh", "scp"):
@@ -43,7 +44,7 @@ def ssh_log(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def manifest(tmp_path):
+def manifest(tmp_path: Path) -> Path:
     (tmp_path / "cortex.toml").write_text("[gateway]\n")
     path = tmp_path / "fleet.toml"
     path.write_text(
@@ -77,11 +78,11 @@ def manifest(tmp_path):
     return path
 
 
-def invoke(*args):
+def invoke(*args: object) -> CliResult:
     return CliRunner().invoke(build_cli(), ["deploy", *map(str, args)], catch_exceptions=False)
 
 
-def test_dry_run_prints_the_plan_and_contacts_nobody(manifest, ssh_log):
+def test_dry_run_prints_the_plan_and_contacts_nobody(manifest: Path, ssh_log: Path) -> None:
     result = invoke("--manifest", manifest, "--dry-run")
 
     assert result.exit_code == 0, result.output
@@ -96,7 +97,7 @@ def test_dry_run_prints_the_plan_and_contacts_nobody(manifest, ssh_log):
     assert "wait up to 300 s for http://127.0.0.1:13131/health" in out
 
 
-def test_unreachable_host_fails_halts_and_exits_1(manifest, ssh_log):
+def test_unreachable_host_fails_halts_and_exits_1(manifest: Path, ssh_log: Path) -> None:
     result = invoke("--manifest", manifest)
 
     assert result.exit_code == 1
@@ -113,7 +114,7 @@ def test_unreachable_host_fails_halts_and_exits_1(manifest, ssh_log):
     assert len(called) == 1 and called[0].endswith("-- deploy@gw.example.org dnf --version")
 
 
-def test_keep_going_tries_every_host(manifest, ssh_log):
+def test_keep_going_tries_every_host(manifest: Path, ssh_log: Path) -> None:
     result = invoke("--manifest", manifest, "--keep-going")
 
     assert result.exit_code == 1
@@ -121,7 +122,7 @@ def test_keep_going_tries_every_host(manifest, ssh_log):
     assert len(ssh_log.read_text().splitlines()) == 3
 
 
-def test_manifest_errors_exit_2_with_the_key(tmp_path):
+def test_manifest_errors_exit_2_with_the_key(tmp_path: Path) -> None:
     path = tmp_path / "fleet.toml"
     path.write_text('[repo]\nid = "r"\nurl = "https://x/r.repo"\n[[gateways]]\nhots = "gw"\n')
 
@@ -131,7 +132,7 @@ def test_manifest_errors_exit_2_with_the_key(tmp_path):
     assert f"error: {path}:5: gateways[0].hots: unknown key" in result.output
 
 
-def test_example_manifest_dry_runs():
+def test_example_manifest_dry_runs() -> None:
     example = REPO_ROOT / "fleet.example.toml"
     needed = ["cortex.example.toml", "neuron.example.toml", "models.example.toml"]
     if not all((REPO_ROOT / name).is_file() for name in needed):
@@ -143,7 +144,7 @@ def test_example_manifest_dry_runs():
     assert "[gpu-a.example.org] neuron: cortex-neuron-vllm" in result.output
 
 
-def test_table_shows_versions_before_and_after():
+def test_table_shows_versions_before_and_after() -> None:
     table = render_table(
         [
             Outcome("gw", "gateway", "cortex-kernel", "(not installed)", "0.1.0-1", Result.INSTALLED),

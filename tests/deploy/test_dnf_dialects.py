@@ -39,12 +39,12 @@ TARGET = Target(
         ("", None),
     ],
 )
-def test_detect_dialect(output, major):
+def test_detect_dialect(output: str, major: int | None) -> None:
     dialect = detect_dialect(output)
     assert (dialect.major if dialect else None) == major
 
 
-def test_dnf4_command_lines():
+def test_dnf4_command_lines() -> None:
     assert DNF4.add_repo("https://r/x.repo") == ["dnf", "config-manager", "--add-repo", "https://r/x.repo"]
     assert DNF4.enable_repo("x") == ["dnf", "config-manager", "--set-enabled", "x"]
     assert DNF4.check_update("p") == ["dnf", "check-update", "--refresh", "-q", "p"]
@@ -52,7 +52,7 @@ def test_dnf4_command_lines():
     assert DNF4.upgrade("p") == ["dnf", "upgrade", "-y", "--refresh", "p"]
 
 
-def test_dnf5_command_lines():
+def test_dnf5_command_lines() -> None:
     assert DNF5.add_repo("https://r/x.repo") == [
         "dnf",
         "config-manager",
@@ -73,12 +73,12 @@ def dnf5_host(*, installed: str | None, check_update: int = 0) -> ScriptedHost:
     """
     state = {"version": installed}
 
-    def rpm(argv):
+    def rpm(argv: tuple[str, ...]) -> CommandResult:
         if state["version"]:
             return CommandResult(argv, 0, state["version"])
         return CommandResult(argv, 1, "package cortex-kernel is not installed\n")
 
-    def dnf_transaction(argv):
+    def dnf_transaction(argv: tuple[str, ...]) -> CommandResult:
         state["version"] = "0.1.0-1"
         return CommandResult(argv, 0, "Complete!\n")
 
@@ -101,7 +101,7 @@ def dnf_commands(host: ScriptedHost) -> list[tuple[tuple[str, ...], bool]]:
     return [(argv, privileged) for argv, privileged in host.commands if argv[0] == "dnf"]
 
 
-def test_dnf5_fresh_install_speaks_dnf5():
+def test_dnf5_fresh_install_speaks_dnf5() -> None:
     host = dnf5_host(installed=None)
 
     outcome = roll_target(HostSession(host, echo=lambda line: None), TARGET, REPO)
@@ -115,7 +115,7 @@ def test_dnf5_fresh_install_speaks_dnf5():
     ]
 
 
-def test_dnf5_stale_package_is_upgraded_not_installed():
+def test_dnf5_stale_package_is_upgraded_not_installed() -> None:
     host = dnf5_host(installed="0.1.0~a1-1", check_update=100)
 
     outcome = roll_target(HostSession(host, echo=lambda line: None), TARGET, REPO)
@@ -128,7 +128,7 @@ def test_dnf5_stale_package_is_upgraded_not_installed():
     assert ("systemctl", "stop", "cortex-kernel.service") in host.argvs
 
 
-def test_unknown_package_manager_fails_the_host():
+def test_unknown_package_manager_fails_the_host() -> None:
     host = ScriptedHost("gw1", answers={("dnf", "--version"): reply(127, "", "bash: dnf: command not found")})
     lines: list[str] = []
 

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
 from cortex_deploy.host import Clock, HostError, HostSession, prefixed
 from cortex_deploy.manifest import Repo, SyncFile
 from cortex_deploy.transport import CommandResult
-from tests.deploy.doubles import ScriptedHost, reply
+from tests.deploy.doubles import Answer, ScriptedHost, reply
 
-DNF4 = {("dnf", "--version"): reply(0, "4.14.0\n")}
+DNF4: dict[tuple[str, ...], Answer] = {("dnf", "--version"): reply(0, "4.14.0\n")}
 
 
 class FakeClock:
     """Time that passes only when the code under test sleeps."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.now = 0.0
         self.sleeps: list[float] = []
 
@@ -29,11 +30,11 @@ class FakeClock:
         self.now += seconds
 
 
-def test_prefixed_puts_the_host_on_every_line():
+def test_prefixed_puts_the_host_on_every_line() -> None:
     assert prefixed("gw1", "Error: one\nError: two") == "[gw1]   Error: one\n[gw1]   Error: two"
 
 
-def test_health_wait_polls_until_the_daemon_answers():
+def test_health_wait_polls_until_the_daemon_answers() -> None:
     answers = iter([7, 7, 0])
     host = ScriptedHost("n1", answers={("curl",): lambda argv: CommandResult(argv, next(answers))})
     fake = FakeClock()
@@ -46,7 +47,7 @@ def test_health_wait_polls_until_the_daemon_answers():
     )  # fmt: skip
 
 
-def test_health_wait_is_bounded():
+def test_health_wait_is_bounded() -> None:
     host = ScriptedHost("n1", answers={("curl",): reply(7, "", "curl: (7) Failed to connect")})
     fake = FakeClock()
     session = HostSession(host, echo=lambda line: None, clock=fake.clock())
@@ -56,7 +57,7 @@ def test_health_wait_is_bounded():
     assert len(host.argvs) == 11  # at t = 0, 1, ..., 10
 
 
-def test_unchanged_file_only_gets_owner_and_mode(tmp_path):
+def test_unchanged_file_only_gets_owner_and_mode(tmp_path: Path) -> None:
     source = tmp_path / "neuron.toml"
     source.write_text("listen = '0.0.0.0:13131'\n")
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
@@ -72,7 +73,7 @@ def test_unchanged_file_only_gets_owner_and_mode(tmp_path):
     assert host.copies == []
 
 
-def test_changed_file_is_staged_and_installed(tmp_path):
+def test_changed_file_is_staged_and_installed(tmp_path: Path) -> None:
     source = tmp_path / "neuron.toml"
     source.write_text("new\n")
     host = ScriptedHost(
@@ -103,7 +104,7 @@ def test_changed_file_is_staged_and_installed(tmp_path):
     ]
 
 
-def test_failed_install_of_a_file_raises_and_cleans_up(tmp_path):
+def test_failed_install_of_a_file_raises_and_cleans_up(tmp_path: Path) -> None:
     source = tmp_path / "neuron.toml"
     source.write_text("new\n")
     host = ScriptedHost(
@@ -120,11 +121,12 @@ def test_failed_install_of_a_file_raises_and_cleans_up(tmp_path):
         HostError, match=r"cannot install /etc/neuron/neuron.toml \(root:neuron 0640\)"
     ) as caught:
         HostSession(host, echo=lambda line: None).sync_file(wanted)
+    assert caught.value.result is not None
     assert "invalid group" in caught.value.result.stderr
     assert host.argvs[-1] == ("rm", "-f", "/tmp/tmp.Ab12")
 
 
-def test_repo_problems_only_warn():
+def test_repo_problems_only_warn() -> None:
     host = ScriptedHost(
         "gw1",
         answers={

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -16,13 +17,13 @@ url = "https://rpm.example.org/channels/cortex-unstable.repo"
 """
 
 
-def write(tmp_path, text):
+def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "fleet.toml"
     path.write_text(REPO + textwrap.dedent(text))
     return path
 
 
-def test_defaults_and_order(tmp_path):
+def test_defaults_and_order(tmp_path: Path) -> None:
     (tmp_path / "hosts").mkdir()
     (tmp_path / "hosts" / "neuron.toml").write_text("")
     path = write(
@@ -88,13 +89,13 @@ def test_defaults_and_order(tmp_path):
         ("[[gateways]\n", "fleet.toml:4: invalid TOML"),
     ],
 )
-def test_errors_name_the_key(tmp_path, body, expected):
+def test_errors_name_the_key(tmp_path: Path, body: str, expected: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_manifest(write(tmp_path, body))
     assert expected in str(caught.value)
 
 
-def test_repo_url_must_name_a_repo_file(tmp_path):
+def test_repo_url_must_name_a_repo_file(tmp_path: Path) -> None:
     path = tmp_path / "fleet.toml"
     path.write_text('[repo]\nid = "r"\nurl = "https://rpm.example.org/"\n[[gateways]]\nhost = "gw"\n')
     with pytest.raises(ConfigError, match=r"repo.url: name the .repo file"):

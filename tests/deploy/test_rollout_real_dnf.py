@@ -8,21 +8,22 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from cortex_deploy.host import HostSession
 from cortex_deploy.rollout import Result
-from tests.deploy.conftest import NEW, OLD, REPO_ID
+from tests.deploy.conftest import NEW, OLD, REPO_ID, FakeHost, PackageRepo, Rollout
 
 GATEWAY = ("cortex-kernel", "cortex-kernel.service")
 NEURON = ("cortex-neuron-cpu", "cortex-neuron.service")
 
 
-def gateway(host, health_url, **extra):
+def gateway(host: str, health_url: str, **extra: object) -> dict[str, object]:
     return {"host": host, "health_url": health_url, "health_timeout_s": 5.0, **extra}
 
 
-def neuron(host, health_url, flavour="cpu", **extra):
+def neuron(host: str, health_url: str, flavour: str = "cpu", **extra: object) -> dict[str, object]:
     return {"host": host, "flavour": flavour, "health_url": health_url, "health_timeout_s": 0.5, **extra}
 
 
@@ -43,7 +44,13 @@ def dnf_chatter(text: str) -> bool:
     return "Transaction Summary" in text or "Complete!" in text
 
 
-def test_fresh_install(package_repo, make_host, roll, health_url, tmp_path):
+def test_fresh_install(
+    package_repo: PackageRepo,
+    make_host: Callable[[str], FakeHost],
+    roll: Callable[..., Rollout],
+    health_url: str,
+    tmp_path: Path,
+) -> None:
     package_repo.publish(("cortex-kernel", OLD), ("cortex-kernel", NEW))
     host = make_host("gw1")
 
@@ -69,7 +76,12 @@ def test_fresh_install(package_repo, make_host, roll, health_url, tmp_path):
     assert not dnf_chatter(done.text)
 
 
-def test_unit_file_absent_on_fresh_host_means_no_stop(package_repo, make_host, roll, health_url):
+def test_unit_file_absent_on_fresh_host_means_no_stop(
+    package_repo: PackageRepo,
+    make_host: Callable[[str], FakeHost],
+    roll: Callable[..., Rollout],
+    health_url: str,
+) -> None:
     package_repo.publish(("cortex-neuron-cpu", NEW))
     host = make_host("n1")
     assert not (host.root / "usr/lib/systemd/system/cortex-neuron.service").exists()
@@ -81,7 +93,13 @@ def test_unit_file_absent_on_fresh_host_means_no_stop(package_repo, make_host, r
     assert "stopping" not in done.text
 
 
-def test_already_current_changes_nothing(package_repo, make_host, roll, health_url, tmp_path):
+def test_already_current_changes_nothing(
+    package_repo: PackageRepo,
+    make_host: Callable[[str], FakeHost],
+    roll: Callable[..., Rollout],
+    health_url: str,
+    tmp_path: Path,
+) -> None:
     package_repo.publish(("cortex-kernel", NEW))
     host = make_host("gw1")
     host.add_repo(package_repo, enabled=True)
@@ -99,7 +117,13 @@ def test_already_current_changes_nothing(package_repo, make_host, roll, health_u
     assert "is current" in done.text
 
 
-def test_changed_config_restarts_a_current_host(package_repo, make_host, roll, health_url, tmp_path):
+def test_changed_config_restarts_a_current_host(
+    package_repo: PackageRepo,
+    make_host: Callable[[str], FakeHost],
+    roll: Callable[..., Rollout],
+    health_url: str,
+    tmp_path: Path,
+) -> None:
     package_repo.publish(("cortex-kernel", NEW))
     host = make_host("gw1")
     host.add_repo(package_repo, enabled=True)
@@ -115,7 +139,12 @@ def test_changed_config_restarts_a_current_host(package_repo, make_host, roll, h
     assert host.systemctl.changes[-1] == ("restart", "cortex-kernel.service")
 
 
-def test_upgrade_available(package_repo, make_host, roll, health_url):
+def test_upgrade_available(
+    package_repo: PackageRepo,
+    make_host: Callable[[str], FakeHost],
+    roll: Callable[..., Rollout],
+    health_url: str,
+) -> None:
     package_repo.publish(("cortex-kernel", OLD), ("cortex-kernel", NEW))
     host = make_host("gw1")
     host.add_repo(package_repo, enabled=True)
@@ -138,7 +167,12 @@ def test_upgrade_available(package_repo, make_host, roll, health_url):
     assert not dnf_chatter(done.text)
 
 
-def test_repo_missing_is_added_then_enabled(package_repo, make_host, roll, health_url):
+def test_repo_missing_is_added_then_enabled(
+    package_repo: PackageRepo,
+    make_host: Callable[[str], FakeHost],
+    roll: Callable[..., Rollout],
+    health_url: str,
+) -> None:
     package_repo.publish(("cortex-kernel", NEW))
     host = make_host("gw1")
     repo_file = host.root / "etc/yum.repos.d" / package_repo.repo_file.name
@@ -154,7 +188,12 @@ def test_repo_missing_is_added_then_enabled(package_repo, make_host, roll, healt
     assert not Path("/etc/yum.repos.d", package_repo.repo_file.name).exists()  # nothing leaked out
 
 
-def test_repo_disabled_is_enabled_before_the_update_check(package_repo, make_host, roll, health_url):
+def test_repo_disabled_is_enabled_before_the_update_check(
+    package_repo: PackageRepo,
+    make_host: Callable[[str], FakeHost],
+    roll: Callable[..., Rollout],
+    health_url: str,
+) -> None:
     package_repo.publish(("cortex-kernel", OLD), ("cortex-kernel", NEW))
     host = make_host("gw1")
     repo_file = host.add_repo(package_repo, enabled=False)
@@ -168,7 +207,12 @@ def test_repo_disabled_is_enabled_before_the_update_check(package_repo, make_hos
     assert done.outcome("gw1").result is Result.UPGRADED
 
 
-def test_dnf_failure_shows_its_output_prefixed(package_repo, make_host, roll, health_url):
+def test_dnf_failure_shows_its_output_prefixed(
+    package_repo: PackageRepo,
+    make_host: Callable[[str], FakeHost],
+    roll: Callable[..., Rollout],
+    health_url: str,
+) -> None:
     package_repo.publish(("cortex-neuron-cpu", NEW))  # the vllm flavour was never published
     host = make_host("n1")
 
@@ -184,7 +228,12 @@ def test_dnf_failure_shows_its_output_prefixed(package_repo, make_host, roll, he
     assert not [call for call in host.systemctl.calls if call[0] in ("start", "restart")]
 
 
-def test_failed_upgrade_starts_the_previous_version_again(package_repo, make_host, roll, health_url):
+def test_failed_upgrade_starts_the_previous_version_again(
+    package_repo: PackageRepo,
+    make_host: Callable[[str], FakeHost],
+    roll: Callable[..., Rollout],
+    health_url: str,
+) -> None:
     package_repo.publish(("cortex-kernel", OLD), ("cortex-kernel", NEW))
     host = make_host("gw1")
     host.add_repo(package_repo, enabled=True)
@@ -203,7 +252,12 @@ def test_failed_upgrade_starts_the_previous_version_again(package_repo, make_hos
     assert any(line.startswith("[gw1]   ") for line in done.lines)
 
 
-def test_check_update_failure_falls_through_to_the_upgrade_error(package_repo, make_host, roll, health_url):
+def test_check_update_failure_falls_through_to_the_upgrade_error(
+    package_repo: PackageRepo,
+    make_host: Callable[[str], FakeHost],
+    roll: Callable[..., Rollout],
+    health_url: str,
+) -> None:
     host = make_host("gw1")
     host.add_repo(package_repo, enabled=True, baseurl=(package_repo.directory / "gone").as_uri())
     host.preinstall(package_repo.rpms[("cortex-kernel", OLD)])
@@ -215,7 +269,9 @@ def test_check_update_failure_falls_through_to_the_upgrade_error(package_repo, m
     assert done.outcome("gw1").result is Result.FAILED
 
 
-def test_not_installed_is_reported_although_rpm_says_so_on_stdout(make_host):
+def test_not_installed_is_reported_although_rpm_says_so_on_stdout(
+    make_host: Callable[[str], FakeHost],
+) -> None:
     host = make_host("gw1")
     raw = host.transport.run(["rpm", "-q", "--qf", "%{version}-%{release}", "cortex-kernel"])
     assert raw.returncode == 1 and "is not installed" in raw.stdout  # the trap
@@ -224,7 +280,13 @@ def test_not_installed_is_reported_although_rpm_says_so_on_stdout(make_host):
     assert session.installed_version("cortex-kernel") == "(not installed)"
 
 
-def test_unhealthy_neuron_halts_the_roll(package_repo, make_host, roll, health_url, dead_health_url):
+def test_unhealthy_neuron_halts_the_roll(
+    package_repo: PackageRepo,
+    make_host: Callable[[str], FakeHost],
+    roll: Callable[..., Rollout],
+    health_url: str,
+    dead_health_url: str,
+) -> None:
     package_repo.publish(("cortex-kernel", NEW), ("cortex-neuron-cpu", NEW))
     hosts = [make_host("gw1"), make_host("n1"), make_host("n2")]
 
@@ -243,7 +305,13 @@ def test_unhealthy_neuron_halts_the_roll(package_repo, make_host, roll, health_u
     assert "[n1] halting the rollout" in done.text
 
 
-def test_keep_going_rolls_past_a_failed_neuron(package_repo, make_host, roll, health_url, dead_health_url):
+def test_keep_going_rolls_past_a_failed_neuron(
+    package_repo: PackageRepo,
+    make_host: Callable[[str], FakeHost],
+    roll: Callable[..., Rollout],
+    health_url: str,
+    dead_health_url: str,
+) -> None:
     package_repo.publish(("cortex-neuron-cpu", NEW))
     hosts = [make_host("n1"), make_host("n2")]
 

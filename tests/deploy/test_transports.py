@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import stat
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ sys.exit(subprocess.run(["sh", "-c", sys.argv[-1]]).returncode)
 """
 
 
-def test_ssh_argv_plain_and_privileged():
+def test_ssh_argv_plain_and_privileged() -> None:
     ssh = SshTransport("gpu1.example.org", user="deploy", port=2222, options=("-o", "ProxyJump=bastion"))
 
     assert ssh.ssh_argv(["rpm", "-q", "cortex-kernel"]) == [
@@ -38,7 +39,7 @@ def test_ssh_argv_plain_and_privileged():
     ]  # fmt: skip
 
 
-def test_ssh_without_sudo_and_with_connection_sharing(tmp_path):
+def test_ssh_without_sudo_and_with_connection_sharing(tmp_path: Path) -> None:
     ssh = SshTransport("::1", sudo=False, control_dir=tmp_path)
 
     argv = ssh.ssh_argv(["systemctl", "start", "x"], privileged=True)
@@ -49,7 +50,7 @@ def test_ssh_without_sudo_and_with_connection_sharing(tmp_path):
 
 
 @pytest.fixture
-def fake_ssh(tmp_path, monkeypatch):
+def fake_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     script = tmp_path / "ssh"
     script.write_text(FAKE_SSH)
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
@@ -58,7 +59,7 @@ def fake_ssh(tmp_path, monkeypatch):
     return script, log
 
 
-def test_arguments_survive_the_remote_shell(fake_ssh):
+def test_arguments_survive_the_remote_shell(fake_ssh: tuple[Path, Path]) -> None:
     script, _ = fake_ssh
     ssh = SshTransport("host1", sudo=False, ssh=str(script))
     tricky = ["a b", "it's", "$HOME", "; rm -rf /", "%{version}-%{release}"]
@@ -69,7 +70,7 @@ def test_arguments_survive_the_remote_shell(fake_ssh):
     assert result.stdout == "|".join(tricky) + "|"
 
 
-def test_remote_exit_status_and_output_come_back(fake_ssh):
+def test_remote_exit_status_and_output_come_back(fake_ssh: tuple[Path, Path]) -> None:
     script, log = fake_ssh
     ssh = SshTransport("host1", sudo=False, ssh=str(script))
 
@@ -81,7 +82,7 @@ def test_remote_exit_status_and_output_come_back(fake_ssh):
     assert logged[-2:] == ["host1", "sh -c 'echo out; echo err >&2; exit 100'"]
 
 
-def test_missing_ssh_is_a_failed_command_not_an_exception(tmp_path):
+def test_missing_ssh_is_a_failed_command_not_an_exception(tmp_path: Path) -> None:
     ssh = SshTransport("host1", ssh=str(tmp_path / "no-ssh"))
 
     result = ssh.run(["true"])
@@ -89,7 +90,7 @@ def test_missing_ssh_is_a_failed_command_not_an_exception(tmp_path):
     assert result.returncode == 255 and "cannot run" in result.stderr
 
 
-def test_local_rebases_host_paths_rpm_and_dnf(tmp_path):
+def test_local_rebases_host_paths_rpm_and_dnf(tmp_path: Path) -> None:
     local = LocalTransport("h", root=tmp_path, releasever="9", dnf_options=("--disableplugin=local",))
 
     assert local.rebase(["test", "-f", HostPath("/etc/x.repo"), "/etc/untouched"]) == [
@@ -101,7 +102,7 @@ def test_local_rebases_host_paths_rpm_and_dnf(tmp_path):
     ]  # fmt: skip
 
 
-def test_local_without_root_runs_as_is(tmp_path):
+def test_local_without_root_runs_as_is(tmp_path: Path) -> None:
     local = LocalTransport()
     (tmp_path / "f").write_text("x")
 
@@ -110,10 +111,10 @@ def test_local_without_root_runs_as_is(tmp_path):
     assert local.run(["/nonexistent/program"]).returncode == 127
 
 
-def test_local_programs_replace_what_cannot_run_here(tmp_path):
-    seen = []
+def test_local_programs_replace_what_cannot_run_here(tmp_path: Path) -> None:
+    seen: list[tuple[str, ...]] = []
 
-    def systemctl(argv):
+    def systemctl(argv: Sequence[str]) -> CommandResult:
         seen.append(tuple(argv))
         return CommandResult(tuple(argv), 0)
 
@@ -123,7 +124,7 @@ def test_local_programs_replace_what_cannot_run_here(tmp_path):
     assert seen == [("systemctl", "start", "x.service")]
 
 
-def test_local_copy_rebases_host_paths_only(tmp_path):
+def test_local_copy_rebases_host_paths_only(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     source = tmp_path / "src"
