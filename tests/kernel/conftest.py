@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 THIRD_PARTY_MODULE = '''
 """A third-party plugin, installed only as a dist-info with one entry point."""
@@ -84,7 +84,7 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def run_cli(clean_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., object]:
+def run_cli(clean_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
     """Invoke the CLI in-process with ``clean_env`` as the whole environment."""
     from cortex_kernel.cli import build_cli
     from cortex_kernel.cli.context import CliState
@@ -95,7 +95,7 @@ def run_cli(clean_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Calla
     for key in ("XDG_CONFIG_HOME", "XDG_CONFIG_DIRS", "HOME"):
         monkeypatch.setenv(key, clean_env[key])
 
-    def invoke(*args: str, env: dict[str, str] | None = None) -> object:
+    def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
         environ = {**clean_env, **(env or {})}
         for key, value in (env or {}).items():
             monkeypatch.setenv(key, value)

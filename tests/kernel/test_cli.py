@@ -6,10 +6,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 import pytest
+from click.testing import Result
 
 from cortex_kernel.cli import build_cli
 
@@ -30,7 +32,7 @@ def _all_commands(
     return found
 
 
-def test_every_subcommand_has_help(run_cli):
+def test_every_subcommand_has_help(run_cli: Callable[..., Result]) -> None:
     cli = build_cli()
     with click.Context(cli) as ctx:
         commands = _all_commands(cli, ctx)
@@ -44,7 +46,7 @@ def test_every_subcommand_has_help(run_cli):
         assert len(result.output.splitlines()) > 4, path
 
 
-def test_root_help_and_version(run_cli):
+def test_root_help_and_version(run_cli: Callable[..., Result]) -> None:
     result = run_cli("--help")
     assert result.exit_code == 0
     assert "serve" in result.output and "neuron" in result.output
@@ -55,7 +57,7 @@ def test_root_help_and_version(run_cli):
     assert package_version() in version.output
 
 
-def test_console_script_in_a_fresh_process(clean_env):
+def test_console_script_in_a_fresh_process(clean_env: dict[str, str]) -> None:
     """The installed entry point works outside the test process (no state shared)."""
     exe = Path(sys.executable).with_name("cortex-kernel")
     out = subprocess.run(
@@ -70,7 +72,7 @@ def test_console_script_in_a_fresh_process(clean_env):
     assert helped.returncode == 0 and "Commands:" in helped.stdout
 
 
-def test_plugins_table_lists_builtins_with_versions(run_cli):
+def test_plugins_table_lists_builtins_with_versions(run_cli: Callable[..., Result]) -> None:
     result = run_cli("plugins")
     assert result.exit_code == 0
     from cortex_kernel._version import package_version
@@ -80,7 +82,7 @@ def test_plugins_table_lists_builtins_with_versions(run_cli):
     assert "register_harnesses" in lines["transformers"]
 
 
-def test_third_party_plugin_is_listed_and_adds_a_command(tmp_path, clean_env):
+def test_third_party_plugin_is_listed_and_adds_a_command(tmp_path: Path, clean_env: dict[str, str]) -> None:
     site = write_distribution(tmp_path / "site")
     env = {**clean_env, "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
     exe = Path(sys.executable).with_name("cortex-kernel")
@@ -97,7 +99,7 @@ def test_third_party_plugin_is_listed_and_adds_a_command(tmp_path, clean_env):
 
 
 @pytest.mark.parametrize("how", ["flag", "env"])
-def test_blocking_a_builtin_by_name(run_cli, how):
+def test_blocking_a_builtin_by_name(run_cli: Callable[..., Result], how: str) -> None:
     if how == "flag":
         result = run_cli("--block-plugin", "deploy", "plugins", "--json")
     else:
@@ -118,8 +120,8 @@ def test_blocking_a_builtin_by_name(run_cli, how):
     ],
 )
 def test_a_daemon_without_its_essential_plugin_refuses_to_start(
-    run_cli, tmp_path, command, config, essential
-):
+    run_cli: Callable[..., Result], tmp_path: Path, command: str, config: str, essential: str
+) -> None:
     path = tmp_path / f"{command}.toml"
     path.write_text(config)
     result = run_cli("--block-plugin", essential, command, "--config", str(path))

@@ -2,41 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 
 from tests.kernel.cli_errors import cli_error, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_unknown_key(run_cli, tmp_path):
+def test_unknown_key(run_cli: Callable[..., Result], tmp_path: Path) -> None:
     path = write_config(tmp_path / "cortex.toml", '[gateway]\nlisten = "0.0.0.0:31313"\nlistn = "x"\n')
     line = cli_error(run_cli, "config", "check", str(path))
     assert f"{path}:3: gateway.listn: unknown key" in line
     assert "metrics_listen" in line  # the expected form lists the valid keys
 
 
-def test_wrong_type(run_cli, tmp_path):
+def test_wrong_type(run_cli: Callable[..., Result], tmp_path: Path) -> None:
     path = write_config(tmp_path / "cortex.toml", "[gateway]\nlisten = 31313\n")
     line = cli_error(run_cli, "config", "check", str(path))
     assert f"{path}:2: gateway.listen: wrong type (got `int`) (expected a string)" in line
 
 
-def test_unparseable_listen_address(run_cli, tmp_path):
+def test_unparseable_listen_address(run_cli: Callable[..., Result], tmp_path: Path) -> None:
     path = write_config(tmp_path / "cortex.toml", '[gateway]\nmetrics_listen = "localhost"\n')
     line = cli_error(run_cli, "config", "check", str(path))
     assert f"{path}:2: gateway.metrics_listen: cannot parse listen address 'localhost'" in line
     assert "expected HOST:PORT" in line
 
 
-def test_out_of_range_port(run_cli, tmp_path):
+def test_out_of_range_port(run_cli: Callable[..., Result], tmp_path: Path) -> None:
     path = write_config(tmp_path / "neuron.toml", 'listen = "0.0.0.0:70000"\n')
     assert "listen: port 70000 is out of range" in cli_error(run_cli, "config", "check", str(path))
 
 
-def test_duplicate_neuron_name(run_cli, tmp_path):
+def test_duplicate_neuron_name(run_cli: Callable[..., Result], tmp_path: Path) -> None:
     path = write_config(
         tmp_path / "cortex.toml",
         """
@@ -53,7 +55,7 @@ def test_duplicate_neuron_name(run_cli, tmp_path):
     assert f"{path}:6: neurons[1].name: duplicate neuron name 'beast' (expected unique names)" in line
 
 
-def test_model_pinned_to_unknown_neuron(run_cli, tmp_path):
+def test_model_pinned_to_unknown_neuron(run_cli: Callable[..., Result], tmp_path: Path) -> None:
     config = write_config(
         tmp_path / "etc" / "cortex.toml", '[[neurons]]\nname = "beast"\nendpoint = "http://b:13131"\n'
     )
@@ -67,12 +69,14 @@ def test_model_pinned_to_unknown_neuron(run_cli, tmp_path):
     assert "beast" in line
 
 
-def test_invalid_toml_syntax(run_cli, tmp_path):
+def test_invalid_toml_syntax(run_cli: Callable[..., Result], tmp_path: Path) -> None:
     path = write_config(tmp_path / "cortex.toml", "[gateway]\nlisten = \n")
     assert f"{path}:2: invalid TOML" in cli_error(run_cli, "config", "check", str(path))
 
 
-def test_unknown_eviction_strategy_lists_the_evictors_installed(run_cli, tmp_path):
+def test_unknown_eviction_strategy_lists_the_evictors_installed(
+    run_cli: Callable[..., Result], tmp_path: Path
+) -> None:
     path = write_config(
         tmp_path / "cortex.toml",
         '[eviction]\nstrategy = "random"\n\n[[neurons]]\nname = "a"\nendpoint = "http://127.0.0.1:9"\n',
@@ -82,7 +86,7 @@ def test_unknown_eviction_strategy_lists_the_evictors_installed(run_cli, tmp_pat
     assert "'lru', 'priority'" in line
 
 
-def test_unknown_key_from_environment_names_the_variable(run_cli):
+def test_unknown_key_from_environment_names_the_variable(run_cli: Callable[..., Result]) -> None:
     assert "env CORTEX_GATEWAY__LISTN: gateway.listn: unknown key" in cli_error(
         run_cli, "config", "show", env={"CORTEX_GATEWAY__LISTN": "0.0.0.0:1"}
     )
@@ -92,7 +96,9 @@ def test_unknown_key_from_environment_names_the_variable(run_cli):
     ("how", "origin"),
     [("env", "env CORTEX_GATEWAY__WORKERS"), ("set", "cli"), ("file", "cortex.toml:2")],
 )
-def test_workers_without_neurons_names_where_the_worker_count_was_set(run_cli, tmp_path, how, origin):
+def test_workers_without_neurons_names_where_the_worker_count_was_set(
+    run_cli: Callable[..., Result], tmp_path: Path, how: str, origin: str
+) -> None:
     """The check ``serve`` makes once the file is loaded points where the loader's own errors do."""
     path = write_config(tmp_path / "cortex.toml", "[gateway]\nworkers = 2\n" if how == "file" else "")
     args = ["serve", "--config", str(path), *(["--set", "gateway.workers=2"] if how == "set" else [])]
@@ -100,14 +106,16 @@ def test_workers_without_neurons_names_where_the_worker_count_was_set(run_cli, t
     assert f"{origin}: gateway.workers: 2 workers need [[neurons]]" in line
 
 
-def test_missing_explicit_file(run_cli, tmp_path):
+def test_missing_explicit_file(run_cli: Callable[..., Result], tmp_path: Path) -> None:
     assert "absent.toml: file not found" in cli_error(
         run_cli, "config", "show", "--config", str(tmp_path / "absent.toml")
     )
 
 
 @pytest.mark.parametrize("command", ["serve", "neuron"])
-def test_daemons_refuse_bad_configuration_before_starting(run_cli, tmp_path, command):
+def test_daemons_refuse_bad_configuration_before_starting(
+    run_cli: Callable[..., Result], tmp_path: Path, command: str
+) -> None:
     name = "cortex.toml" if command == "serve" else "neuron.toml"
     key = "[gateway]\nlisten" if command == "serve" else "listen"
     path = write_config(tmp_path / name, f'{key} = "not-an-address"\n')
@@ -115,13 +123,13 @@ def test_daemons_refuse_bad_configuration_before_starting(run_cli, tmp_path, com
 
 
 @pytest.mark.parametrize("name", ["cortex.example.toml", "neuron.example.toml", "models.example.toml"])
-def test_shipped_example_files_parse(run_cli, name):
+def test_shipped_example_files_parse(run_cli: Callable[..., Result], name: str) -> None:
     result = run_cli("config", "check", str(ROOT / name))
     assert result.exit_code == 0, result.output
     assert result.output.endswith("ok" + result.output.split("ok", 1)[1])
 
 
-def test_alias_to_unknown_model(run_cli, tmp_path):
+def test_alias_to_unknown_model(run_cli: Callable[..., Result], tmp_path: Path) -> None:
     path = write_config(
         tmp_path / "models.toml", '[[models]]\nid = "m"\nharness = "x"\n\n[aliases]\nfast = "zzz"\n'
     )
@@ -145,19 +153,21 @@ def test_alias_to_unknown_model(run_cli, tmp_path):
         ("min_replicas = -1\n", 4, "models[0].min_replicas", ">= 0"),
     ],
 )
-def test_residency_keys_out_of_range(run_cli, tmp_path, extra, line, key, problem):
+def test_residency_keys_out_of_range(
+    run_cli: Callable[..., Result], tmp_path: Path, extra: str, line: int, key: str, problem: str
+) -> None:
     path = write_config(tmp_path / "models.toml", f'[[models]]\nid = "m"\nharness = "x"\n{extra}')
     message = cli_error(run_cli, "config", "check", str(path))
     assert f"{path}:{line}: {key}:" in message and problem in message, message
 
 
-def test_residency_default_ttls_out_of_order(run_cli, tmp_path):
+def test_residency_default_ttls_out_of_order(run_cli: Callable[..., Result], tmp_path: Path) -> None:
     path = write_config(tmp_path / "cortex.toml", "[residency]\nidle_ttl_s = 60\nunload_ttl_s = 10\n")
     line = cli_error(run_cli, "config", "check", str(path))
     assert f"{path}:3: residency.unload_ttl_s: unload_ttl_s must be longer" in line
 
 
-def test_alias_list_naming_an_unknown_model(run_cli, tmp_path):
+def test_alias_list_naming_an_unknown_model(run_cli: Callable[..., Result], tmp_path: Path) -> None:
     path = write_config(
         tmp_path / "models.toml",
         '[[models]]\nid = "big"\nharness = "x"\n\n[aliases]\ncoder = ["big", "nope"]\n',

@@ -7,7 +7,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from cortex_kernel.config.schema import ROOT_TYPES
+from cortex_kernel.config.schema import ROOT_TYPES, ConfigKind
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
 
@@ -34,7 +34,7 @@ def _keys(info: msgspec.inspect.Type, prefix: str = "") -> list[str]:
 
 
 @pytest.mark.parametrize("kind", sorted(ROOT_TYPES))
-def test_every_key_is_documented(kind):
+def test_every_key_is_documented(kind: ConfigKind) -> None:
     missing = [key for key in _keys(msgspec.inspect.type_info(ROOT_TYPES[kind])) if f"`{key}`" not in DOC]
     assert not missing, f"document these {kind} keys in docs/configuration.md: {missing}"
 
@@ -47,7 +47,7 @@ def _plugin_tables() -> list[tuple[str, msgspec.inspect.Type]]:
     return [(f"{t.kind}:{t.name}", msgspec.inspect.type_info(t.schema)) for t in tables]
 
 
-def test_the_built_in_plugins_declare_tables():
+def test_the_built_in_plugins_declare_tables() -> None:
     assert {"cortex:console", "cortex:responses", "cortex:routing.affinity"} <= {
         n for n, _ in _plugin_tables()
     }
@@ -56,7 +56,7 @@ def test_the_built_in_plugins_declare_tables():
 @pytest.mark.parametrize(
     ("table", "info"), _plugin_tables(), ids=lambda value: value if isinstance(value, str) else "keys"
 )
-def test_every_plugin_table_key_is_documented(table, info):
+def test_every_plugin_table_key_is_documented(table: str, info: msgspec.inspect.Type) -> None:
     """The installed plugins' own tables (``register_config_tables``) are documented like the
     kernel's: every key, under its dotted table name."""
     name = table.split(":", 1)[1]

@@ -7,7 +7,11 @@ options module imports nothing from vLLM, so this runs without it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
+from click.testing import Result
 
 from cortex_kernel.config.loader import load_config
 from cortex_kernel.errors import BadRequest
@@ -21,7 +25,9 @@ from tests.kernel.cli_errors import cli_error, write_config
 @pytest.mark.parametrize(
     ("harness", "good", "typo"), [("transformers", "dtype", "dtyp"), ("vllm", "dtype", "dtpye")]
 )
-def test_a_misspelt_model_option_names_file_line_and_key(run_cli, tmp_path, harness, good, typo):
+def test_a_misspelt_model_option_names_file_line_and_key(
+    run_cli: Callable[..., Result], tmp_path: Path, harness: str, good: str, typo: str
+) -> None:
     path = write_config(
         tmp_path / "models.toml",
         f"""
@@ -42,7 +48,9 @@ def test_a_misspelt_model_option_names_file_line_and_key(run_cli, tmp_path, harn
     assert good in line  # the expected form lists the known options
 
 
-def test_a_mistyped_option_in_an_inline_table_is_located_too(run_cli, tmp_path):
+def test_a_mistyped_option_in_an_inline_table_is_located_too(
+    run_cli: Callable[..., Result], tmp_path: Path
+) -> None:
     path = write_config(
         tmp_path / "models.toml",
         """
@@ -56,13 +64,13 @@ def test_a_mistyped_option_in_an_inline_table_is_located_too(run_cli, tmp_path):
     assert f"{path}:4: models[0].options.tensor_parallel_size:" in line and ">= 1" in line, line
 
 
-def test_the_neurons_harness_table_is_checked_as_well(run_cli, tmp_path):
+def test_the_neurons_harness_table_is_checked_as_well(run_cli: Callable[..., Result], tmp_path: Path) -> None:
     path = write_config(tmp_path / "neuron.toml", "[harnesses.transformers]\nmax_concurency = 2\n")
     line = cli_error(run_cli, "config", "check", str(path))
     assert f"{path}:2: harnesses.transformers.max_concurency: unknown transformers option" in line, line
 
 
-def test_valid_options_pass(run_cli, tmp_path):
+def test_valid_options_pass(run_cli: Callable[..., Result], tmp_path: Path) -> None:
     path = write_config(
         tmp_path / "models.toml",
         """
@@ -82,7 +90,7 @@ def test_valid_options_pass(run_cli, tmp_path):
     assert load_config("models", path, environ={}).catalogue.models[0].options["dtype"] == "float32"
 
 
-def test_both_harnesses_declare_their_options_struct():
+def test_both_harnesses_declare_their_options_struct() -> None:
     [transformers] = transformers_harnesses()
     [vllm] = vllm_harnesses()
     assert vllm.options is VllmOptions and transformers.options is not None
@@ -90,7 +98,7 @@ def test_both_harnesses_declare_their_options_struct():
         assert spec.options is not None and spec.options.__struct_config__.forbid_unknown_fields
 
 
-def test_the_transformers_harness_refuses_a_misspelt_option_at_load():
+def test_the_transformers_harness_refuses_a_misspelt_option_at_load() -> None:
     with pytest.raises(BadRequest) as caught:
         check_options({"max_concurrency": 2}, {"atn_implementation": "sdpa"})
     assert caught.value.code == "invalid_option" and caught.value.param == "atn_implementation"

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from starlette.types import Scope
 
 from cortex_kernel.config.addresses import parse_listen
 from cortex_kernel.config.schema import ConnectionLimits
@@ -31,7 +32,7 @@ from tests.daemons import free_port
 from tests.kernel.test_send_path import wire_bytes
 
 DATE = re.compile(rb"date: [^\r]*\r\n")
-App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+App = Callable[[Scope, Any, Any], Awaitable[None]]
 
 
 class RecordingTransport(asyncio.Transport):
@@ -120,7 +121,7 @@ async def test_the_bytes_on_the_wire_are_hypercorns(
     elif framing == "chunked":
         headers.append((b"transfer-encoding", b"chunked"))
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         for piece in pieces:
             await send({"type": "http.response.body", "body": piece, "more_body": True})
@@ -136,7 +137,7 @@ async def test_the_bytes_on_the_wire_are_hypercorns(
 # -- over real sockets ---------------------------------------------------------------------------
 
 
-async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def echo_app(scope: Scope, receive: Any, send: Any) -> None:
     """Answers with the method, path, query and the whole request body it read."""
     if scope["type"] == "lifespan":
         while (await receive())["type"] != "lifespan.shutdown":

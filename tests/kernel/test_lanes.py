@@ -55,12 +55,14 @@ async def routed(request: Any) -> PlainTextResponse:
     return PlainTextResponse("from the router")
 
 
-def test_a_lane_answers_its_method_and_path_inside_the_middleware_that_watches_it(cortex_pm):
+def test_a_lane_answers_its_method_and_path_inside_the_middleware_that_watches_it(
+    cortex_pm: pluggy.PluginManager,
+) -> None:
     seen: list[str] = []
 
     class Part:
         @hookimpl
-        def register_app_parts(self):
+        def register_app_parts(self) -> list[AppPart]:
             return [
                 AppPart(
                     name="lanes",
@@ -87,13 +89,13 @@ def test_a_lane_answers_its_method_and_path_inside_the_middleware_that_watches_i
     ]
 
 
-def test_two_parts_claiming_one_lane_stop_start_up(cortex_pm):
+def test_two_parts_claiming_one_lane_stop_start_up(cortex_pm: pluggy.PluginManager) -> None:
     class Claim:
         def __init__(self, name: str) -> None:
             self.name = name
 
         @hookimpl
-        def register_app_parts(self):
+        def register_app_parts(self) -> list[AppPart]:
             return [AppPart(name=self.name, lanes={("POST", "/same"): lane})]
 
     cortex_pm.register(Claim("a"), name="a")

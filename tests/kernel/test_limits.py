@@ -74,7 +74,8 @@ def error_envelope(raw: bytes) -> dict[str, object]:
     _, _, body = raw.partition(b"\r\n\r\n")
     decoded = json.loads(body)
     assert set(decoded) == {"error"}
-    return decoded["error"]
+    error: dict[str, object] = decoded["error"]
+    return error
 
 
 # -- peer close, keep-alive, connection cap, descriptor exhaustion -----------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,7 @@ from tests.daemons import EXE
 
 
 @pytest.mark.parametrize("listen", ["0.0.0.0:13131", "[::]:13131", "10.0.0.5:1", "gpu-1.internal:1"])
-def test_refused_beyond_loopback_without_a_token(listen):
+def test_refused_beyond_loopback_without_a_token(listen: str) -> None:
     with pytest.raises(ConfigError, match="without a token"):
         check_exposure(parse_listen(listen), NeuronConfig(), None)
     check_exposure(parse_listen(listen), NeuronConfig(token="t"), None)
@@ -23,11 +24,11 @@ def test_refused_beyond_loopback_without_a_token(listen):
 
 
 @pytest.mark.parametrize("listen", ["127.0.0.1:13131", "127.0.0.2:1", "[::1]:1", "localhost:1"])
-def test_loopback_needs_no_token(listen):
+def test_loopback_needs_no_token(listen: str) -> None:
     check_exposure(parse_listen(listen), NeuronConfig(), None)
 
 
-def test_the_shipped_default_exits_2_with_one_line(clean_env, tmp_path):
+def test_the_shipped_default_exits_2_with_one_line(clean_env: dict[str, str], tmp_path: Path) -> None:
     # Not the example file's listen on loopback: the daemon must refuse before it serves, so a
     # regression shows as a timeout here rather than a neuron left running.
     config = tmp_path / "neuron.toml"
@@ -41,7 +42,7 @@ def test_the_shipped_default_exits_2_with_one_line(clean_env, tmp_path):
     assert "insecure_listen" in lines[0]
 
 
-def test_the_operator_can_insist(clean_env, tmp_path):
+def test_the_operator_can_insist(clean_env: dict[str, str], tmp_path: Path) -> None:
     # A port already taken on all interfaces: a neuron past the exposure check fails to bind (1).
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("0.0.0.0", 0))

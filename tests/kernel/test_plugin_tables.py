@@ -12,11 +12,13 @@ import dataclasses
 import json
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
+from click.testing import Result
 
 from cortex_kernel import ConfigTable, hookimpl
 from cortex_kernel.config.loader import LoadedConfig, load_config
@@ -70,14 +72,16 @@ def acme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     sys.modules.pop("cortex_acme", None)
 
 
-def test_hook_register_config_tables(acme):
+def test_hook_register_config_tables(acme: Path) -> None:
     tables = declared_tables(build_plugin_manager(environ={}))
     names = {(table.kind, table.name) for table in tables}
     assert {("cortex", "acme"), ("neuron", "acme")} <= names
     assert {("cortex", "console"), ("cortex", "responses"), ("cortex", "routing.affinity")} <= names
 
 
-def test_a_bad_value_in_a_plugin_table_names_file_line_and_key(run_cli, acme, tmp_path):
+def test_a_bad_value_in_a_plugin_table_names_file_line_and_key(
+    run_cli: Callable[..., Result], acme: Path, tmp_path: Path
+) -> None:
     path = write_config(
         tmp_path / "cortex.toml",
         """
@@ -93,13 +97,17 @@ def test_a_bad_value_in_a_plugin_table_names_file_line_and_key(run_cli, acme, tm
     assert f"{path}:6: acme.retries: must be `int` >= 0 (expected an integer >= 0)" in error
 
 
-def test_an_unknown_key_in_a_plugin_table_names_file_line_and_the_known_keys(run_cli, acme, tmp_path):
+def test_an_unknown_key_in_a_plugin_table_names_file_line_and_the_known_keys(
+    run_cli: Callable[..., Result], acme: Path, tmp_path: Path
+) -> None:
     path = write_config(tmp_path / "cortex.toml", "[acme]\nretries = 1\nretires = 2\n")
     error = cli_error(run_cli, "config", "check", str(path))
     assert f"{path}:3: acme.retires: unknown key (expected one of retries, api_token, mode)" in error
 
 
-def test_a_built_in_plugin_sub_table_is_checked_where_it_sits(run_cli, tmp_path):
+def test_a_built_in_plugin_sub_table_is_checked_where_it_sits(
+    run_cli: Callable[..., Result], tmp_path: Path
+) -> None:
     path = write_config(
         tmp_path / "cortex.toml",
         """
@@ -114,7 +122,9 @@ def test_a_built_in_plugin_sub_table_is_checked_where_it_sits(run_cli, tmp_path)
     assert f"{path}:5: routing.kv_aware.kv_full_ratio: must be `float` <= 1" in error
 
 
-def test_a_table_no_plugin_claims_is_an_error_naming_file_and_line(run_cli, tmp_path):
+def test_a_table_no_plugin_claims_is_an_error_naming_file_and_line(
+    run_cli: Callable[..., Result], tmp_path: Path
+) -> None:
     path = write_config(
         tmp_path / "cortex.toml", '[gateway]\nlisten = "127.0.0.1:9000"\n\n[respones]\nstore_ttl_s = 5\n'
     )
@@ -123,20 +133,26 @@ def test_a_table_no_plugin_claims_is_an_error_naming_file_and_line(run_cli, tmp_
     assert "responses" in error  # the tables that do exist are listed
 
 
-def test_an_unclaimed_sub_table_of_a_kernel_table_is_an_error(run_cli, tmp_path):
+def test_an_unclaimed_sub_table_of_a_kernel_table_is_an_error(
+    run_cli: Callable[..., Result], tmp_path: Path
+) -> None:
     path = write_config(tmp_path / "cortex.toml", "[routing.afinity]\nload_epsilon = 0.5\n")
     error = cli_error(run_cli, "config", "check", str(path))
     assert f"{path}:1: routing.afinity: unknown table" in error
 
 
-def test_a_moved_router_key_left_in_routing_is_an_unknown_key(run_cli, tmp_path):
+def test_a_moved_router_key_left_in_routing_is_an_unknown_key(
+    run_cli: Callable[..., Result], tmp_path: Path
+) -> None:
     path = write_config(tmp_path / "cortex.toml", '[routing]\nstrategy = "affinity"\nload_epsilon = 0.5\n')
     error = cli_error(run_cli, "config", "check", str(path))
     assert f"{path}:3: routing.load_epsilon: unknown key" in error
 
 
 @pytest.mark.parametrize("command", ["serve", "neuron"])
-def test_daemons_refuse_an_unclaimed_table_before_starting(run_cli, tmp_path, command):
+def test_daemons_refuse_an_unclaimed_table_before_starting(
+    run_cli: Callable[..., Result], tmp_path: Path, command: str
+) -> None:
     name = "cortex.toml" if command == "serve" else "neuron.toml"
     path = write_config(
         tmp_path / name,
@@ -149,7 +165,9 @@ def test_daemons_refuse_an_unclaimed_table_before_starting(run_cli, tmp_path, co
     assert f"{path}:{line}: consle: unknown table" in error
 
 
-def test_a_neuron_plugin_table_is_checked_in_neuron_toml(run_cli, acme, tmp_path):
+def test_a_neuron_plugin_table_is_checked_in_neuron_toml(
+    run_cli: Callable[..., Result], acme: Path, tmp_path: Path
+) -> None:
     good = write_config(tmp_path / "neuron.toml", "[acme]\nspool_mb = 128\n")
     assert run_cli("config", "check", str(good)).exit_code == 0
     bad = write_config(tmp_path / "neuron-bad.toml", '[acme]\nmode = "fast"\n')  # a cortex.toml key
@@ -157,7 +175,9 @@ def test_a_neuron_plugin_table_is_checked_in_neuron_toml(run_cli, acme, tmp_path
     assert f"{bad}:2: acme.mode: unknown key (expected one of spool_mb)" in error
 
 
-def test_the_table_of_a_blocked_plugin_is_a_warning_not_an_error(run_cli, tmp_path):
+def test_the_table_of_a_blocked_plugin_is_a_warning_not_an_error(
+    run_cli: Callable[..., Result], tmp_path: Path
+) -> None:
     path = write_config(
         tmp_path / "cortex.toml", '[plugins]\nblock = ["console"]\n\n[console]\ncapture = true\n'
     )
@@ -166,7 +186,9 @@ def test_the_table_of_a_blocked_plugin_is_a_warning_not_an_error(run_cli, tmp_pa
     assert "warning: [console] belongs to blocked plugin 'console'" in result.output
 
 
-def test_blocking_a_plugin_does_not_excuse_a_misspelt_table(run_cli, tmp_path):
+def test_blocking_a_plugin_does_not_excuse_a_misspelt_table(
+    run_cli: Callable[..., Result], tmp_path: Path
+) -> None:
     path = write_config(
         tmp_path / "cortex.toml", '[plugins]\nblock = ["console"]\n\n[consle]\ncapture = true\n'
     )
@@ -174,7 +196,9 @@ def test_blocking_a_plugin_does_not_excuse_a_misspelt_table(run_cli, tmp_path):
     assert f"{path}:4: consle: unknown table" in error
 
 
-def test_config_show_lists_plugin_tables_with_sources_and_secrets_redacted(run_cli, acme, tmp_path):
+def test_config_show_lists_plugin_tables_with_sources_and_secrets_redacted(
+    run_cli: Callable[..., Result], acme: Path, tmp_path: Path
+) -> None:
     path = write_config(
         tmp_path / "cortex.toml", '[acme]\napi_token = "s3cret"\n\n[routing.affinity]\nmax_sessions = 9\n'
     )
@@ -188,7 +212,7 @@ def test_config_show_lists_plugin_tables_with_sources_and_secrets_redacted(run_c
     assert "s3cret" not in result.output
 
 
-def test_environment_and_set_reach_plugin_tables(run_cli, tmp_path):
+def test_environment_and_set_reach_plugin_tables(run_cli: Callable[..., Result], tmp_path: Path) -> None:
     env = {"CORTEX_CONSOLE__CAPTURE_CHARS": "20", "CORTEX_ROUTING__KV_AWARE__KV_FULL_RATIO": "0.5"}
     result = run_cli("config", "show", "--json", "--set", "responses.store_ttl_s=9", env=env)
     assert result.exit_code == 0, result.output
@@ -198,12 +222,12 @@ def test_environment_and_set_reach_plugin_tables(run_cli, tmp_path):
     assert values["responses.store_ttl_s"] == {"value": 9.0, "source": "cli"}
 
 
-def test_a_bad_plugin_value_from_the_environment_names_the_variable(run_cli):
+def test_a_bad_plugin_value_from_the_environment_names_the_variable(run_cli: Callable[..., Result]) -> None:
     error = cli_error(run_cli, "config", "show", env={"CORTEX_CONSOLE__CAPTURE_CHARS": "0"})
     assert "env CORTEX_CONSOLE__CAPTURE_CHARS: console.capture_chars: must be" in error
 
 
-def test_an_unclaimed_table_from_the_environment_only_warns(run_cli):
+def test_an_unclaimed_table_from_the_environment_only_warns(run_cli: Callable[..., Result]) -> None:
     """Unrelated ``CORTEX_*`` variables were always left alone; one that looks like a table the
     plugins do not declare is now pointed out, but does not stop the daemon."""
     result = run_cli("config", "show", env={"CORTEX_SOMETHING__ELSE": "1"})
@@ -211,12 +235,12 @@ def test_an_unclaimed_table_from_the_environment_only_warns(run_cli):
     assert "CORTEX_SOMETHING__ELSE: no loaded plugin declares the table [something]" in result.output
 
 
-def test_a_set_flag_for_an_unclaimed_table_is_an_error(run_cli):
+def test_a_set_flag_for_an_unclaimed_table_is_an_error(run_cli: Callable[..., Result]) -> None:
     error = cli_error(run_cli, "config", "show", "--set", "consle.capture=true")
     assert "cli: consle: unknown table" in error
 
 
-def test_a_plugin_reads_its_table_typed_with_defaults(tmp_path):
+def test_a_plugin_reads_its_table_typed_with_defaults(tmp_path: Path) -> None:
     class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         level: int = 1
         name: str = "x"
@@ -251,7 +275,7 @@ class _Required(msgspec.Struct, forbid_unknown_fields=True):
         ("mine", dict, "msgspec.Struct"),
     ],
 )
-def test_a_malformed_declaration_is_refused(name, schema, error):
+def test_a_malformed_declaration_is_refused(name: str, schema: type[Any], error: str) -> None:
     with pytest.raises((TypeError, ValueError), match=error):
         ConfigTable(name, schema)
 
@@ -275,14 +299,14 @@ class _Declares:
         (["mine", "mine.sub"], r"lies inside plugin table \[mine\]"),
     ],
 )
-def test_conflicting_declarations_are_start_up_errors(names, error):
+def test_conflicting_declarations_are_start_up_errors(names: list[str], error: str) -> None:
     plugin = _Declares(*(ConfigTable(name, _Strict) for name in names))
     pm = build_plugin_manager(extra=[("declares", plugin)], environ={})
     with pytest.raises(PluginError, match=error):
         declared_tables(pm)
 
 
-def test_a_claimed_table_is_validated_by_the_check(tmp_path):
+def test_a_claimed_table_is_validated_by_the_check(tmp_path: Path) -> None:
     plugin = _Declares(ConfigTable("mine", _Strict))
     pm = build_plugin_manager(load_entrypoints=False, extra=[("declares", plugin)])
     path = write_config(tmp_path / "cortex.toml", '[mine]\nlevel = "high"\n')
@@ -291,13 +315,15 @@ def test_a_claimed_table_is_validated_by_the_check(tmp_path):
         check_plugin_tables(loaded, pm)
 
 
-def test_reading_a_table_of_the_other_file_is_a_plugin_bug():
+def test_reading_a_table_of_the_other_file_is_a_plugin_bug() -> None:
     table = ConfigTable("mine", _Strict, kind="neuron")
     with pytest.raises(ValueError, match=r"\[mine\] is a neuron.toml table"):
         LoadedConfig("cortex", CortexConfig(), None, {}).table(table)
 
 
-def test_a_table_is_converted_once_from_the_check_to_the_plugin(tmp_path, monkeypatch):
+def test_a_table_is_converted_once_from_the_check_to_the_plugin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The CLI's check and the plugin's read (also through the copy embedded mode makes) share one
     conversion; a copy with other raw tables converts its own."""
     from cortex_kernel.config import loader
@@ -309,7 +335,7 @@ def test_a_table_is_converted_once_from_the_check_to_the_plugin(tmp_path, monkey
     )
     converted: list[object] = []
 
-    def counting(schema: type[msgspec.Struct], *args: object, **kwargs: object) -> object:
+    def counting(schema: type[msgspec.Struct], *args: Any, **kwargs: Any) -> object:
         converted.append(schema)
         return real(schema, *args, **kwargs)
 

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import pluggy
 import pytest
-from starlette.routing import Route
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 from starlette.testclient import TestClient
 
 from cortex_kernel import hookimpl
 from cortex_kernel.app import create_app
+from cortex_kernel.catalogue_entry import CatalogueEntry
 from cortex_kernel.config.loader import LoadedConfig
 from cortex_kernel.config.schema import CortexConfig
-from cortex_kernel.errors import Overloaded
-from cortex_kernel.kernel import AppPart, Kernel
+from cortex_kernel.errors import CortexError, Overloaded
+from cortex_kernel.kernel import AppPart, Kernel, Role
 from cortex_kernel.plugins import PluginError, build_plugin_manager, describe_plugins
 
 
@@ -20,7 +26,7 @@ def _kernel(pm: pluggy.PluginManager) -> Kernel:
     return Kernel(role="gateway", config=LoadedConfig("cortex", CortexConfig(), None, {}), pm=pm)
 
 
-def test_factory_builds_independent_managers():
+def test_factory_builds_independent_managers() -> None:
     first = build_plugin_manager(load_entrypoints=False)
     second = build_plugin_manager(load_entrypoints=False)
     assert first is not second
@@ -29,7 +35,7 @@ def test_factory_builds_independent_managers():
     assert second.get_plugin("only-in-first") is None
 
 
-def test_third_party_entry_point_routes_are_mounted(third_party_path):
+def test_third_party_entry_point_routes_are_mounted(third_party_path: Path) -> None:
     pm = build_plugin_manager()
     names = {info.name: info for info in describe_plugins(pm)}
     assert names["hello"].version == "1.2.3"
@@ -39,7 +45,7 @@ def test_third_party_entry_point_routes_are_mounted(third_party_path):
     assert response.json() == {"hello": "world"}
 
 
-def test_blocked_third_party_plugin_is_never_imported(third_party_path):
+def test_blocked_third_party_plugin_is_never_imported(third_party_path: Path) -> None:
     import sys
 
     pm = build_plugin_manager(blocked=["hello"])
@@ -48,12 +54,12 @@ def test_blocked_third_party_plugin_is_never_imported(third_party_path):
     assert TestClient(create_app(_kernel(pm))).get("/hello").status_code == 404
 
 
-def test_autoload_switch_skips_entry_points():
+def test_autoload_switch_skips_entry_points() -> None:
     pm = build_plugin_manager(environ={"CORTEX_KERNEL_NO_AUTOLOAD": "1"})
     assert describe_plugins(pm) == []
 
 
-def test_hook_register_app_parts(cortex_pm):
+def test_hook_register_app_parts(cortex_pm: pluggy.PluginManager) -> None:
     """Parts are mounted in registration order, their lifespans entered in order, exited reversed."""
     events: list[str] = []
 
@@ -61,12 +67,12 @@ def test_hook_register_app_parts(cortex_pm):
         from contextlib import asynccontextmanager
 
         @asynccontextmanager
-        async def lifespan():
+        async def lifespan() -> AsyncIterator[None]:
             events.append(f"start {name}")
             yield
             events.append(f"stop {name}")
 
-        async def endpoint(request):
+        async def endpoint(request: Request) -> Response:
             from starlette.responses import PlainTextResponse
 
             return PlainTextResponse(name)
@@ -75,12 +81,12 @@ def test_hook_register_app_parts(cortex_pm):
 
     class First:
         @hookimpl
-        def register_app_parts(self, role):
+        def register_app_parts(self, role: Role) -> list[AppPart] | None:
             return [part("first")] if role == "gateway" else None
 
     class Second:
         @hookimpl
-        def register_app_parts(self, role):
+        def register_app_parts(self, role: Role) -> list[AppPart] | None:
             return [part("second")] if role == "gateway" else None
 
     cortex_pm.register(First(), name="first")
@@ -91,8 +97,8 @@ def test_hook_register_app_parts(cortex_pm):
     assert events == ["start first", "start second", "stop second", "stop first"]
 
 
-def test_conflicting_routes_are_a_startup_error(cortex_pm):
-    async def endpoint(request):  # pragma: no cover - never served
+def test_conflicting_routes_are_a_startup_error(cortex_pm: pluggy.PluginManager) -> None:
+    async def endpoint(request: Request) -> Response:  # pragma: no cover - never served
         raise AssertionError
 
     class Claim:
@@ -100,7 +106,7 @@ def test_conflicting_routes_are_a_startup_error(cortex_pm):
             self.name = name
 
         @hookimpl
-        def register_app_parts(self):
+        def register_app_parts(self) -> list[AppPart]:
             return [AppPart(name=self.name, routes=[Route("/same", endpoint, methods=["POST"])])]
 
     cortex_pm.register(Claim("a"), name="a")
@@ -109,16 +115,16 @@ def test_conflicting_routes_are_a_startup_error(cortex_pm):
         create_app(_kernel(cortex_pm))
 
 
-def test_errors_use_the_openai_envelope(cortex_pm):
-    async def busy(request):
+def test_errors_use_the_openai_envelope(cortex_pm: pluggy.PluginManager) -> None:
+    async def busy(request: Request) -> Response:
         raise Overloaded("model is busy", retry_after=3)
 
-    async def crash(request):
+    async def crash(request: Request) -> Response:
         raise RuntimeError("boom")
 
     class Plugin:
         @hookimpl
-        def register_app_parts(self):
+        def register_app_parts(self) -> list[AppPart]:
             return [AppPart(name="p", routes=[Route("/busy", busy), Route("/crash", crash)])]
 
     cortex_pm.register(Plugin(), name="p")
@@ -144,7 +150,7 @@ def test_errors_use_the_openai_envelope(cortex_pm):
     assert "boom" not in crashed.text
 
 
-def test_broken_plugin_is_reported_not_crashed(tmp_path, monkeypatch):
+def test_broken_plugin_is_reported_not_crashed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     site = tmp_path / "broken"
     site.mkdir()
     (site / "cortex_broken.py").write_text("raise ImportError('missing dependency xyz')\n")
@@ -158,12 +164,12 @@ def test_broken_plugin_is_reported_not_crashed(tmp_path, monkeypatch):
     assert build_plugin_manager(blocked=["broken"]) is not None
 
 
-def test_hook_register_commands(cortex_pm):
+def test_hook_register_commands(cortex_pm: pluggy.PluginManager) -> None:
     import click
 
     class Plugin:
         @hookimpl
-        def register_commands(self, cli):
+        def register_commands(self, cli: click.Group) -> None:
             cli.add_command(click.Command("extra", help="An extra command."))
 
     cortex_pm.register(Plugin(), name="p")
@@ -172,15 +178,15 @@ def test_hook_register_commands(cortex_pm):
     assert "extra" in group.commands
 
 
-def test_hook_register_harnesses(cortex_pm):
-    from cortex_kernel.harness import HarnessSpec
+def test_hook_register_harnesses(cortex_pm: pluggy.PluginManager) -> None:
+    from cortex_kernel.harness import Harness, HarnessContext, HarnessSpec
 
-    def factory(context):  # pragma: no cover - not built here
+    def factory(context: HarnessContext) -> Harness:  # pragma: no cover - not built here
         raise AssertionError
 
     class Plugin:
         @hookimpl
-        def register_harnesses(self):
+        def register_harnesses(self) -> list[HarnessSpec]:
             return [HarnessSpec(name="fake", factory=factory)]
 
     cortex_pm.register(Plugin(), name="p")
@@ -188,7 +194,7 @@ def test_hook_register_harnesses(cortex_pm):
     assert [spec.name for spec in specs] == ["fake"]
 
 
-def test_hook_register_dialects(cortex_pm):
+def test_hook_register_dialects(cortex_pm: pluggy.PluginManager) -> None:
     """A dialect's routes are mounted on the gateway and it may answer /v1/models in its shape."""
     from starlette.responses import JSONResponse
 
@@ -199,28 +205,28 @@ def test_hook_register_dialects(cortex_pm):
     class Shouty:
         name = "shouty"
 
-        def routes(self, upstream):
+        def routes(self, upstream: Upstream) -> list[BaseRoute]:
             seen.append(upstream)
 
-            async def hello(request):
+            async def hello(request: Request) -> JSONResponse:
                 return JSONResponse({"models": [m.id.upper() for m in upstream.models()]})
 
             return [Route("/shout", hello)]
 
-        def render_models(self, request, models):
+        def render_models(self, request: Request, models: list[CatalogueEntry]) -> JSONResponse | None:
             if request.headers.get("x-shout"):
                 return JSONResponse({"shouted": [m.id.upper() for m in models]})
             return None
 
-        def claims(self, request):
+        def claims(self, request: HTTPConnection) -> bool:
             return request.url.path == "/shout"
 
-        def render_error(self, error):
+        def render_error(self, error: CortexError) -> JSONResponse:
             return JSONResponse({"SHOUTED": error.message.upper()}, status_code=error.status)
 
     class Plugin:
         @hookimpl
-        def register_dialects(self):
+        def register_dialects(self) -> list[Dialect]:
             return [Shouty()]
 
     import cortex_evictors.plugin as evictors_plugin

@@ -63,7 +63,13 @@ LENGTHS = [None, b"10", b"100", b"999999999", b"abc", b"", str(LIMIT + SLACK + 1
     pieces=st.lists(st.binary(max_size=40), max_size=5),
     gone=st.booleans(),
 )
-async def test_the_same_bytes_and_the_same_refusals(content_type, second_type, length, pieces, gone):
+async def test_the_same_bytes_and_the_same_refusals(
+    content_type: bytes | None,
+    second_type: bytes | None,
+    length: bytes | None,
+    pieces: list[bytes],
+    gone: bool,
+) -> None:
     headers = [(b"host", b"x")]
     if content_type is not None:
         headers.append((b"content-type", content_type))

@@ -47,7 +47,7 @@ async def lane(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b"lane"})
 
 
-def test_only_the_routes_under_a_prefix_are_wrapped_and_the_first_entry_is_outermost():
+def test_only_the_routes_under_a_prefix_are_wrapped_and_the_first_entry_is_outermost() -> None:
     calls: list[tuple[str, str]] = []
     routes = [Route(path, ok) for path in ("/console", "/console/api/state", "/consoles", "/v1/models")]
     scoped = [

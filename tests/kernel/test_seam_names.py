@@ -53,12 +53,12 @@ def _code_words(path: Path) -> list[str]:
     return [f"{path.relative_to(KERNEL.parent)}: {w!r}" for w in words if PLUGIN_WORDS.search(w)]
 
 
-def test_kernel_code_names_no_plugin():
+def test_kernel_code_names_no_plugin() -> None:
     found = [hit for path in sorted(KERNEL.rglob("*.py")) for hit in _code_words(path)]
     assert not found, found
 
 
-def test_the_kernel_schema_holds_no_plugin_table():
+def test_the_kernel_schema_holds_no_plugin_table() -> None:
     cortex = {f.name for f in msgspec.structs.fields(CortexConfig)}
     routing = {f.name for f in msgspec.structs.fields(RoutingSection)}
     assert not cortex & {"responses", "console"}

@@ -22,6 +22,7 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from starlette.types import Scope
 
 from cortex_kernel.config.addresses import parse_listen
 from cortex_kernel.connection import GuardedH11
@@ -118,7 +119,7 @@ async def test_a_client_that_stops_reading_holds_the_app_back(
     sent = 0
     done = False
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
         nonlocal sent
         if scope["type"] == "lifespan":
             await answer_lifespan(receive, send)
@@ -131,7 +132,7 @@ async def test_a_client_that_stops_reading_holds_the_app_back(
 
     port = free_port()
     stop = asyncio.Event()
-    server = asyncio.create_task(
+    serving = asyncio.create_task(
         _serve(Listener(app, parse_listen(f"127.0.0.1:{port}"), "test", server=server), 1.0, stop)
     )
     client = socket.socket()
@@ -157,7 +158,7 @@ async def test_a_client_that_stops_reading_holds_the_app_back(
         done = True
         client.close()
         stop.set()
-        await asyncio.wait_for(server, 30)
+        await asyncio.wait_for(serving, 30)
 
 
 async def test_an_app_writing_on_after_a_reset_does_not_drain_each_write(
@@ -184,7 +185,7 @@ async def test_an_app_writing_on_after_a_reset_does_not_drain_each_write(
     finished = asyncio.Event()
     after_reset = 200
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             await answer_lifespan(receive, send)
             return

@@ -6,13 +6,14 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 from tests.daemons import Daemon, LineStream, free_port, write_toml
 
 from .conftest import write_distribution
 
 
-def _neuron_with_slow_plugin(tmp_path, grace: float) -> Daemon:
+def _neuron_with_slow_plugin(tmp_path: Path, grace: float) -> Daemon:
     site = write_distribution(tmp_path / "site")
     port = free_port()
     config = write_toml(
@@ -25,9 +26,10 @@ def _neuron_with_slow_plugin(tmp_path, grace: float) -> Daemon:
     return daemon
 
 
-def test_sigterm_drains_an_in_flight_stream(tmp_path):
+def test_sigterm_drains_an_in_flight_stream(tmp_path: Path) -> None:
     daemon = _neuron_with_slow_plugin(tmp_path, grace=20)
     try:
+        assert daemon.process is not None
         received = []
         with LineStream(f"{daemon.url}/slow?n=8&gap=0.15") as response:
             for line in response:
@@ -40,7 +42,7 @@ def test_sigterm_drains_an_in_flight_stream(tmp_path):
         daemon.kill()
 
 
-def test_sigterm_cuts_a_stream_that_outlasts_the_grace_bound(tmp_path):
+def test_sigterm_cuts_a_stream_that_outlasts_the_grace_bound(tmp_path: Path) -> None:
     port = free_port()
     site = write_distribution(tmp_path / "site")
     config = write_toml(
@@ -53,6 +55,7 @@ def test_sigterm_cuts_a_stream_that_outlasts_the_grace_bound(tmp_path):
     daemon = Daemon(["serve", "--config", str(config)], port, tmp_path / "gw.log", env=env)
     daemon.start().wait_healthy(path="/hello")
     try:
+        assert daemon.process is not None
         with LineStream(f"{daemon.url}/slow?n=100&gap=0.1") as response:
             lines = iter(response)
             next(lines)

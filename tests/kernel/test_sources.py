@@ -38,20 +38,20 @@ def root(tmp_path: Path) -> Path:
         "org\\model",
     ],
 )
-def test_escapes_are_source_not_allowed(root, source):
+def test_escapes_are_source_not_allowed(root: Path, source: str) -> None:
     with pytest.raises(Forbidden) as caught:
         locate_source(source, roots=[root])
     assert (caught.value.status, caught.value.code) == (403, "source_not_allowed")
 
 
 @pytest.mark.parametrize("source", ["", "  ", "org/\x00model", "a\nb", "\x7f"])
-def test_malformed_sources_are_invalid(root, source):
+def test_malformed_sources_are_invalid(root: Path, source: str) -> None:
     with pytest.raises(BadRequest) as caught:
         locate_source(source, roots=[root])
     assert (caught.value.status, caught.value.code) == (400, "invalid_source")
 
 
-def test_inside_a_root(root):
+def test_inside_a_root(root: Path) -> None:
     assert locate_source("org/model", roots=[root]).path == (root / "org" / "model").resolve()
     assert locate_source(str(root / "org" / "model"), roots=[root]).path == (root / "org" / "model").resolve()
     assert locate_source("org/../org/model", roots=[root]).path == (root / "org" / "model").resolve()
@@ -62,7 +62,9 @@ def test_inside_a_root(root):
         locate_source("./missing", roots=[root])
 
 
-def test_a_hub_id_is_never_a_path_in_the_working_directory(root, tmp_path, monkeypatch):
+def test_a_hub_id_is_never_a_path_in_the_working_directory(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "cwd" / "evil" / "model").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "cwd")
     located = locate_source("evil/model", roots=[root])

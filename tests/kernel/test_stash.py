@@ -10,7 +10,7 @@ COUNT = StashKey[int]()
 NAME = StashKey[str]()
 
 
-def test_keys_are_distinct_and_values_typed():
+def test_keys_are_distinct_and_values_typed() -> None:
     stash = Stash()
     stash[COUNT] = 3
     assert stash[COUNT] == 3 and COUNT in stash and NAME not in stash and len(stash) == 1
@@ -21,7 +21,7 @@ def test_keys_are_distinct_and_values_typed():
     assert COUNT not in stash
 
 
-def test_setdefault_makes_once_so_hooks_in_any_order_share_one_object():
+def test_setdefault_makes_once_so_hooks_in_any_order_share_one_object() -> None:
     stash, made = Stash(), []
 
     def make() -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from cortex_kernel.cli.fleet_cmd import render_fleet
 
 
-def test_status_shows_sleeping_models_and_ttl_countdowns():
+def test_status_shows_sleeping_models_and_ttl_countdowns() -> None:
     health = {"status": "ok", "nodes": {"up": 1, "total": 1}}
     fleet = {
         "cold_starts": 2,

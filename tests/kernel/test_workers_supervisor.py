@@ -34,7 +34,7 @@ def _wait_for_sigterm() -> None:
     signal.sigwait({signal.SIGTERM})
 
 
-def test_workers_share_one_port_and_each_gets_its_own_metrics_port():
+def test_workers_share_one_port_and_each_gets_its_own_metrics_port() -> None:
     sockets = bind_workers(LOOPBACK, LOOPBACK, 3)
     try:
         assert len({own.api.getsockname()[1] for own in sockets}) == 1
@@ -45,7 +45,7 @@ def test_workers_share_one_port_and_each_gets_its_own_metrics_port():
             own.close()
 
 
-def test_the_first_failing_exit_status_of_a_drain_is_the_supervisors():
+def test_the_first_failing_exit_status_of_a_drain_is_the_supervisors() -> None:
     def worker(index: int, own: WorkerSockets) -> int:
         _hold_sigterm()
         if index == 0:
@@ -59,7 +59,7 @@ def test_the_first_failing_exit_status_of_a_drain_is_the_supervisors():
 
 def test_a_worker_that_keeps_dying_at_start_makes_the_supervisor_give_up(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     # The first back-off a fifth of the default's, so the give-up takes 1.5 s rather than 7.5.
     monkeypatch.setattr(workers, "RESTART_DELAY_S", 0.1)
 
@@ -77,7 +77,9 @@ def test_a_worker_that_keeps_dying_at_start_makes_the_supervisor_give_up(
     assert "the 5th time in a row" in caplog.text
 
 
-def test_a_worker_fatal_error_stops_every_worker_at_once_and_is_raised_once(caplog: pytest.LogCaptureFixture):
+def test_a_worker_fatal_error_stops_every_worker_at_once_and_is_raised_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     def worker(index: int, own: WorkerSockets) -> int:
         if index == 0:
             raise WorkerFatal("cortex.toml:3: routing.strategy: unknown routing strategy 'x'")
@@ -131,7 +133,7 @@ print("exit", supervise(bind_workers(loopback, loopback, 2), worker))
 
 
 @pytest.mark.parametrize(("case", "want"), [("dying", "exit 1"), ("sigterm", "exit 0")])
-def test_signals_another_thread_takes_still_reach_the_supervisor(case: str, want: str):
+def test_signals_another_thread_takes_still_reach_the_supervisor(case: str, want: str) -> None:
     script = [sys.executable, "-c", textwrap.dedent(_WITH_A_STRAY_THREAD), case]
     with subprocess.Popen(
         script, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
