@@ -64,7 +64,7 @@ def page(browser: Browser, console_fleet: ConsoleFleet) -> Iterator[Page]:
     opened = context.new_page()
     requests: list[str] = []
     opened.on("request", lambda r: requests.append(r.url))
-    opened.requests = requests  # type: ignore[assignment,method-assign]  # shadows Page.requests() for debugging
+    opened.requests = requests  # type: ignore[assignment,method-assign]  # the recorded URLs, over Page.requests()
     yield opened
     context.close()
     assert requests, "the page made no request at all"
