@@ -8,8 +8,8 @@ from pathlib import Path
 
 import anthropic
 import pytest
-from starlette.applications import Starlette
 from starlette.testclient import TestClient
+from starlette.types import ASGIApp
 
 from cortex_anthropic.dialect import AnthropicDialect
 from cortex_kernel.config.schema import AuthSection
@@ -28,7 +28,7 @@ def gateway_app(
     embedding: tuple[str, ...] = (),
     dialect: AnthropicDialect | None = None,
     auth: AuthSection | None = None,
-) -> Starlette:
+) -> ASGIApp:
     """The real gateway app (gateway plugin + this dialect) pointed at one neuron."""
     return dialect_gateway_app(
         neuron_url,
@@ -41,7 +41,7 @@ def gateway_app(
 
 
 @pytest.fixture
-def dialect_app() -> Callable[..., Starlette]:
+def dialect_app() -> Callable[..., ASGIApp]:
     return gateway_app
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from anthropic.types import MessageParam
 from starlette.testclient import TestClient
 
 from tests.anthropic.headers import ANTHROPIC
 
-USER_HI = [{"role": "user", "content": "hi"}]
+USER_HI: list[MessageParam] = [{"role": "user", "content": "hi"}]
 
 
 def frames(text: str) -> list[tuple[str, dict[str, Any]]]:
@@ -26,7 +27,9 @@ def frames(text: str) -> list[tuple[str, dict[str, Any]]]:
     return parsed
 
 
-def post_stream(http: TestClient, body: dict[str, Any], path: str = "/v1/messages") -> list[tuple[str, dict]]:
+def post_stream(
+    http: TestClient, body: dict[str, Any], path: str = "/v1/messages"
+) -> list[tuple[str, dict[str, Any]]]:
     """POST a streamed request and return its frames (the status must be 200)."""
     response = http.post(path, json={"stream": True, **body}, headers=ANTHROPIC)
     assert response.status_code == 200, response.text

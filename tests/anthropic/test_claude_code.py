@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+import anthropic
 import pytest
 
 from tests.anthropic.scripted import chunk, reply
 from tests.anthropic.sse import frames
+from tests.dialect_gateway import Gateway
 
 CAPTURED = json.loads((Path(__file__).parent / "fixtures" / "claude_code_request.json").read_text())
 
 
 @pytest.fixture
-def claude_code_gateway(make_gateway):
+def claude_code_gateway(
+    make_gateway: Callable[..., Gateway[anthropic.Anthropic]],
+) -> Gateway[anthropic.Anthropic]:
     # Claude Code names Anthropic models; the operator maps them with aliases.
     return make_gateway(aliases={"claude-opus-4-7": "scripted"})
 
 
-def answer(gateway):
+def answer(gateway: Gateway[anthropic.Anthropic]) -> None:
     gateway.neuron.then(
         reply(
             chunk(reasoning="The test target runs pytest -q."),
@@ -30,7 +35,7 @@ def answer(gateway):
     )
 
 
-def test_the_captured_streamed_request_is_answered(claude_code_gateway):
+def test_the_captured_streamed_request_is_answered(claude_code_gateway: Gateway[anthropic.Anthropic]) -> None:
     answer(claude_code_gateway)
     response = claude_code_gateway.http.post(
         "/v1/messages?" + CAPTURED["query"], json=CAPTURED["body"], headers=CAPTURED["headers"]
@@ -45,7 +50,7 @@ def test_the_captured_streamed_request_is_answered(claude_code_gateway):
     assert text == "It runs `pytest -q`; the only flag is -q."
 
 
-def test_what_the_neuron_receives_for_it(claude_code_gateway):
+def test_what_the_neuron_receives_for_it(claude_code_gateway: Gateway[anthropic.Anthropic]) -> None:
     answer(claude_code_gateway)
     claude_code_gateway.http.post(
         "/v1/messages?" + CAPTURED["query"], json=CAPTURED["body"], headers=CAPTURED["headers"]
@@ -74,7 +79,7 @@ def test_what_the_neuron_receives_for_it(claude_code_gateway):
     assert sent["max_completion_tokens"] <= 4096  # 32000 clamped to the scripted model's context
 
 
-def test_its_non_streamed_fallback_is_answered_too(claude_code_gateway):
+def test_its_non_streamed_fallback_is_answered_too(claude_code_gateway: Gateway[anthropic.Anthropic]) -> None:
     answer(claude_code_gateway)
     body = copy.deepcopy(CAPTURED["body"])
     body["stream"] = False
@@ -87,7 +92,7 @@ def test_its_non_streamed_fallback_is_answered_too(claude_code_gateway):
     assert message["stop_reason"] in ("end_turn", "model_context_window_exceeded")
 
 
-def test_its_count_tokens_call_is_answered(claude_code_gateway):
+def test_its_count_tokens_call_is_answered(claude_code_gateway: Gateway[anthropic.Anthropic]) -> None:
     body = {key: CAPTURED["body"][key] for key in ("model", "messages", "system", "tools", "thinking")}
     response = claude_code_gateway.http.post(
         "/v1/messages/count_tokens?beta=true", json=body, headers=CAPTURED["headers"]

@@ -20,14 +20,17 @@ import http.client
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
 from tests.anthropic.headers import ANTHROPIC
+from tests.daemons import Daemon
 from tests.loopback import LoopbackServer
 from tests.pinned_cli import pinned_cli
 
@@ -71,6 +74,7 @@ class RecordingProxy:
                 headers = {
                     k: v for k, v in self.headers.items() if k.lower() not in ("host", "accept-encoding")
                 }
+                assert target.hostname is not None
                 upstream_conn = http.client.HTTPConnection(target.hostname, target.port, timeout=240)
                 try:
                     upstream_conn.request(self.command, self.path, body=body, headers=headers)
@@ -106,7 +110,7 @@ class RecordingProxy:
 
 
 @pytest.fixture
-def keyed_gateway(start_neuron, start_gateway):
+def keyed_gateway(start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon]) -> Daemon:
     digest = "sha256:" + hashlib.sha256(CLIENT_KEY.encode()).hexdigest()
     return start_gateway(
         {"n1": start_neuron()},
@@ -115,7 +119,7 @@ def keyed_gateway(start_neuron, start_gateway):
     )
 
 
-def test_claude_code_against_a_real_gateway(keyed_gateway, tmp_path):
+def test_claude_code_against_a_real_gateway(keyed_gateway: Daemon, tmp_path: Path) -> None:
     claude = claude_binary()
     (tmp_path / "home").mkdir()
     (tmp_path / "work").mkdir()
@@ -157,7 +161,7 @@ def test_claude_code_against_a_real_gateway(keyed_gateway, tmp_path):
     assert messages and all(e.keyed and e.status == 200 for e in messages), context
 
 
-def test_the_discovery_listing_is_anthropic_shaped_with_keys_required(keyed_gateway):
+def test_the_discovery_listing_is_anthropic_shaped_with_keys_required(keyed_gateway: Daemon) -> None:
     # What Claude Code parses from the listing above, without the CLI: data[].id, display_name.
     conn = http.client.HTTPConnection("127.0.0.1", keyed_gateway.port, timeout=30)
     conn.request(

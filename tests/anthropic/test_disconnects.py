@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any, cast
 
+import anthropic
 import pytest
+from starlette.requests import Request
 
 from cortex_anthropic.disconnect import ClientGone, until_disconnect
 from tests.anthropic.scripted import chunk, reply
 from tests.anthropic.sse import request
+from tests.dialect_gateway import Gateway
 
 
-def test_a_streaming_client_that_leaves_closes_the_neuron_stream(gateway):
+def test_a_streaming_client_that_leaves_closes_the_neuron_stream(
+    gateway: Gateway[anthropic.Anthropic],
+) -> None:
     gateway.neuron.then(reply(chunk(content="first words"), 5.0, chunk(content="never read")))
     body = {**request(), "stream": True}
     with gateway.http.stream("POST", "/v1/messages", json=body) as response:
@@ -28,12 +34,12 @@ class _LeavingClient:
     def __init__(self, after_s: float) -> None:
         self.after_s = after_s
 
-    async def receive(self) -> dict:
+    async def receive(self) -> dict[str, Any]:
         await asyncio.sleep(self.after_s)
         return {"type": "http.disconnect"}
 
 
-async def test_a_non_streamed_request_is_cancelled_when_its_client_leaves():
+async def test_a_non_streamed_request_is_cancelled_when_its_client_leaves() -> None:
     cancelled = asyncio.Event()
 
     async def generate() -> str:
@@ -45,18 +51,20 @@ async def test_a_non_streamed_request_is_cancelled_when_its_client_leaves():
         return "too late"
 
     with pytest.raises(ClientGone):
-        await asyncio.wait_for(until_disconnect(_LeavingClient(0.05), generate()), 5)
+        await asyncio.wait_for(until_disconnect(cast(Request, _LeavingClient(0.05)), generate()), 5)
     assert cancelled.is_set()
 
 
-async def test_a_non_streamed_request_that_finishes_first_returns_its_result():
+async def test_a_non_streamed_request_that_finishes_first_returns_its_result() -> None:
     async def generate() -> str:
         return "done"
 
-    assert await until_disconnect(_LeavingClient(5), generate()) == "done"
+    assert await until_disconnect(cast(Request, _LeavingClient(5)), generate()) == "done"
 
 
-def test_unknown_fields_and_betas_are_logged_at_debug_only(gateway, caplog):
+def test_unknown_fields_and_betas_are_logged_at_debug_only(
+    gateway: Gateway[anthropic.Anthropic], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="cortex_anthropic")
     response = gateway.http.post(
         "/v1/messages",

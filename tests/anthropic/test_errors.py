@@ -3,7 +3,11 @@ after a stream has started is an ``error`` event, never a cut-off stream."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import anthropic
+import httpx2
 import pytest
 
 from cortex_anthropic.dialect import AnthropicDialect
@@ -11,20 +15,22 @@ from cortex_kernel.config.schema import AuthSection
 from cortex_kernel.keys import key_digest
 from tests.anthropic.scripted import DONE, Json, Stream, chunk, openai_error, reply
 from tests.anthropic.sse import post_stream, request
+from tests.dialect_gateway import Gateway
 
 
-def envelope(response) -> dict:
+def envelope(response: httpx2.Response) -> dict[str, Any]:
     body = response.json()
     assert set(body) == {"type", "error", "request_id"} and body["type"] == "error"
     assert set(body["error"]) == {"type", "message"}
     assert body["request_id"] == response.headers["request-id"]
-    return body["error"]
+    error: dict[str, Any] = body["error"]
+    return error
 
 
 NEURON_ERRORS = [
     # (neuron reply, HTTP status, Anthropic type, SDK exception)
     (
-        openai_error(503, "model busy", "model_overloaded", "overloaded_error", **{"retry-after": "3"}),
+        openai_error(503, "model busy", "model_overloaded", "overloaded_error", None, **{"retry-after": "3"}),
         529,
         "overloaded_error",
         anthropic.OverloadedError,
@@ -66,7 +72,13 @@ NEURON_ERRORS = [
 
 
 @pytest.mark.parametrize(("scripted", "status", "kind", "exception"), NEURON_ERRORS)
-def test_neuron_errors_map_to_anthropic_types_and_statuses(gateway, scripted, status, kind, exception):
+def test_neuron_errors_map_to_anthropic_types_and_statuses(
+    gateway: Gateway[anthropic.Anthropic],
+    scripted: Json,
+    status: int,
+    kind: str,
+    exception: type[anthropic.APIStatusError],
+) -> None:
     # A neuron's 404 means the model left that node since the last poll, so the gateway places
     # the request again (three attempts in all); only a 404 on every attempt reaches the client.
     replies = [scripted] * (3 if status == 404 else 1)
@@ -80,25 +92,31 @@ def test_neuron_errors_map_to_anthropic_types_and_statuses(gateway, scripted, st
     with pytest.raises(exception) as caught:
         gateway.client.messages.create(**request())
     assert caught.value.status_code == status
+    assert isinstance(caught.value.body, dict)
     assert caught.value.body["error"]["type"] == kind
 
 
-def test_the_same_errors_answer_with_their_status_when_streaming_a_warm_model(gateway):
+def test_the_same_errors_answer_with_their_status_when_streaming_a_warm_model(
+    gateway: Gateway[anthropic.Anthropic],
+) -> None:
     gateway.neuron.then(
-        openai_error(503, "queue full", "model_overloaded", "overloaded_error", **{"retry-after": "1"})
+        openai_error(503, "queue full", "model_overloaded", "overloaded_error", None, **{"retry-after": "1"})
     )
     with pytest.raises(anthropic.OverloadedError), gateway.client.messages.stream(**request()) as events:
         list(events)
 
 
-def test_an_unknown_model_is_not_found(gateway):
+def test_an_unknown_model_is_not_found(gateway: Gateway[anthropic.Anthropic]) -> None:
     with pytest.raises(anthropic.NotFoundError) as caught:
         gateway.client.messages.create(**request(model="claude-nonexistent"))
+    assert isinstance(caught.value.body, dict)
     assert caught.value.body["error"]["type"] == "not_found_error"
     assert "claude-nonexistent" in caught.value.body["error"]["message"]
 
 
-def test_an_embedding_model_is_a_bad_request(make_gateway):
+def test_an_embedding_model_is_a_bad_request(
+    make_gateway: Callable[..., Gateway[anthropic.Anthropic]],
+) -> None:
     gateway = make_gateway(embedding=("embedder",))
     response = gateway.http.post("/v1/messages", json=request(model="embedder"))
     assert response.status_code == 400 and "embedding" in envelope(response)["message"]
@@ -123,28 +141,33 @@ def test_an_embedding_model_is_a_bad_request(make_gateway):
         ),
     ],
 )
-def test_malformed_requests_are_invalid_request_errors_naming_the_field(gateway, body, needle):
+def test_malformed_requests_are_invalid_request_errors_naming_the_field(
+    gateway: Gateway[anthropic.Anthropic], body: bytes, needle: str
+) -> None:
     response = gateway.http.post("/v1/messages", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 400
     error = envelope(response)
     assert error["type"] == "invalid_request_error" and needle in error["message"]
 
 
-def test_a_body_over_the_limit_is_request_too_large(make_gateway):
+def test_a_body_over_the_limit_is_request_too_large(
+    make_gateway: Callable[..., Gateway[anthropic.Anthropic]],
+) -> None:
     gateway = make_gateway(dialect=AnthropicDialect(max_body_bytes=1024))
     response = gateway.http.post("/v1/messages", json=request(system="x" * 2048))
     assert response.status_code == 413 and envelope(response)["type"] == "request_too_large"
 
 
-def test_a_prompt_over_the_context_is_prompt_is_too_long(gateway):
+def test_a_prompt_over_the_context_is_prompt_is_too_long(gateway: Gateway[anthropic.Anthropic]) -> None:
     gateway.neuron.count_replies.append(Json({"prompt_tokens": 5000, "context_length": 4096}))
     with pytest.raises(anthropic.BadRequestError) as caught:
         gateway.client.messages.create(**request(stop_sequences=["x"]))
+    assert isinstance(caught.value.body, dict)
     assert caught.value.body["error"]["message"] == "prompt is too long: 5000 tokens > 4095 maximum"
     assert not gateway.neuron.bodies()  # refused before generating
 
 
-def test_the_neurons_own_context_error_gets_the_same_wording(gateway):
+def test_the_neurons_own_context_error_gets_the_same_wording(gateway: Gateway[anthropic.Anthropic]) -> None:
     counts = {"prompt_tokens": 4500, "context_length": 4096}
     gateway.neuron.then(openai_error(400, "worded any way at all", "context_length_exceeded", fields=counts))
     response = gateway.http.post("/v1/messages", json=request())
@@ -152,7 +175,9 @@ def test_the_neurons_own_context_error_gets_the_same_wording(gateway):
     assert envelope(response)["message"] == "prompt is too long: 4500 tokens > 4095 maximum"
 
 
-def test_a_context_error_without_counts_keeps_the_neurons_words(gateway):
+def test_a_context_error_without_counts_keeps_the_neurons_words(
+    gateway: Gateway[anthropic.Anthropic],
+) -> None:
     neuron_message = "This model's maximum context length is 4096 tokens, but the prompt has 4500 tokens."
     gateway.neuron.then(openai_error(400, neuron_message, "context_length_exceeded"))
     response = gateway.http.post("/v1/messages", json=request())
@@ -160,7 +185,7 @@ def test_a_context_error_without_counts_keeps_the_neurons_words(gateway):
     assert envelope(response)["message"] == f"prompt is too long: {neuron_message}"
 
 
-def test_a_failure_mid_stream_is_an_error_event(gateway):
+def test_a_failure_mid_stream_is_an_error_event(gateway: Gateway[anthropic.Anthropic]) -> None:
     failure = b'data: {"error": {"message": "out of memory", "type": "overloaded_error", "code": null}}\n\n'
     gateway.neuron.then(Stream([chunk(content=""), chunk(content="partial"), failure, DONE]))
     events = post_stream(gateway.http, request())
@@ -178,7 +203,9 @@ def test_a_failure_mid_stream_is_an_error_event(gateway):
     assert "out of memory" in str(caught.value)
 
 
-def test_a_stream_that_ends_without_a_finish_is_an_error_not_an_end_turn(gateway):
+def test_a_stream_that_ends_without_a_finish_is_an_error_not_an_end_turn(
+    gateway: Gateway[anthropic.Anthropic],
+) -> None:
     gateway.neuron.then(Stream([chunk(content=""), chunk(content="cut off")]))
     events = post_stream(gateway.http, request())
     assert events[-1][0] == "error" and events[-1][1]["error"]["type"] == "api_error"
@@ -188,7 +215,9 @@ def test_a_stream_that_ends_without_a_finish_is_an_error_not_an_end_turn(gateway
     assert response.status_code == 502 and envelope(response)["type"] == "api_error"
 
 
-def test_a_cold_load_failure_after_the_stream_started_is_an_error_event(make_gateway):
+def test_a_cold_load_failure_after_the_stream_started_is_an_error_event(
+    make_gateway: Callable[..., Gateway[anthropic.Anthropic]],
+) -> None:
     gateway = make_gateway(catalogue=("scripted", "cold-model"))
     gateway.neuron.then(openai_error(503, "no room", "model_overloaded", "overloaded_error"))
     events = post_stream(gateway.http, request(model="cold-model"))
@@ -196,11 +225,14 @@ def test_a_cold_load_failure_after_the_stream_started_is_an_error_event(make_gat
     assert events[-1][1]["error"]["type"] == "overloaded_error"
 
 
-def test_the_gateways_keys_guard_the_dialect_and_refuse_in_its_envelope(make_gateway):
+def test_the_gateways_keys_guard_the_dialect_and_refuse_in_its_envelope(
+    make_gateway: Callable[..., Gateway[anthropic.Anthropic]],
+) -> None:
     gateway = make_gateway(auth=AuthSection(require_api_key=True, api_keys=[key_digest("right")]))
     with pytest.raises(anthropic.AuthenticationError) as caught:
         gateway.client.messages.create(**request())
     refusal = {"type": "authentication_error", "message": "missing or unknown API key"}
+    assert isinstance(caught.value.body, dict)
     assert caught.value.body["error"] == refusal
     gateway.neuron.then(reply(chunk(content="in")))
     response = gateway.http.post("/v1/messages", json=request(), headers={"x-api-key": "right"})

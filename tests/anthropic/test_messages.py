@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
+import anthropic
 import pytest
+from anthropic.types import TextBlock, ThinkingBlock, ToolUseBlock
 
 from tests.anthropic.scripted import (
     KEEPALIVE,
@@ -15,6 +19,7 @@ from tests.anthropic.scripted import (
     tool_call,
 )
 from tests.anthropic.sse import USER_HI, frames, post_stream, request
+from tests.dialect_gateway import Gateway
 
 WEATHER_TOOL = {
     "name": "get_weather",
@@ -23,11 +28,13 @@ WEATHER_TOOL = {
 }
 
 
-def create(gateway, stream: bool, **fields):
+def create(gateway: Gateway[anthropic.Anthropic], stream: bool, **fields: Any) -> anthropic.types.Message:
     """One request, streamed (folded by the SDK's own accumulator) or not."""
     body = request(**fields)
     if not stream:
-        return gateway.client.messages.create(**body)
+        message = gateway.client.messages.create(**body)
+        assert isinstance(message, anthropic.types.Message)
+        return message
     with gateway.client.messages.stream(**body) as events:
         for _ in events:
             pass
@@ -35,11 +42,12 @@ def create(gateway, stream: bool, **fields):
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_text_reply(gateway, stream):
+def test_a_text_reply(gateway: Gateway[anthropic.Anthropic], stream: bool) -> None:
     gateway.neuron.then(reply(chunk(content="Hello"), chunk(content=", world"), prompt=12, completion=3))
     message = create(gateway, stream)
     assert message.id.startswith("msg_") and message.model == "scripted" and message.role == "assistant"
     assert [block.type for block in message.content] == ["text"]
+    assert isinstance(message.content[0], TextBlock)
     assert message.content[0].text == "Hello, world"
     assert message.stop_reason == "end_turn" and message.stop_sequence is None
     assert message.usage.input_tokens == 12 and message.usage.output_tokens == 3
@@ -48,7 +56,9 @@ def test_a_text_reply(gateway, stream):
     assert sent["max_completion_tokens"] == 64
 
 
-def test_every_frame_has_an_event_and_a_data_line_in_the_documented_order(gateway):
+def test_every_frame_has_an_event_and_a_data_line_in_the_documented_order(
+    gateway: Gateway[anthropic.Anthropic],
+) -> None:
     gateway.neuron.then(
         reply(
             KEEPALIVE,
@@ -82,7 +92,7 @@ def test_every_frame_has_an_event_and_a_data_line_in_the_documented_order(gatewa
     assert delta["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
 
 
-def test_the_sdk_raw_event_iteration_accepts_the_stream(gateway):
+def test_the_sdk_raw_event_iteration_accepts_the_stream(gateway: Gateway[anthropic.Anthropic]) -> None:
     gateway.neuron.then(text_reply("raw"))
     stream = gateway.client.messages.create(**request(), stream=True)
     types = [event.type for event in stream]
@@ -90,7 +100,9 @@ def test_the_sdk_raw_event_iteration_accepts_the_stream(gateway):
     assert "content_block_delta" in types
 
 
-def test_the_query_string_auth_headers_and_betas_are_accepted_and_ignored(gateway):
+def test_the_query_string_auth_headers_and_betas_are_accepted_and_ignored(
+    gateway: Gateway[anthropic.Anthropic],
+) -> None:
     response = gateway.http.post(
         "/v1/messages?beta=true",
         json={**request(), "a_field_from_the_future": {"x": 1}},
@@ -107,7 +119,9 @@ def test_the_query_string_auth_headers_and_betas_are_accepted_and_ignored(gatewa
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_parallel_tool_calls_and_their_results_round_trip(gateway, stream):
+def test_parallel_tool_calls_and_their_results_round_trip(
+    gateway: Gateway[anthropic.Anthropic], stream: bool
+) -> None:
     gateway.neuron.then(
         reply(
             chunk(content="Checking both."),
@@ -121,6 +135,7 @@ def test_parallel_tool_calls_and_their_results_round_trip(gateway, stream):
     message = create(gateway, stream, tools=[WEATHER_TOOL])
     assert [block.type for block in message.content] == ["text", "tool_use", "tool_use"]
     first, second = message.content[1], message.content[2]
+    assert isinstance(first, ToolUseBlock) and isinstance(second, ToolUseBlock)
     assert (first.id, first.name, first.input) == ("call_a", "get_weather", {"city": "Paris"})
     assert (second.id, second.input) == ("call_b", {"city": "Rome"})
     assert message.stop_reason == "tool_use"
@@ -148,6 +163,7 @@ def test_parallel_tool_calls_and_their_results_round_trip(gateway, stream):
             },
         ],
     )
+    assert isinstance(follow_up.content[0], TextBlock)
     assert follow_up.content[0].text == "Sunny and rainy."
     sent = gateway.neuron.last["messages"]
     assert sent[1]["role"] == "assistant" and sent[1]["content"] == "Checking both."
@@ -161,7 +177,9 @@ def test_parallel_tool_calls_and_their_results_round_trip(gateway, stream):
     ]
 
 
-def test_tool_arguments_that_arrive_before_the_name_are_held_back(gateway):
+def test_tool_arguments_that_arrive_before_the_name_are_held_back(
+    gateway: Gateway[anthropic.Anthropic],
+) -> None:
     gateway.neuron.then(
         reply(
             chunk(tool_calls=[tool_call(0, arguments='{"city"')]),
@@ -180,15 +198,18 @@ def test_tool_arguments_that_arrive_before_the_name_are_held_back(gateway):
     )
 
 
-def test_a_tool_call_without_an_id_gets_one(gateway):
+def test_a_tool_call_without_an_id_gets_one(gateway: Gateway[anthropic.Anthropic]) -> None:
     gateway.neuron.then(
         reply(chunk(tool_calls=[tool_call(0, name="get_weather", arguments="{}")]), finish="tool_calls")
     )
     message = create(gateway, False, tools=[WEATHER_TOOL])
+    assert isinstance(message.content[0], ToolUseBlock)
     assert message.content[0].id.startswith("toolu_") and message.content[0].input == {}
 
 
-def test_a_tool_result_with_an_image_moves_the_image_to_a_user_message(gateway):
+def test_a_tool_result_with_an_image_moves_the_image_to_a_user_message(
+    gateway: Gateway[anthropic.Anthropic],
+) -> None:
     png = "iVBORw0KGgo="
     create(
         gateway,
@@ -227,22 +248,25 @@ def test_a_tool_result_with_an_image_moves_the_image_to_a_user_message(gateway):
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_reasoning_becomes_thinking_blocks(gateway, stream):
+def test_reasoning_becomes_thinking_blocks(gateway: Gateway[anthropic.Anthropic], stream: bool) -> None:
     gateway.neuron.then(reply(chunk(reasoning="First, "), chunk(reasoning="think."), chunk(content="42")))
     message = create(gateway, stream, thinking={"type": "enabled", "budget_tokens": 2048})
     assert [block.type for block in message.content] == ["thinking", "text"]
+    assert isinstance(message.content[0], ThinkingBlock)
     assert message.content[0].thinking == "First, think." and message.content[0].signature == ""
     assert gateway.neuron.last["chat_template_kwargs"]["enable_thinking"] is True
 
 
-def test_thinking_with_display_omitted_drops_the_reasoning(gateway):
+def test_thinking_with_display_omitted_drops_the_reasoning(gateway: Gateway[anthropic.Anthropic]) -> None:
     gateway.neuron.then(reply(chunk(reasoning="hidden"), chunk(content="42")))
     message = create(gateway, False, thinking={"type": "adaptive", "display": "omitted"})
     assert [block.type for block in message.content] == ["text"]
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_matched_stop_sequence_is_reported_and_ends_generation(gateway, stream):
+def test_a_matched_stop_sequence_is_reported_and_ends_generation(
+    gateway: Gateway[anthropic.Anthropic], stream: bool
+) -> None:
     gateway.neuron.then(
         reply(
             chunk(content="Hello wor"),
@@ -255,6 +279,7 @@ def test_a_matched_stop_sequence_is_reported_and_ends_generation(gateway, stream
         )
     )
     message = create(gateway, stream, stop_sequences=["STOP", "END"])
+    assert isinstance(message.content[0], TextBlock)
     assert message.content[0].text == "Hello world "
     assert message.stop_reason == "stop_sequence" and message.stop_sequence == "END"
     assert message.usage.input_tokens == len(json.dumps(gateway.neuron.last["messages"])) // 4 + 1
@@ -264,13 +289,16 @@ def test_a_matched_stop_sequence_is_reported_and_ends_generation(gateway, stream
     assert gateway.neuron.wait_for_disconnects(1)  # the gateway hung up: generation stops
 
 
-def test_text_that_only_looks_like_a_stop_sequence_is_released_at_the_end(gateway):
+def test_text_that_only_looks_like_a_stop_sequence_is_released_at_the_end(
+    gateway: Gateway[anthropic.Anthropic],
+) -> None:
     gateway.neuron.then(reply(chunk(content="almost EN")))
     message = create(gateway, True, stop_sequences=["END"])
+    assert isinstance(message.content[0], TextBlock)
     assert message.content[0].text == "almost EN" and message.stop_reason == "end_turn"
 
 
-def test_max_tokens_is_clamped_to_what_the_context_leaves(gateway):
+def test_max_tokens_is_clamped_to_what_the_context_leaves(gateway: Gateway[anthropic.Anthropic]) -> None:
     gateway.neuron.count_replies.append(Json({"prompt_tokens": 4000, "context_length": 4096}))
     gateway.neuron.then(reply(chunk(content="long"), finish="length", prompt=4000, completion=96))
     message = create(gateway, True, max_tokens=32000)  # the SDK refuses 32000 unstreamed
@@ -278,7 +306,9 @@ def test_max_tokens_is_clamped_to_what_the_context_leaves(gateway):
     assert message.stop_reason == "model_context_window_exceeded"
 
 
-def test_max_tokens_within_the_context_is_left_alone_and_length_is_max_tokens(gateway):
+def test_max_tokens_within_the_context_is_left_alone_and_length_is_max_tokens(
+    gateway: Gateway[anthropic.Anthropic],
+) -> None:
     gateway.neuron.then(reply(chunk(content="cut"), finish="length"))
     message = create(gateway, False, max_tokens=10)
     assert gateway.neuron.last["max_completion_tokens"] == 10
@@ -287,7 +317,7 @@ def test_max_tokens_within_the_context_is_left_alone_and_length_is_max_tokens(ga
     assert not gateway.neuron.bodies("/v1/count_tokens")
 
 
-def test_cached_prompt_tokens_are_not_counted_as_input(gateway):
+def test_cached_prompt_tokens_are_not_counted_as_input(gateway: Gateway[anthropic.Anthropic]) -> None:
     gateway.neuron.then(reply(chunk(content="ok"), prompt=100, completion=2, cached=64))
     for stream in (False, True):
         gateway.neuron.then(reply(chunk(content="ok"), prompt=100, completion=2, cached=64))
@@ -295,22 +325,27 @@ def test_cached_prompt_tokens_are_not_counted_as_input(gateway):
         assert (usage.input_tokens, usage.cache_read_input_tokens, usage.output_tokens) == (36, 64, 2)
 
 
-def test_max_tokens_zero_prewarms_without_generating(gateway):
+def test_max_tokens_zero_prewarms_without_generating(gateway: Gateway[anthropic.Anthropic]) -> None:
     message = create(gateway, False, max_tokens=0)
     assert message.content == [] and message.stop_reason == "max_tokens"
     assert message.usage.input_tokens > 0
     assert gateway.neuron.bodies("/v1/count_tokens") and not gateway.neuron.bodies()
 
 
-def test_an_alias_is_resolved_for_the_neuron(make_gateway):
+def test_an_alias_is_resolved_for_the_neuron(
+    make_gateway: Callable[..., Gateway[anthropic.Anthropic]],
+) -> None:
     gateway = make_gateway(aliases={"claude-gateway-default": "scripted"})
     gateway.neuron.then(text_reply("via alias"))
     message = create(gateway, False, model="claude-gateway-default")
+    assert isinstance(message.content[0], TextBlock)
     assert message.content[0].text == "via alias"
     assert gateway.neuron.last["model"] == "scripted"
 
 
-def test_a_cold_model_streams_pings_while_it_loads(make_gateway):
+def test_a_cold_model_streams_pings_while_it_loads(
+    make_gateway: Callable[..., Gateway[anthropic.Anthropic]],
+) -> None:
     gateway = make_gateway(catalogue=("scripted", "cold-model"))
     gateway.neuron.load_delay_s = 0.4
     gateway.neuron.then(reply(0.3, chunk(content="warm now")))
@@ -324,12 +359,15 @@ def test_a_cold_model_streams_pings_while_it_loads(make_gateway):
     assert gateway.neuron.loads == ["cold-model"]
 
 
-def test_a_cold_model_also_answers_a_non_streamed_request(make_gateway):
+def test_a_cold_model_also_answers_a_non_streamed_request(
+    make_gateway: Callable[..., Gateway[anthropic.Anthropic]],
+) -> None:
     gateway = make_gateway(catalogue=("scripted", "cold-model"))
     gateway.neuron.then(text_reply("loaded"))
-    assert create(gateway, False, model="cold-model").content[0].text == "loaded"
+    block = create(gateway, False, model="cold-model").content[0]
+    assert isinstance(block, TextBlock) and block.text == "loaded"
 
 
-def test_frames_parse_rejects_a_frame_without_an_event_line():
+def test_frames_parse_rejects_a_frame_without_an_event_line() -> None:
     with pytest.raises(AssertionError):
         frames('data: {"type": "ping"}\n\n')

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anthropic
 import pytest
 
 from tests.anthropic.headers import ANTHROPIC
 from tests.anthropic.scripted import Json, openai_error
 from tests.anthropic.sse import USER_HI
+from tests.dialect_gateway import Gateway
 
 
 @pytest.fixture
-def catalogue_gateway(make_gateway):
+def catalogue_gateway(
+    make_gateway: Callable[..., Gateway[anthropic.Anthropic]],
+) -> Gateway[anthropic.Anthropic]:
     return make_gateway(
         catalogue=("scripted", "cold-model"), embedding=("embedder",), aliases={"claude-x": "scripted"}
     )
 
 
-def test_the_sdk_lists_chat_models_in_the_anthropic_shape(catalogue_gateway):
+def test_the_sdk_lists_chat_models_in_the_anthropic_shape(
+    catalogue_gateway: Gateway[anthropic.Anthropic],
+) -> None:
     listed = catalogue_gateway.client.models.list()
     assert [model.id for model in listed.data] == ["scripted", "cold-model", "claude-x"]
     first = listed.data[0]
@@ -28,7 +35,7 @@ def test_the_sdk_lists_chat_models_in_the_anthropic_shape(catalogue_gateway):
     assert raw["data"][0]["max_input_tokens"] == 4096
 
 
-def test_pagination(catalogue_gateway):
+def test_pagination(catalogue_gateway: Gateway[anthropic.Anthropic]) -> None:
     http = catalogue_gateway.http
     page = http.get("/v1/models?limit=2", headers=ANTHROPIC).json()
     assert [m["id"] for m in page["data"]] == ["scripted", "cold-model"] and page["has_more"] is True
@@ -40,7 +47,7 @@ def test_pagination(catalogue_gateway):
     assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
 
 
-def test_openai_clients_still_get_the_openai_shape(catalogue_gateway):
+def test_openai_clients_still_get_the_openai_shape(catalogue_gateway: Gateway[anthropic.Anthropic]) -> None:
     listing = catalogue_gateway.http.get("/v1/models").json()
     assert listing["object"] == "list" and listing["data"][0]["object"] == "model"
     one = catalogue_gateway.http.get("/v1/models/scripted").json()
@@ -49,15 +56,20 @@ def test_openai_clients_still_get_the_openai_shape(catalogue_gateway):
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
 
 
-def test_the_sdk_retrieves_one_model_and_a_missing_one_is_not_found(catalogue_gateway):
+def test_the_sdk_retrieves_one_model_and_a_missing_one_is_not_found(
+    catalogue_gateway: Gateway[anthropic.Anthropic],
+) -> None:
     model = catalogue_gateway.client.models.retrieve("cold-model")
     assert model.id == "cold-model" and model.type == "model"
     with pytest.raises(anthropic.NotFoundError) as caught:
         catalogue_gateway.client.models.retrieve("embedder")
+    assert isinstance(caught.value.body, dict)
     assert caught.value.body["error"]["type"] == "not_found_error"
 
 
-def test_count_tokens_uses_the_neurons_count_of_the_same_prompt(gateway):
+def test_count_tokens_uses_the_neurons_count_of_the_same_prompt(
+    gateway: Gateway[anthropic.Anthropic],
+) -> None:
     gateway.neuron.count_replies.append(Json({"prompt_tokens": 321, "context_length": 4096}))
     counted = gateway.client.messages.count_tokens(
         model="scripted",
@@ -75,7 +87,9 @@ def test_count_tokens_uses_the_neurons_count_of_the_same_prompt(gateway):
     assert not gateway.neuron.bodies()  # nothing was generated
 
 
-def test_count_tokens_takes_the_beta_query_and_reports_errors_in_the_envelope(gateway):
+def test_count_tokens_takes_the_beta_query_and_reports_errors_in_the_envelope(
+    gateway: Gateway[anthropic.Anthropic],
+) -> None:
     ok = gateway.http.post(
         "/v1/messages/count_tokens?beta=true", json={"model": "scripted", "messages": USER_HI}
     )

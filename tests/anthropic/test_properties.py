@@ -19,6 +19,7 @@ from typing import Any
 import anthropic
 import msgspec
 from anthropic.lib.streaming._messages import accumulate_event
+from anthropic.types import ParsedMessage
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -35,13 +36,14 @@ from cortex_anthropic.translate import (
 )
 from tests import request_strategies
 from tests.anthropic.inverse import to_anthropic
+from tests.dialect_gateway import Gateway
 
 PROPERTY = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # ---------------------------------------------------------------------------------------------
 # Random valid conversations
 
-_alphabet = st.characters(codec="utf-8", exclude_categories=("Cs",))
+_alphabet = st.characters(codec="utf-8", exclude_categories=["Cs"])
 text = st.text(_alphabet, min_size=1, max_size=40).filter(
     lambda t: (
         t.strip()
@@ -186,7 +188,7 @@ def normalise(body: dict[str, Any]) -> dict[str, Any]:
 
 @PROPERTY
 @given(conversations)
-def test_anthropic_to_openai_and_back_keeps_all_content(body):
+def test_anthropic_to_openai_and_back_keeps_all_content(body: dict[str, Any]) -> None:
     chat = msgspec.to_builtins(generation_request(msgspec.convert(body, MessagesRequest), "m"))
     back = to_anthropic(chat)
     assert normalise(back) == normalise(body)
@@ -216,7 +218,7 @@ def _split(value: str, cuts: list[int]) -> list[str]:
     return [piece for piece in pieces if piece] or [value]
 
 
-def _chunks(script, cuts: list[int], finish: str) -> list[dict[str, Any]]:
+def _chunks(script: list[tuple[str, Any]], cuts: list[int], finish: str) -> list[dict[str, Any]]:
     """OpenAI chunk payloads for ``script``, each text and argument string split at ``cuts``."""
     chunks: list[dict[str, Any]] = [
         {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
@@ -247,7 +249,7 @@ def _chunks(script, cuts: list[int], finish: str) -> list[dict[str, Any]]:
     return chunks
 
 
-def _expected(script, stop: str | None) -> list[tuple[str, Any]]:
+def _expected(script: list[tuple[str, Any]], stop: str | None) -> list[tuple[str, Any]]:
     """The content blocks a faithful translation yields: same-kind runs merge; a stop string cuts
     the visible text and ends the reply."""
     blocks: list[tuple[str, Any]] = []
@@ -310,7 +312,9 @@ def _check_grammar(events: list[Any]) -> None:
 # Text held back as a possible start of the stop sequence, then reasoning: the text comes first,
 # in its own block (it was once appended after the reasoning, merged into the thinking before).
 @example(script=[("reasoning", "a"), ("text", "\n"), ("reasoning", "a")], cuts=[], finish="stop", stop="\na")
-def test_any_chunking_gives_a_valid_stream_that_the_sdk_and_the_fold_agree_on(script, cuts, finish, stop):
+def test_any_chunking_gives_a_valid_stream_that_the_sdk_and_the_fold_agree_on(
+    script: list[tuple[str, Any]], cuts: list[int], finish: str, stop: str | None
+) -> None:
     translator = EventTranslator("m", stops=(stop,) if stop else ())
     events: list[Any] = [translator.start(7)]
     for payload in _chunks(script, cuts, finish):
@@ -320,7 +324,8 @@ def test_any_chunking_gives_a_valid_stream_that_the_sdk_and_the_fold_agree_on(sc
     events.extend(translator.finish())
     _check_grammar(events)
 
-    snapshot, buffers = None, {}
+    snapshot: ParsedMessage[None] | None = None
+    buffers: dict[int, bytes] = {}
     for event in events:
         snapshot = accumulate_event(
             event=msgspec.to_builtins(event), current_snapshot=snapshot, json_bufs=buffers
@@ -330,6 +335,7 @@ def test_any_chunking_gives_a_valid_stream_that_the_sdk_and_the_fold_agree_on(sc
         builder.apply(event)
     folded = anthropic.types.Message.model_validate(msgspec.to_builtins(builder.message))
     assert _content(snapshot) == _content(folded)
+    assert snapshot is not None
     assert snapshot.stop_reason == folded.stop_reason and snapshot.usage.output_tokens >= 1
 
     expected = _expected(script, stop)
@@ -411,7 +417,7 @@ invalid_documents = st.one_of(
 invalid_bodies = request_strategies.invalid_bodies(invalid_documents)
 
 
-def test_invalid_bodies_always_get_a_4xx_anthropic_envelope(gateway):
+def test_invalid_bodies_always_get_a_4xx_anthropic_envelope(gateway: Gateway[anthropic.Anthropic]) -> None:
     @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(invalid_bodies, st.sampled_from(["/v1/messages", "/v1/messages/count_tokens"]))
     def check(body: bytes, path: str) -> None:

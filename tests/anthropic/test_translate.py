@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 import pytest
 
@@ -12,13 +14,14 @@ from cortex_kernel.errors import BadRequest
 PNG = "iVBORw0KGgo="
 
 
-def translate(**fields) -> dict:
+def translate(**fields: Any) -> dict[str, Any]:
     body = {"model": "m", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}], **fields}
     request = msgspec.convert(body, MessagesRequest)
-    return msgspec.to_builtins(generation_request(request, "m"))
+    translated: dict[str, Any] = msgspec.to_builtins(generation_request(request, "m"))
+    return translated
 
 
-def test_system_blocks_and_system_role_messages_merge_into_one_leading_system_message():
+def test_system_blocks_and_system_role_messages_merge_into_one_leading_system_message() -> None:
     chat = translate(
         system=[
             {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1; cch=abc;"},
@@ -40,7 +43,7 @@ def test_system_blocks_and_system_role_messages_merge_into_one_leading_system_me
     )
 
 
-def test_sampling_fields_and_metadata_map_and_streaming_always_asks_for_usage():
+def test_sampling_fields_and_metadata_map_and_streaming_always_asks_for_usage() -> None:
     chat = translate(
         temperature=0.2,
         top_p=0.9,
@@ -66,12 +69,12 @@ def test_sampling_fields_and_metadata_map_and_streaming_always_asks_for_usage():
         (None, False),
     ],
 )
-def test_thinking_switches_the_templates_reasoning(thinking, enabled):
+def test_thinking_switches_the_templates_reasoning(thinking: dict[str, Any] | None, enabled: bool) -> None:
     chat = translate(**({"thinking": thinking} if thinking else {}))
     assert chat["chat_template_kwargs"]["enable_thinking"] is enabled
 
 
-def test_effort_and_structured_output_map_when_thinking_is_on():
+def test_effort_and_structured_output_map_when_thinking_is_on() -> None:
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     chat = translate(
         thinking={"type": "adaptive"},
@@ -84,7 +87,7 @@ def test_effort_and_structured_output_map_when_thinking_is_on():
     }
 
 
-def test_tools_and_tool_choice():
+def test_tools_and_tool_choice() -> None:
     tools = [
         {
             "name": "get_weather",
@@ -118,7 +121,7 @@ def test_tools_and_tool_choice():
     assert "tool_choice" not in translate(tool_choice={"type": "any"})  # no tools, no choice
 
 
-def test_tool_use_and_results_become_tool_calls_and_tool_messages_with_images_moved():
+def test_tool_use_and_results_become_tool_calls_and_tool_messages_with_images_moved() -> None:
     chat = translate(
         messages=[
             {"role": "user", "content": "weather in Paris and Rome?"},
@@ -182,7 +185,7 @@ def test_tool_use_and_results_become_tool_calls_and_tool_messages_with_images_mo
     }
 
 
-def test_images_documents_and_unknown_blocks_in_a_user_turn():
+def test_images_documents_and_unknown_blocks_in_a_user_turn() -> None:
     chat = translate(
         messages=[
             {
@@ -218,7 +221,7 @@ def test_images_documents_and_unknown_blocks_in_a_user_turn():
     ]
 
 
-def test_a_final_assistant_turn_is_continued():
+def test_a_final_assistant_turn_is_continued() -> None:
     chat = translate(
         messages=[{"role": "user", "content": "Pick A or B"}, {"role": "assistant", "content": "I pick ("}]
     )
@@ -254,12 +257,12 @@ def test_a_final_assistant_turn_is_continued():
         ),
     ],
 )
-def test_malformed_blocks_are_400s_that_say_where(messages, where):
+def test_malformed_blocks_are_400s_that_say_where(messages: list[dict[str, Any]], where: str) -> None:
     with pytest.raises(BadRequest) as caught:
         translate(messages=messages)
     assert caught.value.message.startswith(where)
 
 
-def test_a_named_tool_choice_needs_a_name():
+def test_a_named_tool_choice_needs_a_name() -> None:
     with pytest.raises(BadRequest, match=r"tool_choice\.name"):
         translate(tools=[{"name": "t", "input_schema": {"type": "object"}}], tool_choice={"type": "tool"})

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,12 +50,13 @@ class ConsoleFleet:
     def url(self) -> str:
         return self.gateway.url
 
-    def fleet(self) -> dict:
+    def fleet(self) -> dict[str, Any]:
         status, body, _ = http_json("GET", f"{self.url}/admin/fleet", token=ADMIN_KEY)
         assert status == 200, body
-        return body
+        fleet: dict[str, Any] = body
+        return fleet
 
-    def wait(self, check: Callable[[dict], bool], timeout: float = 60.0) -> dict:
+    def wait(self, check: Callable[[dict[str, Any]], bool], timeout: float = 60.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             state = self.fleet()

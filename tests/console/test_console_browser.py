@@ -14,11 +14,15 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.console.conftest import ADMIN_KEY, ConsoleFleet
 from tests.daemons import http_json
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Locator, Page
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the test extra installs playwright")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -46,7 +50,7 @@ WATCH_STATES = """([node, model]) => {
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser() -> Iterator[Browser]:
     with playwright_api.sync_playwright() as driver:
         launched = driver.chromium.launch(executable_path=CHROMIUM, headless=True)
         yield launched
@@ -54,13 +58,13 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture
-def page(browser, console_fleet: ConsoleFleet) -> Iterator[object]:
+def page(browser: Browser, console_fleet: ConsoleFleet) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(TIMEOUT_MS)
     opened = context.new_page()
     requests: list[str] = []
     opened.on("request", lambda r: requests.append(r.url))
-    opened.requests = requests
+    opened.requests = requests  # type: ignore[assignment,method-assign]  # the recorded URLs, over Page.requests()
     yield opened
     context.close()
     assert requests, "the page made no request at all"
@@ -69,18 +73,20 @@ def page(browser, console_fleet: ConsoleFleet) -> Iterator[object]:
     assert not [url for url in requests if ADMIN_KEY in url], "the admin key appeared in a URL"
 
 
-def sign_in(page, fleet: ConsoleFleet) -> None:
+def sign_in(page: Page, fleet: ConsoleFleet) -> None:
     page.goto(f"{fleet.url}/console")
     page.locator("#key").fill(ADMIN_KEY)
     page.get_by_role("button", name="Sign in").click()
     page.locator('article[data-node="n1"]').wait_for()
 
 
-def row(page, node: str, model: str):
+def row(page: Page, node: str, model: str) -> Locator:
     return page.locator(f'article[data-node="{node}"] tr[data-model="{model}"]')
 
 
-def test_an_unauthenticated_load_gets_the_login_prompt_and_no_data(page, console_fleet):
+def test_an_unauthenticated_load_gets_the_login_prompt_and_no_data(
+    page: Page, console_fleet: ConsoleFleet
+) -> None:
     answers: list[tuple[str, int]] = []
     page.on("response", lambda r: answers.append((r.url, r.status)))
     page.goto(f"{console_fleet.url}/console")
@@ -98,7 +104,7 @@ def test_an_unauthenticated_load_gets_the_login_prompt_and_no_data(page, console
     assert page.locator("#nodes article").count() == 0
 
 
-def test_the_page_lists_both_nodes_and_a_models_state_live(page, console_fleet):
+def test_the_page_lists_both_nodes_and_a_models_state_live(page: Page, console_fleet: ConsoleFleet) -> None:
     sign_in(page, console_fleet)
     assert page.locator("article[data-node]").count() == 2
     for node in ("n1", "n2"):
@@ -112,7 +118,9 @@ def test_the_page_lists_both_nodes_and_a_models_state_live(page, console_fleet):
     assert page.evaluate("sessionStorage.length") == 1 and ADMIN_KEY not in page.url
 
 
-def test_a_load_shows_loading_then_ready_and_an_eviction_names_its_victim(page, console_fleet, tmp_path):
+def test_a_load_shows_loading_then_ready_and_an_eviction_names_its_victim(
+    page: Page, console_fleet: ConsoleFleet, tmp_path: Path
+) -> None:
     sign_in(page, console_fleet)
     page.evaluate(WATCH_STATES, ["n1", "a"])
     page.get_by_label("Model to load on n1").select_option("a")
@@ -141,7 +149,7 @@ def test_a_load_shows_loading_then_ready_and_an_eviction_names_its_victim(page, 
     page.screenshot(path=str(SCREENSHOT if refresh else tmp_path / "console.png"), full_page=True)
 
 
-def chat(page) -> None:
+def chat(page: Page) -> None:
     page.get_by_label("Model", exact=True).select_option("p")
     page.get_by_label("Message").fill("Say hello.")
     page.get_by_label("Max tokens").fill("24")
@@ -149,7 +157,7 @@ def chat(page) -> None:
     playwright_api.expect(page.locator("#play-tokens")).to_have_text(re.compile(r"^\d+$"), timeout=TIMEOUT_MS)
 
 
-def test_a_streamed_playground_chat_shows_text_and_its_ttft(page, console_fleet):
+def test_a_streamed_playground_chat_shows_text_and_its_ttft(page: Page, console_fleet: ConsoleFleet) -> None:
     sign_in(page, console_fleet)
     chat(page)
     assert re.fullmatch(r"\d+ ms", page.locator("#play-ttft").inner_text())
@@ -158,8 +166,10 @@ def test_a_streamed_playground_chat_shows_text_and_its_ttft(page, console_fleet)
     assert re.fullmatch(r"[\d.]+", page.locator("#play-rate").inner_text())
 
 
-def test_the_page_passes_an_automated_accessibility_check(browser, console_fleet):
-    from axe_playwright_python.sync_playwright import Axe
+def test_the_page_passes_an_automated_accessibility_check(
+    browser: Browser, console_fleet: ConsoleFleet
+) -> None:
+    from axe_playwright_python.sync_playwright import Axe  # type: ignore[import-untyped]  # no stubs
 
     # axe is injected by the test, not shipped: this context alone lets scripts past the CSP.
     context = browser.new_context(bypass_csp=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cortex_kernel.keys import key_digest
-from tests.console.conftest import ADMIN_KEY, CLIENT_KEY
+from tests.console.conftest import ADMIN_KEY, CLIENT_KEY, ConsoleFleet
 from tests.daemons import Daemon, LineStream, Started, free_port, gateway_toml, http_json, write_toml
 
 
@@ -50,7 +50,7 @@ def lone_gateway(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
         yield start
 
 
-def test_the_page_is_served_with_a_strict_policy_and_holds_no_fleet_data(console_fleet):
+def test_the_page_is_served_with_a_strict_policy_and_holds_no_fleet_data(console_fleet: ConsoleFleet) -> None:
     status, page, headers = request(f"{console_fleet.url}/console")
     assert status == 200 and headers["content-type"].startswith("text/html")
     policy = headers["content-security-policy"]
@@ -70,7 +70,9 @@ def test_the_page_is_served_with_a_strict_policy_and_holds_no_fleet_data(console
 
 
 @pytest.mark.parametrize("path", ["/console/api/state", "/console/api/stream"])
-def test_console_data_needs_an_admin_key_and_a_client_key_is_forbidden(console_fleet, path):
+def test_console_data_needs_an_admin_key_and_a_client_key_is_forbidden(
+    console_fleet: ConsoleFleet, path: str
+) -> None:
     assert request(console_fleet.url + path)[0] == 401
     assert request(console_fleet.url + path, headers={"Authorization": "Bearer wrong"})[0] == 401
     status, body, _ = request(console_fleet.url + path, headers={"Authorization": f"Bearer {CLIENT_KEY}"})
@@ -78,7 +80,7 @@ def test_console_data_needs_an_admin_key_and_a_client_key_is_forbidden(console_f
     assert json.loads(body)["error"]["code"] == "not_admin"
 
 
-def test_state_and_stream_show_both_nodes_to_an_admin(console_fleet):
+def test_state_and_stream_show_both_nodes_to_an_admin(console_fleet: ConsoleFleet) -> None:
     status, body, _ = http_json("GET", f"{console_fleet.url}/console/api/state", token=ADMIN_KEY)
     assert status == 200
     assert sorted(n["node"] for n in body["nodes"]) == ["n1", "n2"]
@@ -96,7 +98,7 @@ def test_state_and_stream_show_both_nodes_to_an_admin(console_fleet):
     assert sorted(n["node"] for n in snapshot["nodes"]) == ["n1", "n2"]
 
 
-def test_an_unknown_node_or_model_in_an_action_is_the_admin_apis_404(console_fleet):
+def test_an_unknown_node_or_model_in_an_action_is_the_admin_apis_404(console_fleet: ConsoleFleet) -> None:
     browser = {"Origin": console_fleet.url, "X-Cortex-Console": "1", "Content-Type": "application/json"}
     browser["Authorization"] = f"Bearer {ADMIN_KEY}"
     cases = [
@@ -111,7 +113,9 @@ def test_an_unknown_node_or_model_in_an_action_is_the_admin_apis_404(console_fle
         assert json.loads(raw)["error"]["code"] == code
 
 
-def test_a_forged_cross_site_post_is_refused_on_a_loopback_admin_api(lone_gateway):
+def test_a_forged_cross_site_post_is_refused_on_a_loopback_admin_api(
+    lone_gateway: Callable[..., Daemon],
+) -> None:
     gateway = lone_gateway()  # no admin keys: the admin API trusts loopback, which a browser is
     drain = f"{gateway.url}/admin/nodes/n1/drain"
     form = {"Content-Type": "application/x-www-form-urlencoded", "Origin": "http://evil.example"}
@@ -136,7 +140,9 @@ def test_a_forged_cross_site_post_is_refused_on_a_loopback_admin_api(lone_gatewa
     assert status == 200 and body["draining"] is False
 
 
-def test_the_gateway_refuses_a_forged_admin_post_with_the_console_blocked(lone_gateway):
+def test_the_gateway_refuses_a_forged_admin_post_with_the_console_blocked(
+    lone_gateway: Callable[..., Daemon],
+) -> None:
     """The guard is the gateway's: a loopback-only admin API is no softer without the console."""
     gateway = lone_gateway('\n[plugins]\nblock = ["console"]\n')
     drain = f"{gateway.url}/admin/nodes/n1/drain"
@@ -148,13 +154,13 @@ def test_the_gateway_refuses_a_forged_admin_post_with_the_console_blocked(lone_g
     assert status == 200 and body["draining"] is True
 
 
-def test_without_admin_keys_the_console_answers_loopback_clients(lone_gateway):
+def test_without_admin_keys_the_console_answers_loopback_clients(lone_gateway: Callable[..., Daemon]) -> None:
     gateway = lone_gateway()
     status, body, _ = http_json("GET", f"{gateway.url}/console/api/state")
     assert status == 200 and [n["node"] for n in body["nodes"]] == ["n1"]
 
 
-def test_recent_requests_keep_no_text_unless_capture_is_on(lone_gateway):
+def test_recent_requests_keep_no_text_unless_capture_is_on(lone_gateway: Callable[..., Daemon]) -> None:
     prompt = "the secret plan is in the blue folder"
     body = {"model": "m", "messages": [{"role": "user", "content": prompt}]}
     plain = lone_gateway()
@@ -170,7 +176,9 @@ def test_recent_requests_keep_no_text_unless_capture_is_on(lone_gateway):
     assert state["captures"][-1]["prompt"] == prompt[:20]
 
 
-def test_a_client_key_still_chats_and_an_admin_key_chats_too(tmp_path, lone_gateway):
+def test_a_client_key_still_chats_and_an_admin_key_chats_too(
+    tmp_path: Path, lone_gateway: Callable[..., Daemon]
+) -> None:
     auth = f'[auth]\nrequire_api_key = true\napi_keys = ["{key_digest(CLIENT_KEY)}"]\n'
     gateway = lone_gateway(auth + f'admin_keys = ["{key_digest(ADMIN_KEY)}"]\n')
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -180,7 +188,7 @@ def test_a_client_key_still_chats_and_an_admin_key_chats_too(tmp_path, lone_gate
         assert http_json("POST", url, body, token=key)[0] not in (401, 403)
 
 
-def test_open_console_streams_do_not_hold_up_a_gateway_shutdown(lone_gateway):
+def test_open_console_streams_do_not_hold_up_a_gateway_shutdown(lone_gateway: Callable[..., Daemon]) -> None:
     gateway = lone_gateway("shutdown_grace_s = 40\n")
     req = urllib.request.Request(f"{gateway.url}/console/api/stream")
     with urllib.request.urlopen(req, timeout=60) as reply:
@@ -192,7 +200,9 @@ def test_open_console_streams_do_not_hold_up_a_gateway_shutdown(lone_gateway):
         assert reply.read() is not None  # the stream ended (EOF), the page will reconnect
 
 
-def test_console_streams_dropped_at_once_do_not_hold_up_a_gateway_shutdown(lone_gateway):
+def test_console_streams_dropped_at_once_do_not_hold_up_a_gateway_shutdown(
+    lone_gateway: Callable[..., Daemon],
+) -> None:
     """A console that leaves as soon as it asked (a page reloaded, a tab closed): its stream saw
     the disconnect as its writer took the first event, and the writer swallowed its cancellation
     (``asyncio.wait_for`` on Python 3.11), so it ran on and held the shutdown for the whole grace."""
@@ -207,14 +217,14 @@ def test_console_streams_dropped_at_once_do_not_hold_up_a_gateway_shutdown(lone_
     assert time.monotonic() - started < 20  # the drain's business, not the 40 s grace's
 
 
-def test_blocking_the_console_plugin_removes_it(lone_gateway):
+def test_blocking_the_console_plugin_removes_it(lone_gateway: Callable[..., Daemon]) -> None:
     gateway = lone_gateway('\n[plugins]\nblock = ["console"]\n')
     assert request(f"{gateway.url}/console")[0] == 404
     assert request(f"{gateway.url}/console/api/state")[0] == 404
     assert http_json("GET", f"{gateway.url}/admin/fleet")[0] == 200  # the gateway itself is untouched
 
 
-def test_a_failed_load_reaches_the_console_with_the_nodes_reason(console_fleet):
+def test_a_failed_load_reaches_the_console_with_the_nodes_reason(console_fleet: ConsoleFleet) -> None:
     status, body, _ = http_json(
         "POST", f"{console_fleet.url}/admin/models/load", {"model": "broken", "node": "n2"}, token=ADMIN_KEY
     )
@@ -231,7 +241,9 @@ def test_a_failed_load_reaches_the_console_with_the_nodes_reason(console_fleet):
 
 
 @pytest.mark.timeout(290)
-def test_a_console_that_stops_reading_is_dropped_by_a_real_gateway(lone_gateway):
+def test_a_console_that_stops_reading_is_dropped_by_a_real_gateway(
+    lone_gateway: Callable[..., Daemon],
+) -> None:
     import http.client
     import socket
 

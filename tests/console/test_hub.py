@@ -7,6 +7,7 @@ import asyncio
 import json
 
 import pytest
+from starlette.types import Message
 
 from cortex_console.guard import AdminCheck
 from cortex_console.hub import FLUSH_DELAY_S, QUEUE_BATCHES, ConsoleHub, Subscriber
@@ -35,7 +36,7 @@ def finished(i: int) -> RequestFinished:
     )
 
 
-def test_rings_are_bounded_and_hold_no_text():
+def test_rings_are_bounded_and_hold_no_text() -> None:
     hub = ConsoleHub(ConsoleSettings(recent_requests=5, activity_events=3))
     for i in range(50):
         hub.handle(finished(i))
@@ -46,7 +47,7 @@ def test_rings_are_bounded_and_hold_no_text():
     assert not {"prompt", "reply", "messages"} & set(hub.requests[-1])
 
 
-async def test_one_flush_sends_everything_since_the_last_to_every_console():
+async def test_one_flush_sends_everything_since_the_last_to_every_console() -> None:
     hub = ConsoleHub(ConsoleSettings())
     consoles = [hub.subscribe() for _ in range(3)]
     for console in consoles:
@@ -62,7 +63,7 @@ async def test_one_flush_sends_everything_since_the_last_to_every_console():
     assert any(m["kind"] == "activity" and m["entry"]["kind"] == "loaded" for m in batch)
 
 
-async def test_a_console_that_stops_reading_is_dropped_and_its_queue_stays_bounded():
+async def test_a_console_that_stops_reading_is_dropped_and_its_queue_stays_bounded() -> None:
     hub = ConsoleHub(ConsoleSettings())
     stalled = hub.subscribe()  # never read from
     for i in range(QUEUE_BATCHES * 3):
@@ -72,19 +73,19 @@ async def test_a_console_that_stops_reading_is_dropped_and_its_queue_stays_bound
     assert stalled.gone.is_set() and stalled not in hub.subscribers and hub.dropped == 1
 
 
-async def test_the_stream_ends_when_its_client_is_dropped_even_mid_write():
+async def test_the_stream_ends_when_its_client_is_dropped_even_mid_write() -> None:
     hub = ConsoleHub(ConsoleSettings())
     stream = EventStream(hub, AdminCheck(AuthSection()), Drain())
-    sent: list[dict] = []
+    sent: list[Message] = []
     blocked = asyncio.Event()
 
-    async def send(message: dict) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
         if len(sent) >= 2:  # the client's socket is full: every write after the head blocks forever
             blocked.set()
             await asyncio.Event().wait()
 
-    async def receive() -> dict:
+    async def receive() -> Message:
         await asyncio.Event().wait()  # the client never hangs up
         return {}
 
@@ -98,7 +99,7 @@ async def test_the_stream_ends_when_its_client_is_dropped_even_mid_write():
     assert not hub.subscribers and hub.dropped == 1
 
 
-def test_the_fleet_view_marks_pins_and_logs_loading_and_node_changes():
+def test_the_fleet_view_marks_pins_and_logs_loading_and_node_changes() -> None:
     hub = ConsoleHub(ConsoleSettings(), pins={"m": ["n1"]})
 
     def polled(up: bool, state: str) -> FleetPolled:
@@ -119,12 +120,14 @@ def test_the_fleet_view_marks_pins_and_logs_loading_and_node_changes():
         ([], ("10.1.2.3", 1), 403),
     ],
 )
-def test_without_admin_keys_only_loopback_may_watch(headers, client, status):
+def test_without_admin_keys_only_loopback_may_watch(
+    headers: list[tuple[bytes, bytes]], client: tuple[str, int], status: int | None
+) -> None:
     verdict = AdminCheck(AuthSection()).verdict({"headers": headers, "client": client})
     assert (verdict.status if verdict else None) == status
 
 
-def test_a_failed_load_shows_its_reason_in_the_fleet_and_the_activity_log():
+def test_a_failed_load_shows_its_reason_in_the_fleet_and_the_activity_log() -> None:
     hub = ConsoleHub(ConsoleSettings())
     model = ModelSnapshot(model="m", state="loading", in_flight=0, queued=0)
     hub.handle(FleetPolled(nodes=(NodeSnapshot(node="n1", up=True, draining=False, models=(model,)),)))
@@ -134,7 +137,7 @@ def test_a_failed_load_shows_its_reason_in_the_fleet_and_the_activity_log():
     assert hub.activity[-1]["kind"] == "load_failed" and "out of memory" in hub.activity[-1]["text"]
 
 
-def test_a_model_new_to_a_polled_node_is_added_by_a_load_and_by_its_event():
+def test_a_model_new_to_a_polled_node_is_added_by_a_load_and_by_its_event() -> None:
     """A load the console saw an admin start, or a load event, for a model the last poll did not
     list on that node: the row gains it (the snapshot's tuple of models once made this raise,
     which failed the admin call that had already succeeded)."""
@@ -151,7 +154,7 @@ def test_a_model_new_to_a_polled_node_is_added_by_a_load_and_by_its_event():
 
 
 @pytest.mark.parametrize("turns", range(4))
-async def test_a_stream_writer_cancelled_as_a_batch_arrives_stops(turns):
+async def test_a_stream_writer_cancelled_as_a_batch_arrives_stops(turns: int) -> None:
     """A writer cancelled in the loop turns between a batch's arrival and its resuming must stop.
 
     The writer waited for a batch with ``asyncio.wait_for``, which on Python 3.11 returns the
@@ -163,9 +166,9 @@ async def test_a_stream_writer_cancelled_as_a_batch_arrives_stops(turns):
     hub = ConsoleHub(ConsoleSettings())
     stream = EventStream(hub, AdminCheck(AuthSection()), Drain())
     subscriber = Subscriber()
-    sent: list[dict] = []
+    sent: list[Message] = []
 
-    async def send(message: dict) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     writer = asyncio.get_running_loop().create_task(stream._write(subscriber, send))

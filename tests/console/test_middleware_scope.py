@@ -70,14 +70,18 @@ def client() -> Iterator[TestClient]:
         yield client
 
 
-def test_relayed_requests_do_not_pass_through_the_consoles_middleware(client, seen):
+def test_relayed_requests_do_not_pass_through_the_consoles_middleware(
+    client: TestClient, seen: list[tuple[str, str]]
+) -> None:
     for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
         assert client.post(path, json=CHAT).status_code >= 400  # the node is down: answered all the same
     assert client.get("/v1/models").status_code == 200
     assert not [call for call in seen if call[1].startswith("/v1/")], seen
 
 
-def test_the_consoles_middleware_still_guards_the_console_and_watches_the_admin_api(client, seen):
+def test_the_consoles_middleware_still_guards_the_console_and_watches_the_admin_api(
+    client: TestClient, seen: list[tuple[str, str]]
+) -> None:
     assert client.get("/console/api/state").status_code == 200
     assert client.post("/admin/nodes/n1/drain", json={"drain": True}).status_code == 200
     assert ("CrossSiteGuard", "/console/api/state") in seen

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import openai
 import pytest
-from starlette.applications import Starlette
 from starlette.testclient import TestClient
+from starlette.types import ASGIApp
 
 from cortex_responses.dialect import ResponsesDialect
 from tests import dialect_gateway
@@ -23,7 +23,7 @@ FAST_KEEPALIVE_S = 0.05
 
 def gateway_app(
     neuron_url: str, *, catalogue: tuple[str, ...] = (MODEL,), dialect: ResponsesDialect | None = None
-) -> Starlette:
+) -> ASGIApp:
     """The real gateway app (gateway plugin + this dialect) pointed at one neuron."""
     return dialect_gateway_app(
         neuron_url,
@@ -34,7 +34,7 @@ def gateway_app(
 
 
 @pytest.fixture
-def dialect_app() -> Callable[..., Starlette]:
+def dialect_app() -> Callable[..., ASGIApp]:
     return gateway_app
 
 

@@ -39,7 +39,8 @@ def envelope(response: Any) -> dict[str, Any]:
     assert set(body) == {"error"}, body
     assert set(body["error"]) == {"message", "type", "code", "param"}, body
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    return body["error"]
+    error: dict[str, Any] = body["error"]
+    return error
 
 
 def documented_order(types: list[str]) -> None:

@@ -23,11 +23,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.daemons import http_json, toml_str
+from tests.daemons import Daemon, http_json, toml_str
 from tests.responses.codex import (
     CAPTURED,
     FAKE_KEY,
@@ -53,17 +55,18 @@ def codex() -> str:
     return codex_binary()
 
 
-def fixture_for(codex: str, scenario: str) -> dict:
+def fixture_for(codex: str, scenario: str) -> dict[str, Any]:
     version = subprocess.run([codex, "--version"], capture_output=True, text=True, check=True).stdout.split()[
         -1
     ]
     path = CAPTURED / f"codex-{version}-{scenario}.json"
     if not path.exists():
         pytest.skip(f"no capture for Codex {version}: run python -m tests.responses.capture_codex")
-    return json.loads(path.read_text())
+    recorded: dict[str, Any] = json.loads(path.read_text())
+    return recorded
 
 
-def test_codex_sends_what_the_fixtures_recorded(codex, tmp_path):
+def test_codex_sends_what_the_fixtures_recorded(codex: str, tmp_path: Path) -> None:
     recorded = fixture_for(codex, "default")["requests"][0]
     with CaptureServer() as server:
         home = codex_home(tmp_path / "home", server.base_url, "tiny-chat")
@@ -84,7 +87,7 @@ def test_codex_sends_what_the_fixtures_recorded(codex, tmp_path):
     assert kinds == {tool["type"] for tool in then["tools"]} and {"function", "namespace"} <= kinds
 
 
-def test_a_tool_round_trip_on_the_minimal_event_sequence(codex, tmp_path):
+def test_a_tool_round_trip_on_the_minimal_event_sequence(codex: str, tmp_path: Path) -> None:
     with CaptureServer() as server:
         server.replies.extend(
             [
@@ -104,7 +107,7 @@ def test_a_tool_round_trip_on_the_minimal_event_sequence(codex, tmp_path):
     assert "cortex-round-trip" in output["output"]
 
 
-def test_the_captured_fixtures_hold_what_the_dialect_must_translate():
+def test_the_captured_fixtures_hold_what_the_dialect_must_translate() -> None:
     captures = sorted(CAPTURED.glob("codex-*-*.json"))
     assert captures, "run python -m tests.responses.capture_codex"
     items, tools = set(), set()
@@ -128,7 +131,9 @@ TRANSLATION_ERRORS = re.compile(r"Traceback|unhandled error|stream failed|ERROR"
 
 
 @pytest.fixture
-def fleet(start_neuron, start_gateway, tiny_chat_model):
+def fleet(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon], tiny_chat_model: Path
+) -> Daemon:
     neuron = start_neuron()
     codex_tiny = (
         f'\n[[models]]\nid = "codex-tiny"\nharness = "transformers"\nsource = {toml_str(tiny_chat_model)}\n'
@@ -137,12 +142,12 @@ def fleet(start_neuron, start_gateway, tiny_chat_model):
     return start_gateway({"n1": neuron}, catalogue_extra=codex_tiny)
 
 
-def serves_responses(gateway) -> bool:
+def serves_responses(gateway: Daemon) -> bool:
     status, body, _ = http_json("POST", gateway.url + "/v1/responses", {})
     return not (status == 404 and "model" not in json.dumps(body))
 
 
-def test_codex_exec_against_a_real_gateway(codex, fleet, tmp_path):
+def test_codex_exec_against_a_real_gateway(codex: str, fleet: Daemon, tmp_path: Path) -> None:
     if not serves_responses(fleet):
         pytest.skip("the gateway does not serve POST /v1/responses (plugins/cortex_responses is not here)")
     home = codex_home(tmp_path / "home", fleet.url + "/v1", "codex-tiny", context_window=TINY_WINDOW)
@@ -161,7 +166,7 @@ def test_codex_exec_against_a_real_gateway(codex, fleet, tmp_path):
     assert not TRANSLATION_ERRORS.search(log), log[-3000:]
 
 
-def test_the_gateway_fixture_is_this_files_own(tmp_path: Path):
+def test_the_gateway_fixture_is_this_files_own(tmp_path: Path) -> None:
     # codex_home writes what the module docstring promises (the docs quote the same keys).
     home = codex_home(tmp_path, "http://127.0.0.1:31313/v1", "tiny-chat", context_window=TINY_WINDOW)
     config = (home / "config.toml").read_text()
@@ -183,7 +188,7 @@ def docs_blocks() -> tuple[str, str]:
     return toml_block.group(1), json_block.group(1)
 
 
-def test_the_documented_codex_config_is_valid_for_the_pinned_codex(codex, tmp_path):
+def test_the_documented_codex_config_is_valid_for_the_pinned_codex(codex: str, tmp_path: Path) -> None:
     config, catalogue = docs_blocks()
     home = tmp_path / "home"
     home.mkdir()

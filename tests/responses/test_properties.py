@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 import msgspec
+import openai
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +24,7 @@ from cortex_responses.protocol import Response, ResponsesRequest
 from cortex_responses.tools import model_tools
 from cortex_responses.translate import chat_request
 from tests import request_strategies
+from tests.dialect_gateway import Gateway
 from tests.responses.inverse import responses_items
 from tests.responses.sse import envelope
 
@@ -123,7 +125,9 @@ def conversations(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[dict[str,
 
 @PROPERTY
 @given(conversations(), st.none() | texts)
-def test_items_round_trip_through_chat(conversation, instructions):
+def test_items_round_trip_through_chat(
+    conversation: tuple[list[dict[str, Any]], list[dict[str, Any]]], instructions: str | None
+) -> None:
     tools, items = conversation
     params = ResponsesRequest(model="m", input=items, tools=tools, instructions=instructions)
     chat, names = chat_request(params, "m", items)
@@ -133,7 +137,7 @@ def test_items_round_trip_through_chat(conversation, instructions):
 
 @PROPERTY
 @given(tool_lists())
-def test_tools_flatten_to_unique_names_that_map_back(tools):
+def test_tools_flatten_to_unique_names_that_map_back(tools: list[dict[str, Any]]) -> None:
     converted, names = model_tools(tools)
     flat = [tool.function.name for tool in converted]
     assert len(set(flat)) == len(flat)
@@ -144,7 +148,9 @@ def test_tools_flatten_to_unique_names_that_map_back(tools):
 
 @PROPERTY
 @given(tool_lists().filter(bool), st.data())
-def test_a_models_call_comes_back_as_the_clients_tool(tools, data):
+def test_a_models_call_comes_back_as_the_clients_tool(
+    tools: list[dict[str, Any]], data: st.DataObject
+) -> None:
     converted, names = model_tools(tools)
     tool = data.draw(st.sampled_from(converted))
     origin = names.origin(tool.function.name)
@@ -243,7 +249,7 @@ json_values = st.recursive(
 KEYS = [*ResponsesRequest.__struct_fields__, "truncation", "service_tier"]
 
 
-def test_invalid_bodies_always_get_a_4xx_in_openais_envelope(gateway):
+def test_invalid_bodies_always_get_a_4xx_in_openais_envelope(gateway: Gateway[openai.OpenAI]) -> None:
     @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(invalid_bodies, st.booleans())
     def check(body: bytes, streamed: bool) -> None:
@@ -258,7 +264,7 @@ def test_invalid_bodies_always_get_a_4xx_in_openais_envelope(gateway):
     check()
 
 
-def test_random_bodies_never_get_a_5xx(gateway):
+def test_random_bodies_never_get_a_5xx(gateway: Gateway[openai.OpenAI]) -> None:
     @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.dictionaries(st.sampled_from(KEYS), json_values, max_size=4))
     def check(fields: dict[str, Any]) -> None:

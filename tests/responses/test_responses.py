@@ -4,17 +4,29 @@ the official ``openai`` SDK (``responses.create``, ``responses.stream``, ``respo
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import openai
 import pydantic
 import pytest
+from openai.lib.streaming.responses import ResponseStreamEvent
+from openai.types.responses import (
+    Response,
+    ResponseCustomToolCall,
+    ResponseFunctionToolCall,
+    ResponseOutputMessage,
+)
 
 from tests.anthropic.scripted import KEEPALIVE, Json, Stream, chunk, openai_error, reply, tool_call
+from tests.dialect_gateway import Gateway
 from tests.responses.sse import documented_order, envelope, post_stream
 from tests.responses.tools import APPLY_PATCH, GITHUB, WEATHER
 
 
-def create(gateway, stream: bool, **fields):
+def create(
+    gateway: Gateway[openai.OpenAI], stream: bool, **fields: Any
+) -> tuple[Response, list[ResponseStreamEvent[Any]] | None]:
     """One request, streamed (folded by the SDK's own accumulator) or not; also the event types."""
     body = {"model": "scripted", "input": "hi", **fields}
     if not stream:
@@ -29,7 +41,7 @@ def create(gateway, stream: bool, **fields):
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_text_reply_with_usage(gateway, stream):
+def test_a_text_reply_with_usage(gateway: Gateway[openai.OpenAI], stream: bool) -> None:
     gateway.neuron.then(
         reply(chunk(content="Hello"), chunk(content=", world"), prompt=12, completion=3, cached=4)
     )
@@ -39,8 +51,10 @@ def test_a_text_reply_with_usage(gateway, stream):
     )
     assert response.model == "scripted" and response.output_text == "Hello, world"
     assert [item.type for item in response.output] == ["message"]
+    assert isinstance(response.output[0], ResponseOutputMessage)
     assert response.output[0].role == "assistant" and response.output[0].status == "completed"
     usage = response.usage
+    assert usage is not None
     assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (12, 3, 15)
     assert usage.input_tokens_details.cached_tokens == 4 and usage.output_tokens_details.reasoning_tokens == 0
     assert (
@@ -53,7 +67,7 @@ def test_a_text_reply_with_usage(gateway, stream):
     assert sent["stream"] is True and sent["temperature"] == 0.5 and "max_completion_tokens" not in sent
 
 
-def test_the_stream_follows_the_documented_sequence_with_keepalives(gateway):
+def test_the_stream_follows_the_documented_sequence_with_keepalives(gateway: Gateway[openai.OpenAI]) -> None:
     gateway.neuron.then(
         reply(KEEPALIVE, 0.3, chunk(reasoning="Let me"), chunk(reasoning=" see."), chunk(content="Yes."))
     )
@@ -88,9 +102,10 @@ def test_the_stream_follows_the_documented_sequence_with_keepalives(gateway):
     assert sent["chat_template_kwargs"] == {"enable_thinking": True} and sent["reasoning_effort"] == "high"
 
 
-def test_a_requested_reasoning_summary_streams_as_summary_parts(gateway):
+def test_a_requested_reasoning_summary_streams_as_summary_parts(gateway: Gateway[openai.OpenAI]) -> None:
     gateway.neuron.then(reply(chunk(reasoning="Think"), chunk(reasoning="ing."), chunk(content="Done.")))
     response, events = create(gateway, True, reasoning={"effort": "low", "summary": "auto"})
+    assert events is not None
     kinds = [event.type for event in events]
     assert kinds[2:9] == [
         "response.output_item.added",
@@ -103,17 +118,18 @@ def test_a_requested_reasoning_summary_streams_as_summary_parts(gateway):
     ]
     reasoning = response.output[0]
     assert reasoning.type == "reasoning" and [part.text for part in reasoning.summary] == ["Thinking."]
+    assert reasoning.content is not None
     assert [part.text for part in reasoning.content] == ["Thinking."]
     assert response.output_text == "Done."
 
 
-def test_reasoning_effort_none_switches_thinking_off(gateway):
+def test_reasoning_effort_none_switches_thinking_off(gateway: Gateway[openai.OpenAI]) -> None:
     create(gateway, False, reasoning={"effort": "none"})
     assert gateway.neuron.last["chat_template_kwargs"] == {"enable_thinking": False}
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_function_tool_round_trip(gateway, stream):
+def test_a_function_tool_round_trip(gateway: Gateway[openai.OpenAI], stream: bool) -> None:
     gateway.neuron.then(
         reply(
             chunk(tool_calls=[tool_call(0, id="call_a", name="get_weather", arguments="")]),
@@ -155,7 +171,9 @@ def test_a_function_tool_round_trip(gateway, stream):
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_namespace_tool_is_flattened_for_the_model_and_restored(gateway, stream):
+def test_a_namespace_tool_is_flattened_for_the_model_and_restored(
+    gateway: Gateway[openai.OpenAI], stream: bool
+) -> None:
     gateway.neuron.then(
         reply(
             chunk(tool_calls=[tool_call(0, id="call_n", name="mcp__github__create_issue", arguments="{}")]),
@@ -166,6 +184,7 @@ def test_a_namespace_tool_is_flattened_for_the_model_and_restored(gateway, strea
     names = [tool["function"]["name"] for tool in gateway.neuron.last["tools"]]
     assert names == ["get_weather", "mcp__github__create_issue", "mcp__github__get_weather"]
     [call] = response.output
+    assert isinstance(call, ResponseFunctionToolCall)
     assert (call.type, call.name, call.namespace, call.call_id) == (
         "function_call",
         "create_issue",
@@ -186,7 +205,9 @@ def test_a_namespace_tool_is_flattened_for_the_model_and_restored(gateway, strea
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_custom_tool_is_a_one_string_function_and_comes_back_as_a_custom_call(gateway, stream):
+def test_a_custom_tool_is_a_one_string_function_and_comes_back_as_a_custom_call(
+    gateway: Gateway[openai.OpenAI], stream: bool
+) -> None:
     patch = "*** Begin Patch\n*** End Patch"
     arguments = json.dumps({"input": patch})
     gateway.neuron.then(
@@ -201,6 +222,7 @@ def test_a_custom_tool_is_a_one_string_function_and_comes_back_as_a_custom_call(
     assert tool["function"]["parameters"]["required"] == ["input"]
     assert "start: /.+/" in tool["function"]["description"]
     [call] = response.output
+    assert isinstance(call, ResponseCustomToolCall)
     assert (call.type, call.name, call.input, call.call_id) == (
         "custom_tool_call",
         "apply_patch",
@@ -226,7 +248,7 @@ def test_a_custom_tool_is_a_one_string_function_and_comes_back_as_a_custom_call(
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_previous_response_id_chains_the_conversation(gateway, stream):
+def test_previous_response_id_chains_the_conversation(gateway: Gateway[openai.OpenAI], stream: bool) -> None:
     gateway.neuron.then(reply(chunk(content="I am Ada.")))
     first, _ = create(gateway, stream, input="Who are you?", instructions="First rules.")
     gateway.neuron.then(reply(chunk(content="Ada, still.")))
@@ -241,7 +263,7 @@ def test_previous_response_id_chains_the_conversation(gateway, stream):
     assert len(gateway.neuron.last["messages"]) == 5
 
 
-def test_stored_responses_can_be_retrieved_and_deleted(gateway):
+def test_stored_responses_can_be_retrieved_and_deleted(gateway: Gateway[openai.OpenAI]) -> None:
     response, _ = create(gateway, False)
     fetched = gateway.client.responses.retrieve(response.id)
     assert fetched.id == response.id and fetched.output_text == response.output_text
@@ -253,13 +275,14 @@ def test_stored_responses_can_be_retrieved_and_deleted(gateway):
     assert caught.value.code == "previous_response_not_found"
 
 
-def test_store_false_is_stateless(gateway):
+def test_store_false_is_stateless(gateway: Gateway[openai.OpenAI]) -> None:
     response, _ = create(gateway, False, store=False)
-    assert response.store is False
+    assert response.store is False  # type: ignore[attr-defined]  # an extra field the SDK model keeps
     assert gateway.http.get(f"/v1/responses/{response.id}").status_code == 404
     with pytest.raises(openai.BadRequestError) as caught:
         create(gateway, False, previous_response_id=response.id)
     assert caught.value.code == "previous_response_not_found"
+    assert isinstance(caught.value.body, dict)
     assert caught.value.body["param"] == "previous_response_id"
 
 
@@ -268,7 +291,7 @@ class Answer(pydantic.BaseModel):
     degrees: int
 
 
-def test_structured_output_with_json_schema(gateway):
+def test_structured_output_with_json_schema(gateway: Gateway[openai.OpenAI]) -> None:
     gateway.neuron.then(reply(chunk(content='{"city": "Oslo", '), chunk(content='"degrees": 3}')))
     parsed = gateway.client.responses.parse(model="scripted", input="weather?", text_format=Answer)
     assert parsed.output_parsed == Answer(city="Oslo", degrees=3)
@@ -278,11 +301,14 @@ def test_structured_output_with_json_schema(gateway):
     assert gateway.neuron.last["response_format"] == {"type": "json_object"}
 
 
-def test_max_output_tokens_is_clamped_to_the_context_and_a_cut_reply_is_incomplete(gateway):
+def test_max_output_tokens_is_clamped_to_the_context_and_a_cut_reply_is_incomplete(
+    gateway: Gateway[openai.OpenAI],
+) -> None:
     gateway.neuron.count_replies.append(Json({"prompt_tokens": 4000, "context_length": 4096}))
     gateway.neuron.then(reply(chunk(content="cut"), finish="length"))
     response, _ = create(gateway, False, max_output_tokens=4000)
     assert gateway.neuron.last["max_completion_tokens"] == 96
+    assert response.incomplete_details is not None
     assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens"
     gateway.neuron.then(reply(chunk(content="cut"), finish="length"))
     events, _ = post_stream(gateway.http, {"model": "scripted", "input": "hi", "max_output_tokens": 16})
@@ -290,7 +316,7 @@ def test_max_output_tokens_is_clamped_to_the_context_and_a_cut_reply_is_incomple
     assert events[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
 
 
-def test_an_input_over_the_context_says_both_numbers(gateway):
+def test_an_input_over_the_context_says_both_numbers(gateway: Gateway[openai.OpenAI]) -> None:
     gateway.neuron.count_replies.append(Json({"prompt_tokens": 5000, "context_length": 4096}))
     with pytest.raises(openai.BadRequestError) as caught:
         create(gateway, False, max_output_tokens=4000)
@@ -325,7 +351,9 @@ def test_an_input_over_the_context_says_both_numbers(gateway):
         ),
     ],
 )
-def test_a_failure_mid_stream_is_response_failed_with_a_code(gateway, failure, code):
+def test_a_failure_mid_stream_is_response_failed_with_a_code(
+    gateway: Gateway[openai.OpenAI], failure: bytes, code: str
+) -> None:
     gateway.neuron.then(Stream([chunk(content=""), chunk(content="partial"), failure]))
     events, _ = post_stream(gateway.http, {"model": "scripted", "input": "hi"})
     documented_order([event["type"] for event in events])
@@ -335,7 +363,9 @@ def test_a_failure_mid_stream_is_response_failed_with_a_code(gateway, failure, c
     assert last["sequence_number"] == events[-2]["sequence_number"] + 1
 
 
-def test_a_stream_cut_without_a_finish_fails_and_a_plain_request_is_502(gateway):
+def test_a_stream_cut_without_a_finish_fails_and_a_plain_request_is_502(
+    gateway: Gateway[openai.OpenAI],
+) -> None:
     gateway.neuron.then(Stream([chunk(content=""), chunk(content="cut off")]))
     events, _ = post_stream(gateway.http, {"model": "scripted", "input": "hi"})
     assert (
@@ -346,10 +376,12 @@ def test_a_stream_cut_without_a_finish_fails_and_a_plain_request_is_502(gateway)
     assert response.status_code == 502 and envelope(response)["type"] == "api_error"
 
 
-def test_a_cold_load_refusal_after_the_stream_started_is_rate_limit_exceeded(make_gateway):
+def test_a_cold_load_refusal_after_the_stream_started_is_rate_limit_exceeded(
+    make_gateway: Callable[..., Gateway[openai.OpenAI]],
+) -> None:
     gateway = make_gateway(catalogue=("scripted", "cold-model"))
     gateway.neuron.then(
-        openai_error(503, "no room", "model_overloaded", "overloaded_error", **{"retry-after": "3"})
+        openai_error(503, "no room", "model_overloaded", "overloaded_error", None, **{"retry-after": "3"})
     )
     events, _ = post_stream(gateway.http, {"model": "cold-model", "input": "hi"})
     assert [event["type"] for event in events] == [
@@ -361,10 +393,13 @@ def test_a_cold_load_refusal_after_the_stream_started_is_rate_limit_exceeded(mak
     assert error["code"] == "rate_limit_exceeded" and "try again in 3s" in error["message"]
 
 
-def test_errors_are_in_openais_envelope_with_their_status(make_gateway):
+def test_errors_are_in_openais_envelope_with_their_status(
+    make_gateway: Callable[..., Gateway[openai.OpenAI]],
+) -> None:
     gateway = make_gateway()
     with pytest.raises(openai.NotFoundError) as caught:
         gateway.client.responses.create(model="nope", input="hi")
+    assert isinstance(caught.value.body, dict)
     assert caught.value.body["code"] == "model_not_found"
     response = gateway.http.post("/v1/responses", json={"model": "embedder", "input": "hi"})
     assert response.status_code == 400 and "embedding" in envelope(response)["message"]
@@ -373,14 +408,14 @@ def test_errors_are_in_openais_envelope_with_their_status(make_gateway):
     response = gateway.http.post("/v1/responses", json={"model": "scripted", "input": [], "temperature": 9})
     assert response.status_code == 400 and envelope(response)["param"] == "temperature"
     gateway.neuron.then(
-        openai_error(503, "busy", "model_overloaded", "overloaded_error", **{"retry-after": "2"})
+        openai_error(503, "busy", "model_overloaded", "overloaded_error", None, **{"retry-after": "2"})
     )
     response = gateway.http.post("/v1/responses", json={"model": "scripted", "input": "hi"})
     assert response.status_code == 503 and response.headers["retry-after"] == "2"
     assert envelope(response)["type"] == "overloaded_error"
 
 
-def test_an_image_and_developer_messages_translate(gateway):
+def test_an_image_and_developer_messages_translate(gateway: Gateway[openai.OpenAI]) -> None:
     create(
         gateway,
         False,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
+from pathlib import Path
 from typing import Any
 
 import pluggy
 import pytest
 
 import cortex_responses.plugin
-from cortex_kernel.config.loader import ConfigError, LoadedConfig, load_config
+from cortex_kernel.config.errors import ConfigError
+from cortex_kernel.config.loader import LoadedConfig, load_config
 from cortex_kernel.config.schema import CortexConfig
 from cortex_kernel.kernel import Kernel
 from cortex_responses.dialect import ResponsesDialect
@@ -31,7 +33,7 @@ class Clock:
         return self.now
 
 
-def test_the_oldest_go_first_when_the_count_is_reached():
+def test_the_oldest_go_first_when_the_count_is_reached() -> None:
     store = ResponseStore(max_responses=2, max_bytes=10**6, ttl_s=60)
     for name in ("a", "b", "c"):
         store.put(response(name), [{"type": "message", "role": "user", "content": name}])
@@ -39,7 +41,7 @@ def test_the_oldest_go_first_when_the_count_is_reached():
     assert len(store) == 2
 
 
-def test_the_byte_bound_evicts_and_an_entry_over_it_is_not_kept():
+def test_the_byte_bound_evicts_and_an_entry_over_it_is_not_kept() -> None:
     one = ResponseStore(max_responses=1, max_bytes=10**6, ttl_s=60)
     one.put(response("small0"), [{"text": "x" * 30}])
     size = one.get("small0").size  # type: ignore[union-attr]
@@ -73,7 +75,7 @@ def a_turn(n: int) -> tuple[Response, list[dict[str, Any]]]:
     return Response(id=f"resp_{n}", created_at=n, model="m", status="completed", output=output), conversation
 
 
-def test_an_entry_reads_back_as_it_was_stored():
+def test_an_entry_reads_back_as_it_was_stored() -> None:
     store = ResponseStore(max_responses=10, max_bytes=10**6, ttl_s=60)
     stored, conversation = a_turn(1)
     store.put(stored, conversation)
@@ -81,7 +83,7 @@ def test_an_entry_reads_back_as_it_was_stored():
     assert entry is not None and entry.response == stored and entry.conversation == conversation
 
 
-def test_the_byte_bound_is_the_memory_the_entries_hold():
+def test_the_byte_bound_is_the_memory_the_entries_hold() -> None:
     """``store_max_mb`` bounds memory: what the entries take stays within what they count.
 
     A conversation kept as decoded dicts and strings took five to ten times its JSON size, so a
@@ -104,7 +106,7 @@ def test_the_byte_bound_is_the_memory_the_entries_hold():
     assert held <= counted * 1.1, (held, counted)
 
 
-def test_entries_expire_after_the_ttl_and_can_be_deleted():
+def test_entries_expire_after_the_ttl_and_can_be_deleted() -> None:
     clock = Clock()
     store = ResponseStore(max_responses=10, max_bytes=10**6, ttl_s=30, clock=clock)
     store.put(response("a"), [])
@@ -116,7 +118,7 @@ def test_entries_expire_after_the_ttl_and_can_be_deleted():
     assert store.get("a") is None and len(store) == 0
 
 
-def test_the_responses_table_reaches_the_dialect_through_the_hook(tmp_path):
+def test_the_responses_table_reaches_the_dialect_through_the_hook(tmp_path: Path) -> None:
     path = tmp_path / "cortex.toml"
     path.write_text(
         "[gateway]\nmax_body_bytes = 4096\n\n"
@@ -130,12 +132,12 @@ def test_the_responses_table_reaches_the_dialect_through_the_hook(tmp_path):
     assert (store.max_responses, store.max_bytes, store.ttl_s) == (7, 3 * 1024 * 1024, 9.5)
     assert dialect.max_body_bytes == 4096
     default = Kernel(role="gateway", config=LoadedConfig("cortex", CortexConfig(), None, {}), pm=kernel.pm)
-    assert cortex_responses.plugin.register_dialects(default)[0].store.max_responses == (
-        ResponsesSettings().store_max_responses
-    )
+    default_dialect = cortex_responses.plugin.register_dialects(default)[0]
+    assert isinstance(default_dialect, ResponsesDialect)
+    assert default_dialect.store.max_responses == (ResponsesSettings().store_max_responses)
 
 
-def test_a_bad_responses_value_is_a_config_error(tmp_path):
+def test_a_bad_responses_value_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "cortex.toml"
     path.write_text("[responses]\nstore_ttl_s = 0\n")
     loaded = load_config("cortex", path, environ={}, search=False)

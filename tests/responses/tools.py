@@ -3,13 +3,15 @@ custom tool with a grammar), for the scripted-neuron tests and the real-neuron o
 
 from __future__ import annotations
 
-WEATHER = {
+from openai.types.responses import CustomToolParam, FunctionToolParam, NamespaceToolParam
+
+WEATHER: FunctionToolParam = {  # type: ignore[typeddict-item]  # sent without "strict", as clients do
     "type": "function",
     "name": "get_weather",
     "description": "Current weather",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
-GITHUB = {
+GITHUB: NamespaceToolParam = {
     "type": "namespace",
     "name": "mcp__github__",
     "description": "GitHub tools",
@@ -18,7 +20,7 @@ GITHUB = {
         {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}},
     ],
 }
-APPLY_PATCH = {
+APPLY_PATCH: CustomToolParam = {
     "type": "custom",
     "name": "apply_patch",
     "description": "Apply a patch",
