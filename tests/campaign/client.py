@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,7 @@ class Answer:
 def build(
     method: str | bytes,
     path: str | bytes,
-    headers: list[tuple[str | bytes, str | bytes]],
+    headers: Sequence[tuple[str | bytes, str | bytes]],
     body: bytes = b"",
     *,
     content_length: bool = True,
@@ -56,7 +57,7 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], head
     if head_only:
         return b""
     if "chunked" in headers.get("transfer-encoding", "").lower():
-        parts = []
+        parts: list[bytes] = []
         while True:
             size_line = await reader.readline()
             if not size_line:

@@ -20,6 +20,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from tests.campaign.client import build, read_answer, send
 from tests.campaign.fleet import ALIAS, CHAT, CLIENT_KEY, EMBED, Fleet
@@ -30,7 +31,7 @@ HEADERS = [("Content-Type", "application/json"), ("Authorization", f"Bearer {CLI
 MESSAGES = [{"role": "user", "content": "tell me something"}]
 
 
-def _request(path: str, body: dict) -> bytes:
+def _request(path: str, body: dict[str, Any]) -> bytes:
     return build("POST", path, HEADERS, json.dumps(body).encode())
 
 

@@ -9,6 +9,7 @@ from the proxy's re-decode of the body.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -68,7 +69,9 @@ def traceback_count(fleet: Fleet) -> int:
     "daemon,path,prefix", [("gateway", *r) for r in GATEWAY_ROUTES] + [("neuron", *r) for r in NEURON_ROUTES]
 )
 @pytest.mark.parametrize("deep", [DEEP, DEEP_OBJECT], ids=["array", "object"])
-def test_deep_nesting_is_a_client_error(fleet: Fleet, daemon: str, path: str, prefix: str, deep: bytes):
+def test_deep_nesting_is_a_client_error(
+    fleet: Fleet, daemon: str, path: str, prefix: str, deep: bytes
+) -> None:
     before = traceback_count(fleet)
     for body in (deep, prefix.encode() + deep + b"}"):
         assert_client_error(post(fleet, daemon, path, body), path)
@@ -82,7 +85,7 @@ def test_deep_nesting_is_a_client_error(fleet: Fleet, daemon: str, path: str, pr
     ids=["huge-float", "huge-negative", "invalid-utf8", "invalid-utf8-nested", "deep"],
 )
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
-def test_a_bad_value_through_an_alias_is_answered_as_without_one(fleet: Fleet, path: str, bad: bytes):
+def test_a_bad_value_through_an_alias_is_answered_as_without_one(fleet: Fleet, path: str, bad: bytes) -> None:
     """The alias is rewritten without judging the other fields: the answer is the one the concrete
     model name gets (the neuron ignores an unknown field), and never a 5xx."""
     before = traceback_count(fleet)
@@ -92,14 +95,15 @@ def test_a_bad_value_through_an_alias_is_answered_as_without_one(fleet: Fleet, p
         head = f'{{"model":"{name}","max_tokens":2,"unrelated":'.encode()
         answers[name] = post(fleet, "gateway", path, head + bad + tail)
     assert answers[ALIAS].status == answers[CHAT].status, (answers[ALIAS].body, answers[CHAT].body)
-    assert answers[ALIAS].status is not None and answers[ALIAS].status < 500, answers[ALIAS].body
-    if answers[ALIAS].status >= 400:
+    status = answers[ALIAS].status
+    assert status is not None and status < 500, answers[ALIAS].body
+    if status >= 400:
         assert_client_error(answers[ALIAS], path)
     assert traceback_count(fleet) == before, fleet.tracebacks()
 
 
 @pytest.mark.parametrize("daemon", ["gateway", "neuron"])
-def test_deeply_nested_tool_call_arguments_are_a_client_error_or_answered(fleet: Fleet, daemon: str):
+def test_deeply_nested_tool_call_arguments_are_a_client_error_or_answered(fleet: Fleet, daemon: str) -> None:
     """Tool-call arguments arrive as a JSON string the harness decodes for the chat template."""
     before = traceback_count(fleet)
     for depth in (5000, 900):
@@ -120,14 +124,20 @@ def test_deeply_nested_tool_call_arguments_are_a_client_error_or_answered(fleet:
 
 @pytest.mark.parametrize("daemon", ["gateway", "neuron"])
 @pytest.mark.parametrize("where", ["tool-parameters", "response-format", "content"])
-def test_nesting_just_under_the_decoders_limit_is_not_a_server_error(fleet: Fleet, daemon: str, where: str):
+def test_nesting_just_under_the_decoders_limit_is_not_a_server_error(
+    fleet: Fleet, daemon: str, where: str
+) -> None:
     """Deep, but not too deep to decode: free-form fields reach the template and the harness."""
     import json
 
     before = traceback_count(fleet)
     for depth in (400, 900):
         deep = json.loads("[" * depth + "]" * depth)
-        body: dict = {"model": CHAT, "max_tokens": 2, "messages": [{"role": "user", "content": "x"}]}
+        body: dict[str, Any] = {
+            "model": CHAT,
+            "max_tokens": 2,
+            "messages": [{"role": "user", "content": "x"}],
+        }
         if where == "tool-parameters":
             body["tools"] = [{"type": "function", "function": {"name": "f", "parameters": {"d": deep}}}]
         elif where == "response-format":
@@ -139,7 +149,7 @@ def test_nesting_just_under_the_decoders_limit_is_not_a_server_error(fleet: Flee
     assert traceback_count(fleet) == before, fleet.tracebacks()
 
 
-def test_an_alias_still_reaches_its_model_with_the_rest_of_the_body_intact(fleet: Fleet):
+def test_an_alias_still_reaches_its_model_with_the_rest_of_the_body_intact(fleet: Fleet) -> None:
     body = (
         f'{{"messages":[{{"role":"user","content":"x"}}],"model":"{ALIAS}","max_tokens":3,'
         '"temperature":0,"ignore_eos":true,"user":"caf\\u00e9"}'
@@ -172,7 +182,7 @@ async def _upload_then_leave(port: int, path: str, key: str) -> None:
         ("neuron", "/models/load"),
     ],
 )
-def test_a_client_leaving_during_its_upload_logs_no_traceback(fleet: Fleet, daemon: str, path: str):
+def test_a_client_leaving_during_its_upload_logs_no_traceback(fleet: Fleet, daemon: str, path: str) -> None:
     """Issue 13: each such disconnect was logged as an unhandled error with two tracebacks."""
     import time
 
@@ -186,7 +196,7 @@ def test_a_client_leaving_during_its_upload_logs_no_traceback(fleet: Fleet, daem
     assert all(fleet.alive().values())
 
 
-def test_a_waited_load_cancelled_by_an_unload_is_a_conflict_not_an_empty_500(fleet: Fleet):
+def test_a_waited_load_cancelled_by_an_unload_is_a_conflict_not_an_empty_500(fleet: Fleet) -> None:
     """Found by the soak: ``wait: true`` on a load that an unload cancels answered an empty 500."""
     headers = [("Content-Type", "application/json"), ("Authorization", f"Bearer {NEURON_TOKEN}")]
     port = fleet.neurons[0].port

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 REQUESTS = 10_000 if os.environ.get("CORTEX_CAMPAIGN") == "long" else 1_200
 
 
-def test_hostile_requests_get_4xx_in_their_envelope_and_leave_nothing_behind(fleet: Fleet):
+def test_hostile_requests_get_4xx_in_their_envelope_and_leave_nothing_behind(fleet: Fleet) -> None:
     before = fleet.tracebacks()
     tally = Tally()
     asyncio.run(run_cases(fleet, draw_cases(ROUTES, REQUESTS), tally, concurrency=8))
@@ -50,7 +50,7 @@ def test_hostile_requests_get_4xx_in_their_envelope_and_leave_nothing_behind(fle
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(case=any_case(ROUTES))
-def test_each_hostile_request_is_answered_without_a_server_error(fleet: Fleet, case: Case):
+def test_each_hostile_request_is_answered_without_a_server_error(fleet: Fleet, case: Case) -> None:
     """The same generator, one request at a time, so hypothesis can shrink a failure to its cause."""
     port = fleet.gateway.port if case.route.target == "gateway" else fleet.neurons[0].port
     answer = asyncio.run(
@@ -60,7 +60,7 @@ def test_each_hostile_request_is_answered_without_a_server_error(fleet: Fleet, c
     assert problem is None, (label, problem, case.mistakes, case.data[:300], answer.body[:300])
 
 
-def test_a_short_soak_of_mixed_load_fails_nothing_and_leaves_nothing_behind(fleet: Fleet):
+def test_a_short_soak_of_mixed_load_fails_nothing_and_leaves_nothing_behind(fleet: Fleet) -> None:
     """Eight seconds of ``bench/campaign.py soak`` (streams, disconnects, slow readers, hostile)."""
     from tests.campaign.soak import soak
 

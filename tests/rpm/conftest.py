@@ -62,14 +62,17 @@ def built_rpms(rpm_build_tools: None, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="session")
 def unpacked(built_rpms: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Each package's payload unpacked into its own directory (rpm2archive, no cpio needed)."""
-    trees = {}
+    trees: dict[str, Path] = {}
     for name, rpm in built_rpms.items():
         tree = tmp_path_factory.mktemp(f"unpacked-{name}")
         with rpm.open("rb") as payload:
             archive = subprocess.run(["rpm2archive", "-"], stdin=payload, capture_output=True, check=True)
         with tarfile.open(fileobj=io.BytesIO(archive.stdout), mode="r:gz") as tar:
             # "tar" keeps the venv's absolute interpreter links, which the "data" filter refuses.
-            tar.extractall(tree, **({"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}))
+            if hasattr(tarfile, "tar_filter"):
+                tar.extractall(tree, filter="tar")
+            else:
+                tar.extractall(tree)
         trees[name] = tree
     return trees
 

@@ -88,7 +88,7 @@ def file_table(rpm: Path) -> dict[str, tuple[str, str, str, str, str]]:
 
 
 @pytest.mark.parametrize("name", PACKAGES)
-def test_file_list(built_rpms, name):
+def test_file_list(built_rpms: dict[str, Path], name: str) -> None:
     listed = set(rpm_query(built_rpms[name], "-l").split())
 
     assert EXPECTED[name] <= listed
@@ -104,7 +104,9 @@ def test_file_list(built_rpms, name):
 
 
 @pytest.mark.parametrize("name", PACKAGES)
-def test_configs_are_noreplace_and_kept_from_other_users(built_rpms, unpacked, name):
+def test_configs_are_noreplace_and_kept_from_other_users(
+    built_rpms: dict[str, Path], unpacked: dict[str, Path], name: str
+) -> None:
     directory, group, files = CONFIGS[name]
     table = file_table(built_rpms[name])
 
@@ -118,17 +120,19 @@ def test_configs_are_noreplace_and_kept_from_other_users(built_rpms, unpacked, n
 
 
 @pytest.mark.parametrize("name", PACKAGES)
-def test_version_is_the_pep440_version_spelled_for_rpm(built_rpms, name):
+def test_version_is_the_pep440_version_spelled_for_rpm(built_rpms: dict[str, Path], name: str) -> None:
     version, release = rpm_query(built_rpms[name], "--qf", "%{VERSION} %{RELEASE}").split()
 
     assert version == build_driver().rpm_version(PEP440)
     assert release.split(".")[0] == "1"
-    final = re.match(r"\d+(\.\d+)*", PEP440).group(0)
+    final_match = re.match(r"\d+(\.\d+)*", PEP440)
+    assert final_match is not None
+    final = final_match.group(0)
     if final != PEP440:  # a pre-release must sort before the release it leads to
         assert vercmp(version, final) == -1
 
 
-def test_dependencies_and_conflicts(built_rpms):
+def test_dependencies_and_conflicts(built_rpms: dict[str, Path]) -> None:
     requires = {name: rpm_query(rpm, "--requires") for name, rpm in built_rpms.items()}
     provides = {name: rpm_query(rpm, "--provides") for name, rpm in built_rpms.items()}
 
@@ -145,7 +149,7 @@ def test_dependencies_and_conflicts(built_rpms):
     assert not [line for text in provides.values() for line in text.splitlines() if ".so" in line]
 
 
-def test_scriptlets_create_the_account_and_hook_systemd(built_rpms):
+def test_scriptlets_create_the_account_and_hook_systemd(built_rpms: dict[str, Path]) -> None:
     gateway = rpm_query(built_rpms["cortex-kernel"], "--scripts")
     assert "useradd -r -g cortex -d /var/lib/cortex" in gateway or "systemd-sysusers" in gateway
     assert "cortex-kernel.service" in gateway
@@ -156,7 +160,9 @@ def test_scriptlets_create_the_account_and_hook_systemd(built_rpms):
 
 
 @pytest.mark.parametrize("name", PACKAGES)
-def test_venv_is_relocated_and_reports_the_pep440_version(built_rpms, unpacked, name):
+def test_venv_is_relocated_and_reports_the_pep440_version(
+    built_rpms: dict[str, Path], unpacked: dict[str, Path], name: str
+) -> None:
     tree = unpacked[name]
     appdir = tree / APPDIR[name].lstrip("/")
     assert (appdir / "bin" / "cortex-kernel").read_text().splitlines()[0] == f"#!{APPDIR[name]}/bin/python"
@@ -179,7 +185,7 @@ def test_venv_is_relocated_and_reports_the_pep440_version(built_rpms, unpacked, 
 
 
 @pytest.mark.parametrize("name", PACKAGES)
-def test_packaging_essentials(built_rpms, unpacked, name):
+def test_packaging_essentials(built_rpms: dict[str, Path], unpacked: dict[str, Path], name: str) -> None:
     """What rpmlint would flag first, checked without rpmlint."""
     rpm = built_rpms[name]
     tree = unpacked[name]
@@ -217,7 +223,7 @@ def test_packaging_essentials(built_rpms, unpacked, name):
     assert problems == []
 
 
-def test_rpmlint(built_rpms):
+def test_rpmlint(built_rpms: dict[str, Path]) -> None:
     if shutil.which("rpmlint") is None:
         pytest.skip("rpmlint is not installed (apt-get install rpmlint); test_packaging_essentials still ran")
     done = subprocess.run(
@@ -230,7 +236,7 @@ def test_rpmlint(built_rpms):
     assert "0 errors, 0 warnings" in done.stdout
 
 
-def test_unknown_flavour_is_refused():
+def test_unknown_flavour_is_refused() -> None:
     if shutil.which("rpmspec") is None:
         pytest.skip("needs rpmspec (part of rpm)")
     done = subprocess.run(

@@ -38,7 +38,7 @@ def shellcheck() -> str:
     return tool_or_skip("shellcheck", "scripts/install-system-deps installs it")
 
 
-def test_every_shell_script_passes(shellcheck):
+def test_every_shell_script_passes(shellcheck: str) -> None:
     scripts = shell_scripts()
     names = {str(path.relative_to(REPO_ROOT)) for path in scripts}
     assert {"scripts/install-system-deps", ".ci/run", "rpm/install-venv.sh"} <= names
@@ -50,7 +50,7 @@ def test_every_shell_script_passes(shellcheck):
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_rpm_scriptlets_pass(shellcheck, built_rpms, tmp_path):
+def test_rpm_scriptlets_pass(shellcheck: str, built_rpms: dict[str, Path], tmp_path: Path) -> None:
     for name in PACKAGES:
         scripts = rpm_query(built_rpms[name], "--scripts")
         for number, body in enumerate(

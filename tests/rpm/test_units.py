@@ -39,7 +39,7 @@ def systemd_analyze() -> str:
 
 
 @pytest.fixture(scope="session")
-def unit_roots(unpacked, tmp_path_factory) -> dict[str, Path]:
+def unit_roots(unpacked: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Unpacked packages plus the targets and slices their units depend on by default."""
     roots = {}
     for name, tree in unpacked.items():
@@ -63,7 +63,9 @@ def directives(path: Path) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("name", PACKAGES)
-def test_systemd_analyze_verify_accepts_the_unit(systemd_analyze, unit_roots, name):
+def test_systemd_analyze_verify_accepts_the_unit(
+    systemd_analyze: str, unit_roots: dict[str, Path], name: str
+) -> None:
     done = subprocess.run(
         [systemd_analyze, "verify", f"--root={unit_roots[name]}", UNIT[name]],
         capture_output=True,
@@ -75,7 +77,7 @@ def test_systemd_analyze_verify_accepts_the_unit(systemd_analyze, unit_roots, na
 
 
 @pytest.mark.parametrize("name", PACKAGES)
-def test_exposure_score(systemd_analyze, unit_roots, name):
+def test_exposure_score(systemd_analyze: str, unit_roots: dict[str, Path], name: str) -> None:
     done = subprocess.run(
         [
             systemd_analyze, "security", "--offline=yes", f"--root={unit_roots[name]}",
@@ -91,7 +93,7 @@ def test_exposure_score(systemd_analyze, unit_roots, name):
 
 
 @pytest.mark.parametrize("name", PACKAGES)
-def test_units_are_hardened(unpacked, name):
+def test_units_are_hardened(unpacked: dict[str, Path], name: str) -> None:
     unit = directives(unpacked[name] / "usr/lib/systemd/system" / UNIT[name])
 
     assert unit["ExecStart"] == [EXEC_START[UNIT[name]]]
@@ -114,7 +116,7 @@ def test_units_are_hardened(unpacked, name):
 
 
 @pytest.mark.parametrize("name", PACKAGES)
-def test_stop_signals_the_main_process_only_and_kills_leftovers(unpacked, name):
+def test_stop_signals_the_main_process_only_and_kills_leftovers(unpacked: dict[str, Path], name: str) -> None:
     """SIGTERM goes to the main process alone (the gateway's workers' supervisor, which passes it
     on and waits for their drain; the neuron, which stops its engines), and only what is still
     running when TimeoutStopSec runs out gets SIGKILL. With the default control-group mode every
@@ -128,13 +130,13 @@ def test_stop_signals_the_main_process_only_and_kills_leftovers(unpacked, name):
     assert unit["RestartPreventExitStatus"] == ["2"]
 
 
-def test_gateway_has_no_devices(unpacked):
+def test_gateway_has_no_devices(unpacked: dict[str, Path]) -> None:
     unit = directives(unpacked["cortex-kernel"] / "usr/lib/systemd/system/cortex-kernel.service")
     assert unit["PrivateDevices"] == ["yes"]
     assert unit["MemoryDenyWriteExecute"] == ["yes"]
 
 
-def test_vllm_neuron_may_open_nvidia_devices_only(unpacked):
+def test_vllm_neuron_may_open_nvidia_devices_only(unpacked: dict[str, Path]) -> None:
     tree = unpacked["cortex-neuron-vllm"]
     unit = directives(tree / "usr/lib/systemd/system/cortex-neuron.service")
 
@@ -145,7 +147,7 @@ def test_vllm_neuron_may_open_nvidia_devices_only(unpacked):
     assert not (tree / "usr/lib/systemd/system/cortex-neuron.service.d").exists()
 
 
-def test_cpu_neuron_drops_device_access(unpacked):
+def test_cpu_neuron_drops_device_access(unpacked: dict[str, Path]) -> None:
     dropin = directives(
         unpacked["cortex-neuron-cpu"] / "usr/lib/systemd/system/cortex-neuron.service.d/50-cpu-flavour.conf"
     )
@@ -153,7 +155,9 @@ def test_cpu_neuron_drops_device_access(unpacked):
 
 
 @pytest.mark.parametrize("name", ["cortex-neuron-cpu", "cortex-neuron-vllm"])
-def test_shipped_neuron_config_keeps_weights_in_the_state_directory(unpacked, name):
+def test_shipped_neuron_config_keeps_weights_in_the_state_directory(
+    unpacked: dict[str, Path], name: str
+) -> None:
     """Downloaded weights are state: an air-gapped host cannot fetch them again after a cache wipe."""
     tree = unpacked[name]
     unit = directives(tree / "usr/lib/systemd/system/cortex-neuron.service")
@@ -177,7 +181,9 @@ def test_shipped_neuron_config_keeps_weights_in_the_state_directory(unpacked, na
         ("cortex-neuron-vllm", "neuron", "/var/lib/neuron", {"video", "render"}),
     ],
 )
-def test_sysusers_create_the_service_account(unpacked, tmp_path, name, user, home, groups):
+def test_sysusers_create_the_service_account(
+    unpacked: dict[str, Path], tmp_path: Path, name: str, user: str, home: str, groups: set[str]
+) -> None:
     if shutil.which("systemd-sysusers") is None:
         pytest.skip("needs systemd-sysusers")
     (tmp_path / "etc").mkdir()
@@ -206,7 +212,7 @@ def test_sysusers_create_the_service_account(unpacked, tmp_path, name, user, hom
         ("cortex-neuron-cpu", "cortex-neuron", {"13131/tcp"}),
     ],
 )
-def test_firewalld_services(unpacked, name, service, ports):
+def test_firewalld_services(unpacked: dict[str, Path], name: str, service: str, ports: set[str]) -> None:
     tree = ET.parse(unpacked[name] / f"usr/lib/firewalld/services/{service}.xml").getroot()
 
     assert tree.tag == "service"

@@ -30,12 +30,12 @@ rpm_version = build_driver().rpm_version
         ("0.1.0.post2.dev1", "0.1.0^post2~dev1"),
     ],
 )
-def test_mapping(pep440, rpm):
+def test_mapping(pep440: str, rpm: str) -> None:
     assert rpm_version(pep440) == rpm
 
 
 @pytest.mark.parametrize("bad", ["1!0.1.0", "0.1.0+local", "0.1.0-alpha", "v0.1.0", "0.1.0A1"])
-def test_unpackageable_versions_are_refused(bad):
+def test_unpackageable_versions_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match=re.escape(bad)):
         rpm_version(bad)
 
@@ -53,7 +53,7 @@ pep440_versions = st.builds(lambda *parts: "".join(map(str, parts)), release, pr
 @pytest.mark.skipif(shutil.which("rpm") is None, reason="needs rpm for its own version comparison")
 @settings(max_examples=25, deadline=None)
 @given(st.lists(pep440_versions, min_size=2, max_size=12, unique=True))
-def test_rpm_orders_like_pep440(versions):
+def test_rpm_orders_like_pep440(versions: list[str]) -> None:
     ordered = sorted(versions, key=Version)
     pairs = [rpm_version(v) for pair in itertools.pairwise(ordered) for v in pair]
     results = vercmp(*pairs)
@@ -61,7 +61,7 @@ def test_rpm_orders_like_pep440(versions):
     assert results == [-1] * (len(ordered) - 1), list(itertools.pairwise(ordered))
 
 
-def test_spec_defaults_follow_pyproject():
+def test_spec_defaults_follow_pyproject() -> None:
     """A version bump must touch the specs' defaults and changelog too; this test says so."""
     pep440 = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
     for spec in ("cortex-kernel.spec", "cortex-neuron.spec"):

@@ -49,7 +49,7 @@ def installs(env: dict[str, str]) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
 
 
-def test_two_first_runs_install_once_and_agree_on_the_binary(env):
+def test_two_first_runs_install_once_and_agree_on_the_binary(env: dict[str, str]) -> None:
     runs = [
         subprocess.Popen([str(REPO_ROOT / "scripts/codex-env")], env=env, stdout=subprocess.PIPE, text=True)
         for _ in range(2)
@@ -63,7 +63,7 @@ def test_two_first_runs_install_once_and_agree_on_the_binary(env):
     assert again.stdout.strip() == str(expected) and len(installs(env)) == 1  # cached
 
 
-def test_another_version_or_client_is_its_own_install(env):
+def test_another_version_or_client_is_its_own_install(env: dict[str, str]) -> None:
     newer = env | {"CORTEX_CODEX_VERSION": "9.9.9"}
     subprocess.run([str(REPO_ROOT / "scripts/codex-env")], env=env, capture_output=True, check=True)
     subprocess.run([str(REPO_ROOT / "scripts/codex-env")], env=newer, capture_output=True, check=True)
@@ -78,7 +78,7 @@ def test_another_version_or_client_is_its_own_install(env):
     ]
 
 
-def test_without_npm_it_fails_with_a_reason(env, tmp_path):
+def test_without_npm_it_fails_with_a_reason(env: dict[str, str], tmp_path: Path) -> None:
     tools = tmp_path / "no-npm"
     tools.mkdir()
     for tool in ("bash", "dirname"):  # what the scripts need before they look for npm

@@ -14,13 +14,13 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = Path(__file__).with_name("sample_plugin.py")
 
 
-def test_every_public_name_resolves_and_the_package_is_typed():
+def test_every_public_name_resolves_and_the_package_is_typed() -> None:
     for name in cortex_kernel.__all__:
         assert getattr(cortex_kernel, name) is not None, name
     assert (Path(cortex_kernel.__file__).parent / "py.typed").is_file()
 
 
-def test_the_sample_plugin_type_checks_strictly(tmp_path):
+def test_the_sample_plugin_type_checks_strictly(tmp_path: Path) -> None:
     config = tmp_path / "mypy.ini"
     config.write_text("[mypy]\nstrict = True\nwarn_unreachable = True\n")
     package_root = Path(cortex_kernel.__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ pytestmark = [
 
 
 @pytest.mark.timeout(1200)
-def test_gpu_check_passes_on_the_synthetic_model(capsys):
+def test_gpu_check_passes_on_the_synthetic_model(capsys: pytest.CaptureFixture[str]) -> None:
     from cortex_vllm.selfcheck import main
 
     status = main([])

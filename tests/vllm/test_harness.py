@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,7 +14,7 @@ pytest.importorskip("vllm", reason="vllm is not installed")
 
 from cortex_kernel.config.schema import ModelProfile
 from cortex_kernel.errors import BadRequest, Conflict, CortexError, Forbidden, NotFound
-from cortex_kernel.harness import Harness
+from cortex_kernel.harness import Delta, Harness, HarnessContext
 from cortex_kernel.openai_wire import ChatRequest, CompletionRequest
 from cortex_vllm.harness import cuda_initialized_here
 from tests.hubcache import FAKE_COMMIT, cached_repo
@@ -19,25 +22,27 @@ from tests.vllm.conftest import HUB_ID
 from tests.vllm.scripted import GIB
 
 
-def chat(model="tiny-vllm", content="Say hello.", **fields):
+def chat(model: str = "tiny-vllm", content: str = "Say hello.", **fields: Any) -> ChatRequest:
     return ChatRequest(model=model, messages=[{"role": "user", "content": content}], **fields)
 
 
-async def collect(stream):
+async def collect(stream: AsyncIterable[Delta]) -> list[Delta]:
     return [delta async for delta in stream]
 
 
-def variant(profile, **changes):
+def variant(profile: ModelProfile, **changes: Any) -> ModelProfile:
     fields = {name: getattr(profile, name) for name in profile.__struct_fields__}
     return ModelProfile(**{**fields, **changes})
 
 
 @pytest.fixture(autouse=True)
-def _no_visible_devices(monkeypatch):
+def _no_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
 
-async def test_load_starts_one_engine_and_describes_the_model(harness, scripted, vllm_profile):
+async def test_load_starts_one_engine_and_describes_the_model(
+    harness: Any, scripted: Any, vllm_profile: ModelProfile
+) -> None:
     assert isinstance(harness, Harness)
     described = await harness.load(vllm_profile)
     await harness.load(vllm_profile)
@@ -52,7 +57,9 @@ async def test_load_starts_one_engine_and_describes_the_model(harness, scripted,
     assert args.enable_sleep_mode is True
 
 
-async def test_a_chat_streams_with_exact_usage(harness, scripted, vllm_profile):
+async def test_a_chat_streams_with_exact_usage(
+    harness: Any, scripted: Any, vllm_profile: ModelProfile
+) -> None:
     scripted.script.reply = "Hello there, friend."
     scripted.script.cached_tokens = 6
     await harness.load(vllm_profile)
@@ -62,6 +69,7 @@ async def test_a_chat_streams_with_exact_usage(harness, scripted, vllm_profile):
     assert text.strip() == "Hello there, friend."
     final = deltas[-1]
     assert final.finish_reason == "stop"
+    assert final.usage is not None
     assert final.usage.prompt_tokens == await harness.count_tokens("tiny-vllm", request)
     assert final.usage.cached_tokens == 6
     _, prompt, params, kwargs = scripted.last.generated[-1]
@@ -71,14 +79,20 @@ async def test_a_chat_streams_with_exact_usage(harness, scripted, vllm_profile):
     assert "reasoning_ended" in kwargs
 
 
-async def test_a_reply_cut_by_max_tokens_finishes_with_length(harness, vllm_profile):
+async def test_a_reply_cut_by_max_tokens_finishes_with_length(
+    harness: Any, vllm_profile: ModelProfile
+) -> None:
     await harness.load(vllm_profile)
     deltas = await collect(harness.chat("tiny-vllm", chat(max_tokens=5)))
     assert deltas[-1].finish_reason == "length"
-    assert deltas[-1].usage.completion_tokens == 5
+    usage = deltas[-1].usage
+    assert usage is not None
+    assert usage.completion_tokens == 5
 
 
-async def test_closing_the_stream_aborts_the_request(harness, scripted, vllm_profile):
+async def test_closing_the_stream_aborts_the_request(
+    harness: Any, scripted: Any, vllm_profile: ModelProfile
+) -> None:
     scripted.script.step_s = 0.01
     await harness.load(vllm_profile)
     stream = harness.chat("tiny-vllm", chat(max_tokens=400))
@@ -89,12 +103,14 @@ async def test_closing_the_stream_aborts_the_request(harness, scripted, vllm_pro
     assert scripted.last.get_num_unfinished_requests() == 0
 
 
-async def test_cancelling_the_consumer_aborts_the_request(harness, scripted, vllm_profile):
+async def test_cancelling_the_consumer_aborts_the_request(
+    harness: Any, scripted: Any, vllm_profile: ModelProfile
+) -> None:
     scripted.script.step_s = 0.01
     await harness.load(vllm_profile)
     started = asyncio.Event()
 
-    async def consume():
+    async def consume() -> None:
         async for _ in harness.chat("tiny-vllm", chat(max_tokens=400)):
             started.set()
 
@@ -106,7 +122,9 @@ async def test_cancelling_the_consumer_aborts_the_request(harness, scripted, vll
     assert scripted.last.generated[-1][0] in scripted.last.aborted
 
 
-async def test_sleep_and_wake_use_vllm_sleep_mode(harness, scripted, vllm_profile):
+async def test_sleep_and_wake_use_vllm_sleep_mode(
+    harness: Any, scripted: Any, vllm_profile: ModelProfile
+) -> None:
     await harness.load(vllm_profile)
     await harness.sleep("tiny-vllm")
     await harness.sleep("tiny-vllm")  # idempotent
@@ -125,7 +143,9 @@ async def test_sleep_and_wake_use_vllm_sleep_mode(harness, scripted, vllm_profil
     assert (await collect(harness.chat("tiny-vllm", chat(max_tokens=3))))[-1].finish_reason == "length"
 
 
-async def test_sleep_ends_an_in_flight_stream_with_a_conflict(harness, scripted, vllm_profile):
+async def test_sleep_ends_an_in_flight_stream_with_a_conflict(
+    harness: Any, scripted: Any, vllm_profile: ModelProfile
+) -> None:
     scripted.script.step_s = 0.01
     await harness.load(vllm_profile)
     stream = harness.chat("tiny-vllm", chat(max_tokens=400))
@@ -135,14 +155,18 @@ async def test_sleep_ends_an_in_flight_stream_with_a_conflict(harness, scripted,
         await collect(stream)
 
 
-async def test_a_model_loaded_without_sleep_mode_cannot_sleep(harness, vllm_profile):
+async def test_a_model_loaded_without_sleep_mode_cannot_sleep(
+    harness: Any, vllm_profile: ModelProfile
+) -> None:
     await harness.load(variant(vllm_profile, options={"sleep_mode": False}))
     with pytest.raises(BadRequest) as caught:
         await harness.sleep("tiny-vllm")
     assert caught.value.code == "sleep_not_supported"
 
 
-async def test_unload_shuts_the_engine_down_and_the_memory_comes_back(harness, scripted, vllm_profile):
+async def test_unload_shuts_the_engine_down_and_the_memory_comes_back(
+    harness: Any, scripted: Any, vllm_profile: ModelProfile
+) -> None:
     await harness.load(vllm_profile)
     engine = scripted.last
     await harness.unload("tiny-vllm")
@@ -153,7 +177,9 @@ async def test_unload_shuts_the_engine_down_and_the_memory_comes_back(harness, s
         harness.describe("tiny-vllm")
 
 
-async def test_unload_ends_in_flight_streams_with_not_found(harness, scripted, vllm_profile):
+async def test_unload_ends_in_flight_streams_with_not_found(
+    harness: Any, scripted: Any, vllm_profile: ModelProfile
+) -> None:
     scripted.script.step_s = 0.01
     await harness.load(vllm_profile)
     stream = harness.chat("tiny-vllm", chat(max_tokens=400))
@@ -163,7 +189,9 @@ async def test_unload_ends_in_flight_streams_with_not_found(harness, scripted, v
         await collect(stream)
 
 
-async def test_unload_reports_memory_nvml_does_not_see_released(harness, scripted, vllm_profile):
+async def test_unload_reports_memory_nvml_does_not_see_released(
+    harness: Any, scripted: Any, vllm_profile: ModelProfile
+) -> None:
     scripted.script.leak_on_shutdown = True
     await harness.load(variant(vllm_profile, options={"unload_timeout_s": 0.3}))
     with pytest.raises(CortexError) as caught:
@@ -174,14 +202,18 @@ async def test_unload_reports_memory_nvml_does_not_see_released(harness, scripte
         harness.describe("tiny-vllm")  # gone from the harness all the same
 
 
-async def test_unloading_an_asleep_model_expects_only_what_it_still_held(harness, scripted, vllm_profile):
+async def test_unloading_an_asleep_model_expects_only_what_it_still_held(
+    harness: Any, scripted: Any, vllm_profile: ModelProfile
+) -> None:
     await harness.load(vllm_profile)
     await harness.sleep("tiny-vllm")
     await harness.unload("tiny-vllm")
     assert scripted.probe.used[0] == GIB
 
 
-async def test_engines_sharing_a_gpu_start_one_at_a_time(harness, scripted, vllm_profile):
+async def test_engines_sharing_a_gpu_start_one_at_a_time(
+    harness: Any, scripted: Any, vllm_profile: ModelProfile
+) -> None:
     scripted.script.start_s = 0.3
     first = variant(vllm_profile, id="a", devices=[0])
     second = variant(vllm_profile, id="b", devices=[0])
@@ -190,7 +222,9 @@ async def test_engines_sharing_a_gpu_start_one_at_a_time(harness, scripted, vllm
     assert b_began >= a_ended
 
 
-async def test_engines_on_different_gpus_start_together(harness, scripted, vllm_profile):
+async def test_engines_on_different_gpus_start_together(
+    harness: Any, scripted: Any, vllm_profile: ModelProfile
+) -> None:
     scripted.script.start_s = 0.3
     first = variant(vllm_profile, id="a", devices=[0])
     second = variant(vllm_profile, id="b", devices=[1])
@@ -203,7 +237,9 @@ async def test_engines_on_different_gpus_start_together(harness, scripted, vllm_
     )
 
 
-async def test_a_cancelled_load_shuts_down_the_engine_it_was_starting(harness, scripted, vllm_profile):
+async def test_a_cancelled_load_shuts_down_the_engine_it_was_starting(
+    harness: Any, scripted: Any, vllm_profile: ModelProfile
+) -> None:
     scripted.script.start_s = 0.3
     task = asyncio.create_task(harness.load(vllm_profile))
     await asyncio.sleep(0.05)
@@ -216,7 +252,9 @@ async def test_a_cancelled_load_shuts_down_the_engine_it_was_starting(harness, s
         harness.describe("tiny-vllm")
 
 
-async def test_an_engine_that_fails_to_start_is_a_load_error(harness, scripted, vllm_profile):
+async def test_an_engine_that_fails_to_start_is_a_load_error(
+    harness: Any, scripted: Any, vllm_profile: ModelProfile
+) -> None:
     scripted.script.start_error = RuntimeError("Engine core initialization failed")
     with pytest.raises(CortexError) as caught:
         await harness.load(vllm_profile)
@@ -224,7 +262,9 @@ async def test_an_engine_that_fails_to_start_is_a_load_error(harness, scripted, 
     assert "Engine core initialization failed" in caught.value.message
 
 
-async def test_bad_options_fail_the_load_before_any_engine_starts(harness, scripted, vllm_profile):
+async def test_bad_options_fail_the_load_before_any_engine_starts(
+    harness: Any, scripted: Any, vllm_profile: ModelProfile
+) -> None:
     with pytest.raises(BadRequest) as caught:
         await harness.load(variant(vllm_profile, options={"engine_args": {"no_such_arg": 1}}))
     assert "'no_such_arg'" in caught.value.message
@@ -234,17 +274,17 @@ async def test_bad_options_fail_the_load_before_any_engine_starts(harness, scrip
     assert [engine.calls for engine in scripted.engines] == [["shutdown"]]  # the second one started
 
 
-async def test_an_embedding_profile_is_refused(harness, vllm_profile):
+async def test_an_embedding_profile_is_refused(harness: Any, vllm_profile: ModelProfile) -> None:
     with pytest.raises(BadRequest) as caught:
         await harness.load(variant(vllm_profile, task="embedding"))
     assert caught.value.code == "unsupported_task"
 
 
-def stop_at_start(scripted):
+def stop_at_start(scripted: Any) -> list[Any]:
     """Make the scripted factory record the engine arguments and fail before building anything."""
-    seen = []
+    seen: list[Any] = []
 
-    def stop(args):
+    def stop(args: Any) -> None:
         seen.append(args)
         raise CortexError("stop here", code="test_stop")
 
@@ -253,8 +293,13 @@ def stop_at_start(scripted):
 
 
 async def test_offline_a_hub_model_is_found_in_the_harness_cache(
-    harness, scripted, vllm_profile, vllm_context, harness_hub_snapshot, monkeypatch
-):
+    harness: Any,
+    scripted: Any,
+    vllm_profile: ModelProfile,
+    vllm_context: HarnessContext,
+    harness_hub_snapshot: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     seen = stop_at_start(scripted)
 
@@ -267,8 +312,13 @@ async def test_offline_a_hub_model_is_found_in_the_harness_cache(
 
 
 async def test_offline_the_hub_option_names_the_cache_looked_in(
-    harness, scripted, vllm_profile, tmp_path, tiny_chat_model, monkeypatch
-):
+    harness: Any,
+    scripted: Any,
+    vllm_profile: ModelProfile,
+    tmp_path: Path,
+    tiny_chat_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     snapshot = cached_repo(tmp_path / "elsewhere", HUB_ID, tiny_chat_model)
     seen = stop_at_start(scripted)
@@ -281,8 +331,8 @@ async def test_offline_the_hub_option_names_the_cache_looked_in(
 
 
 async def test_offline_a_hub_model_never_downloaded_is_not_found(
-    harness, scripted, vllm_profile, monkeypatch
-):
+    harness: Any, scripted: Any, vllm_profile: ModelProfile, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     seen = stop_at_start(scripted)
 
@@ -294,8 +344,12 @@ async def test_offline_a_hub_model_never_downloaded_is_not_found(
 
 
 async def test_the_engine_args_revision_picks_the_snapshot_and_a_path_shaped_one_is_refused(
-    harness, scripted, vllm_profile, harness_hub_snapshot, monkeypatch
-):
+    harness: Any,
+    scripted: Any,
+    vllm_profile: ModelProfile,
+    harness_hub_snapshot: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     seen = stop_at_start(scripted)
     pinned = {**vllm_profile.options, "engine_args": {"revision": FAKE_COMMIT}}
@@ -312,8 +366,12 @@ async def test_the_engine_args_revision_picks_the_snapshot_and_a_path_shaped_one
 
 
 async def test_offline_vllm_builds_its_config_from_the_snapshot_the_harness_found(
-    harness, scripted, vllm_profile, harness_hub_snapshot, monkeypatch
-):
+    harness: Any,
+    scripted: Any,
+    vllm_profile: ModelProfile,
+    harness_hub_snapshot: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import huggingface_hub.constants
 
     # vLLM reads huggingface_hub's offline flag, which is fixed when huggingface_hub is imported.
@@ -331,7 +389,9 @@ async def test_offline_vllm_builds_its_config_from_the_snapshot_the_harness_foun
     assert model_config.served_model_name == "tiny-vllm"
 
 
-async def test_engine_stats_come_from_the_engines_scheduler(harness, scripted, vllm_profile):
+async def test_engine_stats_come_from_the_engines_scheduler(
+    harness: Any, scripted: Any, vllm_profile: ModelProfile
+) -> None:
     scripted.script.step_s = 0.01
     await harness.load(vllm_profile)
     assert harness.engine_stats("tiny-vllm")["requests_running"] == 0.0
@@ -349,7 +409,9 @@ async def test_engine_stats_come_from_the_engines_scheduler(harness, scripted, v
         harness.engine_stats("other")
 
 
-async def test_an_engine_error_ends_the_stream_with_a_server_error(harness, scripted, vllm_profile):
+async def test_an_engine_error_ends_the_stream_with_a_server_error(
+    harness: Any, scripted: Any, vllm_profile: ModelProfile
+) -> None:
     scripted.script.finish_reason = "error"
     await harness.load(vllm_profile)
     with pytest.raises(CortexError) as caught:
@@ -357,7 +419,9 @@ async def test_an_engine_error_ends_the_stream_with_a_server_error(harness, scri
     assert caught.value.status == 500
 
 
-async def test_a_completion_can_echo_its_prompt(harness, scripted, vllm_profile):
+async def test_a_completion_can_echo_its_prompt(
+    harness: Any, scripted: Any, vllm_profile: ModelProfile
+) -> None:
     scripted.script.reply = " and more"
     await harness.load(vllm_profile)
     request = CompletionRequest(model="tiny-vllm", prompt="Once upon a time", max_tokens=8, echo=True)
@@ -366,14 +430,16 @@ async def test_a_completion_can_echo_its_prompt(harness, scripted, vllm_profile)
     assert deltas[-1].finish_reason == "stop"
 
 
-async def test_a_chat_model_cannot_embed(harness, vllm_profile):
+async def test_a_chat_model_cannot_embed(harness: Any, vllm_profile: ModelProfile) -> None:
     await harness.load(vllm_profile)
     with pytest.raises(BadRequest) as caught:
         await harness.embed("tiny-vllm", ["x"], normalize=True)
     assert caught.value.code == "model_not_embedding"
 
 
-async def test_nothing_initialises_cuda_in_the_neuron_process(harness, vllm_profile):
+async def test_nothing_initialises_cuda_in_the_neuron_process(
+    harness: Any, vllm_profile: ModelProfile
+) -> None:
     await harness.load(vllm_profile)
     await collect(harness.chat("tiny-vllm", chat(max_tokens=4)))
     await harness.unload("tiny-vllm")

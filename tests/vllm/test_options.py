@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from cortex_kernel.errors import BadRequest
 from cortex_vllm.options import OPTION_NAMES, VllmOptions, read_options
 
 
-def test_no_options_are_the_defaults():
+def test_no_options_are_the_defaults() -> None:
     assert read_options({}, {}) == VllmOptions()
     assert VllmOptions().sleep_mode is True
     assert VllmOptions().pipeline_parallel_size == 1
 
 
-def test_profile_options_win_and_tables_merge_key_by_key():
+def test_profile_options_win_and_tables_merge_key_by_key() -> None:
     harness = {
         "gpu_memory_utilization": 0.5,
         "enforce_eager": True,
@@ -33,7 +35,7 @@ def test_profile_options_win_and_tables_merge_key_by_key():
     assert options.chat_template_kwargs == {"enable_thinking": True, "a": 1}
 
 
-def test_an_unknown_option_is_an_error_that_names_it_and_points_at_engine_args():
+def test_an_unknown_option_is_an_error_that_names_it_and_points_at_engine_args() -> None:
     with pytest.raises(BadRequest) as caught:
         read_options({}, {"max_num_seqs": 8})
     assert caught.value.code == "invalid_option"
@@ -59,12 +61,12 @@ def test_an_unknown_option_is_an_error_that_names_it_and_points_at_engine_args()
         ("unload_timeout_s", 0),
     ],
 )
-def test_a_value_of_the_wrong_kind_is_an_error_that_names_the_key(key, value):
+def test_a_value_of_the_wrong_kind_is_an_error_that_names_the_key(key: str, value: Any) -> None:
     with pytest.raises(BadRequest) as caught:
         read_options({}, {key: value})
     assert caught.value.param == key
     assert repr(key) in caught.value.message
 
 
-def test_every_option_has_a_default():
+def test_every_option_has_a_default() -> None:
     assert set(VllmOptions.__struct_fields__) == OPTION_NAMES

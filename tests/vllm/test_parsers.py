@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -81,7 +82,7 @@ def joined(deltas: list[Delta]) -> tuple[str, str]:
     return "".join(d.text for d in deltas), "".join(d.reasoning for d in deltas)
 
 
-async def test_reasoning_content_and_a_tool_call_are_split(tiny_chat_model):
+async def test_reasoning_content_and_a_tool_call_are_split(tiny_chat_model: Path) -> None:
     front = frontend(str(tiny_chat_model), tool_parser="hermes", reasoning_parser="qwen3")
     reply = "<think>\nThe user wants weather.\n</think>\n\nLet me check. " + CALL
     deltas = await stream(front, chat(tools=[WEATHER_TOOL]), reply)
@@ -97,7 +98,7 @@ async def test_reasoning_content_and_a_tool_call_are_split(tiny_chat_model):
     assert deltas[-1].finish_reason == "tool_calls"
 
 
-async def test_a_prompt_that_opens_reasoning_is_seen_by_the_reasoning_parser(tiny_chat_model):
+async def test_a_prompt_that_opens_reasoning_is_seen_by_the_reasoning_parser(tiny_chat_model: Path) -> None:
     front = frontend(str(tiny_chat_model), reasoning_parser="qwen3")
     request = chat("hi", chat_template_kwargs={"enable_thinking": True})
     prepared = await front.prepare_chat(request)
@@ -107,7 +108,7 @@ async def test_a_prompt_that_opens_reasoning_is_seen_by_the_reasoning_parser(tin
     assert text.strip() == "Hello!"
 
 
-async def test_without_a_tool_parser_tool_markup_stays_text(tiny_chat_model):
+async def test_without_a_tool_parser_tool_markup_stays_text(tiny_chat_model: Path) -> None:
     front = frontend(str(tiny_chat_model), reasoning_parser="qwen3")
     # Qwen3's parser reads text before a tool call as reasoning unless thinking is off.
     deltas = await stream(front, chat(chat_template_kwargs={"enable_thinking": False}), "Sure. " + CALL)
@@ -116,7 +117,7 @@ async def test_without_a_tool_parser_tool_markup_stays_text(tiny_chat_model):
     assert deltas[-1].finish_reason == "stop"
 
 
-async def test_tools_without_a_tool_parser_are_refused_naming_the_option(tiny_chat_model):
+async def test_tools_without_a_tool_parser_are_refused_naming_the_option(tiny_chat_model: Path) -> None:
     front = frontend(str(tiny_chat_model), reasoning_parser="qwen3")
     with pytest.raises(BadRequest) as caught:
         await front.prepare_chat(chat(tools=[WEATHER_TOOL]))
@@ -125,14 +126,14 @@ async def test_tools_without_a_tool_parser_are_refused_naming_the_option(tiny_ch
     await front.prepare_chat(chat(tools=[WEATHER_TOOL], tool_choice="none"))  # fine: tools unused
 
 
-async def test_tool_choice_none_leaves_tool_markup_as_text(tiny_chat_model):
+async def test_tool_choice_none_leaves_tool_markup_as_text(tiny_chat_model: Path) -> None:
     front = frontend(str(tiny_chat_model), tool_parser="hermes")
     deltas = await stream(front, chat(tools=[WEATHER_TOOL], tool_choice="none"), CALL)
     assert not [call for delta in deltas for call in delta.tool_calls]
     assert deltas[-1].finish_reason == "stop"
 
 
-async def test_without_parsers_everything_is_text(tiny_chat_model):
+async def test_without_parsers_everything_is_text(tiny_chat_model: Path) -> None:
     front = frontend(str(tiny_chat_model))
     assert front.parser_cls is None
     reply = "<think>\nhm\n</think>\n\nok " + CALL
@@ -140,7 +141,7 @@ async def test_without_parsers_everything_is_text(tiny_chat_model):
     assert joined(deltas) == (reply, "")
 
 
-def test_the_capabilities_follow_the_chosen_parsers(tiny_chat_model):
+def test_the_capabilities_follow_the_chosen_parsers(tiny_chat_model: Path) -> None:
     model = str(tiny_chat_model)
     assert frontend(model).capabilities == ["chat", "completions", "structured_outputs"]
     both = frontend(model, tool_parser="hermes", reasoning_parser="qwen3").capabilities
@@ -148,14 +149,15 @@ def test_the_capabilities_follow_the_chosen_parsers(tiny_chat_model):
 
 
 @pytest.mark.parametrize("option", ["tool_parser", "reasoning_parser"])
-def test_an_unknown_parser_is_an_error_naming_it(tiny_chat_model, option):
+def test_an_unknown_parser_is_an_error_naming_it(tiny_chat_model: Path, option: str) -> None:
     with pytest.raises(BadRequest) as caught:
-        frontend(str(tiny_chat_model), **{option: "no-such-parser"})
+        options: dict[str, Any] = {option: "no-such-parser"}
+        frontend(str(tiny_chat_model), **options)
     assert caught.value.code == "invalid_option"
     assert "no-such-parser" in caught.value.message
 
 
-async def test_tools_are_rendered_into_the_prompt_by_the_chat_template(tiny_chat_model):
+async def test_tools_are_rendered_into_the_prompt_by_the_chat_template(tiny_chat_model: Path) -> None:
     front = frontend(str(tiny_chat_model), tool_parser="hermes")
     _, _, plain = await front.render_chat(chat())
     _, engine_input, with_tools = await front.render_chat(chat(tools=[WEATHER_TOOL]))
@@ -164,7 +166,7 @@ async def test_tools_are_rendered_into_the_prompt_by_the_chat_template(tiny_chat
     assert list(engine_input["prompt_token_ids"]) == with_tools
 
 
-async def test_a_prompt_longer_than_the_context_reports_its_exact_length(tiny_chat_model):
+async def test_a_prompt_longer_than_the_context_reports_its_exact_length(tiny_chat_model: Path) -> None:
     front = frontend(str(tiny_chat_model), context_length=64)
     request = chat("hello " * 200)
     _, _, ids = await front.render_chat(request)
@@ -174,20 +176,20 @@ async def test_a_prompt_longer_than_the_context_reports_its_exact_length(tiny_ch
     assert (caught.value.prompt_tokens, caught.value.limit) == (len(ids), 64)
 
 
-async def test_max_tokens_is_clamped_to_the_room_left(tiny_chat_model):
+async def test_max_tokens_is_clamped_to_the_room_left(tiny_chat_model: Path) -> None:
     front = frontend(str(tiny_chat_model), context_length=256)
     prepared = await front.prepare_chat(chat(max_tokens=10_000))
     assert prepared.params.max_tokens == 256 - len(prepared.prompt_token_ids)
 
 
-async def test_without_a_limit_the_checkpoint_default_applies(tiny_chat_model):
+async def test_without_a_limit_the_checkpoint_default_applies(tiny_chat_model: Path) -> None:
     front = frontend(str(tiny_chat_model))
     assert (await front.prepare_chat(chat())).params.max_tokens == 512  # generation_config.json
     limited = frontend(str(tiny_chat_model), default_max_tokens=33)
     assert (await limited.prepare_chat(chat())).params.max_tokens == 33
 
 
-async def test_a_completion_prompt_is_tokenized_without_the_chat_template(tiny_chat_model):
+async def test_a_completion_prompt_is_tokenized_without_the_chat_template(tiny_chat_model: Path) -> None:
     front = frontend(str(tiny_chat_model))
     prepared = await front.prepare_completion(
         CompletionRequest(model="m", prompt="hello world", max_tokens=4)

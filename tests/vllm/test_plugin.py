@@ -5,8 +5,10 @@ These run in every environment; where vLLM is installed, its absence is simulate
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +17,7 @@ from cortex_kernel.harness import HarnessContext
 from cortex_kernel.plugins import build_plugin_manager
 
 
-def test_the_plugin_registers_the_vllm_harness():
+def test_the_plugin_registers_the_vllm_harness() -> None:
     import cortex_vllm.plugin as plugin
 
     pm = build_plugin_manager(load_entrypoints=False)
@@ -25,7 +27,7 @@ def test_the_plugin_registers_the_vllm_harness():
     assert "vLLM" in specs[0].description
 
 
-def test_importing_the_plugin_imports_nothing_from_vllm():
+def test_importing_the_plugin_imports_nothing_from_vllm() -> None:
     code = (
         "import sys, cortex_vllm.plugin; print(sorted(m for m in sys.modules if m.split('.')[0] == 'vllm'))"
     )
@@ -35,7 +37,7 @@ def test_importing_the_plugin_imports_nothing_from_vllm():
     assert result.stdout.strip() == "[]"
 
 
-def test_the_plugins_command_lists_vllm_without_importing_it():
+def test_the_plugins_command_lists_vllm_without_importing_it() -> None:
     code = (
         "import sys\n"
         "from click.testing import CliRunner\n"
@@ -48,12 +50,14 @@ def test_the_plugins_command_lists_vllm_without_importing_it():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
-def test_building_the_harness_without_vllm_says_how_to_install_it(monkeypatch, tmp_path):
+def test_building_the_harness_without_vllm_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     import cortex_vllm.plugin as plugin
 
-    real_find_spec = plugin.importlib.util.find_spec
+    real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        plugin.importlib.util,
+        importlib.util,
         "find_spec",
         lambda name, *a: None if name == "vllm" else real_find_spec(name, *a),
     )
@@ -66,10 +70,12 @@ def test_building_the_harness_without_vllm_says_how_to_install_it(monkeypatch, t
 
 
 @pytest.mark.parametrize("installed", ["0.29.9", "0.34.0", "1.0.0"])
-def test_a_vllm_outside_the_supported_range_is_refused(monkeypatch, installed):
+def test_a_vllm_outside_the_supported_range_is_refused(
+    monkeypatch: pytest.MonkeyPatch, installed: str
+) -> None:
     import cortex_vllm.plugin as plugin
 
-    monkeypatch.setattr(plugin.importlib.util, "find_spec", lambda name, *a: object())
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
     monkeypatch.setattr(plugin, "version", lambda name: installed)
     with pytest.raises(CortexError) as caught:
         plugin.check_vllm()
@@ -78,9 +84,9 @@ def test_a_vllm_outside_the_supported_range_is_refused(monkeypatch, installed):
 
 
 @pytest.mark.parametrize("installed", ["0.30.0", "0.33.0", "0.33.1+cu128", "0.33.0rc1"])
-def test_supported_vllm_versions_pass(monkeypatch, installed):
+def test_supported_vllm_versions_pass(monkeypatch: pytest.MonkeyPatch, installed: str) -> None:
     import cortex_vllm.plugin as plugin
 
-    monkeypatch.setattr(plugin.importlib.util, "find_spec", lambda name, *a: object())
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
     monkeypatch.setattr(plugin, "version", lambda name: installed)
     assert plugin.check_vllm() == installed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 pytest.importorskip("vllm", reason="vllm is not installed")
@@ -15,12 +17,14 @@ from cortex_vllm.translate import sampling_params, vllm_chat_request, vllm_compl
 MESSAGES = [{"role": "user", "content": "hi"}]
 
 
-def chat_params(max_tokens=16, defaults=None, **fields):
+def chat_params(
+    max_tokens: int = 16, defaults: dict[str, Any] | None = None, **fields: Any
+) -> SamplingParams:
     request = vllm_chat_request(ChatRequest(model="m", messages=MESSAGES, **fields))
     return sampling_params(request, max_tokens, defaults or {})
 
 
-def test_every_openai_sampling_field_reaches_sampling_params():
+def test_every_openai_sampling_field_reaches_sampling_params() -> None:
     params = chat_params(
         max_tokens=17,
         temperature=0.3,
@@ -53,27 +57,27 @@ def test_every_openai_sampling_field_reaches_sampling_params():
     assert params.ignore_eos is True
 
 
-def test_output_always_comes_as_deltas():
+def test_output_always_comes_as_deltas() -> None:
     assert chat_params().output_kind == RequestOutputKind.DELTA
 
 
-def test_a_single_stop_string_is_a_list():
+def test_a_single_stop_string_is_a_list() -> None:
     assert chat_params(stop="END").stop == ["END"]
 
 
-def test_the_checkpoint_defaults_fill_what_the_request_leaves_out():
+def test_the_checkpoint_defaults_fill_what_the_request_leaves_out() -> None:
     params = chat_params(defaults={"temperature": 0.6, "top_p": 0.95, "top_k": 20}, temperature=0.1)
     assert params.temperature == 0.1  # the request wins
     assert params.top_p == 0.95
     assert params.top_k == 20
 
 
-def test_without_defaults_openai_defaults_apply():
+def test_without_defaults_openai_defaults_apply() -> None:
     params = chat_params()
     assert (params.temperature, params.top_p, params.logprobs, params.ignore_eos) == (1.0, 1.0, None, False)
 
 
-def test_a_json_schema_response_format_becomes_structured_output():
+def test_a_json_schema_response_format_becomes_structured_output() -> None:
     schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
     params = chat_params(
         response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}
@@ -82,17 +86,17 @@ def test_a_json_schema_response_format_becomes_structured_output():
     assert params.structured_outputs.json == schema
 
 
-def test_a_json_object_response_format_becomes_structured_output():
+def test_a_json_object_response_format_becomes_structured_output() -> None:
     params = chat_params(response_format={"type": "json_object"})
     assert params.structured_outputs is not None
     assert params.structured_outputs.json_object is True
 
 
-def test_no_response_format_means_no_structured_output():
+def test_no_response_format_means_no_structured_output() -> None:
     assert chat_params().structured_outputs is None
 
 
-def test_completion_fields_reach_sampling_params():
+def test_completion_fields_reach_sampling_params() -> None:
     request = CompletionRequest(
         model="m", prompt="once", max_tokens=5, temperature=0.0, seed=3, stop="\n", ignore_eos=True
     )
@@ -102,7 +106,7 @@ def test_completion_fields_reach_sampling_params():
     assert params.output_kind == RequestOutputKind.DELTA
 
 
-def test_echo_is_left_to_the_harness():
+def test_echo_is_left_to_the_harness() -> None:
     request = vllm_completion_request(CompletionRequest(model="m", prompt="once", echo=True))
     assert not request.echo
 
@@ -115,13 +119,13 @@ def test_echo_is_left_to_the_harness():
         ({"response_format": {"type": "json_schema"}}, "response_format"),
     ],
 )
-def test_vllm_validation_errors_are_400s_naming_the_parameter(fields, param):
+def test_vllm_validation_errors_are_400s_naming_the_parameter(fields: dict[str, Any], param: str) -> None:
     with pytest.raises(BadRequest) as caught:
         vllm_chat_request(ChatRequest(model="m", messages=MESSAGES, **fields))
     assert caught.value.param == param
 
 
-def test_a_malformed_message_is_a_400():
+def test_a_malformed_message_is_a_400() -> None:
     with pytest.raises(BadRequest) as caught:
         vllm_chat_request(ChatRequest(model="m", messages=[{"role": "user", "content": 42}]))
     assert caught.value.status == 400
