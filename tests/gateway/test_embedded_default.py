@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
+import openai
 import pytest
 
 from tests.daemons import Daemon, LineStream, free_port, http_json
@@ -9,7 +13,9 @@ from tests.daemons import Daemon, LineStream, free_port, http_json
 pytestmark = pytest.mark.slow
 
 
-def test_serve_with_no_configuration_answers_models_and_a_streamed_chat(tmp_path, openai_client):
+def test_serve_with_no_configuration_answers_models_and_a_streamed_chat(
+    tmp_path: Path, openai_client: Callable[..., openai.OpenAI]
+) -> None:
     port = free_port()
     env = {
         "HOME": str(tmp_path / "home"),

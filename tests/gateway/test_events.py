@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from pathlib import Path
 
+import pluggy
 import pytest
 
 from cortex_gateway.tap import find_usage
@@ -11,9 +14,10 @@ from cortex_kernel import hookimpl
 from cortex_kernel.config.schema import AuthSection, CortexConfig
 from cortex_kernel.events import EventBus, ModelLoaded, RequestFinished
 from cortex_kernel.keys import key_digest
+from tests.daemons import Daemon
 
 
-def test_event_bus_isolates_a_failing_sink(caplog):
+def test_event_bus_isolates_a_failing_sink(caplog: pytest.LogCaptureFixture) -> None:
     seen = []
 
     class Broken:
@@ -31,7 +35,7 @@ def test_event_bus_isolates_a_failing_sink(caplog):
     assert "sink bug" in caplog.text
 
 
-def test_usage_is_found_in_a_stream_tail_and_a_json_body():
+def test_usage_is_found_in_a_stream_tail_and_a_json_body() -> None:
     stream = (
         b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n'
         b'data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,'
@@ -48,7 +52,7 @@ def test_usage_is_found_in_a_stream_tail_and_a_json_body():
 
 
 @contextlib.contextmanager
-def recording_gateway(cortex_pm, config):
+def recording_gateway(cortex_pm: pluggy.PluginManager, config):
     """An in-process gateway app whose events land in the yielded list (with a test client)."""
     from starlette.testclient import TestClient
 
@@ -83,7 +87,7 @@ def finished(events):
     return [(e.status, e.error, e.model, e.dialect, e.endpoint) for e in requests]
 
 
-def test_hook_register_event_sinks(cortex_pm):
+def test_hook_register_event_sinks(cortex_pm: pluggy.PluginManager) -> None:
     with recording_gateway(cortex_pm, CortexConfig()) as (client, events):
         reply = client.post(
             "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
@@ -97,7 +101,7 @@ def test_hook_register_event_sinks(cortex_pm):
     ]
 
 
-def test_auth_rejections_are_events_in_the_callers_dialect(cortex_pm):
+def test_auth_rejections_are_events_in_the_callers_dialect(cortex_pm: pluggy.PluginManager) -> None:
     config = CortexConfig(auth=AuthSection(require_api_key=True, api_keys=[key_digest("sk-right")]))
     with recording_gateway(cortex_pm, config) as (client, events):
         chat = {"model": "ghost", "messages": []}
@@ -142,8 +146,8 @@ def register_event_sinks(role):
 
 @pytest.mark.slow
 def test_real_traffic_emits_request_and_lifecycle_events(
-    start_neuron, tmp_path, tiny_chat_model, tiny_embed_model
-):
+    start_neuron: Callable[..., Daemon], tmp_path: Path, tiny_chat_model: Path, tiny_embed_model: Path
+) -> None:
     """A sink installed by entry point sees a cold load, a stream with usage and TTFT, an error."""
     import json
     import os

@@ -67,8 +67,10 @@ def _when_down(gateway: Daemon, name: str, timeout: float = 20.0) -> float:
 
 
 def test_a_node_frozen_during_a_cold_load_hands_its_waiters_to_a_healthy_node(
-    start_neuron, start_gateway, freeze
-):
+    start_neuron: Callable[..., Daemon],
+    start_gateway: Callable[..., Daemon],
+    freeze: Callable[[Daemon], None],
+) -> None:
     first, second = start_neuron(), start_neuron()
     gateway = start_gateway({"n1": first, "n2": second}, extra=FAST_POLLS)
     answers: list[tuple[int, float]] = []
@@ -105,8 +107,10 @@ def test_a_node_frozen_during_a_cold_load_hands_its_waiters_to_a_healthy_node(
 
 
 def test_streams_on_a_frozen_node_end_with_the_error_event_once_it_is_declared_down(
-    start_neuron, start_gateway, freeze
-):
+    start_neuron: Callable[..., Daemon],
+    start_gateway: Callable[..., Daemon],
+    freeze: Callable[[Daemon], None],
+) -> None:
     neuron = start_neuron()
     gateway = start_gateway({"n1": neuron}, extra=FAST_POLLS)
     assert _ask(gateway)[0] == 200
@@ -159,7 +163,11 @@ def test_streams_on_a_frozen_node_end_with_the_error_event_once_it_is_declared_d
     assert json.loads(lines[-1].removeprefix("data: "))["type"] == "error"
 
 
-def test_a_request_routed_to_a_node_that_then_freezes_fails_over(start_neuron, start_gateway, freeze):
+def test_a_request_routed_to_a_node_that_then_freezes_fails_over(
+    start_neuron: Callable[..., Daemon],
+    start_gateway: Callable[..., Daemon],
+    freeze: Callable[[Daemon], None],
+) -> None:
     first, second = start_neuron(), start_neuron()
     gateway = start_gateway({"n1": first, "n2": second}, extra=FAST_POLLS)
     assert _ask(gateway)[0] == 200
@@ -172,7 +180,11 @@ def test_a_request_routed_to_a_node_that_then_freezes_fails_over(start_neuron, s
     assert time.monotonic() - started < DOWN_AFTER_S + 45
 
 
-def test_a_frozen_node_that_resumes_rejoins_and_serves(start_neuron, start_gateway, freeze):
+def test_a_frozen_node_that_resumes_rejoins_and_serves(
+    start_neuron: Callable[..., Daemon],
+    start_gateway: Callable[..., Daemon],
+    freeze: Callable[[Daemon], None],
+) -> None:
     """SIGCONT after the node was declared down: the next poll brings it back, its abandoned
     streams stay ended, and requests are routed to it again (it is the only node here)."""
     # The model is loaded before the gateway polls with its short timeout: a cold load through

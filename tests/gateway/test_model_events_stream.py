@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 
-from tests.daemons import LineStream, http_json
+from tests.daemons import Daemon, LineStream, http_json
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +28,9 @@ def next_status(stream: LineStream, model: str, wanted: str, timeout_s: float = 
     raise AssertionError(f"the stream ended before {model} was {wanted}: {seen}")
 
 
-def test_a_load_and_an_unload_reach_the_event_stream(start_neuron, start_gateway):
+def test_a_load_and_an_unload_reach_the_event_stream(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon]
+) -> None:
     gateway = start_gateway({"n1": start_neuron()})
     with LineStream(gateway.url + "/models/sse", timeout=90) as stream:
         assert stream.status == 200 and stream.getheader("content-type").startswith("text/event-stream")
