@@ -104,6 +104,7 @@ def test_streams_open_at_the_end_of_the_grace_end_with_their_error_event(
         assert next(openai_lines).startswith("data: ")
         assert next(anthropic_lines) == "event: message_start"
         assert next(iter(responses_stream)) == "event: response.created"
+        assert gateway.process is not None
         gateway.process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         ready_status = probe.finish()
@@ -151,6 +152,7 @@ def test_a_neuron_ends_its_own_streams_at_the_end_of_its_grace(start_neuron: Cal
     with LineStream(f"{neuron.url}/v1/chat/completions", "POST", body) as stream:
         lines = iter(stream)
         assert next(lines).startswith("data: ")
+        assert neuron.process is not None
         neuron.process.send_signal(signal.SIGTERM)
         ready_status = probe.finish()
         tail = _read_to_end(stream)

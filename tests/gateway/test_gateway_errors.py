@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import openai
 import pytest
@@ -19,7 +19,9 @@ CLIENT_KEY = "client-secret"
 ADMIN_KEY = "admin-secret"
 
 
-def _post_raw(url: str, data: bytes, content_type: str = "application/json", headers: dict | None = None):
+def _post_raw(
+    url: str, data: bytes, content_type: str = "application/json", headers: dict[str, str] | None = None
+) -> tuple[int, bytes, dict[str, str]]:
     request = urllib.request.Request(url, data=data, method="POST")
     request.add_header("content-type", content_type)
     for key, value in (headers or {}).items():
@@ -38,14 +40,16 @@ SECURED = (
 
 
 @pytest.fixture
-def secured(start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon]):
+def secured(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon]
+) -> tuple[Daemon, Daemon]:
     """A gateway with client and admin keys over a real neuron that wants its own token."""
     neuron = start_neuron(token="neuron-token")
     return start_gateway({"n1": neuron}, extra=SECURED), neuron
 
 
 @pytest.fixture
-def secured_over_scripted(start_gateway: Callable[..., Daemon]):
+def secured_over_scripted(start_gateway: Callable[..., Daemon]) -> Iterator[tuple[Daemon, ScriptedNeuron]]:
     """The same gateway over the scripted neuron double: for what the gateway alone decides."""
     neuron = ScriptedNeuron(ready=()).start()
     try:
@@ -54,14 +58,16 @@ def secured_over_scripted(start_gateway: Callable[..., Daemon]):
         neuron.stop()
 
 
-def _in_flight_zero(gateway: Daemon, neuron: Daemon):
+def _in_flight_zero(gateway: Daemon, neuron: Daemon | ScriptedNeuron) -> None:
     fleet = http_json("GET", f"{gateway.url}/admin/fleet", token=ADMIN_KEY)[1]
     assert all(m["in_flight"] == 0 for n in fleet["nodes"] for m in n["models"]), fleet
     models = http_json("GET", f"{neuron.url}/health")[1]["models"]
     assert all(m["in_flight"] == 0 and m["queued"] == 0 for m in models.values()), models
 
 
-def test_bad_input_gets_openai_4xx_and_leaks_nothing(secured_over_scripted) -> None:
+def test_bad_input_gets_openai_4xx_and_leaks_nothing(
+    secured_over_scripted: tuple[Daemon, ScriptedNeuron],
+) -> None:
     import json
 
     gateway, neuron = secured_over_scripted
@@ -94,7 +100,7 @@ def test_bad_input_gets_openai_4xx_and_leaks_nothing(secured_over_scripted) -> N
     _in_flight_zero(gateway, neuron)
 
 
-def test_keys_are_checked_and_client_credentials_never_reach_neurons(secured) -> None:
+def test_keys_are_checked_and_client_credentials_never_reach_neurons(secured: tuple[Daemon, Daemon]) -> None:
     gateway, neuron = secured
     body = {"model": "tiny-chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
     chat = f"{gateway.url}/v1/chat/completions"

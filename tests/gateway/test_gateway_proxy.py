@@ -6,7 +6,8 @@ gateway in front of the scripted neuron double instead: no neuron process to sta
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import openai
 import pytest
@@ -22,14 +23,14 @@ ALIAS = '\n[aliases]\nsmall = "tiny-chat"\n'
 
 
 @pytest.fixture
-def fleet(start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon]):
+def fleet(start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon]) -> tuple[Daemon, Daemon]:
     neuron = start_neuron()
     gateway = start_gateway({"n1": neuron}, catalogue_extra=ALIAS)
     return gateway, neuron
 
 
 @pytest.fixture
-def scripted_gateway(start_gateway: Callable[..., Daemon]):
+def scripted_gateway(start_gateway: Callable[..., Daemon]) -> Iterator[Daemon]:
     """The gateway daemon over a scripted neuron with nothing loaded."""
     neuron = ScriptedNeuron(ready=()).start()
     try:
@@ -53,7 +54,7 @@ def test_catalogue_lists_unloaded_models_and_aliases(scripted_gateway: Daemon) -
 def test_first_requests_cold_load_exactly_once(fleet: tuple[Daemon, Daemon]) -> None:
     gateway, neuron = fleet
 
-    def requests(client):
+    def requests(client: openai.AsyncOpenAI) -> list[Awaitable[Any]]:
         return [
             client.chat.completions.create(
                 model="small", messages=[{"role": "user", "content": f"hi {i}"}], max_tokens=4

@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -42,7 +43,7 @@ def freeze() -> Iterator[Callable[[Daemon], None]]:
             os.kill(daemon.process.pid, signal.SIGCONT)
 
 
-def _ask(gateway: Daemon, model: str = "tiny-chat", timeout: float = 60.0):
+def _ask(gateway: Daemon, model: str = "tiny-chat", timeout: float = 60.0) -> tuple[int, Any, dict[str, str]]:
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
     return http_json("POST", f"{gateway.url}/v1/chat/completions", body, timeout=timeout)
 
@@ -54,7 +55,8 @@ def _states(neuron: Daemon) -> dict[str, str]:
 
 def _node_up(gateway: Daemon, name: str) -> bool:
     nodes = http_json("GET", f"{gateway.url}/admin/fleet", timeout=5)[1]["nodes"]
-    return next(n for n in nodes if n["name"] == name)["up"]
+    up: bool = next(n for n in nodes if n["name"] == name)["up"]
+    return up
 
 
 def _when_down(gateway: Daemon, name: str, timeout: float = 20.0) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import msgspec
 import pytest
@@ -27,7 +28,7 @@ from cortex_kernel.catalogue_entry import CatalogueEntry, ModelLocation
         (["something-new"], "unloaded"),
     ],
 )
-def test_the_best_replica_names_the_status(states, word) -> None:
+def test_the_best_replica_names_the_status(states: list[str], word: str) -> None:
     assert router_status(states) == word
 
 
@@ -52,7 +53,7 @@ def test_props_report_the_context_and_tool_support() -> None:
 # /models/sse: the changes between two snapshots, as Zed's ModelEvent reads them.
 
 
-def decode(frames: list[bytes]) -> list[dict]:
+def decode(frames: list[bytes]) -> list[dict[str, Any]]:
     return [json.loads(frame.decode().removeprefix("data: ")) for frame in frames]
 
 
@@ -87,7 +88,7 @@ async def test_the_stream_sends_changes_then_keepalives_and_ends_on_drain() -> N
         last.update(next(states, last))
         return dict(last)
 
-    ticks = []
+    ticks: list[bytes] = []
     stream = model_events(snapshot, lambda: len(ticks) >= 4, tick_s=0.001, keepalive_s=0.002)
     body = []
     async for piece in stream:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,8 +23,9 @@ def _resident(neuron: Daemon) -> set[str]:
     return set(http_json("GET", f"{neuron.url}/health")[1]["models"])
 
 
-def _fleet(gateway: Daemon) -> dict:
-    return http_json("GET", f"{gateway.url}/admin/fleet")[1]
+def _fleet(gateway: Daemon) -> dict[str, Any]:
+    fleet: dict[str, Any] = http_json("GET", f"{gateway.url}/admin/fleet")[1]
+    return fleet
 
 
 def test_lru_evicts_the_least_recent_and_spares_pinned_and_busy(

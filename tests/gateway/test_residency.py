@@ -14,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,8 +51,9 @@ def _metric(url: str, name: str, **labels: str) -> float:
     return total
 
 
-def _fleet(gateway: Daemon) -> dict:
-    return http_json("GET", f"{gateway.url}/admin/fleet")[1]
+def _fleet(gateway: Daemon) -> dict[str, Any]:
+    fleet: dict[str, Any] = http_json("GET", f"{gateway.url}/admin/fleet")[1]
+    return fleet
 
 
 def test_a_model_put_to_sleep_for_room_is_woken_not_reloaded(
@@ -88,7 +90,9 @@ def test_a_model_put_to_sleep_for_room_is_woken_not_reloaded(
 
 def _fleet_metrics_url(gateway: Daemon) -> str:
     config = (gateway.log.parent / "cortex.toml").read_text()
-    port = re.search(r'metrics_listen = "127\.0\.0\.1:(\d+)"', config).group(1)
+    match = re.search(r'metrics_listen = "127\.0\.0\.1:(\d+)"', config)
+    assert match is not None
+    port = match.group(1)
     return f"http://127.0.0.1:{port}/metrics"
 
 

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,11 +21,11 @@ pytestmark = pytest.mark.slow
 FAST_POLLS = "poll_interval_s = 0.3\npoll_timeout_s = 1.0\n"
 
 
-def _catalogue(chat, models: dict[str, str]) -> str:
+def _catalogue(chat: Path, models: dict[str, Path | None]) -> str:
     return "".join(model_toml(name, source or chat, vram_mb=60) for name, source in models.items())
 
 
-def _ask(gateway: Daemon, model: str, timeout: float = 120.0):
+def _ask(gateway: Daemon, model: str, timeout: float = 120.0) -> tuple[int, Any, dict[str, str]]:
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
     return http_json("POST", f"{gateway.url}/v1/chat/completions", body, timeout=timeout)
 
@@ -34,11 +35,11 @@ def _states(neuron: Daemon) -> dict[str, str]:
     return {name: entry["state"] for name, entry in models.items()}
 
 
-def _view(gateway: Daemon) -> dict[str, dict]:
+def _view(gateway: Daemon) -> dict[str, dict[str, Any]]:
     return {n["name"]: n for n in http_json("GET", f"{gateway.url}/admin/fleet", timeout=5)[1]["nodes"]}
 
 
-def _view_after_next_poll(gateway: Daemon, timeout: float = 30.0) -> dict[str, dict]:
+def _view_after_next_poll(gateway: Daemon, timeout: float = 30.0) -> dict[str, dict[str, Any]]:
     """The gateway's view once every node has had a whole poll that began after this call.
 
     The first poll to end after the call may have asked its node before it (what it carries can
@@ -120,9 +121,11 @@ def test_two_gateways_bursting_at_different_cold_models_stay_within_every_budget
     watcher.start()
     try:
         for run in range(10):
-            answers: list[tuple[int, dict, dict]] = []
+            answers: list[tuple[int, Any, dict[str, str]]] = []
 
-            def ask(gateway: Daemon, model: str, answers=answers) -> None:
+            def ask(
+                gateway: Daemon, model: str, answers: list[tuple[int, Any, dict[str, str]]] = answers
+            ) -> None:
                 answers.append(_ask(gateway, model))
 
             threads = [

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,7 @@ def _gone(pid: int) -> bool:
 
 
 @pytest.fixture
-def two_workers(tmp_path: Path):
+def two_workers(tmp_path: Path) -> Iterator[Daemon]:
     port = free_port()
     daemon = Daemon(["serve", "--config", str(_config(tmp_path, port, "2"))], port, tmp_path / "gw.log")
     daemon.start()
@@ -69,7 +70,7 @@ def two_workers(tmp_path: Path):
     daemon.kill()
 
 
-def test_two_workers_answer_on_one_port_and_sigterm_drains_both(two_workers) -> None:
+def test_two_workers_answer_on_one_port_and_sigterm_drains_both(two_workers: Daemon) -> None:
     assert _workers_seen(two_workers, {0, 1}) == {0, 1}
     pids = _worker_pids(two_workers)
     assert sorted(pids) == [0, 1] and len(set(pids.values())) == 2
@@ -79,7 +80,7 @@ def test_two_workers_answer_on_one_port_and_sigterm_drains_both(two_workers) -> 
     assert "gateway worker 1 exited with status 0" in two_workers.log_text()
 
 
-def test_a_killed_worker_is_restarted_on_the_same_port(two_workers) -> None:
+def test_a_killed_worker_is_restarted_on_the_same_port(two_workers: Daemon) -> None:
     old = _worker_pids(two_workers)[1]
     os.kill(old, signal.SIGKILL)
     deadline = time.monotonic() + 60
@@ -91,7 +92,7 @@ def test_a_killed_worker_is_restarted_on_the_same_port(two_workers) -> None:
     assert two_workers.stop(timeout=60) == 0
 
 
-def test_workers_stop_when_the_supervisor_is_killed_outright(two_workers) -> None:
+def test_workers_stop_when_the_supervisor_is_killed_outright(two_workers: Daemon) -> None:
     pids = _worker_pids(two_workers)
     assert two_workers.process is not None
     os.kill(two_workers.process.pid, signal.SIGKILL)
