@@ -32,7 +32,7 @@ class RawServer:
         self.host = host
         self.connections = 0
         self.client_closes = 0
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self.host, 0)

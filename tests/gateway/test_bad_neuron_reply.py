@@ -8,13 +8,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from tests.daemons import http_json
+from tests.daemons import Daemon, http_json
 
 pytestmark = pytest.mark.slow
 
@@ -65,8 +65,10 @@ def wrong_typed_neuron() -> Iterator[WrongTypedNeuron]:
 
 
 def test_a_wrong_typed_reply_is_a_failed_poll_of_that_node_only(
-    start_neuron, start_gateway, wrong_typed_neuron
-):
+    start_neuron: Callable[..., Daemon],
+    start_gateway: Callable[..., Daemon],
+    wrong_typed_neuron: WrongTypedNeuron,
+) -> None:
     good = start_neuron(default_models='["tiny-chat"]')
     gateway = start_gateway({"bad": wrong_typed_neuron, "good": good})
 
@@ -92,7 +94,7 @@ def test_a_wrong_typed_reply_is_a_failed_poll_of_that_node_only(
     assert "Traceback" not in gateway.log_text()
 
 
-async def test_the_poll_failed_event_carries_the_reason(wrong_typed_neuron):
+async def test_the_poll_failed_event_carries_the_reason(wrong_typed_neuron: WrongTypedNeuron) -> None:
     import aiohttp
 
     from cortex_gateway.fleet import Fleet, Node
@@ -126,7 +128,9 @@ def wrong_typed_discovery() -> Iterator[WrongTypedNeuron]:
     double.close()
 
 
-async def test_a_wrong_typed_discovery_is_a_logged_poll_failure(wrong_typed_discovery, caplog):
+async def test_a_wrong_typed_discovery_is_a_logged_poll_failure(
+    wrong_typed_discovery: WrongTypedNeuron, caplog: pytest.LogCaptureFixture
+) -> None:
     import aiohttp
 
     from cortex_gateway.fleet import Fleet, Node

@@ -27,7 +27,7 @@ def fleet_and_catalogue() -> tuple[Fleet, Catalogue]:
     return Fleet([a, b]), catalogue
 
 
-def test_one_model_is_the_entry_the_listing_has():
+def test_one_model_is_the_entry_the_listing_has() -> None:
     fleet, catalogue = fleet_and_catalogue()
     listed = {entry.id: entry for entry in merged_models(fleet, catalogue)}
     assert set(listed) == {"chat", "embed", "stray", "fast", "dangling"}
@@ -36,7 +36,7 @@ def test_one_model_is_the_entry_the_listing_has():
     assert model_entry(fleet, catalogue, "nowhere") is None
 
 
-def test_entries_encode_as_the_openai_listing_with_our_fields():
+def test_entries_encode_as_the_openai_listing_with_our_fields() -> None:
     fleet, catalogue = fleet_and_catalogue()
     chat = msgspec.to_builtins(model_entry(fleet, catalogue, "chat"))
     assert list(chat)[:4] == ["id", "object", "created", "owned_by"]

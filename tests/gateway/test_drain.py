@@ -8,6 +8,7 @@ import json
 import signal
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
@@ -72,7 +73,9 @@ class ReadyProbe:
         raise AssertionError(f"the daemon still accepts connections {timeout} s after the signal")
 
 
-def test_streams_open_at_the_end_of_the_grace_end_with_their_error_event(start_neuron, start_gateway):
+def test_streams_open_at_the_end_of_the_grace_end_with_their_error_event(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon]
+) -> None:
     neuron = start_neuron(default_models='["tiny-chat"]')
     # The probe's head stays half-sent while both streams open (a prompt count comes before
     # message_start), which can outlast the default header_timeout_s on a loaded machine.
@@ -101,6 +104,7 @@ def test_streams_open_at_the_end_of_the_grace_end_with_their_error_event(start_n
         assert next(openai_lines).startswith("data: ")
         assert next(anthropic_lines) == "event: message_start"
         assert next(iter(responses_stream)) == "event: response.created"
+        assert gateway.process is not None
         gateway.process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         ready_status = probe.finish()
@@ -131,7 +135,7 @@ def test_streams_open_at_the_end_of_the_grace_end_with_their_error_event(start_n
     assert "Traceback" not in log and "CancelledError" not in log, log[-3000:]
 
 
-def test_readiness_waits_for_a_first_successful_poll(start_gateway):
+def test_readiness_waits_for_a_first_successful_poll(start_gateway: Callable[..., Daemon]) -> None:
     gateway = start_gateway({"n1": type("Nowhere", (), {"url": "http://127.0.0.1:9"})()})
     assert http_json("GET", f"{gateway.url}/health/live")[0] == 200
     status, body, _ = http_json("GET", f"{gateway.url}/health/ready")
@@ -139,7 +143,7 @@ def test_readiness_waits_for_a_first_successful_poll(start_gateway):
     assert http_json("GET", f"{gateway.url}/health")[0] == 200  # /health keeps its old behaviour
 
 
-def test_a_neuron_ends_its_own_streams_at_the_end_of_its_grace(start_neuron):
+def test_a_neuron_ends_its_own_streams_at_the_end_of_its_grace(start_neuron: Callable[..., Daemon]) -> None:
     neuron = start_neuron("shutdown_timeout_s = 2\n", default_models='["tiny-chat"]')
     wait_ready(neuron)
     assert http_json("GET", f"{neuron.url}/health/live")[0] == 200
@@ -148,6 +152,7 @@ def test_a_neuron_ends_its_own_streams_at_the_end_of_its_grace(start_neuron):
     with LineStream(f"{neuron.url}/v1/chat/completions", "POST", body) as stream:
         lines = iter(stream)
         assert next(lines).startswith("data: ")
+        assert neuron.process is not None
         neuron.process.send_signal(signal.SIGTERM)
         ready_status = probe.finish()
         tail = _read_to_end(stream)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
+import openai
 import pytest
 
 from tests.daemons import Daemon, LineStream, free_port, http_json
@@ -9,7 +13,9 @@ from tests.daemons import Daemon, LineStream, free_port, http_json
 pytestmark = pytest.mark.slow
 
 
-def test_serve_with_no_configuration_answers_models_and_a_streamed_chat(tmp_path, openai_client):
+def test_serve_with_no_configuration_answers_models_and_a_streamed_chat(
+    tmp_path: Path, openai_client: Callable[..., openai.OpenAI]
+) -> None:
     port = free_port()
     env = {
         "HOME": str(tmp_path / "home"),
@@ -38,7 +44,8 @@ def test_serve_with_no_configuration_answers_models_and_a_streamed_chat(tmp_path
         }
         with LineStream(f"{gateway.url}/v1/chat/completions", "POST", body, timeout=120) as stream:
             assert stream.status == 200
-            assert stream.getheader("content-type").startswith("text/event-stream")
+            content_type = stream.getheader("content-type")
+            assert content_type is not None and content_type.startswith("text/event-stream")
             lines = [line for line in stream if not line.startswith(":")]
         assert lines[-1] == "data: [DONE]"
         assert all(line.startswith("data: ") for line in lines)

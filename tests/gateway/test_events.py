@@ -3,25 +3,34 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+import pluggy
 import pytest
 
 from cortex_gateway.tap import find_usage
 from cortex_kernel import hookimpl
 from cortex_kernel.config.schema import AuthSection, CortexConfig
-from cortex_kernel.events import EventBus, ModelLoaded, RequestFinished
+from cortex_kernel.events import Event, EventBus, EventSink, ModelLoaded, RequestFinished
+from cortex_kernel.kernel import Role
 from cortex_kernel.keys import key_digest
+from tests.daemons import Daemon
+
+if TYPE_CHECKING:
+    from starlette.testclient import TestClient
 
 
-def test_event_bus_isolates_a_failing_sink(caplog):
-    seen = []
+def test_event_bus_isolates_a_failing_sink(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[Event] = []
 
     class Broken:
-        def handle(self, event):
+        def handle(self, event: Event) -> None:
             raise RuntimeError("sink bug")
 
     class Recorder:
-        def handle(self, event):
+        def handle(self, event: Event) -> None:
             seen.append(event)
 
     bus = EventBus([Broken(), Recorder()])
@@ -31,24 +40,28 @@ def test_event_bus_isolates_a_failing_sink(caplog):
     assert "sink bug" in caplog.text
 
 
-def test_usage_is_found_in_a_stream_tail_and_a_json_body():
+def test_usage_is_found_in_a_stream_tail_and_a_json_body() -> None:
     stream = (
         b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n'
         b'data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,'
         b'"prompt_tokens_details":{"cached_tokens":4}}}\n\ndata: [DONE]\n\n'
     )
     usage = find_usage(stream)
+    assert usage is not None
     assert (usage.prompt_tokens, usage.completion_tokens, usage.prompt_tokens_details) == (
         7,
         3,
         {"cached_tokens": 4},
     )
-    assert find_usage(b'{"id":"x","usage":{"prompt_tokens":2,"completion_tokens":1}}').completion_tokens == 1
+    body_usage = find_usage(b'{"id":"x","usage":{"prompt_tokens":2,"completion_tokens":1}}')
+    assert body_usage is not None and body_usage.completion_tokens == 1
     assert find_usage(b"data: [DONE]\n\n") is None
 
 
 @contextlib.contextmanager
-def recording_gateway(cortex_pm, config):
+def recording_gateway(
+    cortex_pm: pluggy.PluginManager, config: CortexConfig
+) -> Iterator[tuple[TestClient, list[Event]]]:
     """An in-process gateway app whose events land in the yielded list (with a test client)."""
     from starlette.testclient import TestClient
 
@@ -59,13 +72,13 @@ def recording_gateway(cortex_pm, config):
     from cortex_kernel.config.loader import LoadedConfig
     from cortex_kernel.kernel import Kernel
 
-    events = []
+    events: list[Event] = []
 
     class Sink:
         @hookimpl
-        def register_event_sinks(self, role):
+        def register_event_sinks(self, role: Role) -> list[EventSink] | None:
             class Recorder:
-                def handle(self, event):
+                def handle(self, event: Event) -> None:
                     events.append(event)
 
             return [Recorder()] if role == "gateway" else None
@@ -78,12 +91,12 @@ def recording_gateway(cortex_pm, config):
         yield client, events
 
 
-def finished(events):
+def finished(events: list[Event]) -> list[tuple[int, str | None, str, str, str]]:
     requests = [e for e in events if isinstance(e, RequestFinished)]
     return [(e.status, e.error, e.model, e.dialect, e.endpoint) for e in requests]
 
 
-def test_hook_register_event_sinks(cortex_pm):
+def test_hook_register_event_sinks(cortex_pm: pluggy.PluginManager) -> None:
     with recording_gateway(cortex_pm, CortexConfig()) as (client, events):
         reply = client.post(
             "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
@@ -97,7 +110,7 @@ def test_hook_register_event_sinks(cortex_pm):
     ]
 
 
-def test_auth_rejections_are_events_in_the_callers_dialect(cortex_pm):
+def test_auth_rejections_are_events_in_the_callers_dialect(cortex_pm: pluggy.PluginManager) -> None:
     config = CortexConfig(auth=AuthSection(require_api_key=True, api_keys=[key_digest("sk-right")]))
     with recording_gateway(cortex_pm, config) as (client, events):
         chat = {"model": "ghost", "messages": []}
@@ -142,8 +155,8 @@ def register_event_sinks(role):
 
 @pytest.mark.slow
 def test_real_traffic_emits_request_and_lifecycle_events(
-    start_neuron, tmp_path, tiny_chat_model, tiny_embed_model
-):
+    start_neuron: Callable[..., Daemon], tmp_path: Path, tiny_chat_model: Path, tiny_embed_model: Path
+) -> None:
     """A sink installed by entry point sees a cold load, a stream with usage and TTFT, an error."""
     import json
     import os

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 
 import openai
 import pytest
 
 from cortex_kernel.keys import key_digest
 from cortex_kernel.testing.scripted_neuron import ScriptedNeuron, openai_error
-from tests.daemons import LineStream, endless_stream, http_json
+from tests.daemons import Daemon, LineStream, endless_stream, http_json
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +19,9 @@ CLIENT_KEY = "client-secret"
 ADMIN_KEY = "admin-secret"
 
 
-def _post_raw(url: str, data: bytes, content_type: str = "application/json", headers: dict | None = None):
+def _post_raw(
+    url: str, data: bytes, content_type: str = "application/json", headers: dict[str, str] | None = None
+) -> tuple[int, bytes, dict[str, str]]:
     request = urllib.request.Request(url, data=data, method="POST")
     request.add_header("content-type", content_type)
     for key, value in (headers or {}).items():
@@ -37,14 +40,16 @@ SECURED = (
 
 
 @pytest.fixture
-def secured(start_neuron, start_gateway):
+def secured(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon]
+) -> tuple[Daemon, Daemon]:
     """A gateway with client and admin keys over a real neuron that wants its own token."""
     neuron = start_neuron(token="neuron-token")
     return start_gateway({"n1": neuron}, extra=SECURED), neuron
 
 
 @pytest.fixture
-def secured_over_scripted(start_gateway):
+def secured_over_scripted(start_gateway: Callable[..., Daemon]) -> Iterator[tuple[Daemon, ScriptedNeuron]]:
     """The same gateway over the scripted neuron double: for what the gateway alone decides."""
     neuron = ScriptedNeuron(ready=()).start()
     try:
@@ -53,14 +58,16 @@ def secured_over_scripted(start_gateway):
         neuron.stop()
 
 
-def _in_flight_zero(gateway, neuron):
+def _in_flight_zero(gateway: Daemon, neuron: Daemon | ScriptedNeuron) -> None:
     fleet = http_json("GET", f"{gateway.url}/admin/fleet", token=ADMIN_KEY)[1]
     assert all(m["in_flight"] == 0 for n in fleet["nodes"] for m in n["models"]), fleet
     models = http_json("GET", f"{neuron.url}/health")[1]["models"]
     assert all(m["in_flight"] == 0 and m["queued"] == 0 for m in models.values()), models
 
 
-def test_bad_input_gets_openai_4xx_and_leaks_nothing(secured_over_scripted):
+def test_bad_input_gets_openai_4xx_and_leaks_nothing(
+    secured_over_scripted: tuple[Daemon, ScriptedNeuron],
+) -> None:
     import json
 
     gateway, neuron = secured_over_scripted
@@ -93,7 +100,7 @@ def test_bad_input_gets_openai_4xx_and_leaks_nothing(secured_over_scripted):
     _in_flight_zero(gateway, neuron)
 
 
-def test_keys_are_checked_and_client_credentials_never_reach_neurons(secured):
+def test_keys_are_checked_and_client_credentials_never_reach_neurons(secured: tuple[Daemon, Daemon]) -> None:
     gateway, neuron = secured
     body = {"model": "tiny-chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
     chat = f"{gateway.url}/v1/chat/completions"
@@ -124,7 +131,9 @@ def test_keys_are_checked_and_client_credentials_never_reach_neurons(secured):
     assert http_json("GET", f"{gateway.url}/health")[0] == 200  # public
 
 
-def test_client_disconnect_cancels_the_upstream_generation(start_neuron, start_gateway):
+def test_client_disconnect_cancels_the_upstream_generation(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon]
+) -> None:
     neuron = start_neuron()
     gateway = start_gateway({"n1": neuron})
     body = endless_stream("tiny-chat")
@@ -144,7 +153,11 @@ def test_client_disconnect_cancels_the_upstream_generation(start_neuron, start_g
         time.sleep(0.1)
 
 
-def test_a_neuron_dying_mid_stream_is_an_error_event(start_neuron, start_gateway, openai_client):
+def test_a_neuron_dying_mid_stream_is_an_error_event(
+    start_neuron: Callable[..., Daemon],
+    start_gateway: Callable[..., Daemon],
+    openai_client: Callable[..., openai.OpenAI],
+) -> None:
     neuron = start_neuron()
     gateway = start_gateway({"n1": neuron})
     client = openai_client(f"{gateway.url}/v1")

@@ -6,11 +6,14 @@ gateway in front of the scripted neuron double instead: no neuron process to sta
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
+import openai
 import pytest
 
 from cortex_kernel.testing.scripted_neuron import ScriptedNeuron
-from tests.daemons import http_json
+from tests.daemons import Daemon, http_json
 from tests.fleet_fixtures import gather_with_client
 
 pytestmark = pytest.mark.slow
@@ -20,14 +23,14 @@ ALIAS = '\n[aliases]\nsmall = "tiny-chat"\n'
 
 
 @pytest.fixture
-def fleet(start_neuron, start_gateway):
+def fleet(start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon]) -> tuple[Daemon, Daemon]:
     neuron = start_neuron()
     gateway = start_gateway({"n1": neuron}, catalogue_extra=ALIAS)
     return gateway, neuron
 
 
 @pytest.fixture
-def scripted_gateway(start_gateway):
+def scripted_gateway(start_gateway: Callable[..., Daemon]) -> Iterator[Daemon]:
     """The gateway daemon over a scripted neuron with nothing loaded."""
     neuron = ScriptedNeuron(ready=()).start()
     try:
@@ -36,7 +39,7 @@ def scripted_gateway(start_gateway):
         neuron.stop()
 
 
-def test_catalogue_lists_unloaded_models_and_aliases(scripted_gateway):
+def test_catalogue_lists_unloaded_models_and_aliases(scripted_gateway: Daemon) -> None:
     gateway = scripted_gateway
     status, listing, _ = http_json("GET", f"{gateway.url}/v1/models")
     assert status == 200
@@ -48,10 +51,10 @@ def test_catalogue_lists_unloaded_models_and_aliases(scripted_gateway):
     assert {"object", "created", "owned_by"} <= set(entries["tiny-chat"])
 
 
-def test_first_requests_cold_load_exactly_once(fleet):
+def test_first_requests_cold_load_exactly_once(fleet: tuple[Daemon, Daemon]) -> None:
     gateway, neuron = fleet
 
-    def requests(client):
+    def requests(client: openai.AsyncOpenAI) -> list[Awaitable[Any]]:
         return [
             client.chat.completions.create(
                 model="small", messages=[{"role": "user", "content": f"hi {i}"}], max_tokens=4
@@ -67,7 +70,9 @@ def test_first_requests_cold_load_exactly_once(fleet):
     assert health["models"]["tiny-chat"] == {"state": "ready", "in_flight": 0, "queued": 0}
 
 
-def test_streaming_pass_through_and_embeddings(fleet, openai_client):
+def test_streaming_pass_through_and_embeddings(
+    fleet: tuple[Daemon, Daemon], openai_client: Callable[..., openai.OpenAI]
+) -> None:
     gateway, _ = fleet
     client = openai_client(f"{gateway.url}/v1", api_key="client-key")
     chunks = list(
@@ -84,7 +89,7 @@ def test_streaming_pass_through_and_embeddings(fleet, openai_client):
     assert len(vectors.data) == 1 and len(vectors.data[0].embedding) > 0
 
 
-def test_gateway_errors_use_the_openai_envelope(scripted_gateway):
+def test_gateway_errors_use_the_openai_envelope(scripted_gateway: Daemon) -> None:
     gateway = scripted_gateway
     chat = f"{gateway.url}/v1/chat/completions"
     status, body, _ = http_json(
@@ -99,7 +104,7 @@ def test_gateway_errors_use_the_openai_envelope(scripted_gateway):
     assert health["status"] == "ok" and health["nodes"] == {"up": 1, "total": 1}
 
 
-def test_status_command_renders_the_fleet(fleet):
+def test_status_command_renders_the_fleet(fleet: tuple[Daemon, Daemon]) -> None:
     import subprocess
 
     from tests.daemons import EXE
@@ -125,7 +130,7 @@ def test_status_command_renders_the_fleet(fleet):
     assert '"nodes"' in as_json.stdout
 
 
-def test_load_and_unload_commands_show_progress(fleet):
+def test_load_and_unload_commands_show_progress(fleet: tuple[Daemon, Daemon]) -> None:
     import subprocess
 
     from tests.daemons import EXE

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 
-from tests.daemons import http_json, wait_nodes_up
+from tests.daemons import Daemon, http_json, wait_nodes_up
 from tests.neuron.huge_prompts import HUGE, PEAK_GROWTH_BOUND, concurrently
 
 pytestmark = pytest.mark.slow
 
 
 def test_three_huge_anthropic_counts_get_prompt_too_long_and_leave_the_neuron_bounded(
-    start_neuron, start_gateway
-):
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon]
+) -> None:
     neuron = start_neuron("shutdown_timeout_s = 10\n")
     status, _, _ = http_json(
         "POST", f"{neuron.url}/models/load", {"model": "tiny-chat", "wait": True}, timeout=120

@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -42,7 +43,7 @@ def freeze() -> Iterator[Callable[[Daemon], None]]:
             os.kill(daemon.process.pid, signal.SIGCONT)
 
 
-def _ask(gateway: Daemon, model: str = "tiny-chat", timeout: float = 60.0):
+def _ask(gateway: Daemon, model: str = "tiny-chat", timeout: float = 60.0) -> tuple[int, Any, dict[str, str]]:
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
     return http_json("POST", f"{gateway.url}/v1/chat/completions", body, timeout=timeout)
 
@@ -54,7 +55,8 @@ def _states(neuron: Daemon) -> dict[str, str]:
 
 def _node_up(gateway: Daemon, name: str) -> bool:
     nodes = http_json("GET", f"{gateway.url}/admin/fleet", timeout=5)[1]["nodes"]
-    return next(n for n in nodes if n["name"] == name)["up"]
+    up: bool = next(n for n in nodes if n["name"] == name)["up"]
+    return up
 
 
 def _when_down(gateway: Daemon, name: str, timeout: float = 20.0) -> float:
@@ -67,8 +69,10 @@ def _when_down(gateway: Daemon, name: str, timeout: float = 20.0) -> float:
 
 
 def test_a_node_frozen_during_a_cold_load_hands_its_waiters_to_a_healthy_node(
-    start_neuron, start_gateway, freeze
-):
+    start_neuron: Callable[..., Daemon],
+    start_gateway: Callable[..., Daemon],
+    freeze: Callable[[Daemon], None],
+) -> None:
     first, second = start_neuron(), start_neuron()
     gateway = start_gateway({"n1": first, "n2": second}, extra=FAST_POLLS)
     answers: list[tuple[int, float]] = []
@@ -105,8 +109,10 @@ def test_a_node_frozen_during_a_cold_load_hands_its_waiters_to_a_healthy_node(
 
 
 def test_streams_on_a_frozen_node_end_with_the_error_event_once_it_is_declared_down(
-    start_neuron, start_gateway, freeze
-):
+    start_neuron: Callable[..., Daemon],
+    start_gateway: Callable[..., Daemon],
+    freeze: Callable[[Daemon], None],
+) -> None:
     neuron = start_neuron()
     gateway = start_gateway({"n1": neuron}, extra=FAST_POLLS)
     assert _ask(gateway)[0] == 200
@@ -159,7 +165,11 @@ def test_streams_on_a_frozen_node_end_with_the_error_event_once_it_is_declared_d
     assert json.loads(lines[-1].removeprefix("data: "))["type"] == "error"
 
 
-def test_a_request_routed_to_a_node_that_then_freezes_fails_over(start_neuron, start_gateway, freeze):
+def test_a_request_routed_to_a_node_that_then_freezes_fails_over(
+    start_neuron: Callable[..., Daemon],
+    start_gateway: Callable[..., Daemon],
+    freeze: Callable[[Daemon], None],
+) -> None:
     first, second = start_neuron(), start_neuron()
     gateway = start_gateway({"n1": first, "n2": second}, extra=FAST_POLLS)
     assert _ask(gateway)[0] == 200
@@ -172,7 +182,11 @@ def test_a_request_routed_to_a_node_that_then_freezes_fails_over(start_neuron, s
     assert time.monotonic() - started < DOWN_AFTER_S + 45
 
 
-def test_a_frozen_node_that_resumes_rejoins_and_serves(start_neuron, start_gateway, freeze):
+def test_a_frozen_node_that_resumes_rejoins_and_serves(
+    start_neuron: Callable[..., Daemon],
+    start_gateway: Callable[..., Daemon],
+    freeze: Callable[[Daemon], None],
+) -> None:
     """SIGCONT after the node was declared down: the next poll brings it back, its abandoned
     streams stay ended, and requests are routed to it again (it is the only node here)."""
     # The model is loaded before the gateway polls with its short timeout: a cold load through

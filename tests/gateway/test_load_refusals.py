@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
-from tests.daemons import http_json
+from tests.daemons import Daemon, http_json
 
 pytestmark = pytest.mark.slow
 
@@ -14,7 +16,9 @@ def _model(model_id: str, source: str) -> str:
     return f"\n[[models]]\n{fields}"
 
 
-def test_a_neurons_4xx_for_a_load_passes_through(start_neuron, start_gateway):
+def test_a_neurons_4xx_for_a_load_passes_through(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon]
+) -> None:
     neuron = start_neuron()
     catalogue = _model("ghost", "synthetic:no-such-model") + _model("escape", "/etc")
     gateway = start_gateway({"n1": neuron}, catalogue_extra=catalogue)

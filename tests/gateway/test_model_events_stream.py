@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from tests.daemons import LineStream, http_json
+from tests.daemons import Daemon, LineStream, http_json
 
 pytestmark = pytest.mark.slow
 
 
-def next_status(stream: LineStream, model: str, wanted: str, timeout_s: float = 60.0) -> list[dict]:
+def next_status(stream: LineStream, model: str, wanted: str, timeout_s: float = 60.0) -> list[dict[str, Any]]:
     """Events read until ``model`` reaches ``wanted`` (fails after ``timeout_s``)."""
-    seen = []
+    seen: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
     for line in stream:
         assert time.monotonic() < deadline, seen
@@ -27,10 +29,15 @@ def next_status(stream: LineStream, model: str, wanted: str, timeout_s: float = 
     raise AssertionError(f"the stream ended before {model} was {wanted}: {seen}")
 
 
-def test_a_load_and_an_unload_reach_the_event_stream(start_neuron, start_gateway):
+def test_a_load_and_an_unload_reach_the_event_stream(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon]
+) -> None:
     gateway = start_gateway({"n1": start_neuron()})
     with LineStream(gateway.url + "/models/sse", timeout=90) as stream:
-        assert stream.status == 200 and stream.getheader("content-type").startswith("text/event-stream")
+        content_type = stream.getheader("content-type")
+        assert (
+            stream.status == 200 and content_type is not None and content_type.startswith("text/event-stream")
+        )
         status, _, _ = http_json("POST", f"{gateway.url}/admin/models/load", {"model": "tiny-chat"})
         assert status == 202
         events = next_status(stream, "tiny-chat", "loaded")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import msgspec
 import pytest
@@ -27,11 +28,11 @@ from cortex_kernel.catalogue_entry import CatalogueEntry, ModelLocation
         (["something-new"], "unloaded"),
     ],
 )
-def test_the_best_replica_names_the_status(states, word):
+def test_the_best_replica_names_the_status(states: list[str], word: str) -> None:
     assert router_status(states) == word
 
 
-def test_an_entry_gains_status_context_and_display_name():
+def test_an_entry_gains_status_context_and_display_name() -> None:
     entry = CatalogueEntry(id="m", context_length=8192, locations=[ModelLocation(node="a", state="loading")])
     fields = msgspec.to_builtins(listing(entry))
     assert fields["display_name"] == "m"
@@ -41,7 +42,7 @@ def test_an_entry_gains_status_context_and_display_name():
     assert bare["status"] == {"value": "unloaded"} and "meta" not in bare
 
 
-def test_props_report_the_context_and_tool_support():
+def test_props_report_the_context_and_tool_support() -> None:
     body = msgspec.to_builtins(props_body(CatalogueEntry(id="m", context_length=4096)))
     assert body["default_generation_settings"]["n_ctx"] == 4096
     assert body["chat_template_caps"]["supports_tools"] is True
@@ -52,11 +53,11 @@ def test_props_report_the_context_and_tool_support():
 # /models/sse: the changes between two snapshots, as Zed's ModelEvent reads them.
 
 
-def decode(frames: list[bytes]) -> list[dict]:
+def decode(frames: list[bytes]) -> list[dict[str, Any]]:
     return [json.loads(frame.decode().removeprefix("data: ")) for frame in frames]
 
 
-def test_a_status_change_is_one_event_and_loading_carries_a_stage():
+def test_a_status_change_is_one_event_and_loading_carries_a_stage() -> None:
     events = decode(changes({"a": "unloaded", "b": "loaded"}, {"a": "loading", "b": "loaded"}))
     assert events == [
         {
@@ -72,14 +73,14 @@ def test_a_status_change_is_one_event_and_loading_carries_a_stage():
     assert loaded == {"model": "a", "event": "status_change", "data": {"status": "loaded"}}
 
 
-def test_a_model_appearing_or_leaving_is_a_reload():
+def test_a_model_appearing_or_leaving_is_a_reload() -> None:
     assert decode(changes({"a": "loaded"}, {"a": "loaded", "b": "unloaded"})) == [
         {"model": "*", "event": "models_reload"}
     ]
     assert changes({"a": "loaded"}, {"a": "loaded"}) == []
 
 
-async def test_the_stream_sends_changes_then_keepalives_and_ends_on_drain():
+async def test_the_stream_sends_changes_then_keepalives_and_ends_on_drain() -> None:
     states = iter([{"a": "unloaded"}, {"a": "loading"}, {"a": "loaded"}, {"a": "loaded"}, {"a": "loaded"}])
     last: dict[str, str] = {}
 
@@ -87,7 +88,7 @@ async def test_the_stream_sends_changes_then_keepalives_and_ends_on_drain():
         last.update(next(states, last))
         return dict(last)
 
-    ticks = []
+    ticks: list[bytes] = []
     stream = model_events(snapshot, lambda: len(ticks) >= 4, tick_s=0.001, keepalive_s=0.002)
     body = []
     async for piece in stream:

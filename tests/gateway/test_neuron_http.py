@@ -20,7 +20,9 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -58,14 +60,15 @@ async def get_body(pool: NeuronPool, origin: Origin, path: str = "/") -> bytes:
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 @pytest.fixture
-async def make_pool():
+async def make_pool() -> AsyncIterator[Callable[..., NeuronPool]]:
     pools: list[NeuronPool] = []
 
-    def make(**options) -> NeuronPool:
+    def make(**options: Any) -> NeuronPool:
         pools.append(NeuronPool(connect_timeout_s=2.0, **options))
         return pools[-1]
 
@@ -75,12 +78,12 @@ async def make_pool():
 
 
 @pytest.fixture
-def pool(make_pool) -> NeuronPool:
+def pool(make_pool: Callable[..., NeuronPool]) -> NeuronPool:
     return make_pool()
 
 
 @pytest.fixture
-async def raw_server():
+async def raw_server() -> AsyncIterator[Callable[..., Awaitable[RawServer]]]:
     servers: list[RawServer] = []
 
     async def start(script: Script, host: str = "127.0.0.1") -> RawServer:
@@ -95,7 +98,7 @@ async def raw_server():
 
 
 @pytest.fixture
-async def web_server():
+async def web_server() -> AsyncIterator[Callable[..., Awaitable[Origin]]]:
     runners: list[web.AppRunner] = []
 
     async def start(routes: list[web.RouteDef], ssl_context: ssl.SSLContext | None = None) -> Origin:
@@ -113,7 +116,9 @@ async def web_server():
         await runner.cleanup()
 
 
-def replying(reply: Callable[[], web.StreamResponse], peers: list | None = None) -> Callable:
+def replying(
+    reply: Callable[[], web.StreamResponse], peers: list[object] | None = None
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """An aiohttp handler answering ``reply()``; it notes in ``peers`` which client connection
     (peer address) each request came on."""
 
@@ -147,14 +152,14 @@ MODELS = {"object": "list", "data": [{"id": "tiny-chat"}, {"id": "tiny-embed"}]}
         ),
     ],
 )
-def test_origin_from_endpoint(endpoint, expected):
+def test_origin_from_endpoint(endpoint: str, expected: Origin) -> None:
     assert Origin.from_endpoint(endpoint) == expected
 
 
 @pytest.mark.parametrize(
     "endpoint", ["ftp://neuron:21", "ws://neuron:80", "neuron:8080", "http://", "http:///v1", "//neuron:80"]
 )
-def test_origin_rejects_what_is_not_an_http_url_with_a_host(endpoint):
+def test_origin_rejects_what_is_not_an_http_url_with_a_host(endpoint: str) -> None:
     with pytest.raises(ValueError, match="http"):
         Origin.from_endpoint(endpoint)
 
@@ -162,7 +167,7 @@ def test_origin_rejects_what_is_not_an_http_url_with_a_host(endpoint):
 # -- ordinary replies from a real HTTP server (aiohttp) --------------------------------------------
 
 
-async def test_a_sized_json_reply(web_server, pool):
+async def test_a_sized_json_reply(web_server: Callable[..., Awaitable[Origin]], pool: NeuronPool) -> None:
     origin = await web_server([web.get("/v1/models", replying(lambda: web.json_response(MODELS)))])
     response = await get(pool, origin, "/v1/models")
     body = await response.read()
@@ -175,14 +180,18 @@ async def test_a_sized_json_reply(web_server, pool):
     assert await response.next_piece() is None  # the end stays the end
 
 
-async def test_an_error_status_is_a_reply_not_an_exception(web_server, pool):
+async def test_an_error_status_is_a_reply_not_an_exception(
+    web_server: Callable[..., Awaitable[Origin]], pool: NeuronPool
+) -> None:
     origin = await web_server([web.get("/v1/models", replying(lambda: web.json_response(MODELS)))])
     response = await get(pool, origin, "/nowhere")
     assert (response.status, await response.read()) == (404, b"404: Not Found")
 
 
-async def test_the_request_arrives_intact(web_server, pool):
-    seen: dict = {}
+async def test_the_request_arrives_intact(
+    web_server: Callable[..., Awaitable[Origin]], pool: NeuronPool
+) -> None:
+    seen: dict[str, Any] = {}
 
     async def handler(request: web.Request) -> web.Response:
         seen.update(method=request.method, path=request.path_qs, headers=request.headers.copy())
@@ -203,7 +212,9 @@ async def test_the_request_arrives_intact(web_server, pool):
     assert headers["Authorization"] == "Bearer t0k"
 
 
-async def test_the_endpoint_path_prefixes_every_request_path(web_server, pool):
+async def test_the_endpoint_path_prefixes_every_request_path(
+    web_server: Callable[..., Awaitable[Origin]], pool: NeuronPool
+) -> None:
     paths: list[str] = []
 
     async def handler(request: web.Request) -> web.Response:
@@ -216,7 +227,9 @@ async def test_the_endpoint_path_prefixes_every_request_path(web_server, pool):
     assert paths == ["/neuron/v1/models?all=1"]
 
 
-async def test_a_chunked_sse_stream_arrives_while_it_is_generated(web_server, pool):
+async def test_a_chunked_sse_stream_arrives_while_it_is_generated(
+    web_server: Callable[..., Awaitable[Origin]], pool: NeuronPool
+) -> None:
     events = [b'data: {"n": %d}\n\n' % n for n in range(4)] + [b"data: [DONE]\n\n"]
     release = asyncio.Event()
 
@@ -240,8 +253,10 @@ async def test_a_chunked_sse_stream_arrives_while_it_is_generated(web_server, po
     assert await response.read() == b"".join(events[1:])
 
 
-async def test_keep_alive_serves_sequential_requests_on_one_connection(web_server, pool):
-    peers: list = []
+async def test_keep_alive_serves_sequential_requests_on_one_connection(
+    web_server: Callable[..., Awaitable[Origin]], pool: NeuronPool
+) -> None:
+    peers: list[object] = []
     origin = await web_server([web.get("/v1/models", replying(lambda: web.json_response(MODELS), peers))])
     for _ in range(3):
         response = await get(pool, origin, "/v1/models")
@@ -251,8 +266,10 @@ async def test_keep_alive_serves_sequential_requests_on_one_connection(web_serve
     assert len(set(peers)) == 1
 
 
-async def test_a_head_reply_has_no_body_and_keeps_its_connection(web_server, pool):
-    peers: list = []
+async def test_a_head_reply_has_no_body_and_keeps_its_connection(
+    web_server: Callable[..., Awaitable[Origin]], pool: NeuronPool
+) -> None:
+    peers: list[object] = []
     origin = await web_server([web.get("/v1/models", replying(lambda: web.json_response(MODELS), peers))])
     response = await pool.request(origin, "HEAD", "/v1/models", b"", b"", stall_timeout_s=2)
     assert response.status == 200
@@ -267,7 +284,7 @@ async def test_a_head_reply_has_no_body_and_keeps_its_connection(web_server, poo
 
 
 @pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ssl.SSLContext]:
     openssl = tool_or_skip("openssl", "to make a test certificate")
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
@@ -295,9 +312,13 @@ def certificate(tmp_path_factory):
     return cert, server_context
 
 
-async def test_https_neurons_are_reached_over_tls_with_keep_alive(certificate, web_server, make_pool):
+async def test_https_neurons_are_reached_over_tls_with_keep_alive(
+    certificate: tuple[Path, ssl.SSLContext],
+    web_server: Callable[..., Awaitable[Origin]],
+    make_pool: Callable[..., NeuronPool],
+) -> None:
     cert, server_context = certificate
-    peers: list = []
+    peers: list[object] = []
     handler = replying(lambda: web.json_response(MODELS), peers)
     origin = await web_server([web.get("/v1/models", handler)], ssl_context=server_context)
     assert origin.tls
@@ -308,7 +329,9 @@ async def test_https_neurons_are_reached_over_tls_with_keep_alive(certificate, w
     assert peers[0] == peers[1]
 
 
-async def test_an_untrusted_tls_certificate_is_no_response(certificate, web_server, pool):
+async def test_an_untrusted_tls_certificate_is_no_response(
+    certificate: tuple[Path, ssl.SSLContext], web_server: Callable[..., Awaitable[Origin]], pool: NeuronPool
+) -> None:
     origin = await web_server([web.get("/", replying(web.Response))], ssl_context=certificate[1])
     with pytest.raises(NoResponse, match="cannot connect"):
         await get(pool, origin)  # the default context trusts the system's roots, not this cert
@@ -317,7 +340,9 @@ async def test_an_untrusted_tls_certificate_is_no_response(certificate, web_serv
 # -- framing, byte by byte (scripted servers) --------------------------------------------------------
 
 
-async def test_a_chunked_reply_written_one_byte_at_a_time(raw_server, pool):
+async def test_a_chunked_reply_written_one_byte_at_a_time(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
     payload = [b'data: {"n": 1}\n\n', b"x" * 20, b'data: {"n": 2}\n\n']
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> object:
@@ -337,13 +362,17 @@ async def test_a_chunked_reply_written_one_byte_at_a_time(raw_server, pool):
     assert server.connections == 1
 
 
-async def test_chunk_extensions_are_ignored(raw_server, pool):
+async def test_chunk_extensions_are_ignored(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
     body = b'5;ext=1\r\nhello\r\n6;name="v";x\r\n world\r\n0;last\r\n\r\n'
     server = await raw_server(answering(CHUNKED + body))
     assert await get_body(pool, server.origin) == b"hello world"
 
 
-async def test_trailers_end_the_body_and_the_connection_is_reused(raw_server, pool):
+async def test_trailers_end_the_body_and_the_connection_is_reused(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
     reply = CHUNKED + chunks(b"hello", b" world", trailer=b"x-checksum: abc\r\nx-usage: 7\r\n")
     server = await raw_server(answering(reply))
     for _ in range(2):
@@ -351,7 +380,9 @@ async def test_trailers_end_the_body_and_the_connection_is_reused(raw_server, po
     assert server.connections == 1
 
 
-async def test_interim_replies_are_skipped(raw_server, pool):
+async def test_interim_replies_are_skipped(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
     real = head(b"201 Created", b"content-length: 7", b"x-real: yes") + b"created"
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -368,7 +399,9 @@ async def test_interim_replies_are_skipped(raw_server, pool):
     assert await response.read() == b"created"
 
 
-async def test_pieces_that_arrive_together_are_handed_over_joined(raw_server, pool):
+async def test_pieces_that_arrive_together_are_handed_over_joined(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
     go, sent = asyncio.Event(), asyncio.Event()
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -392,7 +425,9 @@ async def test_pieces_that_arrive_together_are_handed_over_joined(raw_server, po
     assert await response.next_piece() is None
 
 
-async def test_204_has_no_body_and_keeps_its_connection(raw_server, pool):
+async def test_204_has_no_body_and_keeps_its_connection(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
     server = await raw_server(answering(head(b"204 No Content", b"x-n: 1")))
     for _ in range(2):
         response = await get(pool, server.origin)
@@ -401,12 +436,17 @@ async def test_204_has_no_body_and_keeps_its_connection(raw_server, pool):
     assert server.connections == 1
 
 
-async def test_an_empty_sized_reply_returns_its_connection_to_the_pool_once(raw_server, pool):
+async def test_an_empty_sized_reply_returns_its_connection_to_the_pool_once(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
     server = await raw_server(answering(sized(b"")))
     assert await get_body(pool, server.origin) == b""
     # Two requests at once need two connections; a connection pooled twice would carry both.
     async with asyncio.timeout(1):
-        bodies = await asyncio.gather(get_body(pool, server.origin), get_body(pool, server.origin))
+        # typeshed types gather() as a tuple; at run time it is a list
+        bodies: list[bytes] = await asyncio.gather(
+            get_body(pool, server.origin), get_body(pool, server.origin)
+        )  # type: ignore[assignment]
     assert bodies == [b"", b""]
     assert server.connections == 2
 
@@ -414,7 +454,9 @@ async def test_an_empty_sized_reply_returns_its_connection_to_the_pool_once(raw_
 # -- replies that end the connection ---------------------------------------------------------------
 
 
-async def test_a_close_delimited_body_ends_at_eof_and_is_not_reused(raw_server, pool):
+async def test_a_close_delimited_body_ends_at_eof_and_is_not_reused(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
         await read_request(reader)
         writer.write(head(b"200 OK", b"content-type: text/plain") + b"until ")
@@ -440,7 +482,9 @@ async def test_a_close_delimited_body_ends_at_eof_and_is_not_reused(raw_server, 
     ],
     ids=["connection-close", "close-in-a-list", "http-1.0"],
 )
-async def test_a_reply_that_ends_the_connection_is_not_reused(raw_server, pool, reply):
+async def test_a_reply_that_ends_the_connection_is_not_reused(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool, reply: bytes
+) -> None:
     server = await raw_server(answering(reply))
     assert await get_body(pool, server.origin) == b"ok"
     await eventually(lambda: server.client_closes == 1)  # the client closed it after the reply
@@ -448,7 +492,9 @@ async def test_a_reply_that_ends_the_connection_is_not_reused(raw_server, pool, 
     assert server.connections == 2
 
 
-async def test_closing_an_unfinished_reply_drops_its_connection(raw_server, pool):
+async def test_closing_an_unfinished_reply_drops_its_connection(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(CHUNKED + b"5\r\nfirst\r\n")  # and more would follow...
@@ -464,7 +510,9 @@ async def test_closing_an_unfinished_reply_drops_its_connection(raw_server, pool
     assert server.connections == 2
 
 
-async def test_pool_close_closes_idle_connections(raw_server, pool):
+async def test_pool_close_closes_idle_connections(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
     server = await raw_server(answering(sized(b"ok")))
     assert await get_body(pool, server.origin) == b"ok"
     assert server.client_closes == 0
@@ -472,7 +520,9 @@ async def test_pool_close_closes_idle_connections(raw_server, pool):
     await eventually(lambda: server.client_closes == 1, within_s=0.5)
 
 
-async def test_idle_connections_past_the_idle_timeout_are_not_reused(raw_server, make_pool):
+async def test_idle_connections_past_the_idle_timeout_are_not_reused(
+    raw_server: Callable[..., Awaitable[RawServer]], make_pool: Callable[..., NeuronPool]
+) -> None:
     pool = make_pool(idle_timeout_s=0.05)
     server = await raw_server(answering(sized(b"ok")))
     assert await get_body(pool, server.origin) == b"ok"
@@ -482,7 +532,9 @@ async def test_idle_connections_past_the_idle_timeout_are_not_reused(raw_server,
     await eventually(lambda: server.client_closes == 1)  # the stale one was closed, not leaked
 
 
-async def test_idle_connections_beyond_the_limit_are_closed(raw_server, make_pool):
+async def test_idle_connections_beyond_the_limit_are_closed(
+    raw_server: Callable[..., Awaitable[RawServer]], make_pool: Callable[..., NeuronPool]
+) -> None:
     pool = make_pool(max_idle_per_origin=1)
     both_arrived = asyncio.Event()
     arrived = 0
@@ -498,7 +550,9 @@ async def test_idle_connections_beyond_the_limit_are_closed(raw_server, make_poo
         return await answering(sized(b"again"))(reader, writer)
 
     server = await raw_server(script)
-    assert await asyncio.gather(get_body(pool, server.origin), get_body(pool, server.origin)) == [
+    # typeshed types gather() as a tuple; at run time it is a list
+    bodies: list[bytes] = await asyncio.gather(get_body(pool, server.origin), get_body(pool, server.origin))  # type: ignore[assignment]
+    assert bodies == [
         b"ok",
         b"ok",
     ]
@@ -507,7 +561,9 @@ async def test_idle_connections_beyond_the_limit_are_closed(raw_server, make_poo
     assert server.connections == 2
 
 
-async def test_unsolicited_bytes_on_an_idle_connection_drop_it(raw_server, pool):
+async def test_unsolicited_bytes_on_an_idle_connection_drop_it(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(sized(b"ok"))
@@ -527,7 +583,9 @@ async def test_unsolicited_bytes_on_an_idle_connection_drop_it(raw_server, pool)
 @pytest.mark.parametrize(
     "how", ["closed-while-idle-and-noticed", "closed-while-idle", "closed-on-the-request"]
 )
-async def test_a_reused_connection_the_neuron_closed_is_replaced_transparently(raw_server, pool, how):
+async def test_a_reused_connection_the_neuron_closed_is_replaced_transparently(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool, how: str
+) -> None:
     numbers = itertools.count(1)
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> object:
@@ -548,7 +606,9 @@ async def test_a_reused_connection_the_neuron_closed_is_replaced_transparently(r
     assert server.connections == 2
 
 
-async def test_the_retry_is_once_and_only_for_a_reused_connection(raw_server, pool):
+async def test_the_retry_is_once_and_only_for_a_reused_connection(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
     answered = False
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
@@ -570,12 +630,14 @@ async def test_the_retry_is_once_and_only_for_a_reused_connection(raw_server, po
 # -- failures --------------------------------------------------------------------------------------
 
 
-async def test_a_refused_connection_is_no_response(pool):
+async def test_a_refused_connection_is_no_response(pool: NeuronPool) -> None:
     with pytest.raises(NoResponse, match="cannot connect"):
         await get(pool, Origin.from_endpoint(f"http://127.0.0.1:{closed_port()}"))
 
 
-async def test_a_neuron_that_closes_before_answering_is_no_response(raw_server, pool):
+async def test_a_neuron_that_closes_before_answering_is_no_response(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
         await read_request(reader)
         return HANG_UP
@@ -598,7 +660,9 @@ async def test_a_neuron_that_closes_before_answering_is_no_response(raw_server, 
     ],
     ids=["not-http", "no-status", "not-http-at-all", "header-without-colon", "bad-length", "head-too-large"],
 )
-async def test_a_malformed_head_raises_and_drops_the_connection(raw_server, pool, reply, error):
+async def test_a_malformed_head_raises_and_drops_the_connection(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool, reply: bytes, error: str
+) -> None:
     server = await raw_server(answering(reply))
     with pytest.raises(NeuronHTTPError, match=error) as caught:
         await get(pool, server.origin)
@@ -616,7 +680,9 @@ async def test_a_malformed_head_raises_and_drops_the_connection(raw_server, pool
     ],
     ids=["past-content-length", "past-last-chunk", "chunk-without-crlf", "bad-chunk-size"],
 )
-async def test_a_malformed_body_raises_and_drops_the_connection(raw_server, pool, reply, error):
+async def test_a_malformed_body_raises_and_drops_the_connection(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool, reply: bytes, error: str
+) -> None:
     server = await raw_server(answering(reply))
     response = await get(pool, server.origin)
     with pytest.raises(NeuronHTTPError, match=error) as caught:
@@ -625,7 +691,9 @@ async def test_a_malformed_body_raises_and_drops_the_connection(raw_server, pool
     await eventually(lambda: server.client_closes == 1)
 
 
-async def test_a_body_after_204_fails_the_reply_and_drops_the_connection(raw_server, pool):
+async def test_a_body_after_204_fails_the_reply_and_drops_the_connection(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
     server = await raw_server(answering(head(b"204 No Content") + b"surprise"))
     response = await get(pool, server.origin)
     assert response.status == 204
@@ -641,7 +709,9 @@ async def test_a_body_after_204_fails_the_reply_and_drops_the_connection(raw_ser
     [head(b"200 OK", b"content-length: 10") + b"hello", CHUNKED + b"5\r\nhello\r\n", CHUNKED + b"a\r\nhello"],
     ids=["sized", "chunked-between-chunks", "chunked-inside-a-chunk"],
 )
-async def test_a_neuron_that_closes_mid_body_raises(raw_server, pool, reply):
+async def test_a_neuron_that_closes_mid_body_raises(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool, reply: bytes
+) -> None:
     server = await raw_server(answering(reply, hang_up=True))
     response = await get(pool, server.origin)
     with pytest.raises(NeuronHTTPError, match="mid-reply") as caught:
@@ -652,7 +722,9 @@ async def test_a_neuron_that_closes_mid_body_raises(raw_server, pool, reply):
 # -- stalls --------------------------------------------------------------------------------------
 
 
-async def test_a_stalled_head_times_out(raw_server, pool):
+async def test_a_stalled_head_times_out(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)  # and never answer
 
@@ -664,7 +736,9 @@ async def test_a_stalled_head_times_out(raw_server, pool):
     await eventually(lambda: server.client_closes == 1)  # the neuron sees the disconnect
 
 
-async def test_a_stalled_body_times_out(raw_server, pool):
+async def test_a_stalled_body_times_out(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
     server = await raw_server(answering(CHUNKED + b"5\r\nfirst\r\n"))
     response = await get(pool, server.origin, stall_s=0.2)
     assert await response.next_piece() == b"first"
@@ -677,7 +751,9 @@ async def test_a_stalled_body_times_out(raw_server, pool):
     await eventually(lambda: server.client_closes == 1)
 
 
-async def test_a_reply_that_keeps_trickling_does_not_time_out(raw_server, pool):
+async def test_a_reply_that_keeps_trickling_does_not_time_out(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(CHUNKED)
@@ -693,7 +769,9 @@ async def test_a_reply_that_keeps_trickling_does_not_time_out(raw_server, pool):
     assert time.monotonic() - started >= 0.5  # longer than the stall timeout in all
 
 
-async def test_time_the_consumer_spends_elsewhere_is_not_a_stall(raw_server, pool):
+async def test_time_the_consumer_spends_elsewhere_is_not_a_stall(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
     consumer_back = asyncio.Event()
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -712,7 +790,9 @@ async def test_time_the_consumer_spends_elsewhere_is_not_a_stall(raw_server, poo
 # -- flow control ----------------------------------------------------------------------------------
 
 
-async def test_a_slow_consumer_pauses_reading_and_loses_nothing(raw_server, pool):
+async def test_a_slow_consumer_pauses_reading_and_loses_nothing(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
     body = random.Random(7).randbytes(8 * 1024 * 1024)
     block = 64 * 1024
     written = 0
@@ -744,7 +824,9 @@ async def test_a_slow_consumer_pauses_reading_and_loses_nothing(raw_server, pool
 # -- IPv6 ------------------------------------------------------------------------------------------
 
 
-async def test_an_ipv6_neuron_gets_a_bracketed_host_header(raw_server, pool):
+async def test_an_ipv6_neuron_gets_a_bracketed_host_header(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
     requests: list[bytes] = []
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -783,7 +865,9 @@ def held_replies() -> tuple[Script, asyncio.Event, list[int]]:
     return script, release, peaks
 
 
-async def test_requests_beyond_the_cap_wait_for_a_slot_instead_of_opening_connections(raw_server, make_pool):
+async def test_requests_beyond_the_cap_wait_for_a_slot_instead_of_opening_connections(
+    raw_server: Callable[..., Awaitable[RawServer]], make_pool: Callable[..., NeuronPool]
+) -> None:
     pool = make_pool(max_busy_per_origin=2)
     script, release, peaks = held_replies()
     server = await raw_server(script)
@@ -797,7 +881,9 @@ async def test_requests_beyond_the_cap_wait_for_a_slot_instead_of_opening_connec
     assert pool.busy(server.origin) == 0
 
 
-async def test_a_request_that_gives_up_waiting_leaves_no_slot_behind(raw_server, make_pool):
+async def test_a_request_that_gives_up_waiting_leaves_no_slot_behind(
+    raw_server: Callable[..., Awaitable[RawServer]], make_pool: Callable[..., NeuronPool]
+) -> None:
     pool = make_pool(max_busy_per_origin=1)
     script, release, peaks = held_replies()
     server = await raw_server(script)
@@ -811,7 +897,9 @@ async def test_a_request_that_gives_up_waiting_leaves_no_slot_behind(raw_server,
     assert await get_body(pool, server.origin) == b"ok"
 
 
-async def test_every_way_a_reply_ends_gives_its_slot_back(raw_server, make_pool):
+async def test_every_way_a_reply_ends_gives_its_slot_back(
+    raw_server: Callable[..., Awaitable[RawServer]], make_pool: Callable[..., NeuronPool]
+) -> None:
     pool = make_pool(max_busy_per_origin=1)
     refused = Origin.from_endpoint(f"http://127.0.0.1:{closed_port()}")
     with pytest.raises(NoResponse):
@@ -897,7 +985,9 @@ TE = b"transfer-encoding: chunked"
         "http-1.2",
     ],
 )
-async def test_malformed_framing_is_an_error_that_drops_the_connection(raw_server, pool, reply, error):
+async def test_malformed_framing_is_an_error_that_drops_the_connection(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool, reply: bytes, error: str
+) -> None:
     server = await raw_server(answering(reply))
     with pytest.raises(NeuronHTTPError, match=error) as caught:
         response = await get(pool, server.origin)
@@ -915,7 +1005,9 @@ async def test_malformed_framing_is_an_error_that_drops_the_connection(raw_serve
     ],
     ids=["te-any-case", "extensions", "whitespace-around-values"],
 )
-async def test_valid_framing_shapes_that_look_odd_are_accepted(raw_server, pool, reply):
+async def test_valid_framing_shapes_that_look_odd_are_accepted(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool, reply: bytes
+) -> None:
     server = await raw_server(answering(reply))
     assert await get_body(pool, server.origin) == b"hello"
 
@@ -930,7 +1022,9 @@ async def test_valid_framing_shapes_that_look_odd_are_accepted(raw_server, pool,
     ],
     ids=["same-content-length-twice", "same-content-length-listed", "space-in-extension", "space-after-size"],
 )
-async def test_shapes_the_rfc_tolerates_and_llhttp_refuses_are_errors(raw_server, pool, reply, error):
+async def test_shapes_the_rfc_tolerates_and_llhttp_refuses_are_errors(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool, reply: bytes, error: str
+) -> None:
     """RFC 9110 §8.6 lets a recipient either merge equal Content-Length values or reject them,
     and RFC 9112 §7.1.1 allows whitespace around a chunk extension's ";". llhttp (as in Node,
     uvicorn and aiohttp) refuses them; no neuron server sends them, and a refusal cannot misframe."""
@@ -954,7 +1048,9 @@ ENDLESS = 8 * 1024 * 1024
     ],
     ids=["chunk-size-without-crlf", "extension-without-crlf", "trailer-without-crlf", "endless-trailers"],
 )
-async def test_a_line_without_crlf_is_bounded(raw_server, pool, start):
+async def test_a_line_without_crlf_is_bounded(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool, start: bytes
+) -> None:
     sent = 0
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> object:

@@ -7,12 +7,13 @@ Against real loopback servers that accept a request and then answer nothing more
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
-from cortex_gateway.neuron_http import NeuronHTTPError, NoResponse
+from cortex_gateway.neuron_http import NeuronHTTPError, NeuronPool, NoResponse
 from tests.gateway import test_neuron_http as relay_tests
-from tests.gateway.scripted_server import CHUNKED, answering, eventually, get, read_request
+from tests.gateway.scripted_server import CHUNKED, RawServer, answering, eventually, get, read_request
 
 # The same fixtures as the relay's own tests: real pools and scripted loopback servers.
 make_pool = relay_tests.make_pool
@@ -20,7 +21,9 @@ pool = relay_tests.pool
 raw_server = relay_tests.raw_server
 
 
-async def test_a_request_waiting_for_its_head_fails_at_once_and_is_not_retried(raw_server, pool):
+async def test_a_request_waiting_for_its_head_fails_at_once_and_is_not_retried(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)  # and never answer
 
@@ -37,7 +40,9 @@ async def test_a_request_waiting_for_its_head_fails_at_once_and_is_not_retried(r
     assert pool.busy(server.origin) == 0
 
 
-async def test_a_body_in_progress_hands_over_what_arrived_then_fails(raw_server, pool):
+async def test_a_body_in_progress_hands_over_what_arrived_then_fails(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
     server = await raw_server(answering(CHUNKED + b"5\r\nfirst\r\n"))
     response = await get(pool, server.origin, stall_s=60)
     await eventually(lambda: bool(response._pieces))
@@ -49,7 +54,9 @@ async def test_a_body_in_progress_hands_over_what_arrived_then_fails(raw_server,
     assert pool.busy(server.origin) == 0
 
 
-async def test_a_request_connecting_when_its_node_is_declared_down_fails_too(raw_server, pool):
+async def test_a_request_connecting_when_its_node_is_declared_down_fails_too(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
     server = await raw_server(answering(CHUNKED + b"0\r\n\r\n"))
     connecting = asyncio.ensure_future(get(pool, server.origin, stall_s=60))
     await asyncio.sleep(0)  # the request is connecting

@@ -162,7 +162,7 @@ def malformed_replies(draw: st.DrawFn) -> tuple[bytes, str, int]:
     elif kind == "second-content-length":
         reply.lines.append(b"content-length: %d" % (len(reply.body) + draw(st.integers(1, 9))))
     elif kind == "transfer-encoding":
-        bad = draw(
+        bad_lines = draw(
             st.sampled_from(
                 [
                     [b"Transfer-Encoding: gzip, chunked"],
@@ -173,7 +173,7 @@ def malformed_replies(draw: st.DrawFn) -> tuple[bytes, str, int]:
                 ]
             )
         )
-        reply.lines = [line for line in reply.lines if not line.startswith(b"Transfer-Encoding")] + bad
+        reply.lines = [line for line in reply.lines if not line.startswith(b"Transfer-Encoding")] + bad_lines
     elif kind in ("chunk-size", "last-chunk-size"):
         prefix = draw(st.sampled_from([b"-", b"+", b"0x", b" ", b"_", b"g", b";"]))
         if kind == "chunk-size" and reply.chunks:
@@ -274,7 +274,7 @@ def splits(size: int, last: int = 0) -> st.SearchStrategy[list[int]]:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(replies(), st.data())
-def test_valid_replies_give_what_h11_gives(reply, data):
+def test_valid_replies_give_what_h11_gives(reply: Reply, data: st.DataObject) -> None:
     raw = reply.raw()
     cuts = data.draw(splits(len(raw)))
     expected = h11_outcome(raw)
@@ -284,7 +284,9 @@ def test_valid_replies_give_what_h11_gives(reply, data):
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(malformed_replies(), st.data())
-def test_malformed_replies_are_refused_as_h11_refuses_them(malformed, data):
+def test_malformed_replies_are_refused_as_h11_refuses_them(
+    malformed: tuple[bytes, str, int], data: st.DataObject
+) -> None:
     raw, kind, no_cut_after = malformed
     cuts = data.draw(splits(len(raw), no_cut_after))
     assert h11_outcome(raw) == REJECTED, (kind, raw)  # the catalogue holds what both must refuse
@@ -321,14 +323,14 @@ CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
         "empty-chunk-extension",
     ],
 )
-def test_the_relay_refuses_what_h11_tolerates(raw):
+def test_the_relay_refuses_what_h11_tolerates(raw: bytes) -> None:
     """Each of these h11 accepts and llhttp refuses, as Node, uvicorn and aiohttp do: shapes no
     neuron server sends, several of them request-smuggling or response-splitting shapes."""
     assert h11_outcome(raw) != REJECTED
     assert asyncio.run(relay_outcome(raw, [])) == REJECTED
 
 
-def test_empty_lines_after_a_reply_are_ignored_where_h11_would_keep_them():
+def test_empty_lines_after_a_reply_are_ignored_where_h11_would_keep_them() -> None:
     """llhttp skips CRLFs between messages (RFC 9112 §2.2's robustness rule); h11 keeps them for a
     next reply that never comes. The reply is whole either way, and its connection is not reused
     for bytes nobody asked for."""

@@ -7,24 +7,30 @@ memory arithmetic, and therefore every placement, is deterministic.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.daemons import LineStream, http_json, wait_nodes_up
+from tests.daemons import Daemon, LineStream, http_json, wait_nodes_up
 from tests.gateway import tiny_fleet
 
 pytestmark = pytest.mark.slow
 
 
-def _resident(neuron) -> set[str]:
+def _resident(neuron: Daemon) -> set[str]:
     return set(http_json("GET", f"{neuron.url}/health")[1]["models"])
 
 
-def _fleet(gateway) -> dict:
-    return http_json("GET", f"{gateway.url}/admin/fleet")[1]
+def _fleet(gateway: Daemon) -> dict[str, Any]:
+    fleet: dict[str, Any] = http_json("GET", f"{gateway.url}/admin/fleet")[1]
+    return fleet
 
 
-def test_lru_evicts_the_least_recent_and_spares_pinned_and_busy(start_neuron, start_gateway, tiny_chat_model):
+def test_lru_evicts_the_least_recent_and_spares_pinned_and_busy(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
     neuron = start_neuron("memory_budget_mb = 130\n")
     catalogue = tiny_fleet.catalogue(
         tiny_chat_model, {"pin": 'pinned_on = ["n1"]', "a": "", "b": "", "c": "", "d": ""}
@@ -77,7 +83,9 @@ def test_lru_evicts_the_least_recent_and_spares_pinned_and_busy(start_neuron, st
     assert _fleet(gateway)["evictions"] == 2
 
 
-def test_priority_evicts_only_at_or_below_the_incoming_priority(start_neuron, start_gateway, tiny_chat_model):
+def test_priority_evicts_only_at_or_below_the_incoming_priority(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
     neuron = start_neuron("memory_budget_mb = 130\n")
     catalogue = tiny_fleet.catalogue(
         tiny_chat_model,
@@ -103,7 +111,9 @@ def test_priority_evicts_only_at_or_below_the_incoming_priority(start_neuron, st
     assert _resident(neuron) == {"flagship", "peer"}
 
 
-def test_a_dead_node_fails_over_and_rejoins(start_neuron, start_gateway, tiny_chat_model):
+def test_a_dead_node_fails_over_and_rejoins(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
     first = start_neuron()
     second = start_neuron()
     gateway = start_gateway({"n1": first, "n2": second})
@@ -123,7 +133,9 @@ def test_a_dead_node_fails_over_and_rejoins(start_neuron, start_gateway, tiny_ch
     assert http_json("GET", f"{gateway.url}/health")[1]["status"] == "ok"
 
 
-def test_admin_errors_and_drain(start_neuron, start_gateway):
+def test_admin_errors_and_drain(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon]
+) -> None:
     neuron = start_neuron()
     gateway = start_gateway({"n1": neuron})
     status, reply, _ = http_json(
@@ -154,7 +166,9 @@ def test_admin_errors_and_drain(start_neuron, start_gateway):
     assert "tiny-chat" not in _resident(neuron)
 
 
-def test_defrag_after_cycles_drains_and_restarts_the_node(start_neuron, start_gateway, tiny_chat_model):
+def test_defrag_after_cycles_drains_and_restarts_the_node(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
     neuron = start_neuron("memory_budget_mb = 100\n")
     catalogue = tiny_fleet.catalogue(tiny_chat_model, {"a": "", "b": ""})
     gateway = start_gateway(

@@ -47,7 +47,7 @@ def names(plan: list[tuple[Node, list[Victim]]]) -> list[tuple[str, list[str]]]:
     return [(n.name, [v.id for v in victims]) for n, victims in plan]
 
 
-def test_free_fits_come_first_by_name_then_evictions_by_fewest_victims():
+def test_free_fits_come_first_by_name_then_evictions_by_fewest_victims() -> None:
     incoming = profile("new", 600)
     nodes = [
         node("c", models={"x": 300}),  # 700 free: fits
@@ -59,13 +59,13 @@ def test_free_fits_come_first_by_name_then_evictions_by_fewest_victims():
     assert names(plan) == [("a", []), ("c", []), ("b", ["y"]), ("d", ["p", "q"])]
 
 
-def test_without_an_evictor_only_free_fits_are_planned():
+def test_without_an_evictor_only_free_fits_are_planned() -> None:
     incoming = profile("new", 600)
     nodes = [node("a", models={"x": 500}), node("b")]
     assert names(placement(nodes, incoming, evict=False).plan(incoming)) == [("b", [])]
 
 
-def test_down_draining_excluded_and_unpinned_nodes_are_never_planned():
+def test_down_draining_excluded_and_unpinned_nodes_are_never_planned() -> None:
     incoming = profile("new", 100, pinned_on=["a", "b", "c"])
     down = node("a", up=False)
     draining = node("b", draining=True)
@@ -74,7 +74,7 @@ def test_down_draining_excluded_and_unpinned_nodes_are_never_planned():
     assert names(plan) == [("c", [])]
 
 
-def test_gpu_models_need_enough_devices_big_enough():
+def test_gpu_models_need_enough_devices_big_enough() -> None:
     incoming = profile("big", 100, min_devices=2, min_device_vram_mb=40_000)
     small = Device(index=0, memory_total_bytes=24_000 * MIB)
     large = Device(index=0, memory_total_bytes=80_000 * MIB)
@@ -85,7 +85,7 @@ def test_gpu_models_need_enough_devices_big_enough():
     assert names(plan) == [("b", [])]
 
 
-def test_busy_or_pinned_residents_are_not_evicted():
+def test_busy_or_pinned_residents_are_not_evicted() -> None:
     incoming = profile("new", 600)
     busy = node("a", models={"x": 500})
     busy.in_flight["x"] = 1  # a request the gateway routed since the last poll
@@ -94,7 +94,7 @@ def test_busy_or_pinned_residents_are_not_evicted():
     assert plan == []
 
 
-def test_a_node_without_a_budget_plans_by_measured_free_memory():
+def test_a_node_without_a_budget_plans_by_measured_free_memory() -> None:
     incoming = profile("new", 600)
     roomy = node("a", budget_mb=None)
     roomy.device_free_bytes = 8000 * MIB

@@ -10,19 +10,20 @@ import msgspec
 import pytest
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Message
 
 from cortex_gateway.relay_lane import RelayLane
 from cortex_kernel.app import error_response
 from cortex_kernel.errors import BadRequest
 
 
-async def call(lane: RelayLane, path: str) -> list[dict[str, Any]]:
-    sent: list[dict[str, Any]] = []
+async def call(lane: RelayLane, path: str) -> list[Message]:
+    sent: list[Message] = []
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     scope = {"type": "http", "method": "POST", "path": path, "headers": [], "query_string": b""}

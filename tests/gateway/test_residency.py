@@ -12,20 +12,23 @@ import re
 import socket
 import time
 import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.daemons import endless_stream, http_json
+from tests.daemons import Daemon, endless_stream, http_json
 from tests.gateway import tiny_fleet
 
 pytestmark = pytest.mark.slow
 
 
-def _states(neuron) -> dict[str, str]:
+def _states(neuron: Daemon) -> dict[str, str]:
     return {m: v["state"] for m, v in http_json("GET", f"{neuron.url}/health")[1]["models"].items()}
 
 
-def _wait_states(neuron, wanted: dict[str, str | None], timeout: float = 90.0) -> dict[str, str]:
+def _wait_states(neuron: Daemon, wanted: dict[str, str | None], timeout: float = 90.0) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     while True:
         states = _states(neuron)
@@ -48,11 +51,14 @@ def _metric(url: str, name: str, **labels: str) -> float:
     return total
 
 
-def _fleet(gateway) -> dict:
-    return http_json("GET", f"{gateway.url}/admin/fleet")[1]
+def _fleet(gateway: Daemon) -> dict[str, Any]:
+    fleet: dict[str, Any] = http_json("GET", f"{gateway.url}/admin/fleet")[1]
+    return fleet
 
 
-def test_a_model_put_to_sleep_for_room_is_woken_not_reloaded(start_neuron, start_gateway, tiny_chat_model):
+def test_a_model_put_to_sleep_for_room_is_woken_not_reloaded(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
     neuron = start_neuron("memory_budget_mb = 100\nhost_memory_budget_mb = 200\n")
     gateway = start_gateway(
         {"n1": neuron},
@@ -82,13 +88,17 @@ def test_a_model_put_to_sleep_for_room_is_woken_not_reloaded(start_neuron, start
     assert _metric(gateway_metrics, "cortex_model_sleeps_total", reason="evicted") == 2
 
 
-def _fleet_metrics_url(gateway) -> str:
+def _fleet_metrics_url(gateway: Daemon) -> str:
     config = (gateway.log.parent / "cortex.toml").read_text()
-    port = re.search(r'metrics_listen = "127\.0\.0\.1:(\d+)"', config).group(1)
+    match = re.search(r'metrics_listen = "127\.0\.0\.1:(\d+)"', config)
+    assert match is not None
+    port = match.group(1)
     return f"http://127.0.0.1:{port}/metrics"
 
 
-def test_admin_sleep_and_wake_and_their_404s(start_neuron, start_gateway, tiny_chat_model):
+def test_admin_sleep_and_wake_and_their_404s(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
     neuron = start_neuron("memory_budget_mb = 100\nhost_memory_budget_mb = 200\n")
     gateway = start_gateway({"n1": neuron}, catalogue_extra=tiny_fleet.catalogue(tiny_chat_model, {"a": ""}))
     assert tiny_fleet.ask(gateway, "a")[0] == 200
@@ -107,8 +117,8 @@ def test_admin_sleep_and_wake_and_their_404s(start_neuron, start_gateway, tiny_c
 
 
 def test_an_idle_model_sleeps_after_its_ttl_and_unloads_after_the_second(
-    start_neuron, start_gateway, tiny_chat_model
-):
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
     neuron = start_neuron("memory_budget_mb = 200\nhost_memory_budget_mb = 200\n")
     gateway = start_gateway(
         {"n1": neuron},
@@ -127,8 +137,8 @@ def test_an_idle_model_sleeps_after_its_ttl_and_unloads_after_the_second(
 
 
 def test_two_models_on_a_node_for_one_swap_no_faster_than_the_hysteresis_allows(
-    start_neuron, start_gateway, tiny_chat_model
-):
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
     neuron = start_neuron("memory_budget_mb = 100\n")  # no host budget: evictions unload
     hysteresis = 3.0
     gateway = start_gateway(
@@ -150,7 +160,9 @@ def test_two_models_on_a_node_for_one_swap_no_faster_than_the_hysteresis_allows(
     assert _metric(_fleet_metrics_url(gateway), "cortex_thrash_events_total") == 3
 
 
-def test_a_warm_selector_resolves_to_the_ready_target(start_neuron, start_gateway, tiny_chat_model):
+def test_a_warm_selector_resolves_to_the_ready_target(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
     neuron = start_neuron("memory_budget_mb = 200\n")
     catalogue = tiny_fleet.catalogue(tiny_chat_model, {"big": "", "small": ""}) + (
         '\n[aliases]\ncoder = ["big", "small"]\n'
@@ -170,7 +182,7 @@ def test_a_warm_selector_resolves_to_the_ready_target(start_neuron, start_gatewa
     assert (status, body["model"]) == (200, "big")
 
 
-def _open_stream(gateway, model: str) -> socket.socket:
+def _open_stream(gateway: Daemon, model: str) -> socket.socket:
     """A streamed request that runs until its socket is closed (sent raw, never read, so a
     request still queued at the neuron does not block the test)."""
     body = json.dumps(endless_stream(model)).encode()
@@ -185,8 +197,8 @@ def _open_stream(gateway, model: str) -> socket.socket:
 
 
 def test_a_hot_model_gets_a_second_replica_and_loses_it_when_idle(
-    start_neuron, start_gateway, tiny_chat_model
-):
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
     busy = "memory_budget_mb = 200\n[admission]\nmax_in_flight = 1\nmax_wait_s = 120\n"
     n1, n2 = start_neuron(busy), start_neuron(busy)
     gateway = start_gateway(
@@ -216,8 +228,8 @@ def test_a_hot_model_gets_a_second_replica_and_loses_it_when_idle(
 
 
 def test_a_model_gone_behind_the_gateways_back_is_a_404_for_admin_sleep_and_wake_and_reloaded_for_a_request(
-    start_neuron, start_gateway, tiny_chat_model
-):
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
     """Found by the hostile campaign: the gateway's view (a poll old) still showed the model, the
     neuron answered 404 ``model_not_loaded``, and the gateway made that a 502; a request for the
     model, planned as a wake there, failed the same way."""

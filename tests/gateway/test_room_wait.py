@@ -34,7 +34,7 @@ class NeuronDouble:
         self.refuse_wakes = refuse_wakes
 
     @asynccontextmanager
-    async def post(self, url: str, json: Any = None, **_: Any) -> AsyncIterator[ReplyDouble]:
+    async def post(self, url: str, json: Any = None, **_options: Any) -> AsyncIterator[ReplyDouble]:
         node, _, route = url.removeprefix("http://").partition("/")
         body = json or {}
         model = body["profile"]["id"] if "profile" in body else body["model"]

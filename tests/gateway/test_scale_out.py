@@ -34,7 +34,7 @@ class BudgetNeuronDouble:
         self.refused: list[tuple[str, str]] = []
 
     @asynccontextmanager
-    async def post(self, url: str, json: Any = None, **_: Any) -> AsyncIterator[ReplyDouble]:
+    async def post(self, url: str, json: Any = None, **_options: Any) -> AsyncIterator[ReplyDouble]:
         node, _, route = url.removeprefix("http://").partition("/")
         assert route == "models/load", route
         model = json["profile"]["id"]

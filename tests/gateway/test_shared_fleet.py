@@ -8,35 +8,38 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.daemons import LineStream, endless_stream, http_json, model_toml, unloadable_model
+from tests.daemons import Daemon, LineStream, endless_stream, http_json, model_toml, unloadable_model
 
 pytestmark = pytest.mark.slow
 
 FAST_POLLS = "poll_interval_s = 0.3\npoll_timeout_s = 1.0\n"
 
 
-def _catalogue(chat, models: dict[str, str]) -> str:
+def _catalogue(chat: Path, models: dict[str, Path | None]) -> str:
     return "".join(model_toml(name, source or chat, vram_mb=60) for name, source in models.items())
 
 
-def _ask(gateway, model: str, timeout: float = 120.0):
+def _ask(gateway: Daemon, model: str, timeout: float = 120.0) -> tuple[int, Any, dict[str, str]]:
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
     return http_json("POST", f"{gateway.url}/v1/chat/completions", body, timeout=timeout)
 
 
-def _states(neuron) -> dict[str, str]:
+def _states(neuron: Daemon) -> dict[str, str]:
     models = http_json("GET", f"{neuron.url}/health", timeout=5)[1]["models"]
     return {name: entry["state"] for name, entry in models.items()}
 
 
-def _view(gateway) -> dict[str, dict]:
+def _view(gateway: Daemon) -> dict[str, dict[str, Any]]:
     return {n["name"]: n for n in http_json("GET", f"{gateway.url}/admin/fleet", timeout=5)[1]["nodes"]}
 
 
-def _view_after_next_poll(gateway, timeout: float = 30.0) -> dict[str, dict]:
+def _view_after_next_poll(gateway: Daemon, timeout: float = 30.0) -> dict[str, dict[str, Any]]:
     """The gateway's view once every node has had a whole poll that began after this call.
 
     The first poll to end after the call may have asked its node before it (what it carries can
@@ -54,7 +57,9 @@ def _view_after_next_poll(gateway, timeout: float = 30.0) -> dict[str, dict]:
         time.sleep(0.05)
 
 
-def test_a_model_unloaded_behind_the_gateways_back_is_placed_again(start_neuron, start_gateway):
+def test_a_model_unloaded_behind_the_gateways_back_is_placed_again(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon]
+) -> None:
     neuron = start_neuron()
     # Polls far apart: the gateway still believes the model is loaded when the next request comes.
     gateway = start_gateway({"n1": neuron}, extra="poll_interval_s = 60.0\n")
@@ -73,8 +78,11 @@ def test_a_model_unloaded_behind_the_gateways_back_is_placed_again(start_neuron,
 
 
 def test_a_failed_load_holds_no_room_in_the_gateways_view(
-    start_neuron, start_gateway, tiny_chat_model, tiny_model_root
-):
+    start_neuron: Callable[..., Daemon],
+    start_gateway: Callable[..., Daemon],
+    tiny_chat_model: Path,
+    tiny_model_root: Path,
+) -> None:
     neuron = start_neuron("memory_budget_mb = 100\n")
     missing = unloadable_model(tiny_model_root)  # inside the roots: the load starts and fails
     catalogue = _catalogue(tiny_chat_model, {"broken": missing, "a": None})
@@ -90,8 +98,8 @@ def test_a_failed_load_holds_no_room_in_the_gateways_view(
 
 
 def test_two_gateways_bursting_at_different_cold_models_stay_within_every_budget(
-    start_neuron, start_gateway, tiny_chat_model
-):
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
     """Needs the neuron as arbiter (409 ``over_budget`` / ``model_busy``): without it both
     gateways load onto the first node by name and it runs over its budget."""
     neurons = {"n1": start_neuron("memory_budget_mb = 100\n"), "n2": start_neuron("memory_budget_mb = 100\n")}
@@ -113,9 +121,11 @@ def test_two_gateways_bursting_at_different_cold_models_stay_within_every_budget
     watcher.start()
     try:
         for run in range(10):
-            answers: list[tuple[int, dict, dict]] = []
+            answers: list[tuple[int, Any, dict[str, str]]] = []
 
-            def ask(gateway, model: str, answers=answers) -> None:
+            def ask(
+                gateway: Daemon, model: str, answers: list[tuple[int, Any, dict[str, str]]] = answers
+            ) -> None:
                 answers.append(_ask(gateway, model))
 
             threads = [
@@ -146,7 +156,9 @@ def test_two_gateways_bursting_at_different_cold_models_stay_within_every_budget
         watcher.join(10)
 
 
-def test_an_eviction_the_neuron_refuses_as_busy_is_re_planned(start_neuron, start_gateway, tiny_chat_model):
+def test_an_eviction_the_neuron_refuses_as_busy_is_re_planned(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
     """Needs the neuron as arbiter (409 ``model_busy`` for an unload with requests)."""
     neuron = start_neuron("memory_budget_mb = 100\n")
     catalogue = _catalogue(tiny_chat_model, {"a": None, "b": None})

@@ -13,10 +13,11 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Literal
+from typing import Literal
 
 import h11
 import pytest
+from starlette.types import Message, Receive, Scope, Send
 
 from cortex_gateway.fleet import Node
 from cortex_gateway.neuron_http import NeuronPool, Origin
@@ -105,7 +106,7 @@ class Gateway:
         if isinstance(event, RequestFinished):
             self.finished.append(event)
 
-    async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while (await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
@@ -114,7 +115,7 @@ class Gateway:
         if self.wrap_send:  # a middleware that records the reply: it must see every byte
             inner = send
 
-            async def send(message: Any) -> None:
+            async def send(message: Message) -> None:
                 await inner(message)
 
         self.spliced.append(splice_of(scope, send) is not None)

@@ -101,7 +101,9 @@ def echo(scripted_neuron: ScriptedNeuron) -> Iterator[tuple[TestClient, Plugin, 
         yield http, plugin, neuron
 
 
-def test_a_refused_key_comes_in_the_claiming_dialects_envelope(echo):
+def test_a_refused_key_comes_in_the_claiming_dialects_envelope(
+    echo: tuple[TestClient, Plugin, ScriptedNeuron],
+) -> None:
     http, plugin, _ = echo
     refused = http.post("/v1/echo")
     assert refused.status_code == 418
@@ -116,7 +118,9 @@ def test_a_refused_key_comes_in_the_claiming_dialects_envelope(echo):
     assert [(e.dialect, e.status) for e in refusals] == [("echo", 418), ("echo", 418), ("openai", 401)]
 
 
-def test_the_dialects_route_reaches_a_neuron_through_the_upstream(echo):
+def test_the_dialects_route_reaches_a_neuron_through_the_upstream(
+    echo: tuple[TestClient, Plugin, ScriptedNeuron],
+) -> None:
     http, _, neuron = echo
     neuron.then(Json({"choices": [{"message": {"content": "hello"}}]}))
     answered = http.post("/v1/echo", headers={"authorization": f"Bearer {KEY}"})

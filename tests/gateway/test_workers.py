@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,7 @@ def _gone(pid: int) -> bool:
 
 
 @pytest.fixture
-def two_workers(tmp_path: Path):
+def two_workers(tmp_path: Path) -> Iterator[Daemon]:
     port = free_port()
     daemon = Daemon(["serve", "--config", str(_config(tmp_path, port, "2"))], port, tmp_path / "gw.log")
     daemon.start()
@@ -69,7 +70,7 @@ def two_workers(tmp_path: Path):
     daemon.kill()
 
 
-def test_two_workers_answer_on_one_port_and_sigterm_drains_both(two_workers):
+def test_two_workers_answer_on_one_port_and_sigterm_drains_both(two_workers: Daemon) -> None:
     assert _workers_seen(two_workers, {0, 1}) == {0, 1}
     pids = _worker_pids(two_workers)
     assert sorted(pids) == [0, 1] and len(set(pids.values())) == 2
@@ -79,7 +80,7 @@ def test_two_workers_answer_on_one_port_and_sigterm_drains_both(two_workers):
     assert "gateway worker 1 exited with status 0" in two_workers.log_text()
 
 
-def test_a_killed_worker_is_restarted_on_the_same_port(two_workers):
+def test_a_killed_worker_is_restarted_on_the_same_port(two_workers: Daemon) -> None:
     old = _worker_pids(two_workers)[1]
     os.kill(old, signal.SIGKILL)
     deadline = time.monotonic() + 60
@@ -91,7 +92,7 @@ def test_a_killed_worker_is_restarted_on_the_same_port(two_workers):
     assert two_workers.stop(timeout=60) == 0
 
 
-def test_workers_stop_when_the_supervisor_is_killed_outright(two_workers):
+def test_workers_stop_when_the_supervisor_is_killed_outright(two_workers: Daemon) -> None:
     pids = _worker_pids(two_workers)
     assert two_workers.process is not None
     os.kill(two_workers.process.pid, signal.SIGKILL)
@@ -113,14 +114,14 @@ def _serve_once(tmp_path: Path, config: Path) -> subprocess.CompletedProcess[str
     )
 
 
-def test_a_negative_worker_count_is_a_config_error_with_its_line(tmp_path: Path):
+def test_a_negative_worker_count_is_a_config_error_with_its_line(tmp_path: Path) -> None:
     config = _config(tmp_path, free_port(), "-1")
     result = _serve_once(tmp_path, config)
     assert result.returncode == 2, result.stderr
     assert f"{config}:{_line_of(config, 'workers = -1')}: gateway.workers:" in result.stderr
 
 
-def test_several_workers_without_neurons_is_a_config_error(tmp_path: Path):
+def test_several_workers_without_neurons_is_a_config_error(tmp_path: Path) -> None:
     config = _config(tmp_path, free_port(), "2", neurons=False)
     result = _serve_once(tmp_path, config)
     assert result.returncode == 2, result.stderr
@@ -128,7 +129,7 @@ def test_several_workers_without_neurons_is_a_config_error(tmp_path: Path):
     assert f"{config}:{number}: gateway.workers: 2 workers need [[neurons]]" in result.stderr
 
 
-def test_a_taken_port_is_one_error_before_any_worker_starts(tmp_path: Path):
+def test_a_taken_port_is_one_error_before_any_worker_starts(tmp_path: Path) -> None:
     import socket
 
     with socket.socket() as taken:
@@ -141,7 +142,7 @@ def test_a_taken_port_is_one_error_before_any_worker_starts(tmp_path: Path):
     assert "worker 0 started" not in result.stderr
 
 
-def test_a_config_error_while_a_worker_builds_its_gateway_ends_the_supervisor_at_once(tmp_path: Path):
+def test_a_config_error_while_a_worker_builds_its_gateway_ends_the_supervisor_at_once(tmp_path: Path) -> None:
     """An unknown router is found only when a worker builds its app; no restart can mend it, so the
     supervisor stops at once with the one-line error and status 2, as a single gateway does."""
     config = _config(tmp_path, free_port(), "2")
