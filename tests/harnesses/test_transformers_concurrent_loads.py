@@ -11,11 +11,16 @@ one more, and check each of them generates.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from cortex_kernel.config.schema import ModelProfile
 from cortex_kernel.openai_wire import ChatRequest
+
+if TYPE_CHECKING:
+    from cortex_transformers.harness import TransformersHarness
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +38,9 @@ async def generates(harness, model_id: str) -> int:
 
 
 @pytest.mark.parametrize("count", [2, 4])
-async def test_concurrent_loads_of_different_models_all_succeed(harness, tiny_chat_model, count):
+async def test_concurrent_loads_of_different_models_all_succeed(
+    harness: TransformersHarness, tiny_chat_model: Path, count
+) -> None:
     from transformers.modeling_utils import PreTrainedModel
 
     tie_weights = PreTrainedModel.tie_weights

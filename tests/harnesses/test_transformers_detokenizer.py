@@ -33,7 +33,7 @@ def stream_decode(tokenizer, prompt_ids, ids):
         "<think>reasoning</think><tool_call>{}</tool_call> after",
     ],
 )
-def test_incremental_equals_one_shot(tokenizer, text):
+def test_incremental_equals_one_shot(tokenizer, text) -> None:
     prompt_ids = tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False)
     ids = tokenizer.encode(text, add_special_tokens=False)
     pieces = stream_decode(tokenizer, prompt_ids, ids)
@@ -41,14 +41,14 @@ def test_incremental_equals_one_shot(tokenizer, text):
     assert not any("\ufffd" in piece for piece in pieces), "a multi-byte character was split"
 
 
-def test_multibyte_characters_are_held_until_complete(tokenizer):
+def test_multibyte_characters_are_held_until_complete(tokenizer) -> None:
     ids = tokenizer.encode("🎉", add_special_tokens=False)
     assert len(ids) > 1  # byte-level BPE spreads the emoji over several tokens
     pieces = stream_decode(tokenizer, [], ids)
     assert [p for p in pieces if p] == ["🎉"]
 
 
-def test_random_token_streams_match_one_shot(tokenizer):
+def test_random_token_streams_match_one_shot(tokenizer) -> None:
     rng = random.Random(7)
     vocab = len(tokenizer)
     for _ in range(50):
@@ -56,7 +56,7 @@ def test_random_token_streams_match_one_shot(tokenizer):
         assert "".join(stream_decode(tokenizer, [], ids)) == tokenizer.decode(ids, skip_special_tokens=True)
 
 
-def test_special_tokens_are_skipped(tokenizer):
+def test_special_tokens_are_skipped(tokenizer) -> None:
     ids = tokenizer.encode("a<|im_end|>b<|endoftext|>", add_special_tokens=False)
     assert "".join(stream_decode(tokenizer, [], ids)) == "ab"
 
@@ -79,13 +79,13 @@ def run_stops(stops, chunks):
         ("line1\n\nline2", ["\n\n"], "line1", "\n\n"),
     ],
 )
-def test_stop_strings_at_every_boundary(text, stops, shown, matched):
+def test_stop_strings_at_every_boundary(text, stops, shown, matched) -> None:
     for cut_a, cut_b in itertools.combinations_with_replacement(range(len(text) + 1), 2):
         chunks = [text[:cut_a], text[cut_a:cut_b], text[cut_b:]]
         assert run_stops(stops, chunks) == (shown, matched), chunks
 
 
-def test_text_that_may_start_a_stop_is_held_back():
+def test_text_that_may_start_a_stop_is_held_back() -> None:
     matcher = StopMatcher(["</answer>"])
     assert matcher.push("The result </ans") == "The result "
     assert matcher.push("wer> trailing") == ""
@@ -93,7 +93,7 @@ def test_text_that_may_start_a_stop_is_held_back():
     assert matcher.push("more") == ""
 
 
-def test_no_stops_passes_everything_through():
+def test_no_stops_passes_everything_through() -> None:
     matcher = StopMatcher(["", ""])
     assert matcher.push("abc") == "abc"
     assert matcher.flush() == ""

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from cortex_kernel.harness import Delta
 from cortex_kernel.openai_wire import ChatRequest, CompletionRequest
+
+if TYPE_CHECKING:
+    from cortex_transformers.harness import TransformersHarness
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +50,7 @@ def eos_from_step(harness, step: int) -> Iterator[list[int]]:
 
 @pytest.mark.parametrize("step", [1, 3])
 @pytest.mark.parametrize("sampling", [{"temperature": 0}, {"temperature": 1.0, "seed": 7}])
-async def test_the_hook_makes_the_model_stop_early(loaded, step, sampling):
+async def test_the_hook_makes_the_model_stop_early(loaded: TransformersHarness, step, sampling) -> None:
     request = ChatRequest(
         model=MODEL, messages=[{"role": "user", "content": "Go on."}], max_tokens=12, **sampling
     )
@@ -62,7 +66,9 @@ async def test_the_hook_makes_the_model_stop_early(loaded, step, sampling):
     [{"temperature": 0}, {"temperature": 1.0, "seed": 7}, {"temperature": 0.8, "top_p": 0.9, "seed": 42}],
 )
 @pytest.mark.parametrize("prompt", ["Go on.", "Tell me a long story about the sea."])
-async def test_ignore_eos_yields_exactly_max_tokens_in_chat(loaded, step, sampling, prompt):
+async def test_ignore_eos_yields_exactly_max_tokens_in_chat(
+    loaded: TransformersHarness, step, sampling, prompt
+) -> None:
     request = ChatRequest(
         model=MODEL,
         messages=[{"role": "user", "content": prompt}],
@@ -77,7 +83,7 @@ async def test_ignore_eos_yields_exactly_max_tokens_in_chat(loaded, step, sampli
 
 
 @pytest.mark.parametrize("seed", [None, 1, 2])
-async def test_ignore_eos_yields_exactly_max_tokens_in_completions(loaded, seed):
+async def test_ignore_eos_yields_exactly_max_tokens_in_completions(loaded: TransformersHarness, seed) -> None:
     request = CompletionRequest(
         model=MODEL,
         prompt="Once upon a time",

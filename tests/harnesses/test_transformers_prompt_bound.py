@@ -41,7 +41,7 @@ def _samples() -> list[str]:
     return texts
 
 
-def test_the_synthetic_tokenizer_gets_context_times_its_longest_entry():
+def test_the_synthetic_tokenizer_gets_context_times_its_longest_entry() -> None:
     tokenizer = build_tokenizer()
     longest = max(len(token.encode()) for token in tokenizer.get_vocab())
     assert longest == len("<|endoftext|>")
@@ -50,7 +50,7 @@ def test_the_synthetic_tokenizer_gets_context_times_its_longest_entry():
 
 
 @pytest.mark.parametrize("normalizer", [None, normalizers.NFC(), normalizers.NFKC()])
-def test_the_bound_never_refuses_a_text_whose_tokens_fit(normalizer):
+def test_the_bound_never_refuses_a_text_whose_tokens_fit(normalizer) -> None:
     tokenizer = _wrap(_byte_level(normalizer))
     per_token = max_prompt_bytes(tokenizer, 1)
     assert per_token is not None
@@ -62,7 +62,7 @@ def test_the_bound_never_refuses_a_text_whose_tokens_fit(normalizer):
             assert len(text.encode()) <= tokens * bound, (text[:40], tokens, bound)
 
 
-def test_a_normalizer_that_can_shrink_a_text_loosens_the_bound_by_its_factor():
+def test_a_normalizer_that_can_shrink_a_text_loosens_the_bound_by_its_factor() -> None:
     for normalizer, factor in (
         (None, 1),
         (normalizers.NFC(), 4),
@@ -83,7 +83,7 @@ def test_a_normalizer_that_can_shrink_a_text_loosens_the_bound_by_its_factor():
         "rstrip_added_token",
     ],
 )
-def test_no_bound_where_a_token_could_stand_for_unbounded_text(change):
+def test_no_bound_where_a_token_could_stand_for_unbounded_text(change) -> None:
     if change == "wordpiece":
         tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -107,7 +107,7 @@ def test_no_bound_where_a_token_could_stand_for_unbounded_text(change):
     assert max_prompt_bytes(_wrap(tokenizer), 1000) is None
 
 
-def test_a_tokenizer_without_a_fast_backend_gets_no_bound():
+def test_a_tokenizer_without_a_fast_backend_gets_no_bound() -> None:
     class Slow:
         def get_vocab(self) -> dict[str, int]:
             return {"a": 0}
@@ -115,7 +115,7 @@ def test_a_tokenizer_without_a_fast_backend_gets_no_bound():
     assert max_prompt_bytes(Slow(), 1000) is None
 
 
-def test_check_prompt_size_counts_utf8_bytes_past_the_exact_count_floor():
+def test_check_prompt_size_counts_utf8_bytes_past_the_exact_count_floor() -> None:
     bound = EXACT_COUNT_BYTES + 99
     check_prompt_size("x" * bound, bound, 10)
     check_prompt_size("x" * 10**7, None, 10)
@@ -131,7 +131,7 @@ def test_check_prompt_size_counts_utf8_bytes_past_the_exact_count_floor():
         check_prompt_size("x" * (bound + 1), bound, 10)
 
 
-def test_small_prompts_are_always_counted_exactly():
+def test_small_prompts_are_always_counted_exactly() -> None:
     check_prompt_size("x" * EXACT_COUNT_BYTES, 100, 10)
     with pytest.raises(PromptTooLarge):
         check_prompt_size("x" * (EXACT_COUNT_BYTES + 1), 100, 10)

@@ -32,7 +32,7 @@ def draws(params: SamplingParams, probs: list[float], n: int = 4000, prompt=(1, 
     return counts
 
 
-def test_request_then_model_then_openai_defaults():
+def test_request_then_model_then_openai_defaults() -> None:
     model = model_sampling_defaults(SimpleNamespace(do_sample=True, temperature=0.6, top_p=0.9, top_k=20))
     assert model == {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "top_k": 20}
     resolved = resolve_sampling(temperature=None, top_p=0.5, top_k=None, seed=1, model_defaults=model)
@@ -42,7 +42,7 @@ def test_request_then_model_then_openai_defaults():
     assert not plain.greedy
 
 
-def test_greedy_cases():
+def test_greedy_cases() -> None:
     assert resolve_sampling(temperature=0.0, top_p=None, top_k=None, seed=None).greedy
     assert resolve_sampling(temperature=0.9, top_p=None, top_k=1, seed=None).greedy
     off = resolve_sampling(
@@ -55,7 +55,7 @@ def test_greedy_cases():
         resolve_sampling(temperature=None, top_p=None, top_k=None, seed=None, repetition_penalty=0.0)
 
 
-def test_draws_follow_the_distribution():
+def test_draws_follow_the_distribution() -> None:
     probs = [0.5, 0.3, 0.15, 0.05]
     counts = draws(SamplingParams(seed=3), probs)
     total = sum(counts.values())
@@ -63,7 +63,7 @@ def test_draws_follow_the_distribution():
         assert abs(counts[token] / total - p) < 4 * math.sqrt(p * (1 - p) / total) + 0.005, counts
 
 
-def test_temperature_sharpens():
+def test_temperature_sharpens() -> None:
     counts = draws(SamplingParams(temperature=0.25, seed=4), [0.5, 0.3, 0.15, 0.05])
     assert counts[0] / sum(counts.values()) > 0.8
 
@@ -77,11 +77,11 @@ def test_temperature_sharpens():
         (SamplingParams(min_p=0.4, seed=8), {0, 1}),
     ],
 )
-def test_truncation(params, allowed):
+def test_truncation(params, allowed) -> None:
     assert set(draws(params, [0.6, 0.3, 0.07, 0.03], n=1500)) == allowed
 
 
-def test_the_seed_reproduces_the_draws():
+def test_the_seed_reproduces_the_draws() -> None:
     probs = [0.25, 0.25, 0.25, 0.25]
 
     def sequence(seed):
@@ -92,7 +92,7 @@ def test_the_seed_reproduces_the_draws():
     assert sequence(11) == sequence(11) != sequence(12)
 
 
-def test_penalties_touch_generated_tokens_only():
+def test_penalties_touch_generated_tokens_only() -> None:
     params = SamplingParams(temperature=0.0, presence_penalty=1.0, frequency_penalty=0.5)
     processors = logits_processors(params, prompt_length=2, device=CPU)
     scores = torch.zeros(1, 4)
