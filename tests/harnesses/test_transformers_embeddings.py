@@ -24,13 +24,13 @@ pytestmark = pytest.mark.slow
 TEXTS = ["first text", "a second, rather longer text to embed", "x"]
 
 
-def reference_vectors(path, texts, mode):
+def reference_vectors(path: Path, texts: list[str], mode: str) -> list[torch.Tensor]:
     """What pooling should give, computed directly with the Auto classes."""
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path)
-    vectors = []
+    vectors: list[torch.Tensor] = []
     with torch.inference_mode():
         for text in texts:
             ids = tokenizer(text, return_tensors="pt")
@@ -39,7 +39,7 @@ def reference_vectors(path, texts, mode):
     return vectors
 
 
-def assert_close(got, expected):
+def assert_close(got: list[float], expected: torch.Tensor) -> None:
     assert torch.allclose(torch.tensor(got), expected, atol=1e-5), (got[:4], expected[:4])
 
 
