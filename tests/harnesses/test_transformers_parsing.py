@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -17,16 +19,16 @@ from cortex_transformers.parsing import OutputParser, prompt_opens_reasoning
 class Parsed:
     text: str
     reasoning: str
-    calls: tuple[tuple[int, str, str, str], ...]  # index, id, name, arguments
+    calls: tuple[tuple[int, str | None, str | None, str], ...]  # index, id, name, arguments
     kinds: tuple[str, ...]  # the order of channels, consecutive duplicates collapsed
 
 
-def parse(chunks: list[str], **options) -> Parsed:
+def parse(chunks: list[str], **options: Any) -> Parsed:
     counter = itertools.count()
     parser = OutputParser(id_factory=lambda: f"call_{next(counter)}", **options)
     deltas = [delta for chunk in chunks for delta in parser.feed(chunk)] + parser.finish()
     kinds: list[str] = []
-    calls = []
+    calls: list[tuple[int, str | None, str | None, str]] = []
     for delta in deltas:
         assert delta.finish_reason is None and delta.usage is None
         present = [k for k in ("reasoning", "text") if getattr(delta, k)] + (
@@ -45,7 +47,7 @@ def parse(chunks: list[str], **options) -> Parsed:
     )
 
 
-def every_split(script: str, pieces: int):
+def every_split(script: str, pieces: int) -> Iterator[list[str]]:
     """Every way of cutting ``script`` into ``pieces`` chunks (empty chunks included)."""
     for cuts in itertools.combinations_with_replacement(range(len(script) + 1), pieces - 1):
         bounds = (0, *cuts, len(script))
@@ -96,26 +98,26 @@ SCRIPTS = {
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
-def test_single_chunk(name) -> None:
+def test_single_chunk(name: str) -> None:
     script, options, expected = SCRIPTS[name]
     assert parse([script], **options) == expected
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
-def test_every_two_chunk_split(name) -> None:
+def test_every_two_chunk_split(name: str) -> None:
     script, options, expected = SCRIPTS[name]
     for chunks in every_split(script, 2):
         assert parse(chunks, **options) == expected, chunks
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
-def test_one_character_at_a_time(name) -> None:
+def test_one_character_at_a_time(name: str) -> None:
     script, options, expected = SCRIPTS[name]
     assert parse(list(script), **options) == expected
 
 
 @pytest.mark.parametrize("name", ["reasoning", "think_then_call", "opened_by_prompt"])
-def test_every_three_chunk_split(name) -> None:
+def test_every_three_chunk_split(name: str) -> None:
     script, options, expected = SCRIPTS[name]
     for chunks in every_split(script, 3):
         assert parse(chunks, **options) == expected, chunks
@@ -123,7 +125,7 @@ def test_every_three_chunk_split(name) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(data=st.data())
-def test_random_chunkings(data) -> None:
+def test_random_chunkings(data: st.DataObject) -> None:
     name = data.draw(st.sampled_from(sorted(SCRIPTS)))
     script, options, expected = SCRIPTS[name]
     cuts = sorted(data.draw(st.lists(st.integers(0, len(script)), max_size=12)))
