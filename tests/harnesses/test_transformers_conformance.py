@@ -29,13 +29,13 @@ async def test_run_conformance(
 
 class TestTransformersConformance(HarnessConformanceTests):
     @pytest.fixture
-    def conformance_harness(self, harness):
+    def conformance_harness(self, harness: TransformersHarness) -> TransformersHarness:
         return harness
 
     @pytest.fixture
-    def conformance_chat_profile(self, tiny_chat_profile):
+    def conformance_chat_profile(self, tiny_chat_profile: ModelProfile) -> ModelProfile:
         return tiny_chat_profile
 
     @pytest.fixture
-    def conformance_embedding_profile(self, tiny_embed_profile):
+    def conformance_embedding_profile(self, tiny_embed_profile: ModelProfile) -> ModelProfile:
         return tiny_embed_profile

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -15,18 +15,19 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.slow
 
 
-def profile(source, **fields) -> ModelProfile:
+def profile(source: str | Path, **fields: Any) -> ModelProfile:
     return ModelProfile(id="m", harness="transformers", source=str(source), min_devices=0, **fields)
 
 
 @pytest.mark.parametrize("fixture", ["tiny_chat_model", "tiny_embed_model"])
 async def test_the_estimate_matches_what_the_loaded_model_measures(
-    harness: TransformersHarness, request, fixture
+    harness: TransformersHarness, request: pytest.FixtureRequest, fixture: str
 ) -> None:
     source = request.getfixturevalue(fixture)
     task = "embedding" if "embed" in fixture else "chat"
     estimate = harness.estimate_bytes(profile(source, task=task))
     measured = (await harness.load(profile(source, task=task))).memory_bytes
+    assert estimate is not None and measured is not None
     # Parameters are exact; buffers (rotary frequencies, position ids) are not in the checkpoint.
     assert 0.95 * measured <= estimate <= measured
 
@@ -34,6 +35,7 @@ async def test_the_estimate_matches_what_the_loaded_model_measures(
 def test_the_estimate_follows_the_load_dtype(harness: TransformersHarness, tiny_chat_model: Path) -> None:
     full = harness.estimate_bytes(profile(tiny_chat_model))
     half = harness.estimate_bytes(profile(tiny_chat_model, options={"dtype": "bfloat16"}))
+    assert half is not None
     assert half * 2 == full
 
 

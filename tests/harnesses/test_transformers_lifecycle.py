@@ -70,6 +70,8 @@ async def test_unknown_model_everywhere(harness: TransformersHarness) -> None:
 
 
 def test_registered_through_the_entry_point(tmp_path: Path) -> None:
+    from cortex_transformers.harness import TransformersHarness
+
     pm = build_plugin_manager()
     specs = [spec for specs in pm.hook.register_harnesses() for spec in specs or []]
     spec = next(spec for spec in specs if spec.name == "transformers")
@@ -78,4 +80,5 @@ def test_registered_through_the_entry_point(tmp_path: Path) -> None:
         assert isinstance(built, Harness)
         assert built.name == "transformers"
     finally:
+        assert isinstance(built, TransformersHarness)
         built.close()

@@ -72,7 +72,7 @@ def test_chat_template_renders_every_message_shape() -> None:
 
 
 def test_resolver_builds_once_even_when_racing(tmp_path: Path) -> None:
-    results: list = []
+    results: list[Path] = []
     threads = [
         threading.Thread(target=lambda: results.append(resolve_synthetic("synthetic:tiny-chat", tmp_path)))
         for _ in range(3)
