@@ -48,7 +48,7 @@ async def run(harness: TransformersHarness, model: str, request: ChatRequest) ->
 
 
 def stats_of(harness: TransformersHarness, model: str) -> PrefixCacheStats:
-    stats = stats_of(harness, model)
+    stats = harness.prefix_cache_stats(model)
     assert stats is not None
     return stats
 
