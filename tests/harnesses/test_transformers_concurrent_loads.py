@@ -11,11 +11,16 @@ one more, and check each of them generates.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from cortex_kernel.config.schema import ModelProfile
 from cortex_kernel.openai_wire import ChatRequest
+
+if TYPE_CHECKING:
+    from cortex_transformers.harness import TransformersHarness
 
 pytestmark = pytest.mark.slow
 
@@ -24,16 +29,20 @@ def chat_profile(model_id: str, source: str) -> ModelProfile:
     return ModelProfile(id=model_id, harness="transformers", source=source, min_devices=0)
 
 
-async def generates(harness, model_id: str) -> int:
+async def generates(harness: TransformersHarness, model_id: str) -> int:
     request = ChatRequest(
         model=model_id, messages=[{"role": "user", "content": "Hi"}], max_tokens=3, temperature=0
     )
     deltas = [delta async for delta in harness.chat(model_id, request)]
-    return deltas[-1].usage.completion_tokens
+    usage = deltas[-1].usage
+    assert usage is not None
+    return usage.completion_tokens
 
 
 @pytest.mark.parametrize("count", [2, 4])
-async def test_concurrent_loads_of_different_models_all_succeed(harness, tiny_chat_model, count):
+async def test_concurrent_loads_of_different_models_all_succeed(
+    harness: TransformersHarness, tiny_chat_model: Path, count: int
+) -> None:
     from transformers.modeling_utils import PreTrainedModel
 
     tie_weights = PreTrainedModel.tie_weights

@@ -8,30 +8,43 @@ exactly the case ``ignore_eos`` exists for (benchmarks that need a fixed output 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from cortex_kernel.harness import Delta
+from cortex_kernel.harness import Delta, Usage
 from cortex_kernel.openai_wire import ChatRequest, CompletionRequest
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from cortex_transformers.harness import TransformersHarness
 
 pytestmark = pytest.mark.slow
 
 MODEL = "tiny-chat"
 
 
-async def collect(stream) -> list[Delta]:
+async def collect(stream: AsyncIterator[Delta]) -> list[Delta]:
     return [delta async for delta in stream]
 
 
+def usage_of(deltas: list[Delta]) -> Usage:
+    """The usage the last delta carries."""
+    usage = deltas[-1].usage
+    assert usage is not None
+    return usage
+
+
 @contextlib.contextmanager
-def eos_from_step(harness, step: int) -> Iterator[list[int]]:
+def eos_from_step(harness: TransformersHarness, step: int) -> Iterator[list[int]]:
     """Make the model prefer EOS from its ``step``-th generated token on (1 is the first)."""
     handles = harness.handles(MODEL)
     eos = handles.tokenizer.eos_token_id
     calls: list[int] = []
 
-    def boost(_module, _inputs, output):
+    def boost(_module: nn.Module, _inputs: tuple[Any, ...], output: Any) -> Any:
         calls.append(1)
         if len(calls) >= step:
             output.logits[..., eos] += 1000.0
@@ -46,14 +59,16 @@ def eos_from_step(harness, step: int) -> Iterator[list[int]]:
 
 @pytest.mark.parametrize("step", [1, 3])
 @pytest.mark.parametrize("sampling", [{"temperature": 0}, {"temperature": 1.0, "seed": 7}])
-async def test_the_hook_makes_the_model_stop_early(loaded, step, sampling):
+async def test_the_hook_makes_the_model_stop_early(
+    loaded: TransformersHarness, step: int, sampling: dict[str, Any]
+) -> None:
     request = ChatRequest(
         model=MODEL, messages=[{"role": "user", "content": "Go on."}], max_tokens=12, **sampling
     )
     with eos_from_step(loaded, step):
         deltas = await collect(loaded.chat(MODEL, request))
     assert deltas[-1].finish_reason == "stop"
-    assert deltas[-1].usage.completion_tokens == step
+    assert usage_of(deltas).completion_tokens == step
 
 
 @pytest.mark.parametrize("step", [1, 3])
@@ -62,7 +77,9 @@ async def test_the_hook_makes_the_model_stop_early(loaded, step, sampling):
     [{"temperature": 0}, {"temperature": 1.0, "seed": 7}, {"temperature": 0.8, "top_p": 0.9, "seed": 42}],
 )
 @pytest.mark.parametrize("prompt", ["Go on.", "Tell me a long story about the sea."])
-async def test_ignore_eos_yields_exactly_max_tokens_in_chat(loaded, step, sampling, prompt):
+async def test_ignore_eos_yields_exactly_max_tokens_in_chat(
+    loaded: TransformersHarness, step: int, sampling: dict[str, Any], prompt: str
+) -> None:
     request = ChatRequest(
         model=MODEL,
         messages=[{"role": "user", "content": prompt}],
@@ -73,11 +90,13 @@ async def test_ignore_eos_yields_exactly_max_tokens_in_chat(loaded, step, sampli
     with eos_from_step(loaded, step):
         deltas = await collect(loaded.chat(MODEL, request))
     assert deltas[-1].finish_reason == "length"
-    assert deltas[-1].usage.completion_tokens == 12
+    assert usage_of(deltas).completion_tokens == 12
 
 
 @pytest.mark.parametrize("seed", [None, 1, 2])
-async def test_ignore_eos_yields_exactly_max_tokens_in_completions(loaded, seed):
+async def test_ignore_eos_yields_exactly_max_tokens_in_completions(
+    loaded: TransformersHarness, seed: int | None
+) -> None:
     request = CompletionRequest(
         model=MODEL,
         prompt="Once upon a time",
@@ -89,4 +108,4 @@ async def test_ignore_eos_yields_exactly_max_tokens_in_completions(loaded, seed)
     with eos_from_step(loaded, 2):
         deltas = await collect(loaded.complete(MODEL, request))
     assert deltas[-1].finish_reason == "length"
-    assert deltas[-1].usage.completion_tokens == 9
+    assert usage_of(deltas).completion_tokens == 9

@@ -15,7 +15,7 @@ from cortex_transformers.synthetic import build_tokenizer
 CORPUS = ["the quick brown fox jumps over the lazy dog", "hello world", "ünïcödé text — 東京 🙂"] * 20
 
 
-def _byte_level(normalizer=None) -> Tokenizer:
+def _byte_level(normalizer: normalizers.Normalizer | None = None) -> Tokenizer:
     tokenizer = Tokenizer(models.BPE())
     if normalizer is not None:
         tokenizer.normalizer = normalizer
@@ -28,9 +28,10 @@ def _byte_level(normalizer=None) -> Tokenizer:
     return tokenizer
 
 
-def _wrap(tokenizer: Tokenizer):
-    wrapper: type = PreTrainedTokenizerFast
-    return wrapper(tokenizer_object=tokenizer)
+def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
+    wrapper: type = PreTrainedTokenizerFast  # its __init__ is untyped
+    wrapped: PreTrainedTokenizerFast = wrapper(tokenizer_object=tokenizer)
+    return wrapped
 
 
 def _samples() -> list[str]:
@@ -41,7 +42,7 @@ def _samples() -> list[str]:
     return texts
 
 
-def test_the_synthetic_tokenizer_gets_context_times_its_longest_entry():
+def test_the_synthetic_tokenizer_gets_context_times_its_longest_entry() -> None:
     tokenizer = build_tokenizer()
     longest = max(len(token.encode()) for token in tokenizer.get_vocab())
     assert longest == len("<|endoftext|>")
@@ -50,19 +51,21 @@ def test_the_synthetic_tokenizer_gets_context_times_its_longest_entry():
 
 
 @pytest.mark.parametrize("normalizer", [None, normalizers.NFC(), normalizers.NFKC()])
-def test_the_bound_never_refuses_a_text_whose_tokens_fit(normalizer):
+def test_the_bound_never_refuses_a_text_whose_tokens_fit(normalizer: normalizers.Normalizer | None) -> None:
     tokenizer = _wrap(_byte_level(normalizer))
     per_token = max_prompt_bytes(tokenizer, 1)
     assert per_token is not None
     synthetic = build_tokenizer()
-    for wrapped, bound in ((tokenizer, per_token), (synthetic, max_prompt_bytes(synthetic, 1))):
+    synthetic_bound = max_prompt_bytes(synthetic, 1)
+    assert synthetic_bound is not None
+    for wrapped, bound in ((tokenizer, per_token), (synthetic, synthetic_bound)):
         for text in _samples():
             tokens = len(wrapped.encode(text, add_special_tokens=False))
             # With a context of exactly `tokens`, this text fits only if its bytes are within the bound.
             assert len(text.encode()) <= tokens * bound, (text[:40], tokens, bound)
 
 
-def test_a_normalizer_that_can_shrink_a_text_loosens_the_bound_by_its_factor():
+def test_a_normalizer_that_can_shrink_a_text_loosens_the_bound_by_its_factor() -> None:
     for normalizer, factor in (
         (None, 1),
         (normalizers.NFC(), 4),
@@ -83,7 +86,7 @@ def test_a_normalizer_that_can_shrink_a_text_loosens_the_bound_by_its_factor():
         "rstrip_added_token",
     ],
 )
-def test_no_bound_where_a_token_could_stand_for_unbounded_text(change):
+def test_no_bound_where_a_token_could_stand_for_unbounded_text(change: str) -> None:
     if change == "wordpiece":
         tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -107,7 +110,7 @@ def test_no_bound_where_a_token_could_stand_for_unbounded_text(change):
     assert max_prompt_bytes(_wrap(tokenizer), 1000) is None
 
 
-def test_a_tokenizer_without_a_fast_backend_gets_no_bound():
+def test_a_tokenizer_without_a_fast_backend_gets_no_bound() -> None:
     class Slow:
         def get_vocab(self) -> dict[str, int]:
             return {"a": 0}
@@ -115,7 +118,7 @@ def test_a_tokenizer_without_a_fast_backend_gets_no_bound():
     assert max_prompt_bytes(Slow(), 1000) is None
 
 
-def test_check_prompt_size_counts_utf8_bytes_past_the_exact_count_floor():
+def test_check_prompt_size_counts_utf8_bytes_past_the_exact_count_floor() -> None:
     bound = EXACT_COUNT_BYTES + 99
     check_prompt_size("x" * bound, bound, 10)
     check_prompt_size("x" * 10**7, None, 10)
@@ -131,7 +134,7 @@ def test_check_prompt_size_counts_utf8_bytes_past_the_exact_count_floor():
         check_prompt_size("x" * (bound + 1), bound, 10)
 
 
-def test_small_prompts_are_always_counted_exactly():
+def test_small_prompts_are_always_counted_exactly() -> None:
     check_prompt_size("x" * EXACT_COUNT_BYTES, 100, 10)
     with pytest.raises(PromptTooLarge):
         check_prompt_size("x" * (EXACT_COUNT_BYTES + 1), 100, 10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 from cortex_transformers.synthetic import (
     BUILD_VERSION,
@@ -13,14 +14,14 @@ from cortex_transformers.synthetic import (
 )
 
 
-def test_builds_are_byte_identical(tmp_path):
+def test_builds_are_byte_identical(tmp_path: Path) -> None:
     first = build_tiny_chat_model(tmp_path / "a")
     second = build_tiny_chat_model(tmp_path / "b")
     for name in ("model.safetensors", "tokenizer.json", "config.json", "generation_config.json"):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
 
-def test_loads_back_with_the_auto_classes(tiny_chat_model):
+def test_loads_back_with_the_auto_classes(tiny_chat_model: Path) -> None:
     from transformers import AutoConfig, AutoTokenizer
 
     config = AutoConfig.from_pretrained(tiny_chat_model)
@@ -31,7 +32,7 @@ def test_loads_back_with_the_auto_classes(tiny_chat_model):
         assert len(tokenizer.encode(marker, add_special_tokens=False)) == 1, marker
 
 
-def test_chat_template_renders_every_message_shape():
+def test_chat_template_renders_every_message_shape() -> None:
     tokenizer = build_tokenizer()
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
     messages = [
@@ -70,8 +71,8 @@ def test_chat_template_renders_every_message_shape():
     assert thinking.endswith("<|im_start|>assistant\n<think>\n")
 
 
-def test_resolver_builds_once_even_when_racing(tmp_path):
-    results: list = []
+def test_resolver_builds_once_even_when_racing(tmp_path: Path) -> None:
+    results: list[Path] = []
     threads = [
         threading.Thread(target=lambda: results.append(resolve_synthetic("synthetic:tiny-chat", tmp_path)))
         for _ in range(3)
@@ -92,7 +93,7 @@ def test_resolver_builds_once_even_when_racing(tmp_path):
     assert (built / "model.safetensors").stat().st_mtime_ns == before  # reused, not rebuilt
 
 
-def test_resolver_rebuilds_an_outdated_cache(tmp_path):
+def test_resolver_rebuilds_an_outdated_cache(tmp_path: Path) -> None:
     built = resolve_synthetic("synthetic:tiny-embed", tmp_path)
     (built / ".cortex-synthetic.json").write_text(json.dumps({"version": -1}))
     (built / "modules.json").unlink()
