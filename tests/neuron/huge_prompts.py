@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from typing import Any
 
 HUGE = 20_000_000
 MIB = 1024 * 1024
@@ -21,7 +22,7 @@ MIB = 1024 * 1024
 PEAK_GROWTH_BOUND = 512 * MIB
 
 
-def post_raw(url: str, data: bytes, timeout: float = 120.0) -> tuple[int, dict]:
+def post_raw(url: str, data: bytes, timeout: float = 120.0) -> tuple[int, dict[str, Any]]:
     """POST ``data`` as it is (no re-encoding of a 20 MB body): the status and the JSON reply."""
     request = urllib.request.Request(url, data=data, method="POST")
     request.add_header("content-type", "application/json")
@@ -33,9 +34,9 @@ def post_raw(url: str, data: bytes, timeout: float = 120.0) -> tuple[int, dict]:
             return exc.code, json.loads(exc.read())
 
 
-def concurrently(url: str, data: bytes, count: int) -> list[tuple[int, dict, float]]:
+def concurrently(url: str, data: bytes, count: int) -> list[tuple[int, dict[str, Any], float]]:
     """``count`` identical POSTs at once: (status, body, seconds) of each."""
-    results: list[tuple[int, dict, float]] = []
+    results: list[tuple[int, dict[str, Any], float]] = []
 
     def one() -> None:
         started = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
@@ -10,7 +11,7 @@ from cortex_kernel.errors import Overloaded
 from cortex_neuron.admission import AdmissionGate
 
 
-async def queue_up(gate: AdmissionGate, classes: list[str | None]):
+async def queue_up(gate: AdmissionGate, classes: Sequence[str | None]) -> list[str]:
     """One slot held; then a waiter per class, in this order. Returns (release the holder, order)."""
     order: list[str] = []
     holder = gate.admit("main")
@@ -31,13 +32,13 @@ async def queue_up(gate: AdmissionGate, classes: list[str | None]):
     return order
 
 
-async def test_higher_classes_go_first_and_absent_or_unknown_is_main():
+async def test_higher_classes_go_first_and_absent_or_unknown_is_main() -> None:
     gate = AdmissionGate(1, 16, 10.0, max_bypass=100)
     order = await queue_up(gate, ["auxiliary", "compaction", None, "subagent", "bogus", "main"])
     assert order == ["2:None", "4:bogus", "5:main", "3:subagent", "1:compaction", "0:auxiliary"]
 
 
-async def test_no_waiter_is_overtaken_more_than_max_bypass_times():
+async def test_no_waiter_is_overtaken_more_than_max_bypass_times() -> None:
     gate = AdmissionGate(1, 32, 10.0, max_bypass=3)
     classes = ["auxiliary", "compaction"] + ["main"] * 10
     order = await queue_up(gate, classes)
@@ -48,13 +49,13 @@ async def test_no_waiter_is_overtaken_more_than_max_bypass_times():
     assert order[:5] == ["2:main", "3:main", "4:main", "0:auxiliary", "1:compaction"]
 
 
-async def test_max_bypass_zero_is_plain_fifo():
+async def test_max_bypass_zero_is_plain_fifo() -> None:
     gate = AdmissionGate(1, 16, 10.0, max_bypass=0)
     order = await queue_up(gate, ["auxiliary", "main", "subagent"])
     assert order == ["0:auxiliary", "1:main", "2:subagent"]
 
 
-async def test_a_custom_mapping_and_junk_header_values():
+async def test_a_custom_mapping_and_junk_header_values() -> None:
     gate = AdmissionGate(1, 16, 10.0, priorities={"main": 1, "batch": 5})
     assert gate.request_class(" BATCH ") == "batch"
     assert gate.request_class("auxiliary") == "main"  # not configured here
@@ -64,7 +65,7 @@ async def test_a_custom_mapping_and_junk_header_values():
     assert order == ["1:batch", "0:main"]
 
 
-async def test_a_waiter_that_gives_up_leaves_the_queue_and_the_slot_passes_on():
+async def test_a_waiter_that_gives_up_leaves_the_queue_and_the_slot_passes_on() -> None:
     gate = AdmissionGate(1, 16, 0.2)
     holder = gate.admit()
     await holder.__aenter__()

@@ -4,34 +4,41 @@ a failed load holds no capacity, and a busy victim refused by the neuron is no 5
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.daemons import LineStream, endless_stream, http_json, toml_str, unloadable_model
+from tests.daemons import Daemon, LineStream, endless_stream, http_json, toml_str, unloadable_model
 
 pytestmark = pytest.mark.slow
 
 
-def ask(gateway, model: str, max_tokens: int = 2):
+def ask(gateway: Daemon, model: str, max_tokens: int = 2) -> tuple[int, Any, dict[str, str]]:
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens}
     return http_json("POST", f"{gateway.url}/v1/chat/completions", body, timeout=120)
 
 
-def gateway_state(gateway, node: str, model: str) -> str | None:
+def gateway_state(gateway: Daemon, node: str, model: str) -> str | None:
     for entry in http_json("GET", f"{gateway.url}/admin/fleet")[1]["nodes"]:
         if entry["name"] == node:
             return next((m["state"] for m in entry["models"] if m["id"] == model), None)
     return None
 
 
-def wait_for_gateway(gateway, node: str, model: str, state: str | None, timeout: float = 15.0) -> None:
+def wait_for_gateway(
+    gateway: Daemon, node: str, model: str, state: str | None, timeout: float = 15.0
+) -> None:
     deadline = time.monotonic() + timeout
     while gateway_state(gateway, node, model) != state:
         assert time.monotonic() < deadline, f"the gateway never saw {model} {state} on {node}"
         time.sleep(0.1)
 
 
-def test_a_model_the_neuron_put_to_sleep_is_woken_for_a_request(start_neuron, start_gateway):
+def test_a_model_the_neuron_put_to_sleep_is_woken_for_a_request(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon]
+) -> None:
     neuron = start_neuron()
     gateway = start_gateway({"n1": neuron})
     assert ask(gateway, "tiny-chat")[0] == 200
@@ -44,7 +51,9 @@ def test_a_model_the_neuron_put_to_sleep_is_woken_for_a_request(start_neuron, st
     assert http_json("GET", f"{neuron.url}/health")[1]["models"]["tiny-chat"]["state"] == "ready"
 
 
-def test_a_failed_load_holds_no_capacity_in_a_tight_fleet(start_neuron, start_gateway, tiny_chat_model):
+def test_a_failed_load_holds_no_capacity_in_a_tight_fleet(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
     neuron = start_neuron("memory_budget_mb = 20\n")
     missing = unloadable_model(tiny_chat_model.parent)
     flaky = (
@@ -62,7 +71,9 @@ def test_a_failed_load_holds_no_capacity_in_a_tight_fleet(start_neuron, start_ga
     assert nodes[0]["memory"]["free_bytes"] == 4 * 1024 * 1024
 
 
-def test_a_busy_victim_means_503_with_retry_after(start_neuron, start_gateway, tiny_chat_model):
+def test_a_busy_victim_means_503_with_retry_after(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
     """The only possible victim serves a request the gateway did not route (another gateway's,
     here one sent straight to the neuron). Whether the gateway learns that from its poll (no
     victim) or from the neuron refusing the unload (409 model_busy), the client is told to
@@ -85,7 +96,9 @@ def test_a_busy_victim_means_503_with_retry_after(start_neuron, start_gateway, t
     assert gateway.alive() and neuron.alive()
 
 
-def test_an_admin_unload_of_a_busy_model_is_refused_and_leaves_it_serving(start_neuron, start_gateway):
+def test_an_admin_unload_of_a_busy_model_is_refused_and_leaves_it_serving(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon]
+) -> None:
     neuron = start_neuron()
     gateway = start_gateway({"n1": neuron})
     assert ask(gateway, "tiny-chat")[0] == 200

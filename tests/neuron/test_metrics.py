@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client import generate_latest
 
 from cortex_kernel.config.schema import ModelProfile
@@ -13,7 +15,7 @@ from tests.neuron.registries import model_registry
 from tests.prometheus.exposition import parse, promtool_check, value
 
 
-def _metrics(tmp_path) -> tuple[NeuronMetrics, ModelRegistry]:
+def _metrics(tmp_path: Path) -> tuple[NeuronMetrics, ModelRegistry]:
     registry = model_registry(tmp_path)
     return NeuronMetrics(registry), registry
 
@@ -23,7 +25,7 @@ def _record(model: str = "m") -> ModelRecord:
     return ModelRecord(profile=profile, harness="transformers", gate=AdmissionGate(2, 3, 1.0), state="ready")
 
 
-def test_a_generation_is_timed_from_its_slot_to_first_and_last_delta(tmp_path):
+def test_a_generation_is_timed_from_its_slot_to_first_and_last_delta(tmp_path: Path) -> None:
     metrics, _ = _metrics(tmp_path)
     timer = metrics.timer("m", admitted=10.0)
     timer.delta(Delta(), 10.1)  # nothing visible yet (e.g. a partial character)
@@ -37,7 +39,7 @@ def test_a_generation_is_timed_from_its_slot_to_first_and_last_delta(tmp_path):
     assert value(got, "cortex_neuron_output_tokens_per_second_sum", model="m") == 5.0  # 10 tokens in 2 s
 
 
-def test_a_generation_that_ends_early_or_says_nothing_records_no_rate(tmp_path):
+def test_a_generation_that_ends_early_or_says_nothing_records_no_rate(tmp_path: Path) -> None:
     metrics, _ = _metrics(tmp_path)
     silent = metrics.timer("m", admitted=0.0)
     silent.delta(Delta(finish_reason="stop", usage=Usage(prompt_tokens=3, completion_tokens=0)), 1.0)
@@ -48,7 +50,7 @@ def test_a_generation_that_ends_early_or_says_nothing_records_no_rate(tmp_path):
     assert value(got, "cortex_neuron_output_tokens_per_second_count", model="m") == 0
 
 
-def test_loads_sleeps_and_wakes_reported_by_the_registry_are_counted(tmp_path):
+def test_loads_sleeps_and_wakes_reported_by_the_registry_are_counted(tmp_path: Path) -> None:
     metrics, registry = _metrics(tmp_path)
     record = _record()
     assert registry.on_transition == metrics.transition
@@ -66,7 +68,7 @@ def test_loads_sleeps_and_wakes_reported_by_the_registry_are_counted(tmp_path):
     assert ("cortex_neuron_rejections_total", frozenset({("model", "m")})) in got
 
 
-def test_live_and_host_figures_are_read_at_scrape_time(tmp_path):
+def test_live_and_host_figures_are_read_at_scrape_time(tmp_path: Path) -> None:
     metrics, registry = _metrics(tmp_path)
     registry.records["m"] = _record()
     metrics.host.refresh(

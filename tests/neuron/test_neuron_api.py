@@ -4,27 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import Any
 
 import openai
 import pytest
 
-from tests.daemons import LineStream, http_json
+from tests.daemons import Daemon, LineStream, http_json
 from tests.fleet_fixtures import gather_with_client
 
 pytestmark = pytest.mark.slow
 
 
-def load(neuron, model: str, wait: bool = True, token: str | None = None):
+def load(
+    neuron: Daemon, model: str, wait: bool = True, token: str | None = None
+) -> tuple[int, Any, dict[str, str]]:
     return http_json(
         "POST", f"{neuron.url}/models/load", {"model": model, "wait": wait}, token=token, timeout=120
     )
 
 
-def health(neuron, token: str | None = None):
+def health(neuron: Daemon, token: str | None = None) -> Any:
     return http_json("GET", f"{neuron.url}/health", token=token)[1]
 
 
-def test_load_stream_embed_unload(start_neuron, openai_client):
+def test_load_stream_embed_unload(
+    start_neuron: Callable[..., Daemon], openai_client: Callable[..., openai.OpenAI]
+) -> None:
     neuron = start_neuron()
     baseline = health(neuron)["rss_bytes"]
     status, body, _ = load(neuron, "tiny-chat")
@@ -70,7 +76,7 @@ def test_load_stream_embed_unload(start_neuron, openai_client):
     assert body["data"] == []
 
 
-def test_default_models_load_after_the_listener_binds(start_neuron):
+def test_default_models_load_after_the_listener_binds(start_neuron: Callable[..., Daemon]) -> None:
     neuron = start_neuron(default_models='["tiny-chat"]')
     first = health(neuron)
     assert first["activation"]["state"] in ("activating", "ready")
@@ -88,7 +94,7 @@ def test_default_models_load_after_the_listener_binds(start_neuron):
     assert final["models"]["tiny-chat"]["state"] == "ready"
 
 
-def test_load_is_idempotent_and_returns_at_once(start_neuron):
+def test_load_is_idempotent_and_returns_at_once(start_neuron: Callable[..., Daemon]) -> None:
     neuron = start_neuron()
     status, body, _ = load(neuron, "tiny-chat", wait=False)
     assert status in (200, 202) and body["state"] in ("loading", "ready")
@@ -99,7 +105,7 @@ def test_load_is_idempotent_and_returns_at_once(start_neuron):
     assert health(neuron)["lifecycle_cycles"] == 1  # one load, however many asked
 
 
-def test_count_tokens_matches_usage(start_neuron):
+def test_count_tokens_matches_usage(start_neuron: Callable[..., Daemon]) -> None:
     neuron = start_neuron()
     load(neuron, "tiny-chat")
     request = {"model": "tiny-chat", "messages": [{"role": "user", "content": "count these tokens please"}]}
@@ -110,7 +116,7 @@ def test_count_tokens_matches_usage(start_neuron):
     assert counted["prompt_tokens"] == reply["usage"]["prompt_tokens"]
 
 
-async def _chat(client, index: int):
+async def _chat(client: openai.AsyncOpenAI, index: int) -> int | openai.APIStatusError:
     try:
         reply = await client.chat.completions.create(
             model="tiny-chat",
@@ -118,12 +124,15 @@ async def _chat(client, index: int):
             max_tokens=48,
             temperature=0,
         )
+        assert reply.usage is not None
         return reply.usage.completion_tokens
     except openai.APIStatusError as exc:
         return exc
 
 
-def test_twenty_concurrent_requests_all_complete_within_the_bounds(start_neuron):
+def test_twenty_concurrent_requests_all_complete_within_the_bounds(
+    start_neuron: Callable[..., Daemon],
+) -> None:
     neuron = start_neuron("[admission]\nmax_in_flight = 4\nmax_queued = 16\nmax_wait_s = 60\n")
     load(neuron, "tiny-chat")
 
@@ -132,7 +141,7 @@ def test_twenty_concurrent_requests_all_complete_within_the_bounds(start_neuron)
     assert health(neuron)["models"]["tiny-chat"] == {"state": "ready", "in_flight": 0, "queued": 0}
 
 
-def test_requests_past_the_queue_bound_get_503_with_retry_after(start_neuron):
+def test_requests_past_the_queue_bound_get_503_with_retry_after(start_neuron: Callable[..., Daemon]) -> None:
     neuron = start_neuron("[admission]\nmax_in_flight = 1\nmax_queued = 3\nmax_wait_s = 60\n")
     load(neuron, "tiny-chat")
 
@@ -145,11 +154,12 @@ def test_requests_past_the_queue_bound_get_503_with_retry_after(start_neuron):
     for error in rejected:
         assert error.status_code == 503
         assert int(error.response.headers["retry-after"]) >= 1
+        assert isinstance(error.body, dict)
         assert error.body["code"] == "model_overloaded"
     assert health(neuron)["models"]["tiny-chat"] == {"state": "ready", "in_flight": 0, "queued": 0}
 
 
-def test_client_disconnect_stops_generation_and_frees_the_slot(start_neuron):
+def test_client_disconnect_stops_generation_and_frees_the_slot(start_neuron: Callable[..., Daemon]) -> None:
     neuron = start_neuron()
     load(neuron, "tiny-chat")
     body = {
@@ -185,7 +195,7 @@ def test_client_disconnect_stops_generation_and_frees_the_slot(start_neuron):
     assert status == 200
 
 
-def test_sigterm_unloads_models_and_exits_within_the_bound(start_neuron):
+def test_sigterm_unloads_models_and_exits_within_the_bound(start_neuron: Callable[..., Daemon]) -> None:
     neuron = start_neuron("shutdown_timeout_s = 10\n")
     load(neuron, "tiny-chat")
     started = time.monotonic()

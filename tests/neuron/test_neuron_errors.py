@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import urllib.request
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from tests.daemons import http_json
+from tests.daemons import Daemon, http_json
 
 pytestmark = pytest.mark.slow
 
 
-def _raw(url: str, data: bytes, content_type: str = "application/json", token: str | None = None):
+def _raw(
+    url: str, data: bytes, content_type: str = "application/json", token: str | None = None
+) -> tuple[int, bytes]:
     request = urllib.request.Request(url, data=data, method="POST")
     request.add_header("content-type", content_type)
     if token:
@@ -23,14 +27,15 @@ def _raw(url: str, data: bytes, content_type: str = "application/json", token: s
         return exc.code, exc.read()
 
 
-def _envelope(body) -> dict:
+def _envelope(body: dict[str, Any]) -> dict[str, Any]:
     assert set(body) == {"error"}, body
     fields = set(body["error"]) - {"prompt_tokens", "context_length"}  # only for a too-long prompt
     assert fields == {"message", "type", "code", "param"}, body
-    return body["error"]
+    error: dict[str, Any] = body["error"]
+    return error
 
 
-def test_bad_requests_get_documented_errors(start_neuron):
+def test_bad_requests_get_documented_errors(start_neuron: Callable[..., Daemon]) -> None:
     import json
 
     neuron = start_neuron('allow_models = ["tiny-*", "never-loaded"]\n')
@@ -98,7 +103,7 @@ def test_bad_requests_get_documented_errors(start_neuron):
     assert status == 200 and reply["usage"]["completion_tokens"] >= 1
 
 
-def test_token_is_required_everywhere_but_health(start_neuron):
+def test_token_is_required_everywhere_but_health(start_neuron: Callable[..., Daemon]) -> None:
     neuron = start_neuron(token="s3cret")
     assert http_json("GET", f"{neuron.url}/health")[0] == 200
     for method, path in (("GET", "/models"), ("GET", "/discovery"), ("POST", "/v1/chat/completions")):
@@ -109,7 +114,7 @@ def test_token_is_required_everywhere_but_health(start_neuron):
     assert http_json("GET", f"{neuron.url}/models", token="s3cret")[0] == 200
 
 
-def test_discovery_on_a_host_without_gpus_is_not_an_error(start_neuron):
+def test_discovery_on_a_host_without_gpus_is_not_an_error(start_neuron: Callable[..., Daemon]) -> None:
     neuron = start_neuron()
     status, body, _ = http_json("GET", f"{neuron.url}/discovery")
     assert status == 200
@@ -119,7 +124,7 @@ def test_discovery_on_a_host_without_gpus_is_not_an_error(start_neuron):
         assert body["gpu_unavailable_reason"]
 
 
-def test_metrics_endpoint_exports_neuron_series(start_neuron):
+def test_metrics_endpoint_exports_neuron_series(start_neuron: Callable[..., Daemon]) -> None:
     neuron = start_neuron()
     http_json("POST", f"{neuron.url}/models/load", {"model": "tiny-chat", "wait": True}, timeout=120)
     http_json(

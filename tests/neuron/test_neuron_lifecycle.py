@@ -3,38 +3,44 @@ unloads and waking a sleeping model, on a real neuron over HTTP."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.daemons import LineStream, endless_stream, http_json, toml_str, unloadable_model
+from tests.daemons import Daemon, LineStream, endless_stream, http_json, toml_str, unloadable_model
 
 pytestmark = pytest.mark.slow
 
 
-def load(neuron, body: dict, wait: bool = True):
+def load(neuron: Daemon, body: dict[str, Any], wait: bool = True) -> tuple[int, Any, dict[str, str]]:
     return http_json("POST", f"{neuron.url}/models/load", {**body, "wait": wait}, timeout=120)
 
 
-def inline(model_id: str, source, **fields) -> dict:
+def inline(model_id: str, source: str | Path, **fields: Any) -> dict[str, Any]:
     profile = {"id": model_id, "harness": "transformers", "source": str(source), "min_devices": 0, **fields}
     return {"profile": profile}
 
 
-def chat(neuron, model: str, max_tokens: int = 2):
+def chat(neuron: Daemon, model: str, max_tokens: int = 2) -> tuple[int, Any, dict[str, str]]:
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens}
     return http_json("POST", f"{neuron.url}/v1/chat/completions", body, timeout=60)
 
 
-def models(neuron) -> dict[str, dict]:
+def models(neuron: Daemon) -> dict[str, dict[str, Any]]:
     return {m["id"]: m for m in http_json("GET", f"{neuron.url}/models")[1]["data"]}
 
 
-def reserved(neuron) -> int:
-    return http_json("GET", f"{neuron.url}/health")[1]["memory"]["reserved_bytes"]
+def reserved(neuron: Daemon) -> int:
+    reserved_bytes: int = http_json("GET", f"{neuron.url}/health")[1]["memory"]["reserved_bytes"]
+    return reserved_bytes
 
 
-def test_concurrent_loads_of_different_chat_models_all_succeed(start_neuron, tiny_chat_model):
+def test_concurrent_loads_of_different_chat_models_all_succeed(
+    start_neuron: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
     neuron = start_neuron()
     for count in (2, 4):
         bodies = [inline(f"c{count}-{i}", tiny_chat_model) for i in range(count)]
@@ -48,7 +54,9 @@ def test_concurrent_loads_of_different_chat_models_all_succeed(start_neuron, tin
     assert chat(neuron, "tiny-chat")[0] == 200
 
 
-def test_a_load_that_does_not_fit_the_budget_is_refused(start_neuron, tiny_chat_model):
+def test_a_load_that_does_not_fit_the_budget_is_refused(
+    start_neuron: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
     neuron = start_neuron("memory_budget_mb = 20\n")
     assert load(neuron, {"model": "tiny-chat"})[0] == 200  # vram_mb = 16 in the catalogue
     status, body, headers = load(neuron, inline("other", tiny_chat_model, vram_mb=16))
@@ -66,7 +74,9 @@ def test_a_load_that_does_not_fit_the_budget_is_refused(start_neuron, tiny_chat_
     assert load(neuron, inline("other", tiny_chat_model, vram_mb=16))[0] == 200
 
 
-def test_loads_in_progress_count_against_the_budget(start_neuron, tiny_chat_model):
+def test_loads_in_progress_count_against_the_budget(
+    start_neuron: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
     neuron = start_neuron("memory_budget_mb = 20\n")
     first = load(neuron, inline("first", tiny_chat_model, vram_mb=16), wait=False)
     second = load(neuron, inline("second", tiny_chat_model, vram_mb=16), wait=False)
@@ -74,7 +84,9 @@ def test_loads_in_progress_count_against_the_budget(start_neuron, tiny_chat_mode
     assert second[0] == 409 and second[1]["error"]["code"] == "over_budget"
 
 
-def test_without_a_declared_size_the_checkpoint_is_measured_on_disk(start_neuron, tiny_chat_model):
+def test_without_a_declared_size_the_checkpoint_is_measured_on_disk(
+    start_neuron: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
     # The tiny chat model is about 0.8 MiB of float32 weights: one fits a 1 MiB budget, two do not.
     neuron = start_neuron("memory_budget_mb = 1\n")
     assert load(neuron, inline("e1", tiny_chat_model))[0] == 200
@@ -83,7 +95,9 @@ def test_without_a_declared_size_the_checkpoint_is_measured_on_disk(start_neuron
     assert status == 409 and body["error"]["code"] == "over_budget"
 
 
-def test_a_failed_load_frees_its_budget_and_can_be_replaced(start_neuron, tiny_chat_model):
+def test_a_failed_load_frees_its_budget_and_can_be_replaced(
+    start_neuron: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
     neuron = start_neuron("memory_budget_mb = 20\n")
     missing = unloadable_model(tiny_chat_model.parent)
     status, _, _ = load(neuron, inline("flaky", missing, vram_mb=16))
@@ -100,7 +114,7 @@ def test_a_failed_load_frees_its_budget_and_can_be_replaced(start_neuron, tiny_c
     assert reserved(neuron) == 16 * 1024 * 1024
 
 
-def test_unloading_a_busy_model_is_refused_unless_forced(start_neuron):
+def test_unloading_a_busy_model_is_refused_unless_forced(start_neuron: Callable[..., Daemon]) -> None:
     neuron = start_neuron()
     assert load(neuron, {"model": "tiny-chat"})[0] == 200
     body = endless_stream("tiny-chat")
@@ -120,7 +134,7 @@ def test_unloading_a_busy_model_is_refused_unless_forced(start_neuron):
     assert models(neuron) == {}
 
 
-def test_load_wakes_a_sleeping_model(start_neuron):
+def test_load_wakes_a_sleeping_model(start_neuron: Callable[..., Daemon]) -> None:
     neuron = start_neuron()
     assert load(neuron, {"model": "tiny-chat"})[0] == 200
     assert http_json("POST", f"{neuron.url}/models/sleep", {"model": "tiny-chat"})[1]["state"] == "sleeping"
@@ -133,7 +147,9 @@ def test_load_wakes_a_sleeping_model(start_neuron):
     assert chat(neuron, "tiny-chat")[0] == 200
 
 
-def test_a_sleeping_model_holds_host_ram_not_the_device_budget(start_neuron, tiny_chat_model):
+def test_a_sleeping_model_holds_host_ram_not_the_device_budget(
+    start_neuron: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
     neuron = start_neuron("memory_budget_mb = 20\nhost_memory_budget_mb = 20\n")
     mib = 1024 * 1024
     assert load(neuron, {"model": "tiny-chat"})[0] == 200  # vram_mb = 16
@@ -156,20 +172,24 @@ def test_a_sleeping_model_holds_host_ram_not_the_device_budget(start_neuron, tin
     assert chat(neuron, "tiny-chat")[0] == 200
 
 
-def test_profile_source_outside_the_roots_is_not_a_budget_question(start_neuron, tmp_path):
+def test_profile_source_outside_the_roots_is_not_a_budget_question(
+    start_neuron: Callable[..., Daemon], tmp_path: Path
+) -> None:
     neuron = start_neuron("memory_budget_mb = 1\n")
     status, body, _ = load(neuron, inline("escape", tmp_path / "elsewhere", vram_mb=64))
     assert status == 403, toml_str(body)
 
 
-def test_a_wake_during_concurrent_sleeps_leaves_a_model_that_serves_and_sleeps_again(start_neuron):
+def test_a_wake_during_concurrent_sleeps_leaves_a_model_that_serves_and_sleeps_again(
+    start_neuron: Callable[..., Daemon],
+) -> None:
     """Found by the hostile campaign: a second sleep that arrived while the first was still
     moving the weights out answered ``sleeping`` at once; a wake sent then ran before the weights
     had left, and the model later came back "ready" with no weights (each chat or sleep a 500)."""
     neuron = start_neuron()
     assert load(neuron, {"model": "tiny-chat"})[0] == 200
 
-    def post(route: str):
+    def post(route: str) -> tuple[int, Any, dict[str, str]]:
         return http_json("POST", f"{neuron.url}/models/{route}", {"model": "tiny-chat"}, timeout=60)
 
     for _ in range(5):
@@ -185,14 +205,14 @@ def test_a_wake_during_concurrent_sleeps_leaves_a_model_that_serves_and_sleeps_a
         assert status == 200, body
 
 
-def test_a_wake_that_an_unload_cancels_answers_503_not_500(start_neuron):
+def test_a_wake_that_an_unload_cancels_answers_503_not_500(start_neuron: Callable[..., Daemon]) -> None:
     """Found by the 15-minute soak: a wake racing an unload of the same model answered 500
     ``wake_failed`` ("waking failed: None"), which the gateway relays as 502. The model is
     going away, as a wake that arrives after the unload began is told: 503 ``model_unloading``;
     a wake that the threads' scheduling delays until the unload has finished finds no model, 404."""
     neuron = start_neuron()
 
-    def post(route: str):
+    def post(route: str) -> tuple[int, Any, dict[str, str]]:
         return http_json("POST", f"{neuron.url}/models/{route}", {"model": "tiny-chat"}, timeout=60)
 
     statuses = set()

@@ -9,32 +9,35 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from tests.daemons import LineStream, http_json
+from tests.daemons import Daemon, LineStream, http_json
 from tests.neuron.huge_prompts import HUGE, MIB, PEAK_GROWTH_BOUND, concurrently, post_raw
 
 pytestmark = pytest.mark.slow
 
 
-def huge_chat(content_bytes: int = HUGE, **extra) -> bytes:
+def huge_chat(content_bytes: int = HUGE, **extra: Any) -> bytes:
     message = {"role": "user", "content": "hello world " * (content_bytes // 12)}
     return json.dumps({"model": "tiny-chat", "messages": [message], **extra}).encode()
 
 
-def load(neuron) -> None:
+def load(neuron: Daemon) -> None:
     status, _, _ = http_json(
         "POST", f"{neuron.url}/models/load", {"model": "tiny-chat", "wait": True}, timeout=120
     )
     assert status == 200
 
 
-def health(neuron) -> dict:
-    return http_json("GET", f"{neuron.url}/health")[1]
+def health(neuron: Daemon) -> dict[str, Any]:
+    body: dict[str, Any] = http_json("GET", f"{neuron.url}/health")[1]
+    return body
 
 
-def assert_refused_by_size(status: int, body: dict) -> None:
+def assert_refused_by_size(status: int, body: dict[str, Any]) -> None:
     assert status == 400, body
     assert body["error"]["code"] == "context_length_exceeded", body
     assert body["error"]["type"] == "invalid_request_error"
@@ -42,7 +45,9 @@ def assert_refused_by_size(status: int, body: dict) -> None:
     assert "bytes" in body["error"]["message"] and "40960 tokens" in body["error"]["message"], body
 
 
-def test_three_huge_counts_are_refused_by_size_in_bounded_memory_and_sigterm_still_works(start_neuron):
+def test_three_huge_counts_are_refused_by_size_in_bounded_memory_and_sigterm_still_works(
+    start_neuron: Callable[..., Daemon],
+) -> None:
     neuron = start_neuron("shutdown_timeout_s = 10\n")
     load(neuron)
     described = http_json("GET", f"{neuron.url}/models")[1]["data"]
@@ -65,7 +70,9 @@ def test_three_huge_counts_are_refused_by_size_in_bounded_memory_and_sigterm_sti
     assert time.monotonic() - started < 10 + 5  # shutdown_timeout_s and the process's own exit
 
 
-def test_a_chat_far_over_the_context_is_refused_without_tokenizing_it(start_neuron):
+def test_a_chat_far_over_the_context_is_refused_without_tokenizing_it(
+    start_neuron: Callable[..., Daemon],
+) -> None:
     neuron = start_neuron()
     load(neuron)
     for stream in (False, True):
@@ -89,7 +96,7 @@ def test_a_chat_far_over_the_context_is_refused_without_tokenizing_it(start_neur
     assert health(neuron)["models"]["tiny-chat"] == {"state": "ready", "in_flight": 0, "queued": 0}
 
 
-def test_a_prompt_under_the_size_bound_keeps_its_exact_count(start_neuron):
+def test_a_prompt_under_the_size_bound_keeps_its_exact_count(start_neuron: Callable[..., Daemon]) -> None:
     neuron = start_neuron()
     load(neuron)
     request = {"model": "tiny-chat", "messages": [{"role": "user", "content": "word " * 60000}]}
@@ -100,7 +107,7 @@ def test_a_prompt_under_the_size_bound_keeps_its_exact_count(start_neuron):
     assert f"but the prompt has {counted['prompt_tokens']} tokens" in reply["error"]["message"]
 
 
-def test_count_tokens_waits_for_an_admission_slot(start_neuron):
+def test_count_tokens_waits_for_an_admission_slot(start_neuron: Callable[..., Daemon]) -> None:
     neuron = start_neuron("[admission]\nmax_in_flight = 1\nmax_queued = 0\nmax_wait_s = 5\n")
     load(neuron)
     count = {"model": "tiny-chat", "messages": [{"role": "user", "content": "count me"}]}
@@ -119,7 +126,9 @@ def test_count_tokens_waits_for_an_admission_slot(start_neuron):
     assert health(neuron)["models"]["tiny-chat"] == {"state": "ready", "in_flight": 0, "queued": 0}
 
 
-def test_the_body_limit_is_configurable_and_applies_to_every_route(start_neuron):
+def test_the_body_limit_is_configurable_and_applies_to_every_route(
+    start_neuron: Callable[..., Daemon],
+) -> None:
     neuron = start_neuron(f"max_body_bytes = {MIB}\n")
     load(neuron)
     too_big = huge_chat(2 * MIB)

@@ -7,6 +7,7 @@ gateway may each unload the same model at once, while its load or wake is still 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from cortex_kernel.config.schema import ModelProfile
@@ -38,11 +39,11 @@ class SlowLoadHarnessDouble:
         raise AttributeError(name)
 
 
-async def test_two_unloads_of_a_model_still_loading_both_answer_as_an_unload_does(tmp_path):
+async def test_two_unloads_of_a_model_still_loading_both_answer_as_an_unload_does(tmp_path: Path) -> None:
     """Both unloads cancel the load and wait for it to end; the second used to find the record
     already gone and fail with a KeyError (a 500 on ``POST /models/unload``)."""
     harness = SlowLoadHarnessDouble()
-    spec = HarnessSpec(name="slow", factory=lambda context: harness)  # type: ignore[arg-type,return-value]
+    spec = HarnessSpec(name="slow", factory=lambda context: harness)
     registry = model_registry(tmp_path, [spec])
     record = await registry.load(ModelProfile(id="m", harness="slow", vram_mb=1))
     assert record.state == "loading"

@@ -7,11 +7,12 @@ import http.client
 import json
 import threading
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.daemons import LineStream, endless_stream, http_json
+from tests.daemons import Daemon, LineStream, endless_stream, http_json
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +45,7 @@ class Admissions:
             "temperature": 0,
             "stream": True,
         }
+        assert self.url.hostname is not None
         connection = http.client.HTTPConnection(self.url.hostname, self.url.port, timeout=300)
         try:
             connection.request(
@@ -74,7 +76,7 @@ class Admissions:
         return [label for _, label in sorted(self.order)]
 
 
-def wait_queued(neuron, count: int, timeout: float = 60.0) -> None:
+def wait_queued(neuron: Daemon, count: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         queued = http_json("GET", f"{neuron.url}/health")[1]["models"]["tiny-chat"]["queued"]
@@ -84,14 +86,14 @@ def wait_queued(neuron, count: int, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def hold_the_slot(neuron) -> LineStream:
+def hold_the_slot(neuron: Daemon) -> LineStream:
     """A generation that runs until its client walks away; returns once it holds the only slot."""
     stream = LineStream(f"{neuron.url}/v1/chat/completions", "POST", endless_stream("tiny-chat"), timeout=60)
     next(iter(stream))
     return stream
 
 
-def ready_neuron(start_neuron):
+def ready_neuron(start_neuron: Callable[..., Daemon]) -> Daemon:
     neuron = start_neuron(ADMISSION, default_models='["tiny-chat"]')
     deadline = time.monotonic() + 60
     while http_json("GET", f"{neuron.url}/health")[1]["models"].get("tiny-chat", {}).get("state") != "ready":
@@ -101,8 +103,8 @@ def ready_neuron(start_neuron):
 
 
 def test_a_main_request_through_the_gateway_is_admitted_before_queued_auxiliary_ones(
-    start_neuron, start_gateway
-):
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon]
+) -> None:
     """The class travels from Claude Code's header, through the gateway, to the neuron's queue: were
     it lost, every request would be ``main`` and the queue plain FIFO, so ``main`` would go last."""
     neuron = ready_neuron(start_neuron)
@@ -122,7 +124,7 @@ def test_a_main_request_through_the_gateway_is_admitted_before_queued_auxiliary_
     assert admissions.labels() == ["main", "compaction", "aux0", "aux1"]
 
 
-def test_every_class_is_served_within_the_bypass_bound(start_neuron):
+def test_every_class_is_served_within_the_bypass_bound(start_neuron: Callable[..., Daemon]) -> None:
     """An ``auxiliary`` request queued first, then a stream of ``main`` ones: it is overtaken at
     most ``max_bypass`` (2) times, then served in arrival order (docs/neuron.md)."""
     neuron = ready_neuron(start_neuron)

@@ -11,7 +11,9 @@ import json
 import os
 import shutil
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +32,7 @@ def _with_remote_code(model: Path, marker: Path) -> None:
     (model / "configuration_remote.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
 
 
-def _load(neuron: Daemon, profile: dict, wait: bool = True) -> tuple[int, dict]:
+def _load(neuron: Daemon, profile: dict[str, Any], wait: bool = True) -> tuple[int, dict[str, Any]]:
     status, reply, _ = http_json(
         "POST", f"{neuron.url}/models/load", {"profile": profile, "wait": wait}, timeout=120
     )
@@ -49,8 +51,11 @@ def _cache_root(tmp_path: Path, neuron: Daemon) -> Path:
 
 
 def test_a_hub_shaped_source_never_loads_from_the_working_directory(
-    start_neuron, tiny_chat_model, tmp_path, monkeypatch
-):
+    start_neuron: Callable[..., Daemon],
+    tiny_chat_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     cwd = tmp_path / "cwd"
     shutil.copytree(tiny_chat_model, cwd / "evil" / "model")
     marker = tmp_path / "remote-code-ran"
@@ -69,7 +74,9 @@ def test_a_hub_shaped_source_never_loads_from_the_working_directory(
     assert neuron.alive()
 
 
-def test_every_escape_is_refused_and_nothing_loads(start_neuron, tiny_chat_model, tmp_path):
+def test_every_escape_is_refused_and_nothing_loads(
+    start_neuron: Callable[..., Daemon], tiny_chat_model: Path, tmp_path: Path
+) -> None:
     neuron = start_neuron()
     outside = tmp_path / "outside" / "model"
     shutil.copytree(tiny_chat_model, outside)
@@ -86,7 +93,7 @@ def test_every_escape_is_refused_and_nothing_loads(start_neuron, tiny_chat_model
     ]
     for wait in (True, False):
         for index, source in enumerate(escapes):
-            profile = {"id": f"escape-{index}", "harness": "transformers", "source": source}
+            profile: dict[str, Any] = {"id": f"escape-{index}", "harness": "transformers", "source": source}
             status, reply = _load(neuron, profile, wait=wait)
             assert (status, reply["error"]["code"]) == (403, "source_not_allowed"), (source, reply)
         status, reply = _load(
@@ -107,7 +114,9 @@ def test_every_escape_is_refused_and_nothing_loads(start_neuron, tiny_chat_model
     assert neuron.alive()
 
 
-def test_the_same_model_inside_a_model_root_still_loads(start_neuron, tiny_chat_model, tmp_path):
+def test_the_same_model_inside_a_model_root_still_loads(
+    start_neuron: Callable[..., Daemon], tiny_chat_model: Path, tmp_path: Path
+) -> None:
     neuron = start_neuron()
     shutil.copytree(tiny_chat_model, _cache_root(tmp_path, neuron) / "inside")
     for model_id, source in (("inside", "inside"), ("tiny-copy", str(tiny_chat_model))):
@@ -121,7 +130,9 @@ def test_the_same_model_inside_a_model_root_still_loads(start_neuron, tiny_chat_
         assert status == 200 and reply["usage"]["completion_tokens"] >= 1
 
 
-def test_the_operator_can_allow_remote_code_and_cache_dirs_inline(start_neuron, tiny_chat_model, tmp_path):
+def test_the_operator_can_allow_remote_code_and_cache_dirs_inline(
+    start_neuron: Callable[..., Daemon], tiny_chat_model: Path, tmp_path: Path
+) -> None:
     neuron = start_neuron("allow_inline_remote_code = true\nallow_inline_cache_dirs = true\n")
     profile = {
         "id": "trusted",
@@ -134,7 +145,9 @@ def test_the_operator_can_allow_remote_code_and_cache_dirs_inline(start_neuron, 
     assert (status, reply["state"]) == (200, "ready"), reply
 
 
-def test_a_catalogue_profile_sent_inline_keeps_its_own_trust(start_neuron, tiny_chat_model):
+def test_a_catalogue_profile_sent_inline_keeps_its_own_trust(
+    start_neuron: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
     # The gateway sends its catalogue's profiles inline; the same profile as the neuron's own
     # models.toml is the operator's, and needs no switch.
     neuron = start_neuron()
@@ -143,7 +156,7 @@ def test_a_catalogue_profile_sent_inline_keeps_its_own_trust(start_neuron, tiny_
     assert (status, reply["state"]) == (200, "ready"), reply
 
 
-def test_load_failures_keep_the_callers_status(start_neuron):
+def test_load_failures_keep_the_callers_status(start_neuron: Callable[..., Daemon]) -> None:
     neuron = start_neuron()
     status, reply = _load(
         neuron, {"id": "ghost", "harness": "transformers", "source": "synthetic:no-such-model"}
@@ -163,7 +176,7 @@ def test_load_failures_keep_the_callers_status(start_neuron):
     assert neuron.alive()
 
 
-def test_the_token_scheme_is_case_insensitive(start_neuron):
+def test_the_token_scheme_is_case_insensitive(start_neuron: Callable[..., Daemon]) -> None:
     neuron = start_neuron(token="s3cret")
     for scheme in ("Bearer", "bearer", "BEARER", "bEaReR"):
         assert _get_models(neuron, f"{scheme} s3cret") == 200, scheme
@@ -178,7 +191,8 @@ def _get_models(neuron: Daemon, authorization: str) -> int:
         request.add_header("authorization", authorization)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status
+            status: int = response.status  # urlopen's result is typed Any
+            return status
     except urllib.error.HTTPError as exc:
         with exc:
             return exc.code

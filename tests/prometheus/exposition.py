@@ -16,7 +16,8 @@ def fetch(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as response:
         assert response.status == 200
         assert response.headers["content-type"].startswith("text/plain")
-        return response.read().decode()
+        body: bytes = response.read()  # urlopen's result is typed Any
+        return body.decode()
 
 
 def parse(text: str) -> Series:

@@ -7,16 +7,20 @@ and ``b`` fit together, so asking for ``c`` evicts whichever is least recently u
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import anthropic
 import openai
+from anthropic.types import MessageParam
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.daemons import Daemon, free_port, http_json, toml_str
-from tests.prometheus.exposition import fetch, parse, value
+from tests.prometheus.exposition import Series, fetch, parse, value
 
-HI = [{"role": "user", "content": "hi"}]
+HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+HI_ANTHROPIC: list[MessageParam] = [{"role": "user", "content": "hi"}]
 
 
 def catalogue(chat: Path) -> str:
@@ -43,7 +47,7 @@ class Fleet:
     def neuron_metrics(self) -> str:
         return fetch(f"{self.neuron.url}/metrics")
 
-    def wait_for_poll(self, check, timeout: float = 15.0) -> dict:
+    def wait_for_poll(self, check: Callable[[Series], bool], timeout: float = 15.0) -> Series:
         """Scrape the gateway until ``check(series)`` holds (the fleet gauges follow each poll)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -62,7 +66,13 @@ class Fleet:
         self.wait_for_poll(lambda s: value(s, stamp) > after)
 
 
-def start_fleet(start_neuron, start_gateway, chat: Path, extra: str = "", nodes: str = "") -> Fleet:
+def start_fleet(
+    start_neuron: Callable[..., Daemon],
+    start_gateway: Callable[..., Daemon],
+    chat: Path,
+    extra: str = "",
+    nodes: str = "",
+) -> Fleet:
     """``nodes`` is TOML for more ``[[neurons]]`` entries (e.g. one that is down)."""
     neuron = start_neuron("memory_budget_mb = 130\n")
     metrics_port = free_port()
@@ -84,7 +94,7 @@ class Usage:
 
 
 def openai_chat(client: openai.OpenAI, model: str, *, stream: bool) -> Usage:
-    extra = {"ignore_eos": True}
+    extra: dict[str, bool] = {"ignore_eos": True}
     if not stream:
         reply = client.chat.completions.create(model=model, messages=HI, max_tokens=4, extra_body=extra)
         assert reply.usage is not None
@@ -111,9 +121,9 @@ def _cached(usage: openai.types.CompletionUsage) -> int:
 
 def anthropic_message(client: anthropic.Anthropic, model: str, *, stream: bool) -> Usage:
     if not stream:
-        message = client.messages.create(model=model, max_tokens=4, messages=HI)
+        message = client.messages.create(model=model, max_tokens=4, messages=HI_ANTHROPIC)
     else:
-        with client.messages.stream(model=model, max_tokens=48, messages=HI) as events:
+        with client.messages.stream(model=model, max_tokens=48, messages=HI_ANTHROPIC) as events:
             message = events.get_final_message()
     cached = message.usage.cache_read_input_tokens or 0  # Anthropic's input_tokens leave these out
     return Usage(message.usage.input_tokens + cached, message.usage.output_tokens, cached)

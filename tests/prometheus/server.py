@@ -69,7 +69,8 @@ class PrometheusServer:
     def _ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                return response.status == 200
+                status: int = response.status  # urlopen's result is typed Any
+                return status == 200
         except OSError:
             return False
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.client
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +21,12 @@ ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/m
 
 
 def _send(connection: http.client.HTTPConnection, path: str, model: str, key: str) -> int:
-    body = {"model": model, "messages": [{"role": "user", "content": "x"}], "prompt": "x", "input": "x"}
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": "x"}],
+        "prompt": "x",
+        "input": "x",
+    }
     if path == "/v1/messages":
         body["max_tokens"] = 1
     headers = {"content-type": "application/json", "authorization": f"Bearer {key}", "x-api-key": key}
@@ -30,7 +37,7 @@ def _send(connection: http.client.HTTPConnection, path: str, model: str, key: st
 
 
 @pytest.mark.slow
-def test_a_thousand_unknown_models_and_api_keys_add_no_series(tmp_path):
+def test_a_thousand_unknown_models_and_api_keys_add_no_series(tmp_path: Path) -> None:
     port, metrics_port = free_port(), free_port()
     config = write_toml(
         tmp_path / "cortex.toml",
@@ -78,7 +85,7 @@ def _snapshot(models: list[str]) -> FleetPolled:
     return FleetPolled(nodes=(node,))
 
 
-def test_a_node_reporting_thousands_of_models_is_capped():
+def test_a_node_reporting_thousands_of_models_is_capped() -> None:
     sink = MetricsSink(catalogue=["listed"], nodes=["n1"])
     sink.handle(_snapshot([f"reported-{i}" for i in range(600)]))
     for i in range(600):

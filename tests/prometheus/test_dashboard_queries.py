@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import anthropic
 import openai
 import pytest
 
-from tests.daemons import free_port, http_json
+from tests.daemons import Daemon, free_port, http_json
 from tests.prometheus import dashboard
 from tests.prometheus.exposition import families, parse, value
-from tests.prometheus.fleet import anthropic_message, openai_chat, sleep_and_wake, start_fleet
+from tests.prometheus.fleet import Fleet, anthropic_message, openai_chat, sleep_and_wake, start_fleet
 from tests.prometheus.server import PrometheusServer
 
 pytestmark = pytest.mark.slow
 
 
-def _round(fleet, client, sdk, models: list[str]) -> None:
+def _round(fleet: Fleet, client: openai.OpenAI, sdk: anthropic.Anthropic, models: list[str]) -> None:
     """Traffic that feeds every panel: both dialects, streamed and not, cold loads, an error, a
     sleep and a wake. Each later model waits for a fresh poll first, so eviction sees the earlier
     ones idle."""
@@ -40,8 +42,12 @@ def _round(fleet, client, sdk, models: list[str]) -> None:
 
 
 def test_every_dashboard_query_parses_and_returns_data(
-    start_neuron, start_gateway, tiny_chat_model, openai_client, tmp_path
-):
+    start_neuron: Callable[..., Daemon],
+    start_gateway: Callable[..., Daemon],
+    tiny_chat_model: Path,
+    openai_client: Callable[..., openai.OpenAI],
+    tmp_path: Path,
+) -> None:
     down = f'\n[[neurons]]\nname = "n2"\nendpoint = "http://127.0.0.1:{free_port()}"\n'
     fleet = start_fleet(start_neuron, start_gateway, tiny_chat_model, nodes=down)
     neuron_address = fleet.neuron.url.removeprefix("http://")

@@ -36,7 +36,7 @@ def exported(tmp_path: Path) -> dict[str, str]:
     return {metric.name: metric.type for registry in (gateway, neuron) for metric in registry.collect()}
 
 
-def test_every_exported_family_is_documented_with_its_type_and_nothing_else_is(tmp_path):
+def test_every_exported_family_is_documented_with_its_type_and_nothing_else_is(tmp_path: Path) -> None:
     from cortex_neuron.metrics import ENGINE_METRICS
 
     docs, metrics = documented(), exported(tmp_path)
@@ -54,13 +54,13 @@ BOUNDED_LABELS = {
 }  # fmt: skip
 
 
-def test_every_label_is_one_of_the_bounded_sets():
+def test_every_label_is_one_of_the_bounded_sets() -> None:
     """No request id, API key, user or prompt text can become a label."""
     for name, (_, labels) in documented().items():
         assert labels <= BOUNDED_LABELS, f"{name}: {labels - BOUNDED_LABELS}"
 
 
-def test_the_dashboard_uses_a_datasource_variable_and_only_documented_metrics():
+def test_the_dashboard_uses_a_datasource_variable_and_only_documented_metrics() -> None:
     board = dashboard.load()
     variables = {v["name"]: v for v in board["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
@@ -97,7 +97,7 @@ def _promtool() -> str:
     return tool_or_skip("promtool", "apt-get install prometheus; scripts/install-system-deps")
 
 
-def test_every_dashboard_query_is_valid_promql(tmp_path):
+def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
     """promtool checks PromQL offline when the queries are recording rules."""
     rules = [
         {"record": f"dashboard:query_{i}", "expr": query.expr}
@@ -111,7 +111,7 @@ def test_every_dashboard_query_is_valid_promql(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_scrape_example_is_a_valid_prometheus_config():
+def test_the_scrape_example_is_a_valid_prometheus_config() -> None:
     result = subprocess.run(
         [_promtool(), "check", "config", "--syntax-only", str(DOCS / "grafana" / "prometheus.yml")],
         capture_output=True,

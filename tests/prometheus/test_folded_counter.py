@@ -37,12 +37,14 @@ def both(increments: list[tuple[tuple[str, str, str], float]]) -> tuple[Collecto
         max_size=30,
     )
 )
-def test_random_increments_export_what_the_counter_exported(increments):
+def test_random_increments_export_what_the_counter_exported(
+    increments: list[tuple[tuple[str, str, str], float]],
+) -> None:
     old, new = both(increments)
     assert render(new) == render(old)
 
 
-def test_created_samples_and_names_are_the_counters():
+def test_created_samples_and_names_are_the_counters() -> None:
     old, new = both([(LABELS[0], 3), (LABELS[1], 0)])
 
     def shape(registry: CollectorRegistry) -> list[str]:
@@ -52,7 +54,7 @@ def test_created_samples_and_names_are_the_counters():
     assert f'{NAME}_total{{dialect="openai",model="m",node="n1"}} 3.0' in render(new).decode()
 
 
-def test_it_is_registered_like_a_counter():
+def test_it_is_registered_like_a_counter() -> None:
     registry = CollectorRegistry(auto_describe=True)
     FoldedCounter(NAME + "_total", HELP, PER_REQUEST, registry=registry)
     with pytest.raises(ValueError, match="Duplicated"):

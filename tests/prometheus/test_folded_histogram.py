@@ -53,7 +53,7 @@ def both(streams: list[Stream]) -> tuple[CollectorRegistry, CollectorRegistry]:
     return old_registry, new_registry
 
 
-def test_a_known_sequence_exports_what_the_histogram_exported():
+def test_a_known_sequence_exports_what_the_histogram_exported() -> None:
     streams = [(LABELS[0], KNOWN), (LABELS[1], KNOWN[::-1]), (LABELS[0], (0.01, 0.02)), (LABELS[1], ())]
     old, new = both(streams)
     assert render(new) == render(old)
@@ -64,7 +64,7 @@ def test_a_known_sequence_exports_what_the_histogram_exported():
     assert f'{NAME}_count{{dialect="anthropic",model="m",node="n2"}} {len(KNOWN)}.0' in text
 
 
-def test_created_samples_are_there_as_the_histogram_has_them():
+def test_created_samples_are_there_as_the_histogram_has_them() -> None:
     old, new = both([(LABELS[0], (0.1,))])
 
     def shape(registry: CollectorRegistry) -> list[str]:
@@ -84,12 +84,12 @@ def test_created_samples_are_there_as_the_histogram_has_them():
         max_size=6,
     )
 )
-def test_random_streams_export_what_the_histogram_exported(streams):
+def test_random_streams_export_what_the_histogram_exported(streams: list[Stream]) -> None:
     old, new = both(streams)
     assert render(new) == render(old)
 
 
-def test_the_sink_folds_a_streams_gaps_into_the_family():
+def test_the_sink_folds_a_streams_gaps_into_the_family() -> None:
     sink = MetricsSink(catalogue=["m"], nodes=["n1"])
     gaps = (0.001, 0.02, 0.02, 5.0)
     event = finished(duration_s=6.0, streamed=True, first_token_s=0.5, inter_token_s=gaps)
@@ -100,7 +100,7 @@ def test_the_sink_folds_a_streams_gaps_into_the_family():
     assert lines == [line for line in render(old).decode().splitlines() if NAME in line]
 
 
-def test_it_is_registered_like_a_histogram():
+def test_it_is_registered_like_a_histogram() -> None:
     registry = CollectorRegistry()
     FoldedHistogram(NAME, HELP, PER_REQUEST, buckets=(0.1, 1.0), registry=registry)
     with pytest.raises(ValueError, match="Duplicated"):
@@ -109,7 +109,7 @@ def test_it_is_registered_like_a_histogram():
         FoldedHistogram("other", HELP, [], buckets=(1.0, 0.1), registry=registry)
 
 
-def test_labels_are_checked_and_infinity_is_the_last_bucket():
+def test_labels_are_checked_and_infinity_is_the_last_bucket() -> None:
     registry = CollectorRegistry()
     family = FoldedHistogram("h", "help", ["a"], buckets=(1.0, math.inf), registry=registry)
     with pytest.raises(ValueError, match="takes labels"):

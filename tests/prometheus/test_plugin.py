@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gc
 import weakref
+from collections.abc import Sequence
 
+import pluggy
 from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
 
@@ -18,7 +20,7 @@ from cortex_kernel.kernel import Kernel
 from tests.prometheus.exposition import parse, value
 
 
-def _kernel(pm, neurons=()) -> Kernel:
+def _kernel(pm: pluggy.PluginManager, neurons: Sequence[str] = ()) -> Kernel:
     config = CortexConfig(
         neurons=[NeuronEndpoint(name=name, endpoint="http://127.0.0.1:9") for name in neurons]
     )
@@ -26,7 +28,9 @@ def _kernel(pm, neurons=()) -> Kernel:
     return Kernel(role="gateway", config=LoadedConfig("cortex", config, None, {}, catalogue=catalogue), pm=pm)
 
 
-def test_hooks_hand_out_one_sink_per_kernel_with_a_registry_of_its_own(cortex_pm):
+def test_hooks_hand_out_one_sink_per_kernel_with_a_registry_of_its_own(
+    cortex_pm: pluggy.PluginManager,
+) -> None:
     cortex_pm.register(prometheus, name="prometheus")
     kernel = _kernel(cortex_pm)
     [sinks] = [s for s in cortex_pm.hook.register_event_sinks(role="gateway", kernel=kernel) if s]
@@ -39,7 +43,7 @@ def test_hooks_hand_out_one_sink_per_kernel_with_a_registry_of_its_own(cortex_pm
     assert cortex_pm.hook.register_app_parts(role="neuron", kernel=kernel) == []
 
 
-def test_a_sink_lives_only_as_long_as_its_kernel(cortex_pm):
+def test_a_sink_lives_only_as_long_as_its_kernel(cortex_pm: pluggy.PluginManager) -> None:
     kernel = _kernel(cortex_pm)
     sink = weakref.ref(prometheus.sink_for(kernel))
     assert kernel.stash[prometheus.SINK] is sink()
@@ -48,7 +52,7 @@ def test_a_sink_lives_only_as_long_as_its_kernel(cortex_pm):
     assert sink() is None
 
 
-def test_metrics_are_served_on_the_metrics_app_only(cortex_pm):
+def test_metrics_are_served_on_the_metrics_app_only(cortex_pm: pluggy.PluginManager) -> None:
     for name, plugin in (("gateway", gateway), ("evictors", evictors), ("prometheus", prometheus)):
         cortex_pm.register(plugin, name=name)
     kernel = _kernel(cortex_pm, neurons=["n1"])

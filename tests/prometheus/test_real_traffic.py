@@ -8,10 +8,14 @@ expositions are then checked with promtool.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import anthropic
 import openai
 import pytest
 
+from tests.daemons import Daemon
 from tests.prometheus.exposition import delta, families, parse, promtool_check, series_of, value
 from tests.prometheus.fleet import anthropic_message, openai_chat, sleep_and_wake, start_fleet
 
@@ -19,8 +23,11 @@ pytestmark = pytest.mark.slow
 
 
 def test_sdk_traffic_moves_every_gateway_and_neuron_series_by_exactly_what_it_did(
-    start_neuron, start_gateway, tiny_chat_model, openai_client
-):
+    start_neuron: Callable[..., Daemon],
+    start_gateway: Callable[..., Daemon],
+    tiny_chat_model: Path,
+    openai_client: Callable[..., openai.OpenAI],
+) -> None:
     fleet = start_fleet(start_neuron, start_gateway, tiny_chat_model)
     before, neuron_before = parse(fleet.gateway_metrics()), parse(fleet.neuron_metrics())
 

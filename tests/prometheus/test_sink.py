@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from cortex_kernel.events import (
@@ -18,7 +20,7 @@ from cortex_prometheus.exposition import render
 from cortex_prometheus.request_metrics import output_rate
 from cortex_prometheus.sink import MetricsSink
 from tests.prometheus.events import finished
-from tests.prometheus.exposition import families, parse, promtool_check, series_of, value
+from tests.prometheus.exposition import Series, families, parse, promtool_check, series_of, value
 
 
 @pytest.fixture
@@ -26,11 +28,11 @@ def sink() -> MetricsSink:
     return MetricsSink(catalogue=["m"], nodes=["n1", "n2"])
 
 
-def series(sink: MetricsSink):
+def series(sink: MetricsSink) -> Series:
     return parse(render(sink.registry).decode())
 
 
-def test_a_streamed_request_fills_every_request_family(sink):
+def test_a_streamed_request_fills_every_request_family(sink: MetricsSink) -> None:
     sink.handle(
         finished(
             streamed=True,
@@ -66,7 +68,7 @@ def test_a_streamed_request_fills_every_request_family(sink):
     assert value(got, "cortex_failovers_total", **at) == 1
 
 
-def test_failures_are_counted_by_reason_and_kept_out_of_latency_and_tokens(sink):
+def test_failures_are_counted_by_reason_and_kept_out_of_latency_and_tokens(sink: MetricsSink) -> None:
     sink.handle(finished(model="unknown", node=None, status=404, error="model_not_found", duration_s=0.001))
     sink.handle(finished(status=503, error="upstream_503", prompt_tokens=3, first_token_s=0.1))
     sink.handle(finished(status=502, error=None))
@@ -83,7 +85,7 @@ def test_failures_are_counted_by_reason_and_kept_out_of_latency_and_tokens(sink)
         assert value(got, family) == 0
 
 
-def test_only_generation_endpoints_feed_generation_histograms(sink):
+def test_only_generation_endpoints_feed_generation_histograms(sink: MetricsSink) -> None:
     sink.handle(finished(endpoint="/v1/embeddings", prompt_tokens=9, completion_tokens=0, first_token_s=0.2))
     sink.handle(finished(endpoint="/v1/count_tokens", dialect="anthropic", first_token_s=0.1))
     sink.handle(finished(endpoint="/v1/something-new", first_token_s=0.1))
@@ -107,11 +109,13 @@ def test_only_generation_endpoints_feed_generation_histograms(sink):
         ({"streamed": False, "duration_s": 0.0, "completion_tokens": 3}, None),
     ],
 )
-def test_output_rate_excludes_the_first_token_only_when_streamed(fields, rate):
+def test_output_rate_excludes_the_first_token_only_when_streamed(
+    fields: dict[str, Any], rate: float | None
+) -> None:
     assert output_rate(finished(**fields)) == rate
 
 
-def test_lifecycle_events_count_loads_unloads_evictions_defrags_and_poll_failures(sink):
+def test_lifecycle_events_count_loads_unloads_evictions_defrags_and_poll_failures(sink: MetricsSink) -> None:
     assert value(series(sink), "cortex_defrag_restarts_total", node="n2") == 0  # present from the start
     sink.handle(ModelLoaded(node="n1", model="m", seconds=3.0, ok=True))
     sink.handle(ModelLoaded(node="n1", model="m", seconds=0.2, ok=False))
@@ -141,7 +145,7 @@ def _fleet(*models: ModelSnapshot, up: bool = True) -> FleetPolled:
     )
 
 
-def test_fleet_gauges_follow_the_last_poll_and_drop_what_left(sink):
+def test_fleet_gauges_follow_the_last_poll_and_drop_what_left(sink: MetricsSink) -> None:
     sink.handle(
         _fleet(
             ModelSnapshot(model="m", state="ready", in_flight=5, queued=2),
@@ -167,7 +171,7 @@ def test_fleet_gauges_follow_the_last_poll_and_drop_what_left(sink):
     assert value(got, "cortex_model_state", model="m", state="_other") == 1
 
 
-def test_models_folded_into_one_label_are_summed_not_repeated(sink):
+def test_models_folded_into_one_label_are_summed_not_repeated(sink: MetricsSink) -> None:
     sink.handle(
         _fleet(
             ModelSnapshot(model="unknown", state="ready", in_flight=1, queued=0),
@@ -179,7 +183,7 @@ def test_models_folded_into_one_label_are_summed_not_repeated(sink):
     assert value(parse(text), "cortex_model_requests_in_flight", model="unknown") == 2
 
 
-def test_the_exposition_has_no_created_series_and_passes_promtool(sink):
+def test_the_exposition_has_no_created_series_and_passes_promtool(sink: MetricsSink) -> None:
     sink.handle(
         finished(streamed=True, first_token_s=0.1, prompt_tokens=1, completion_tokens=2, inter_token_s=(0.1,))
     )

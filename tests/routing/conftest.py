@@ -57,7 +57,7 @@ def router_site(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def two_neurons(start_neuron) -> dict[str, Daemon]:
+def two_neurons(start_neuron: Callable[..., Daemon]) -> dict[str, Daemon]:
     """Two neurons, each with tiny-chat loaded at start."""
     return {name: start_neuron(default_models='["tiny-chat"]') for name in ("n1", "n2")}
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from typing import Any
 
 
-def http_json_with_headers(url: str, body: dict, headers: dict[str, str]):
+def http_json_with_headers(
+    url: str, body: dict[str, Any], headers: dict[str, str]
+) -> tuple[int, Any, dict[str, str]]:
     """(status, decoded body, headers) of one POST of ``body``; never raises on HTTP errors."""
     request = urllib.request.Request(
         url,

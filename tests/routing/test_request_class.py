@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
+from starlette.types import Receive, Scope, Send
 
 from cortex_gateway.fleet import Fleet, Node, NodeModel
-from cortex_gateway.neuron_http import NeuronHTTPError
+from cortex_gateway.neuron_http import NeuronHTTPError, NeuronResponse, Origin
 from cortex_gateway.placement import Placement
 from cortex_gateway.proxy import Forwarder
 from cortex_gateway.route_hints import RoutingHeaders
@@ -23,7 +25,16 @@ class RecordingPool:
     def __init__(self) -> None:
         self.blocks: list[bytes] = []
 
-    async def request(self, origin, method, path, header_block, body, *, stall_timeout_s):
+    async def request(
+        self,
+        origin: Origin,
+        method: str,
+        path: str,
+        header_block: bytes,
+        body: bytes,
+        *,
+        stall_timeout_s: float | None,
+    ) -> NeuronResponse:
         self.blocks.append(header_block)
         raise NeuronHTTPError("recorded")
 
@@ -36,24 +47,27 @@ def _forwarder() -> tuple[Forwarder, RecordingPool]:
     forwarder = Forwarder(
         placement,
         Catalogue(),
-        pool,
+        pool,  # type: ignore[arg-type]  # a double of NeuronPool: only request() is called
         {"authorization": "Bearer t"},
         max_body_bytes=1024,
-        stall_timeout_s=5,  # type: ignore[arg-type]
+        stall_timeout_s=5,
         max_attempts=1,
     )
     return forwarder, pool
 
 
-def _open(forwarder: Forwarder, hints: RouteHints | None, headers: list[tuple[bytes, bytes]] = ()) -> None:
-    async def app(scope, receive, send):
+def _open(
+    forwarder: Forwarder, hints: RouteHints | None, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         with pytest.raises(UpstreamError):
             await forwarder.open("/v1/chat/completions", "m", b'{"model": "m"}', hints=hints)
 
     middleware = RoutingHeaders(
         app, session_headers=["x-session-id"], class_header="x-claude-code-request-class"
     )
-    asyncio.run(middleware({"type": "http", "headers": list(headers)}, None, None))
+    # The app never receives or sends: it only opens the relay.
+    asyncio.run(middleware({"type": "http", "headers": list(headers)}, None, None))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -66,7 +80,9 @@ def _open(forwarder: Forwarder, hints: RouteHints | None, headers: list[tuple[by
         (None, [], None),
     ],
 )
-def test_the_request_class_is_forwarded_to_the_neuron(hints, headers, expected):
+def test_the_request_class_is_forwarded_to_the_neuron(
+    hints: RouteHints | None, headers: list[tuple[bytes, bytes]], expected: bytes | None
+) -> None:
     forwarder, pool = _forwarder()
     _open(forwarder, hints, headers)
     (block,) = pool.blocks

@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import anthropic
 import openai
 import pytest
+from anthropic.types import MessageParam
+from openai.types.chat import ChatCompletionMessageParam
 
-from tests.daemons import http_json
+from tests.daemons import Daemon, http_json
 from tests.routing.conftest import neuron_counts, scrape
 from tests.routing.raw_headers import http_json_with_headers
 
 pytestmark = pytest.mark.slow
+
+Usage = tuple[int, int, int | None]  # one turn's (prompt tokens, completion tokens, cached tokens)
 
 SESSIONS = 8
 ROUNDS = 4
@@ -34,7 +40,12 @@ def _first_message(i: int) -> str:
     return f"Session {i}: the test in module_{i}.py fails. " + "Here is more context. " * i
 
 
-def _attribute(before, after, usage, sessions):
+def _attribute(
+    before: tuple[float, float, float],
+    after: tuple[float, float, float],
+    usage: Sequence[Usage],
+    sessions: Sequence[int],
+) -> set[int]:
     """The one set of sessions whose (requests, prompt, completion) sums to the neuron's delta."""
     delta = tuple(a - b for a, b in zip(after, before, strict=True))
     found = [
@@ -50,15 +61,17 @@ def _attribute(before, after, usage, sessions):
 class Fleet:
     """The two neurons' counters, read around each round."""
 
-    def __init__(self, neurons):
+    def __init__(self, neurons: dict[str, Daemon]) -> None:
         self.neurons = neurons
 
-    def counts(self, alive=None):
+    def counts(self, alive: set[str] | None = None) -> dict[str, tuple[float, float, float]]:
         return {name: neuron_counts(n) for name, n in self.neurons.items() if alive is None or name in alive}
 
 
-async def _anthropic_round(client, histories, turn):
-    async def one(i):
+async def _anthropic_round(
+    client: anthropic.AsyncAnthropic, histories: list[list[MessageParam]], turn: int
+) -> list[Usage]:
+    async def one(i: int) -> Usage:
         reply = await client.messages.create(
             model="tiny-chat",
             system=SYSTEM,
@@ -76,8 +89,10 @@ async def _anthropic_round(client, histories, turn):
     return await asyncio.gather(*(one(i) for i in range(SESSIONS)))
 
 
-async def _openai_round(client, histories, turn):
-    async def one(i):
+async def _openai_round(
+    client: openai.AsyncOpenAI, histories: list[list[ChatCompletionMessageParam]], turn: int
+) -> list[Usage]:
+    async def one(i: int) -> Usage:
         reply = await client.chat.completions.create(
             model="tiny-chat",
             messages=histories[i],
@@ -88,6 +103,7 @@ async def _openai_round(client, histories, turn):
         )
         histories[i].append({"role": "assistant", "content": reply.choices[0].message.content or "ok"})
         histories[i].append({"role": "user", "content": f"Turn {turn + 1}: now run the tests again."})
+        assert reply.usage is not None
         details = reply.usage.prompt_tokens_details
         cached = details.cached_tokens if details is not None else None
         return reply.usage.prompt_tokens, reply.usage.completion_tokens, cached
@@ -95,21 +111,26 @@ async def _openai_round(client, histories, turn):
     return await asyncio.gather(*(one(i) for i in range(SESSIONS)))
 
 
-def _run(fleet, gateway, sdk, kill_after=None):
+def _run(
+    fleet: Fleet, gateway: Daemon, sdk: str, kill_after: int | None = None
+) -> tuple[list[dict[str, set[int]]], list[list[Usage]]]:
     """Run the rounds; return, per round, the sessions each neuron served, and the usages."""
+    histories: list[list[Any]]  # JSON messages, in the dialect of the SDK in use
     if sdk == "anthropic":
         histories = [[{"role": "user", "content": _first_message(i)}] for i in range(SESSIONS)]
-        play = _anthropic_round
     else:
         histories = [
             [{"role": "system", "content": SYSTEM}, {"role": "user", "content": _first_message(i)}]
             for i in range(SESSIONS)
         ]
-        play = _openai_round
+    # The round for the SDK in use: it takes that SDK's client and histories.
+    play: Callable[..., Awaitable[list[Usage]]] = _anthropic_round if sdk == "anthropic" else _openai_round
     alive = set(fleet.neurons)
-    served, usages = [], []
+    served: list[dict[str, set[int]]] = []
+    usages: list[list[Usage]] = []
 
-    async def main():
+    async def main() -> None:
+        client: anthropic.AsyncAnthropic | openai.AsyncOpenAI
         if sdk == "anthropic":
             client = anthropic.AsyncAnthropic(
                 base_url=gateway.url, api_key="unused", max_retries=0, timeout=300
@@ -127,7 +148,7 @@ def _run(fleet, gateway, sdk, kill_after=None):
                 usage = await play(client, histories, turn)
                 after = fleet.counts(alive)
                 sessions = set(range(SESSIONS))
-                placed = {}
+                placed: dict[str, set[int]] = {}
                 for name in sorted(alive):
                     placed[name] = _attribute(before[name], after[name], usage, sorted(sessions))
                     sessions -= placed[name]
@@ -139,21 +160,23 @@ def _run(fleet, gateway, sdk, kill_after=None):
     return served, usages
 
 
-def _assert_cached_share(usages):
+def _assert_cached_share(usages: list[list[Usage]]) -> None:
     """From the third turn on, most of each prompt comes from the prefix cache, where the
     harness reports cached tokens at all (``usage.prompt_tokens_details.cached_tokens``)."""
     later = [u for round_ in usages[2:] for u in round_]
     if any(cached is None for _, _, cached in later) or not any(cached for _, _, cached in later):
         return  # the harness reports no cached tokens (the Anthropic dialect then reads 0 throughout)
-    share = sum(cached for _, _, cached in later) / sum(prompt for prompt, _, _ in later)
+    share = sum(cached or 0 for _, _, cached in later) / sum(prompt for prompt, _, _ in later)
     assert share >= 0.8, f"cached share from the third turn on: {share:.2f}"
 
 
-def _decisions(gateway) -> dict[str, float]:
+def _decisions(gateway: Daemon) -> dict[str, float]:
     import re
 
     config = next(gateway.log.parent.glob("cortex.toml")).read_text()
-    url = "http://" + re.search(r'metrics_listen = "([^"]+)"', config).group(1) + "/metrics"
+    listen = re.search(r'metrics_listen = "([^"]+)"', config)
+    assert listen is not None
+    url = "http://" + listen.group(1) + "/metrics"
     return {
         dict(labels)["outcome"]: value
         for (name, labels), value in scrape(url).items()
@@ -163,8 +186,8 @@ def _decisions(gateway) -> dict[str, float]:
 
 @pytest.mark.parametrize("sdk", ["anthropic", "openai"])
 def test_with_affinity_every_turn_of_a_session_lands_on_the_neuron_of_its_first(
-    sdk, two_neurons, routed_gateway
-):
+    sdk: str, two_neurons: dict[str, Daemon], routed_gateway: Callable[..., Daemon]
+) -> None:
     gateway = routed_gateway(two_neurons, AFFINITY)
     served, usages = _run(Fleet(two_neurons), gateway, sdk)
     first = served[0]
@@ -175,14 +198,18 @@ def test_with_affinity_every_turn_of_a_session_lands_on_the_neuron_of_its_first(
     assert decisions.get("affinity_hit", 0) >= SESSIONS * (ROUNDS - 1)
 
 
-def test_a_killed_neurons_sessions_move_to_the_survivor_and_stay(two_neurons, routed_gateway):
+def test_a_killed_neurons_sessions_move_to_the_survivor_and_stay(
+    two_neurons: dict[str, Daemon], routed_gateway: Callable[..., Daemon]
+) -> None:
     gateway = routed_gateway(two_neurons, AFFINITY)
     served, _ = _run(Fleet(two_neurons), gateway, "openai", kill_after=2)
     assert served[0] == served[1] and served[0]["n2"], served
     assert served[2] == served[3] == {"n1": set(range(SESSIONS))}, served
 
 
-def test_least_loaded_on_the_same_workload_for_comparison(two_neurons, routed_gateway, capsys):
+def test_least_loaded_on_the_same_workload_for_comparison(
+    two_neurons: dict[str, Daemon], routed_gateway: Callable[..., Daemon], capsys: pytest.CaptureFixture[str]
+) -> None:
     """The old policy, measured on the same sessions: how many turns stayed on their neuron.
     Recorded (printed, and in docs/performance.md), not asserted: it depends on timing."""
     gateway = routed_gateway(two_neurons, 'strategy = "least_loaded"')
@@ -194,7 +221,7 @@ def test_least_loaded_on_the_same_workload_for_comparison(two_neurons, routed_ga
     assert len(served) == ROUNDS
 
 
-BAD_BODIES = [
+BAD_BODIES: list[tuple[dict[str, str], dict[str, Any]]] = [
     ({"x-claude-code-session-id": "x" * 5000}, {}),
     ({"x-claude-code-session-id": "caf\u00e9"}, {}),
     ({"x-session-id": ""}, {}),
@@ -205,7 +232,9 @@ BAD_BODIES = [
 ]
 
 
-def test_bad_routing_input_is_ignored_never_a_5xx(two_neurons, routed_gateway):
+def test_bad_routing_input_is_ignored_never_a_5xx(
+    two_neurons: dict[str, Daemon], routed_gateway: Callable[..., Daemon]
+) -> None:
     gateway = routed_gateway(two_neurons, AFFINITY)
     for headers, extra in BAD_BODIES:
         body = {

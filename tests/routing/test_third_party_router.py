@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from tests.daemons import Daemon
 from tests.routing.conftest import neuron_counts, scrape
 from tests.routing.raw_headers import http_json_with_headers
 
@@ -13,8 +16,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_router_plugin_gets_the_documented_facts_and_the_kernel_filters_its_answer(
-    two_neurons, routed_gateway, router_site
-):
+    two_neurons: dict[str, Daemon], routed_gateway: Callable[..., Daemon], router_site: tuple[Path, Path]
+) -> None:
     _, facts_log = router_site
     gateway = routed_gateway(two_neurons, 'strategy = "recorder"\nsession_headers = ["x-my-session"]')
     before = {name: neuron_counts(n) for name, n in two_neurons.items()}
@@ -57,13 +60,17 @@ def test_a_router_plugin_gets_the_documented_facts_and_the_kernel_filters_its_an
     assert refused == 4
 
 
-def test_an_unknown_strategy_is_a_configuration_error(two_neurons, routed_gateway):
+def test_an_unknown_strategy_is_a_configuration_error(
+    two_neurons: dict[str, Daemon], routed_gateway: Callable[..., Daemon]
+) -> None:
     with pytest.raises(AssertionError, match="unknown routing strategy 'nope'"):
         routed_gateway(two_neurons, 'strategy = "nope"')
 
 
-def _metrics_url(gateway) -> str:
+def _metrics_url(gateway: Daemon) -> str:
     import re
 
     config = next(gateway.log.parent.glob("cortex.toml")).read_text()
-    return "http://" + re.search(r'metrics_listen = "([^"]+)"', config).group(1) + "/metrics"
+    listen = re.search(r'metrics_listen = "([^"]+)"', config)
+    assert listen is not None
+    return "http://" + listen.group(1) + "/metrics"
