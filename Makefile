@@ -44,7 +44,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy --strict $(wildcard plugins/cortex_*) $(filter-out harnesses/cortex_vllm,$(wildcard harnesses/cortex_*))
-	$(BIN)/mypy --strict bench
+	$(BIN)/mypy --strict bench tests
 
 ## The unit suite in random order, with branch coverage; fails below [tool.coverage.report] fail_under.
 ## The Codex CLI and Claude Code tests (tests/responses, tests/anthropic) run the binaries
