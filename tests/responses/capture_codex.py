@@ -58,7 +58,9 @@ def shell_call(first_body: dict[str, Any]) -> dict[str, Any]:
     return function_call_item("shell", {"command": ["echo", "cortex"]})
 
 
-def record(path: Path, binary: str, config: str, args: list[str], server: CaptureServer, rc: int) -> None:
+def record(
+    path: Path, binary: str, config: str, args: list[str], server: CaptureServer, rc: int, scratch: Path
+) -> None:
     payload = {
         "codex_version": version(binary),
         "command": ["codex", "exec", "--skip-git-repo-check", "--ephemeral", *args],
@@ -66,7 +68,11 @@ def record(path: Path, binary: str, config: str, args: list[str], server: Captur
         "config_toml": config,
         "requests": [vars(request) for request in server.requests],
     }
-    path.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
+    text = json.dumps(payload, indent=1, ensure_ascii=False)
+    # A committed fixture names no path of the machine that recorded it: its scratch folder and
+    # its home (Codex sends the working directory, and a command's output may name the home).
+    text = text.replace(str(scratch), "/scratch").replace(str(Path.home()) + "/", "~/")
+    path.write_text(text + "\n")
     print(f"wrote {path} ({len(server.requests)} requests)")
 
 
@@ -76,7 +82,7 @@ def capture_default(binary: str, scratch: Path, out: Path) -> None:
         config = (home / "config.toml").read_text().replace('web_search = "disabled"\n', "")
         (home / "config.toml").write_text(config)  # Codex's default: the hosted web_search tool
         done = run_codex(binary, home, scratch / "work", PROMPT)
-        record(out, binary, config, [PROMPT], server, done.returncode)
+        record(out, binary, config, [PROMPT], server, done.returncode, scratch)
 
 
 def capture_tool_round_trip(binary: str, scratch: Path, out: Path) -> None:
@@ -89,7 +95,8 @@ def capture_tool_round_trip(binary: str, scratch: Path, out: Path) -> None:
             call = shell_call(probe.posts()[0].body)
         server.replies.extend([sse_reply([call]), sse_reply([message_item("It printed cortex.")], "resp_2")])
         done = run_codex(binary, home, scratch / "work", TOOL_PROMPT)
-        record(out, binary, (home / "config.toml").read_text(), [TOOL_PROMPT], server, done.returncode)
+        config = (home / "config.toml").read_text()
+        record(out, binary, config, [TOOL_PROMPT], server, done.returncode, scratch)
 
 
 PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hello from cortex\n*** End Patch\n"
@@ -105,7 +112,7 @@ def capture_custom_tool(binary: str, scratch: Path, out: Path) -> None:
         server.replies.extend([sse_reply([call]), sse_reply([message_item("Patched.")], "resp_2")])
         prompt = "Create hello.txt saying hello from cortex."
         done = run_codex(binary, home, scratch / "work", prompt, "--sandbox", "workspace-write")
-        record(out, binary, (home / "config.toml").read_text(), [prompt], server, done.returncode)
+        record(out, binary, (home / "config.toml").read_text(), [prompt], server, done.returncode, scratch)
 
 
 def main() -> int:
