@@ -197,12 +197,13 @@ class HttpConnection(asyncio.Protocol):
                 log.error("%s: the request parser failed", self.site.name, exc_info=cause)
                 self._refuse(unparsable())
         except httptools.HttpParserError as error:
-            self._refuse(self._parse_refusal(error))
+            self._refuse(self._parse_refusal(error, parser))
 
-    def _parse_refusal(self, error: httptools.HttpParserError) -> Refused:
+    @staticmethod
+    def _parse_refusal(error: httptools.HttpParserError, parser: httptools.HttpRequestParser) -> Refused:
         reason = str(error)
         try:
-            method = self.parser.get_method() if self.parser is not None else b""
+            method = parser.get_method()
         except httptools.HttpParserError:
             method = b""
         if method == b"PRI":

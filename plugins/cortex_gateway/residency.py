@@ -214,14 +214,14 @@ class Residency:
         try:
             await self._call(node, "/models/wake", model_id, "wake")
         except BaseException:
-            node.own_changes += 1
             if current is not None and node.models.get(model_id) is current:
                 current.state = "sleeping"
             self.placement.events.emit(
                 ModelWoken(node=node.name, model=model_id, seconds=time.perf_counter() - started, ok=False)
             )
             raise
-        node.own_changes += 1
+        finally:
+            node.own_changes += 1  # woken or not, what a poll already out read may predate it
         node.models[model_id] = NodeModel(
             id=model_id,
             state="ready",
