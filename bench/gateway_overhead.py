@@ -79,14 +79,33 @@ JSON = {"content-type": "application/json"}
 
 
 @dataclass
+class Usage:
+    """What a process (tree) has used so far: user and system CPU seconds, and wake-ups (the
+    voluntary context switches of all its threads: each a sleep in the kernel, ``epoll_wait``
+    mostly)."""
+
+    user_s: float = 0.0
+    system_s: float = 0.0
+    wakeups: int = 0
+
+    @property
+    def cpu_s(self) -> float:
+        return self.user_s + self.system_s
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.user_s + other.user_s, self.system_s + other.system_s, self.wakeups + other.wakeups)
+
+    def __sub__(self, other: Usage) -> Usage:
+        return Usage(self.user_s - other.user_s, self.system_s - other.system_s, self.wakeups - other.wakeups)
+
+
+@dataclass
 class Result:
     ttft: list[float] = field(default_factory=list)
     tokens: int = 0
     requests: int = 0
     seconds: float = 0.0
-    gateway_cpu_s: float = 0.0
-    gateway_user_s: float = 0.0
-    gateway_wakeups: int = 0
+    gateway: Usage = field(default_factory=Usage)  # what the proxy used over the round
 
     def rate(self) -> float:
         return (self.tokens or self.requests) / self.seconds
@@ -207,27 +226,6 @@ async def read_consoles(url: str, count: int, ready: Any, stop: Any) -> None:
 
 def console_process(url: str, count: int, ready: Any, stop: Any) -> None:
     asyncio.run(read_consoles(url, count, ready, stop))
-
-
-@dataclass
-class Usage:
-    """What a process (tree) has used so far: user and system CPU seconds, and wake-ups (the
-    voluntary context switches of all its threads: each a sleep in the kernel, ``epoll_wait``
-    mostly)."""
-
-    user_s: float = 0.0
-    system_s: float = 0.0
-    wakeups: int = 0
-
-    @property
-    def cpu_s(self) -> float:
-        return self.user_s + self.system_s
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(self.user_s + other.user_s, self.system_s + other.system_s, self.wakeups + other.wakeups)
-
-    def __sub__(self, other: Usage) -> Usage:
-        return Usage(self.user_s - other.user_s, self.system_s - other.system_s, self.wakeups - other.wakeups)
 
 
 def usage(pid: int) -> Usage:
@@ -389,14 +387,6 @@ def tree_cpu_seconds(pid: int) -> float:
     return tree_usage(pid).cpu_s
 
 
-def measured(result: Result, used: Usage) -> Result:
-    """``result`` with the gateway's :class:`Usage` over its round."""
-    result.gateway_cpu_s = used.cpu_s
-    result.gateway_user_s = used.user_s
-    result.gateway_wakeups = used.wakeups
-    return result
-
-
 async def scenario_run(
     name: str,
     rounds: int,
@@ -467,7 +457,8 @@ async def scenario_run(
             for label, (process, via) in arms[n % len(arms) :] + arms[: n % len(arms)]:
                 before = tree_usage(process.pid)
                 result = await run_round(via, name, concurrency, per_worker)
-                results[label].append(measured(result, tree_usage(process.pid) - before))
+                result.gateway = tree_usage(process.pid) - before
+                results[label].append(result)
                 if consoles and label in gateways:
                     arm = f"{label}+{consoles} consoles"
                     ready, stop = multiprocessing.Event(), multiprocessing.Event()
@@ -478,7 +469,8 @@ async def scenario_run(
                     await asyncio.get_running_loop().run_in_executor(None, ready.wait, 60)
                     before = tree_usage(process.pid)
                     result = await run_round(via, name, concurrency, per_worker)
-                    results[arm].append(measured(result, tree_usage(process.pid) - before))
+                    result.gateway = tree_usage(process.pid) - before
+                    results[arm].append(result)
                     stop.set()
                     reader.join(30)
         report(name, results)
@@ -503,17 +495,17 @@ def report(name: str, results: dict[str, list[Result]]) -> None:
         if label == "direct":
             continue
         print(f"[{label}] throughput {rate[label]:10.1f} {unit}   ratio {rate[label] / rate['direct']:.3f}")
-        busy = sum(r.gateway_cpu_s for r in via) / sum(r.seconds for r in via)
-        per_unit = sum(r.gateway_cpu_s for r in via) / sum(r.tokens or r.requests for r in via) * 1e6
-        per_stream = sum(r.gateway_cpu_s for r in via) / max(1, sum(len(r.ttft) for r in via)) * 1e3
+        busy = sum(r.gateway.cpu_s for r in via) / sum(r.seconds for r in via)
+        per_unit = sum(r.gateway.cpu_s for r in via) / sum(r.tokens or r.requests for r in via) * 1e6
+        per_stream = sum(r.gateway.cpu_s for r in via) / max(1, sum(len(r.ttft) for r in via)) * 1e3
         line = f"[{label}] gateway CPU {busy * 100:5.1f}% of a core, {per_unit:.1f} us per relayed {what}"
         if name != "plain":
             line += f", {per_stream:.2f} ms per stream"
-        rounds = ", ".join(f"{r.gateway_cpu_s / (r.tokens or r.requests) * 1e6:.1f}" for r in via)
+        rounds = ", ".join(f"{r.gateway.cpu_s / (r.tokens or r.requests) * 1e6:.1f}" for r in via)
         print(f"{line} (rounds: {rounds})")
         units = sum(r.tokens or r.requests for r in via)
-        user = sum(r.gateway_user_s for r in via) / units * 1e6
-        wakeups = sum(r.gateway_wakeups for r in via) / units
+        user = sum(r.gateway.user_s for r in via) / units * 1e6
+        wakeups = sum(r.gateway.wakeups for r in via) / units
         print(
             f"[{label}] split: user {user:.1f} us, system {per_unit - user:.1f} us,"
             f" {wakeups:.2f} wake-ups per relayed {what}"
