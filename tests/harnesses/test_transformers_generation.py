@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,10 +13,11 @@ import pytest
 
 from cortex_kernel.config.schema import ModelProfile
 from cortex_kernel.errors import BadRequest, Conflict, NotFound
-from cortex_kernel.harness import ContextLengthExceeded, Delta, Usage
+from cortex_kernel.harness import ContextLengthExceeded, Delta
 from cortex_kernel.openai_wire import ChatRequest, CompletionRequest
 from cortex_transformers import harness as harness_module
 from cortex_transformers.generation import Channel, Finished, GenerationJob
+from tests.deltas import collect, text_of, usage_of
 
 if TYPE_CHECKING:
     from cortex_transformers.harness import TransformersHarness
@@ -28,21 +29,6 @@ MODEL = "tiny-chat"
 
 def chat_request(content: str = "Tell me a story.", **fields: Any) -> ChatRequest:
     return ChatRequest(model=MODEL, messages=[{"role": "user", "content": content}], **fields)
-
-
-async def collect(stream: AsyncIterator[Delta]) -> list[Delta]:
-    return [delta async for delta in stream]
-
-
-def text_of(deltas: Iterable[Delta]) -> str:
-    return "".join(d.text + d.reasoning for d in deltas)
-
-
-def usage_of(deltas: list[Delta]) -> Usage:
-    """The usage the last delta carries."""
-    usage = deltas[-1].usage
-    assert usage is not None
-    return usage
 
 
 @contextlib.contextmanager

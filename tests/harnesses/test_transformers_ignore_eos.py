@@ -8,13 +8,13 @@ exactly the case ``ignore_eos`` exists for (benchmarks that need a fixed output 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from cortex_kernel.harness import Delta, Usage
 from cortex_kernel.openai_wire import ChatRequest, CompletionRequest
+from tests.deltas import collect, usage_of
 
 if TYPE_CHECKING:
     from torch import nn
@@ -24,17 +24,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.slow
 
 MODEL = "tiny-chat"
-
-
-async def collect(stream: AsyncIterator[Delta]) -> list[Delta]:
-    return [delta async for delta in stream]
-
-
-def usage_of(deltas: list[Delta]) -> Usage:
-    """The usage the last delta carries."""
-    usage = deltas[-1].usage
-    assert usage is not None
-    return usage
 
 
 @contextlib.contextmanager

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,10 @@ pytest.importorskip("vllm", reason="vllm is not installed")
 
 from cortex_kernel.config.schema import ModelProfile
 from cortex_kernel.errors import BadRequest, Conflict, CortexError, Forbidden, NotFound
-from cortex_kernel.harness import Delta, Harness, HarnessContext
+from cortex_kernel.harness import Harness, HarnessContext
 from cortex_kernel.openai_wire import ChatRequest, CompletionRequest
 from cortex_vllm.harness import cuda_initialized_here
+from tests.deltas import collect
 from tests.hubcache import FAKE_COMMIT, cached_repo
 from tests.vllm.conftest import HUB_ID
 from tests.vllm.scripted import GIB
@@ -24,10 +24,6 @@ from tests.vllm.scripted import GIB
 
 def chat(model: str = "tiny-vllm", content: str = "Say hello.", **fields: Any) -> ChatRequest:
     return ChatRequest(model=model, messages=[{"role": "user", "content": content}], **fields)
-
-
-async def collect(stream: AsyncIterable[Delta]) -> list[Delta]:
-    return [delta async for delta in stream]
 
 
 def variant(profile: ModelProfile, **changes: Any) -> ModelProfile:
