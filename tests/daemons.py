@@ -151,6 +151,12 @@ def wait_nodes_up(gateway: Daemon, count: int, timeout: float = 60.0) -> dict[st
     return health
 
 
+def admin_fleet(gateway: Daemon) -> dict[str, Any]:
+    """The gateway's ``GET /admin/fleet``: every node and the models it holds, as it sees them."""
+    fleet: dict[str, Any] = http_json("GET", f"{gateway.url}/admin/fleet")[1]
+    return fleet
+
+
 def gateway_toml(port: int, neurons: dict[str, str], extra: str = "") -> str:
     """A ``cortex.toml`` listening on ``port`` over ``neurons`` (name: URL); ``extra`` goes in the
     ``[gateway]`` table (and may open tables of its own). The metrics port is a free one unless

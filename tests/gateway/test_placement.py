@@ -9,11 +9,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.daemons import Daemon, LineStream, http_json, wait_nodes_up
+from tests.daemons import Daemon, LineStream, admin_fleet, http_json, wait_nodes_up
 from tests.gateway import tiny_fleet
 
 pytestmark = pytest.mark.slow
@@ -21,11 +20,6 @@ pytestmark = pytest.mark.slow
 
 def _resident(neuron: Daemon) -> set[str]:
     return set(http_json("GET", f"{neuron.url}/health")[1]["models"])
-
-
-def _fleet(gateway: Daemon) -> dict[str, Any]:
-    fleet: dict[str, Any] = http_json("GET", f"{gateway.url}/admin/fleet")[1]
-    return fleet
 
 
 def test_lru_evicts_the_least_recent_and_spares_pinned_and_busy(
@@ -75,12 +69,12 @@ def test_lru_evicts_the_least_recent_and_spares_pinned_and_busy(
         assert time.monotonic() < deadline
         time.sleep(0.02)
     # ... and once the gateway has polled that (its view, not a fixed wait for a poll).
-    while any(m["id"] == "b" and m["in_flight"] for n in _fleet(gateway)["nodes"] for m in n["models"]):
+    while any(m["id"] == "b" and m["in_flight"] for n in admin_fleet(gateway)["nodes"] for m in n["models"]):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert tiny_fleet.ask(gateway, "c")[0] == 200
     assert _resident(neuron) == {"pin", "c"}
-    assert _fleet(gateway)["evictions"] == 2
+    assert admin_fleet(gateway)["evictions"] == 2
 
 
 def test_priority_evicts_only_at_or_below_the_incoming_priority(
@@ -177,11 +171,11 @@ def test_defrag_after_cycles_drains_and_restarts_the_node(
     assert tiny_fleet.ask(gateway, "a")[0] == 200  # cycle 1: load a
     assert tiny_fleet.ask(gateway, "b")[0] == 200  # cycles 2 and 3: evict a, load b -> defragment
     deadline = time.monotonic() + 60
-    while _fleet(gateway)["defrag_restarts"] < 1:
+    while admin_fleet(gateway)["defrag_restarts"] < 1:
         assert time.monotonic() < deadline, "the node was never restarted"
         time.sleep(0.1)
     health = http_json("GET", f"{neuron.url}/health")[1]
     assert health["lifecycle_cycles"] == 0
     assert health["models"] == {"b": {"state": "ready", "in_flight": 0, "queued": 0}}
-    assert not _fleet(gateway)["nodes"][0]["draining"]
+    assert not admin_fleet(gateway)["nodes"][0]["draining"]
     assert tiny_fleet.ask(gateway, "b")[0] == 200

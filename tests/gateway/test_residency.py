@@ -14,11 +14,10 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.daemons import Daemon, endless_stream, http_json
+from tests.daemons import Daemon, admin_fleet, endless_stream, http_json
 from tests.gateway import tiny_fleet
 
 pytestmark = pytest.mark.slow
@@ -51,11 +50,6 @@ def _metric(url: str, name: str, **labels: str) -> float:
     return total
 
 
-def _fleet(gateway: Daemon) -> dict[str, Any]:
-    fleet: dict[str, Any] = http_json("GET", f"{gateway.url}/admin/fleet")[1]
-    return fleet
-
-
 def test_a_model_put_to_sleep_for_room_is_woken_not_reloaded(
     start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon], tiny_chat_model: Path
 ) -> None:
@@ -80,7 +74,7 @@ def test_a_model_put_to_sleep_for_room_is_woken_not_reloaded(
     assert _metric(metrics, "cortex_neuron_wake_duration_seconds_count", model="a") == 1
     assert _metric(metrics, "cortex_neuron_load_duration_seconds_count", model="a", result="ok") == 1
     assert "woke a" in neuron.log_text()
-    fleet = _fleet(gateway)
+    fleet = admin_fleet(gateway)
     assert (fleet["cold_starts"], fleet["wakes"], fleet["sleeps"]) == (2, 1, 2)
     assert fleet["thrash_events"] == 1  # a came back to n1 right after its eviction there
     gateway_metrics = _fleet_metrics_url(gateway)
@@ -129,7 +123,7 @@ def test_an_idle_model_sleeps_after_its_ttl_and_unloads_after_the_second(
     )
     assert tiny_fleet.ask(gateway, "t")[0] == 200
     assert tiny_fleet.ask(gateway, "keep")[0] == 200
-    countdown = next(m for n in _fleet(gateway)["nodes"] for m in n["models"] if m["id"] == "t")
+    countdown = next(m for n in admin_fleet(gateway)["nodes"] for m in n["models"] if m["id"] == "t")
     assert 0 < countdown["sleep_in_s"] <= 3 and 3 < countdown["unload_in_s"] <= 8
     _wait_states(neuron, {"t": "sleeping", "keep": "ready"})
     _wait_states(neuron, {"t": None, "keep": "ready"})
@@ -151,7 +145,7 @@ def test_two_models_on_a_node_for_one_swap_no_faster_than_the_hysteresis_allows(
     for model in ("b", "a", "b", "a"):
         assert tiny_fleet.ask(gateway, model)[0] == 200
     elapsed = time.monotonic() - started
-    fleet = _fleet(gateway)
+    fleet = admin_fleet(gateway)
     # The first swap is free; each swap back waits out the window since the last one.
     assert fleet["evictions"] == 4
     assert elapsed >= 3 * hysteresis * 0.9
@@ -213,7 +207,7 @@ def test_a_hot_model_gets_a_second_replica_and_loses_it_when_idle(
     streams = [_open_stream(gateway, "hot") for _ in range(3)]  # one runs, two queue behind it
     try:
         _wait_states(second, {"hot": "ready"})  # sustained queueing: a replica on the idle node
-        fleet = _fleet(gateway)
+        fleet = admin_fleet(gateway)
         assert fleet["scale_outs"] == 1
     finally:
         for conn in streams:
@@ -223,7 +217,7 @@ def test_a_hot_model_gets_a_second_replica_and_loses_it_when_idle(
     while ("hot" in _states(first)) + ("hot" in _states(second)) != 1:
         assert time.monotonic() < deadline, (_states(first), _states(second))
         time.sleep(0.3)
-    assert _fleet(gateway)["scale_ins"] == 1
+    assert admin_fleet(gateway)["scale_ins"] == 1
     assert _metric(_fleet_metrics_url(gateway), "cortex_replica_scaling_total", kind="out") == 1
 
 
