@@ -226,7 +226,10 @@ class Exchange:
         if not self.response_started:
             raise ResponseError("a spliced body piece before http.response.start")
         connection = self.connection
-        data = self._framed(body, True)
+        if self.framing is Framing.CHUNKED and self.head is None and body:
+            data = b"%x\r\n%b\r\n" % (len(body), body)  # _framed's usual case, inline: once a token
+        else:
+            data = self._framed(body, True)
         if not connection.closed and not connection.lingering:  # HttpConnection.write, one call less
             connection.transport.write(data)
         return not connection.write_paused or connection.closed

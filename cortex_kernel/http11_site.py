@@ -45,7 +45,8 @@ class Site:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
-        self.changed.set()
+        if self.terminated:  # only a drain waits for it; not a Python call per request otherwise
+            self.changed.set()
 
     async def drain(self, grace_s: float) -> None:
         """Close idle connections now and wait up to ``grace_s`` for the others and their apps."""

@@ -13,7 +13,7 @@ the metrics.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
@@ -64,15 +64,19 @@ class GatewayAuth:
     def _client(self, key: str | None) -> bool:
         return self.clients.accepts(key) or self.admins.accepts(key)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The app's own awaitable where there is nothing to check (a tail call, not an ``await``:
+        no frame of this middleware stays in the request's await chain, which each resumption of
+        its task walks, twice or more per relayed stream); the check's coroutine otherwise."""
         if scope["type"] != "http" or scope["path"] in PUBLIC or self_guarded(scope["path"]):
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         path: str = scope["path"]
         admin = path.startswith("/admin")
         if not admin and not self.require:  # any key will do: nothing to look at (the hot path)
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._checked(scope, receive, send, path, admin)
+
+    async def _checked(self, scope: Scope, receive: Receive, send: Send, path: str, admin: bool) -> None:
         started = time.perf_counter()
         error: CortexError | None = None
         if admin:

@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
+import msgspec
 
 HIGH_WATER = 1024 * 1024
 # The most bytes a reply may send without a body byte: its head, then between two pieces of body
@@ -55,9 +56,12 @@ class NoResponse(NeuronHTTPError):
     """Failed before the first response byte: the request may be retried on another node."""
 
 
-@dataclass(frozen=True)
-class Origin:
-    """Where a neuron listens, parsed once from its configured endpoint."""
+class Origin(msgspec.Struct, frozen=True):
+    """Where a neuron listens, parsed once from its configured endpoint.
+
+    The pool keys its connections by it several times a request; a frozen Struct hashes and
+    compares in C, where a frozen dataclass runs a generated Python ``__hash__`` each time.
+    """
 
     host: str
     port: int
@@ -80,11 +84,12 @@ class Origin:
 class NeuronResponse:
     """One reply: status and headers once :meth:`wait_head` returns, then the body in pieces.
 
-    It is also the llhttp parser's callback object (the ``on_*`` methods): llhttp finds the
-    status line, the header lines, the chunk boundaries and the end of the body, and calls back
-    once per header and once per piece of body; what RFC 9112 asks of a client that llhttp leaves
-    to its caller (``Transfer-Encoding`` as a list, the HTTP version, interim replies, HEAD, bytes
-    past the end, a line that never ends) is checked here.
+    It is also the llhttp parser's callback object (the ``on_*`` methods, and ``on_body``, the
+    append of the pieces' deque): llhttp finds the status line, the header lines, the chunk
+    boundaries and the end of the body, and calls back once per header and once per piece of
+    body; :meth:`feed` takes each read's pieces once it is parsed. What RFC 9112 asks of a
+    client that llhttp leaves to its caller (``Transfer-Encoding`` as a list, the HTTP version,
+    interim replies, HEAD, bytes past the end, a line that never ends) is checked here.
     """
 
     def __init__(
@@ -102,6 +107,11 @@ class NeuronResponse:
         self.status = 0
         self.headers: list[tuple[str, str]] = []
         self.reusable = False
+        self._pieces: collections.deque[bytes] = collections.deque()
+        # llhttp's body callback is the deque's own append, a C call per piece instead of a Python
+        # frame (a paced stream's every token passes here); :meth:`feed` does the rest per read.
+        # httptools looks its callbacks up once, so this is set before the parser is made.
+        self.on_body: Callable[[bytes], None] = self._pieces.append
         # It calls back into this object: dropped when the reply finishes, so that the reply and
         # its parser are freed at once instead of waiting for the cycle collector.
         self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
@@ -111,7 +121,6 @@ class NeuronResponse:
         self._got_bytes = False
         self._unframed = 0  # bytes read since the last body byte (the head's, before it)
         self._framing = "none"
-        self._pieces: collections.deque[bytes] = collections.deque()
         self._sink: Callable[[bytes], bool] | None = None
         self._buffered = 0
         self._paused = False
@@ -259,11 +268,33 @@ class NeuronResponse:
         self._got_bytes = True
         self._last_read = self._loop.time()
         self._unframed += len(data)
+        pieces = self._pieces
+        sink = self._sink
+        held = 0 if sink is not None else len(pieces)  # a diverted body is handed over every read
         try:
             parser.feed_data(data)
-            sink = self._sink
-            if sink is not None and self._pieces:
-                self._hand_over(sink)
+            if len(pieces) != held:  # llhttp appended this read's pieces of body (``on_body``)
+                self._unframed = 0
+                if self._done:  # a reply to HEAD has none (llhttp, not told it was HEAD, reads one)
+                    while len(pieces) > held:
+                        pieces.pop()  # never read: the reply ended with its head
+                    raise NeuronHTTPError("the neuron sent a body where none was expected")
+                if sink is not None:  # _hand_over, inline: this runs once per relayed token
+                    piece = pieces.popleft()
+                    if pieces:
+                        piece = b"".join((piece, *pieces))
+                        pieces.clear()
+                    self._buffered = 0
+                    if not sink(piece) and not self._paused:
+                        self._paused = True
+                        if not self._done:
+                            self._connection.pause()
+                else:
+                    self._buffered += sum(map(len, itertools.islice(pieces, held, None)))
+                    if self._buffered > HIGH_WATER and not self._paused:
+                        self._paused = True
+                        self._connection.pause()
+                    self._wake()
             if self._ended:
                 # Completed only now, once every byte of this read is parsed: bytes past the end
                 # of a body (a wrong Content-Length, a second reply) fail it above instead.
@@ -332,15 +363,6 @@ class NeuronResponse:
             return
         self._set_head(status, version == "1.1", self.headers)
 
-    def on_body(self, piece: bytes) -> None:
-        if self._done:  # a reply to HEAD has none (llhttp, not told it was HEAD, would read one)
-            raise NeuronHTTPError("the neuron sent a body where none was expected")
-        self._unframed = 0
-        if self._sink is not None:
-            self._pieces.append(piece)  # handed over once the whole read is parsed (feed)
-            return
-        self._push(piece)
-
     def on_message_complete(self) -> None:
         if self._interim:
             self._interim = False
@@ -381,14 +403,6 @@ class NeuronResponse:
         self._unframed = 0
         if self._head_only:  # llhttp, not told the request was HEAD, would wait for a body
             self._complete()
-        self._wake()
-
-    def _push(self, piece: bytes) -> None:
-        self._pieces.append(piece)
-        self._buffered += len(piece)
-        if self._buffered > HIGH_WATER and not self._paused:
-            self._paused = True
-            self._connection.pause()
         self._wake()
 
     def _complete(self) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 
 import msgspec
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -56,10 +56,11 @@ class RoutingHeaders:
         self.klass = [REQUEST_CLASS_HEADER.encode("latin-1"), class_header.lower().encode("latin-1")]
         self.wanted = frozenset((*self.session, *self.klass))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The app's own awaitable when the request carries no hint header (a tail call: no frame
+        of this middleware stays in the request's await chain); else one that sets the hints."""
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         found: dict[bytes, bytes] = {}
         wanted = self.wanted
         for name, value in scope["headers"]:
@@ -78,9 +79,11 @@ class RoutingHeaders:
                 if klass is not None:
                     break
         if session is None and klass is None:
-            await self.app(scope, receive, send)
-            return
-        token = _header_hints.set(RouteHints(session_key=session, request_class=klass))
+            return self.app(scope, receive, send)
+        return self._hinted(RouteHints(session_key=session, request_class=klass), scope, receive, send)
+
+    async def _hinted(self, hints: RouteHints, scope: Scope, receive: Receive, send: Send) -> None:
+        token = _header_hints.set(hints)
         try:
             await self.app(scope, receive, send)
         finally:

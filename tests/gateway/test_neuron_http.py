@@ -704,6 +704,19 @@ async def test_a_body_after_204_fails_the_reply_and_drops_the_connection(
     assert server.connections == 2
 
 
+async def test_a_body_sent_to_a_head_request_drops_the_connection(
+    raw_server: Callable[..., Awaitable[RawServer]], pool: NeuronPool
+) -> None:
+    # llhttp, not told the request was HEAD, reads the announced body; the head alone is the reply.
+    server = await raw_server(answering(sized(b"surprise")))
+    response = await pool.request(server.origin, "HEAD", "/", b"", b"", stall_timeout_s=2)
+    assert response.status == 200
+    assert await asyncio.wait_for(response.read(), 1) == b""
+    await eventually(lambda: server.client_closes == 1)  # the bytes made the connection untrustworthy
+    assert (await get(pool, server.origin)).status == 200
+    assert server.connections == 2
+
+
 @pytest.mark.parametrize(
     "reply",
     [head(b"200 OK", b"content-length: 10") + b"hello", CHUNKED + b"5\r\nhello\r\n", CHUNKED + b"a\r\nhello"],
