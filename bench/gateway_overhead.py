@@ -550,6 +550,17 @@ def report(name: str, results: dict[str, list[Result]]) -> None:
                 print(
                     f"[{label}] TTFT {qlabel} direct {d:7.2f} ms  gateway {g:7.2f} ms  added {g - d:+7.2f} ms"
                 )
+    # This VM's speed moves by a third between days, and every arm with it: against an anchor
+    # measured in the same run, a figure carries from one day to the next.
+    cpu = {
+        label: sum(r.gateway.cpu_s for r in via) / sum(r.tokens or r.requests for r in via)
+        for label, via in results.items()
+        if label != "direct"
+    }
+    for anchor in ("nginx", "vllm-router"):
+        if anchor in cpu and cpu[anchor] > 0:
+            ratios = ", ".join(f"{label} {value / cpu[anchor]:.2f}" for label, value in cpu.items())
+            print(f"CPU per {what} over {anchor}'s in this run: {ratios}")
 
 
 def main() -> None:
