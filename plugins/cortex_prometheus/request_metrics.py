@@ -18,10 +18,18 @@ from prometheus_client import CollectorRegistry
 
 from cortex_kernel.events import RequestFinished
 from cortex_prometheus import buckets
-from cortex_prometheus.folded_counter import FoldedCounter
+from cortex_prometheus.folded_counter import FoldedCount, FoldedCounter
 from cortex_prometheus.folded_family import FoldedFamily
-from cortex_prometheus.folded_histogram import FoldedHistogram
-from cortex_prometheus.labels import GENERATION_ENDPOINTS, Guards, endpoint_label, status_class
+from cortex_prometheus.folded_histogram import FoldedHistogram, FoldedSeries
+from cortex_prometheus.labels import (
+    ENDPOINTS,
+    GENERATION_ENDPOINTS,
+    OVERFLOW,
+    UNKNOWN,
+    Guards,
+    endpoint_label,
+    status_class,
+)
 
 PER_REQUEST = ["model", "node", "dialect"]
 
@@ -38,6 +46,7 @@ class RequestMetrics:
     def __init__(self, registry: CollectorRegistry, guards: Guards) -> None:
         self.guards = guards
         self._series: dict[tuple[str, str, str], _Series] = {}
+        self._routes: dict[tuple[str, str | None, str, str, int], _Route] = {}
         self.requests = FoldedCounter(
             "cortex_requests",
             "Requests finished, by model, node, dialect, upstream endpoint and status class.",
@@ -132,50 +141,113 @@ class RequestMetrics:
             series = self._series[labels] = _Series(labels)
         return series
 
-    def record(self, event: RequestFinished) -> None:
+    def _route(self, event: RequestFinished) -> _Route:
+        """The labels and series of ``event``'s model, node, dialect, endpoint and status, from
+        the guards; kept for the next request with the same five values when every label was
+        admitted as it is (not ``unknown``, not folded into ``_other``).
+
+        Those answers never change: a guard admits a value for good, and a model it learns later
+        was ``unknown`` before, which is never kept. What is not kept goes through the guards
+        each time, so a fold is counted each time and unknown names cannot grow the cache.
+        """
         guards = self.guards
         labels = (guards.model(event.model), guards.node_or_none(event.node), guards.dialect(event.dialect))
         endpoint = endpoint_label(event.endpoint)
         status = status_class(event.status)
-        self.requests.labels(*labels, endpoint, status).inc()
-        self.duration.labels(*labels, endpoint, status).observe(event.duration_s)
+        route = _Route(
+            labels,
+            endpoint,
+            self.requests.labels(*labels, endpoint, status),
+            self.duration.labels(*labels, endpoint, status),
+            self._per_model(labels),
+        )
+        if UNKNOWN not in labels and OVERFLOW not in labels and event.endpoint in ENDPOINTS:
+            self._routes[event.model, event.node, event.dialect, event.endpoint, event.status // 100] = route
+        return route
+
+    def record(self, event: RequestFinished) -> None:
+        # One lookup for what the guards and the families' label lookups would give (issue #17:
+        # a relayed request's Python calls are its CPU, and these were a fifth of them).
+        # Keyed by the status's hundreds, as its label is: the cache has no more entries than the
+        # request counter has series.
+        route = self._routes.get(
+            (event.model, event.node, event.dialect, event.endpoint, event.status // 100)
+        )
+        if route is None:
+            route = self._route(event)
+        route.requests.inc()
+        route.duration.observe(event.duration_s)
         failed = event.status >= 400 or event.error is not None
         if failed:
-            reason = guards.reason(event.error or f"http_{event.status}")
-            self.errors.labels(*labels, endpoint, reason).inc()
-        series = self._per_model(labels)
+            reason = self.guards.reason(event.error or f"http_{event.status}")
+            self.errors.labels(*route.labels, route.endpoint, reason).inc()
+        series = route.series
+        children = series.children
         if event.node is not None or event.waited_s > 0:
             # Present at zero for every routed request, so a rate over them is 0, not "no data".
-            series.child(self.wait).observe(event.waited_s)
-            series.child(self.cold_starts).inc(1 if event.cold_start else 0)
-            series.child(self.failovers).inc(event.failovers)
+            (children.get(self.wait) or series.child(self.wait)).observe(event.waited_s)
+            (children.get(self.cold_starts) or series.child(self.cold_starts)).inc(
+                1 if event.cold_start else 0
+            )
+            (children.get(self.failovers) or series.child(self.failovers)).inc(event.failovers)
         if failed:
             return
         self._tokens(series, event)
-        if endpoint in GENERATION_ENDPOINTS:
+        if route.endpoint in GENERATION_ENDPOINTS:
             self._generation(series, event)
 
     def _tokens(self, series: _Series, event: RequestFinished) -> None:
+        children = series.children
         if event.prompt_tokens is not None:
-            series.child(self.prompt_tokens).inc(event.prompt_tokens)
-            series.child(self.prompt_sizes).observe(event.prompt_tokens)
-            series.child(self.cached_tokens).inc(event.cached_tokens or 0)
+            (children.get(self.prompt_tokens) or series.child(self.prompt_tokens)).inc(event.prompt_tokens)
+            (children.get(self.prompt_sizes) or series.child(self.prompt_sizes)).observe(event.prompt_tokens)
+            (children.get(self.cached_tokens) or series.child(self.cached_tokens)).inc(
+                event.cached_tokens or 0
+            )
         if event.completion_tokens is not None:
-            series.child(self.completion_tokens).inc(event.completion_tokens)
+            (children.get(self.completion_tokens) or series.child(self.completion_tokens)).inc(
+                event.completion_tokens
+            )
 
     def _generation(self, series: _Series, event: RequestFinished) -> None:
+        children = series.children
         if event.first_token_s is not None:
-            streamed = "true" if event.streamed else "false"
-            self.ttft.labels(*series.labels, streamed).observe(event.first_token_s)
+            ttft = series.ttft.get(event.streamed)
+            if ttft is None:
+                streamed = "true" if event.streamed else "false"
+                ttft = series.ttft[event.streamed] = self.ttft.labels(*series.labels, streamed)
+            ttft.observe(event.first_token_s)
         if event.inter_token_s:
-            series.child(self.inter_token).observe_all(event.inter_token_s)
+            (children.get(self.inter_token) or series.child(self.inter_token)).observe_all(
+                event.inter_token_s
+            )
         completion = event.completion_tokens
         if completion is None:
             return
-        series.child(self.completion_sizes).observe(completion)
+        (children.get(self.completion_sizes) or series.child(self.completion_sizes)).observe(completion)
         rate = output_rate(event)
         if rate is not None:
-            series.child(self.tokens_per_second).observe(rate)
+            (children.get(self.tokens_per_second) or series.child(self.tokens_per_second)).observe(rate)
+
+
+class _Route:
+    """What :meth:`RequestMetrics.record` needs of one request's labels, looked up once."""
+
+    __slots__ = ("duration", "endpoint", "labels", "requests", "series")
+
+    def __init__(
+        self,
+        labels: tuple[str, str, str],
+        endpoint: str,
+        requests: FoldedCount,
+        duration: FoldedSeries,
+        series: _Series,
+    ) -> None:
+        self.labels = labels
+        self.endpoint = endpoint
+        self.requests = requests
+        self.duration = duration
+        self.series = series
 
 
 class _Series:
@@ -183,11 +255,12 @@ class _Series:
     made when first used (as ``labels`` would make it), so no series appears before its first
     value. Keyed by the family object: one hash of an identity instead of a tuple per use."""
 
-    __slots__ = ("children", "labels")
+    __slots__ = ("children", "labels", "ttft")
 
     def __init__(self, labels: tuple[str, str, str]) -> None:
         self.labels = labels
         self.children: dict[FoldedFamily[Any], Any] = {}
+        self.ttft: dict[bool, FoldedSeries] = {}  # by streamed: TTFT has a ``stream`` label too
 
     def child(self, family: FoldedFamily[Any]) -> Any:
         child = self.children.get(family)

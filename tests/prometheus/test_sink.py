@@ -202,3 +202,26 @@ def test_the_exposition_has_no_created_series_and_passes_promtool(sink: MetricsS
         name.startswith("cortex_") and not name.startswith("cortex_neuron_") for name in families(text)
     )
     promtool_check(text, "gateway")
+
+
+def test_a_model_learnt_after_its_first_request_is_labelled_from_then_on(sink: MetricsSink) -> None:
+    # The sink keeps each request's labels for the next one alike (issue #17), never an unknown's.
+    sink.handle(finished(model="later"))
+    sink.handle(_fleet(ModelSnapshot(model="later", state="ready", in_flight=0, queued=0)))
+    sink.handle(finished(model="later"))
+    sink.handle(finished(model="later"))
+    got = series(sink)
+    assert value(got, "cortex_requests_total", model="unknown", endpoint="chat") == 1
+    assert value(got, "cortex_requests_total", model="later", endpoint="chat") == 2
+
+
+def test_a_folded_label_is_counted_at_every_request_that_folds_it(sink: MetricsSink) -> None:
+    dialects = [f"dialect-{n}" for n in range(16)]  # 2 preset + 14 fill the label's 16 values
+    for dialect in dialects:
+        sink.handle(finished(dialect=dialect))
+    for _ in range(3):
+        sink.handle(finished(dialect="one-too-many"))
+    got = series(sink)
+    assert value(got, "cortex_requests_total", dialect="_other") == 3 + 2  # 16 named - 14 admitted
+    assert value(got, "cortex_metrics_label_overflow_total", label="dialect") == 5
+    assert value(got, "cortex_requests_total", dialect="dialect-0") == 1
