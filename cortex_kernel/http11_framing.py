@@ -137,10 +137,10 @@ def response_head(
         tokens.add(b"close")
         headers = _without(headers, b"connection")
         headers.extend((b"Connection", token) for token in sorted(tokens))
-    lines = [b"HTTP/1.1 %d \r\n" % status]
-    lines.extend(b"%s: %s\r\n" % pair for pair in headers)
-    lines.append(b"\r\n")
-    return ResponseHead(b"".join(lines), framing, length or 0, keep_alive and not need_close and not close)
+    # A list, not a generator: a generator is resumed once per header (a Python call each).
+    lines = [b"%s: %s\r\n" % pair for pair in headers]
+    data = b"HTTP/1.1 %d \r\n%b\r\n" % (status, b"".join(lines))
+    return ResponseHead(data, framing, length or 0, keep_alive and not need_close and not close)
 
 
 def informational_head(status: int, date: bytes) -> bytes:
