@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -218,6 +218,17 @@ def gateway_part(kernel: Kernel) -> AppPart:
 
         return endpoint
 
+    def relay(path: str) -> Callable[[Request], Awaitable[Response]]:
+        """:func:`forward` for the relay lane, which awaits what it returns: the handler's own
+        coroutine, so no frame of this one stays in the request's await chain (Starlette's route
+        needs a coroutine function, and keeps :func:`forward`'s)."""
+
+        def endpoint(request: Request) -> Awaitable[Response]:
+            _, forwarder, _ = runtime.ready()
+            return forwarder.handle(request, path)
+
+        return endpoint
+
     def admin(name: str) -> Any:
         async def endpoint(request: Request) -> Response:
             _, _, handlers = runtime.ready()
@@ -296,5 +307,5 @@ def gateway_part(kernel: Kernel) -> AppPart:
         ),
     ]
     # In front of Starlette, inside the middleware that watches them (the console's capture does).
-    lanes: dict[tuple[str, str], ASGIApp] = {("POST", p): RelayLane(e) for p, e in relayed.items()}
+    lanes: dict[tuple[str, str], ASGIApp] = {("POST", p): RelayLane(relay(p)) for p in relayed}
     return AppPart(name="gateway", routes=routes, middleware=middleware, lanes=lanes, lifespan=lifespan)
