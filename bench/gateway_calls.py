@@ -9,7 +9,8 @@ into a temporary folder) that counts, on the event loop's thread, every Python f
 
 For each variant, paced streams (10 ms between tokens, as the overhead benchmark's ``paced``
 scenario) run twice, at 8 and at 64 tokens; the difference between the two runs separates a
-stream's fixed calls from its calls per token. Counts from the runs in between (warm-up,
+stream's fixed calls from its calls per token. A third run counts non-streamed requests (the
+``plain`` scenario's). Counts from the runs in between (warm-up,
 health checks, the poller) are left out by resetting the counters just before each run.
 The poller still runs during a run, so a run's length adds a little to the per-token figure
 (a poll of one neuron every ``poll_interval_s``: about 0.1 call per token here).
@@ -79,7 +80,9 @@ class Counts:
     tokens: int
 
 
-async def count_run(variant: Variant, tokens: int, workdir: Path, hook: Path) -> Counts:
+async def count_run(
+    variant: Variant, tokens: int, workdir: Path, hook: Path, scenario: str = "paced"
+) -> Counts:
     upstream_port = free_port()
     upstream = start(
         [
@@ -110,10 +113,10 @@ async def count_run(variant: Variant, tokens: int, workdir: Path, hook: Path) ->
         via = f"http://127.0.0.1:{port}"
         await wait_up(f"{via}/health")
         await wait_ready(via)
-        await run_round(via, "paced", 4, 2)  # warm connections and code paths
+        await run_round(via, scenario, 4, 2)  # warm connections and code paths
         gateway.send_signal(signal.SIGUSR1)
         await asyncio.sleep(0.5)
-        result = await run_round(via, "paced", WORKERS, STREAMS_PER_WORKER)
+        result = await run_round(via, scenario, WORKERS, STREAMS_PER_WORKER)
         gateway.send_signal(signal.SIGUSR2)
         for _ in range(100):
             await asyncio.sleep(0.1)
@@ -121,7 +124,7 @@ async def count_run(variant: Variant, tokens: int, workdir: Path, hook: Path) ->
                 break
         rows = json.loads(out.read_text())
         calls: collections.Counter[Key] = collections.Counter({(k, w, n): c for k, w, n, c in rows})
-        return Counts(calls, len(result.ttft), result.tokens)
+        return Counts(calls, len(result.ttft) or result.requests, result.tokens)
     finally:
         for process in (gateway, upstream):
             process.terminate()
@@ -166,6 +169,11 @@ async def main_async(variants: list[Variant], top: int) -> None:
             short = await count_run(variant, 8, workdir, hook)
             long = await count_run(variant, 64, workdir, hook)
             report(variant.name, split(short, long), top)
+            plain = await count_run(variant, 8, workdir, hook, "plain")
+            frames = sum(n for (kind, _, _), n in plain.calls.items() if kind == "py") / plain.streams
+            c_calls = sum(n for (kind, _, _), n in plain.calls.items() if kind == "c") / plain.streams
+            shown = f"{frames:6.1f} Python frames, {c_calls:6.1f} C calls"
+            print(f"[{variant.name}] per non-streamed request: {shown}")
 
 
 def main() -> None:
