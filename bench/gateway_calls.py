@@ -94,11 +94,7 @@ async def count_run(
     )
     port = free_port()
     config = workdir / f"cortex-{variant.name}-{tokens}.toml"
-    config.write_text(
-        f'[gateway]\nlisten = "127.0.0.1:{port}"\nmetrics_listen = "127.0.0.1:0"\n'
-        + "".join(f"{line}\n" for line in variant.gateway)
-        + f'\n[[neurons]]\nname = "fake"\nendpoint = "http://127.0.0.1:{upstream_port}"\n'
-    )
+    config.write_text(variant.config(port, upstream_port))
     out = workdir / f"calls-{variant.name}-{tokens}.json"
     path = ":".join(p for p in (str(hook), variant.env.get("PYTHONPATH", "")) if p)
     env = {**variant.env, "PYTHONPATH": path, "CORTEX_BENCH_CALLS": str(out)}

@@ -309,6 +309,14 @@ class Variant:
     gateway: list[str] = field(default_factory=list)
     cpus: str = "0"
 
+    def config(self, port: int, upstream_port: int) -> str:
+        """The gateway's ``cortex.toml``: listening on ``port``, the fake neuron its one node."""
+        return (
+            f'[gateway]\nlisten = "127.0.0.1:{port}"\nmetrics_listen = "127.0.0.1:0"\n'
+            + "".join(f"{line}\n" for line in self.gateway)
+            + f'\n[[neurons]]\nname = "fake"\nendpoint = "http://127.0.0.1:{upstream_port}"\n'
+        )
+
     @classmethod
     def parse(cls, text: str) -> Variant:
         name, *items = text.split(";")
@@ -456,11 +464,7 @@ async def scenario_run(
         for variant in variants:
             port = free_port()
             config = workdir / f"cortex-{name}-{variant.name}.toml"
-            config.write_text(
-                f'[gateway]\nlisten = "127.0.0.1:{port}"\nmetrics_listen = "127.0.0.1:0"\n'
-                + "".join(f"{line}\n" for line in variant.gateway)
-                + f'\n[[neurons]]\nname = "fake"\nendpoint = "http://127.0.0.1:{upstream_port}"\n'
-            )
+            config.write_text(variant.config(port, upstream_port))
             process = start(
                 [EXE, "--log-level", "warning", "serve", "--config", str(config)],
                 variant.cpus,
