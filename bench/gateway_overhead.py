@@ -42,7 +42,10 @@ upstream connections and no buffering; COMMAND defaults to ``/usr/sbin/nginx``, 
 its one worker; COMMAND is how to start it, e.g. the ``vllm-router`` script of a separate
 virtualenv made for the benchmark: ``python -m venv V && V/bin/pip install vllm-router``,
 started with ``--host``, ``--port`` and ``--worker-urls``, its static worker list, and its
-default policy). Both are benchmark-only tools, never project dependencies::
+default policy). Both are benchmark-only tools, never project dependencies. A third,
+``tcp-relay`` (``bench/tcp_relay.py``, no COMMAND needed), is the least a Python relay can do:
+the bytes, unparsed, from one socket to the other on uvloop, one Python call per read; its CPU is
+the floor of any proxy written in Python, as nginx's is of one in C::
 
     .venv/bin/python bench/gateway_overhead.py --rounds 3 --scenario plain \
         --anchor nginx --anchor vllm-router=<venv>/bin/vllm-router --variant gateway
@@ -333,12 +336,13 @@ class Variant:
 
 
 NGINX = "/usr/sbin/nginx"
-ANCHORS = ("nginx", "vllm-router")
+ANCHORS = ("nginx", "vllm-router", "tcp-relay")
 
 
 @dataclass
 class Anchor:
-    """Another proxy in front of the fake neuron: ``nginx`` or ``vllm-router``, started by ``command``."""
+    """Another proxy in front of the fake neuron (``nginx``, ``vllm-router`` or ``tcp-relay``),
+    started by ``command``."""
 
     name: str
     command: list[str]
@@ -350,6 +354,8 @@ class Anchor:
             raise SystemExit(f"--anchor {text!r}: the anchors are {', '.join(ANCHORS)}")
         if not command and name == "nginx":
             command = NGINX
+        if not command and name == "tcp-relay":
+            command = shlex.join([sys.executable, str(HERE / "tcp_relay.py")])
         if not command:
             raise SystemExit(f"--anchor {name} needs =COMMAND: how to start it (its venv's vllm-router)")
         words = shlex.split(command)
@@ -362,6 +368,8 @@ class Anchor:
         if self.name == "vllm-router":
             upstream = f"http://127.0.0.1:{upstream_port}"
             return [*self.command, "--host", "127.0.0.1", "--port", str(port), "--worker-urls", upstream]
+        if self.name == "tcp-relay":
+            return [*self.command, "--port", str(port), "--upstream", f"127.0.0.1:{upstream_port}"]
         prefix = workdir / f"nginx-{port}"
         prefix.mkdir(exist_ok=True)
         (prefix / "nginx.conf").write_text(nginx_config(port, upstream_port, prefix))
