@@ -89,7 +89,9 @@ class ConsoleHub:
             self._fleet(event, now)
             return
         if isinstance(event, RequestFinished):
-            row = {"at": now, **msgspec.to_builtins(event)}
+            # Without its gaps (64 floats for a 64-token stream), which the console never shows:
+            # converted and then dropped, they were a share of a paced stream's CPU (issue #17).
+            row = {"at": now, **msgspec.to_builtins(msgspec.structs.replace(event, inter_token_s=()))}
             row.pop("inter_token_s", None)
             self.requests.append(row)
             self._push({"kind": "request", "request": row})
