@@ -279,16 +279,8 @@ class NeuronResponse:
                     while len(pieces) > held:
                         pieces.pop()  # never read: the reply ended with its head
                     raise NeuronHTTPError("the neuron sent a body where none was expected")
-                if sink is not None:  # _hand_over, inline: this runs once per relayed token
-                    piece = pieces.popleft()
-                    if pieces:
-                        piece = b"".join((piece, *pieces))
-                        pieces.clear()
-                    self._buffered = 0
-                    if not sink(piece) and not self._paused:
-                        self._paused = True
-                        if not self._done:
-                            self._connection.pause()
+                if sink is not None:
+                    self._hand_over(sink)
                 else:
                     self._buffered += sum(map(len, itertools.islice(pieces, held, None)))
                     if self._buffered > HIGH_WATER and not self._paused:

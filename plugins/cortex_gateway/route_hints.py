@@ -159,18 +159,12 @@ class HintReader:
         ``body`` (an OpenAI chat body) only when it carries no key at all."""
         headers = _header_hints.get()
         hints = hints or RouteHints()
-        # Each guard first, so a request without the field makes no call for it (issue #17).
         key = (
             (headers.session_key if headers else None)
-            or (hints.prompt_cache_key and usable_key(hints.prompt_cache_key))
-            or (hints.session_key and usable_key(hints.session_key))
-            or None
+            or usable_key(hints.prompt_cache_key)
+            or usable_key(hints.session_key)
         )
-        klass = (
-            (headers.request_class if headers else None)
-            or (hints.request_class and request_class(hints.request_class))
-            or None
-        )
+        klass = (headers.request_class if headers else None) or request_class(hints.request_class)
         print_ = hints.fingerprint
         if key is None and print_ is None and body is not None:
             try:

@@ -182,14 +182,11 @@ class RequestMetrics:
             reason = self.guards.reason(event.error or f"http_{event.status}")
             self.errors.labels(*route.labels, route.endpoint, reason).inc()
         series = route.series
-        children = series.children
         if event.node is not None or event.waited_s > 0:
             # Present at zero for every routed request, so a rate over them is 0, not "no data".
-            (children.get(self.wait) or series.child(self.wait)).observe(event.waited_s)
-            (children.get(self.cold_starts) or series.child(self.cold_starts)).inc(
-                1 if event.cold_start else 0
-            )
-            (children.get(self.failovers) or series.child(self.failovers)).inc(event.failovers)
+            series.child(self.wait).observe(event.waited_s)
+            series.child(self.cold_starts).inc(1 if event.cold_start else 0)
+            series.child(self.failovers).inc(event.failovers)
         if failed:
             return
         self._tokens(series, event)
@@ -197,20 +194,14 @@ class RequestMetrics:
             self._generation(series, event)
 
     def _tokens(self, series: _Series, event: RequestFinished) -> None:
-        children = series.children
         if event.prompt_tokens is not None:
-            (children.get(self.prompt_tokens) or series.child(self.prompt_tokens)).inc(event.prompt_tokens)
-            (children.get(self.prompt_sizes) or series.child(self.prompt_sizes)).observe(event.prompt_tokens)
-            (children.get(self.cached_tokens) or series.child(self.cached_tokens)).inc(
-                event.cached_tokens or 0
-            )
+            series.child(self.prompt_tokens).inc(event.prompt_tokens)
+            series.child(self.prompt_sizes).observe(event.prompt_tokens)
+            series.child(self.cached_tokens).inc(event.cached_tokens or 0)
         if event.completion_tokens is not None:
-            (children.get(self.completion_tokens) or series.child(self.completion_tokens)).inc(
-                event.completion_tokens
-            )
+            series.child(self.completion_tokens).inc(event.completion_tokens)
 
     def _generation(self, series: _Series, event: RequestFinished) -> None:
-        children = series.children
         if event.first_token_s is not None:
             ttft = series.ttft.get(event.streamed)
             if ttft is None:
@@ -218,16 +209,14 @@ class RequestMetrics:
                 ttft = series.ttft[event.streamed] = self.ttft.labels(*series.labels, streamed)
             ttft.observe(event.first_token_s)
         if event.inter_token_s:
-            (children.get(self.inter_token) or series.child(self.inter_token)).observe_all(
-                event.inter_token_s
-            )
+            series.child(self.inter_token).observe_all(event.inter_token_s)
         completion = event.completion_tokens
         if completion is None:
             return
-        (children.get(self.completion_sizes) or series.child(self.completion_sizes)).observe(completion)
+        series.child(self.completion_sizes).observe(completion)
         rate = output_rate(event)
         if rate is not None:
-            (children.get(self.tokens_per_second) or series.child(self.tokens_per_second)).observe(rate)
+            series.child(self.tokens_per_second).observe(rate)
 
 
 class _Route:
