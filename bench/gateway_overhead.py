@@ -7,7 +7,7 @@ CPU 1 (on a machine with at least two cores).
     .venv/bin/python bench/gateway_overhead.py            # all scenarios
     .venv/bin/python bench/gateway_overhead.py --rounds 5 --scenario paced
     # two gateway configurations side by side, interleaved with direct in one run:
-    .venv/bin/python bench/gateway_overhead.py --variant 'head;PYTHONPATH=/tmp/head' --variant 'new'
+    .venv/bin/python bench/gateway_overhead.py --variant 'head;PYTHONPATH=<head>' --variant 'new'
 
 A variant is ``NAME;KEY=VALUE;...``: upper-case keys are environment variables for that gateway
 process (``PYTHONPATH`` to run another checkout), lower-case ones are ``[gateway]`` keys written

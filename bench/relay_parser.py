@@ -1,8 +1,8 @@
 """CPU of the relay's reply parser alone: this checkout's ``cortex_gateway.neuron_http`` beside
 another checkout's, on the bytes an aiohttp neuron sends, in one run.
 
-    git archive <commit> | tar -x -C /tmp/before
-    .venv/bin/python bench/relay_parser.py --before /tmp/before/plugins/cortex_gateway/neuron_http.py
+    git archive <commit> | tar -x -C <before>
+    .venv/bin/python bench/relay_parser.py --before <before>/plugins/cortex_gateway/neuron_http.py
 
 Figures (best of the rounds, both parsers alternating): a non-streamed reply read at once, a
 stream's head, and a 64-token SSE stream read one chunk per read (as a paced stream arrives),
