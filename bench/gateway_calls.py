@@ -36,7 +36,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway_overhead import EXE, HERE, Variant, free_port, run_round, start, wait_ready, wait_up
+from gateway_overhead import HERE, Variant, free_port, run_round, start, wait_ready, wait_up
 
 # The counting hook: imported by the gateway's interpreter at start-up (``sitecustomize``), armed
 # only where CORTEX_BENCH_CALLS names the file it writes; SIGUSR1 resets, SIGUSR2 writes.
@@ -99,7 +99,7 @@ async def count_run(
     path = ":".join(p for p in (str(hook), variant.env.get("PYTHONPATH", "")) if p)
     env = {**variant.env, "PYTHONPATH": path, "CORTEX_BENCH_CALLS": str(out)}
     gateway = start(
-        [EXE, "--log-level", "warning", "serve", "--config", str(config)],
+        [variant.exe, "--log-level", "warning", "serve", "--config", str(config)],
         variant.cpus,
         workdir / f"gw-{variant.name}-{tokens}.log",
         env,

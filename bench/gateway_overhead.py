@@ -12,7 +12,10 @@ CPU 1 (on a machine with at least two cores).
 A variant is ``NAME;KEY=VALUE;...``: upper-case keys are environment variables for that gateway
 process (``PYTHONPATH`` to run another checkout), lower-case ones are ``[gateway]`` keys written
 into its configuration as given (``workers=2``), except ``cpus``, the CPU list that gateway is
-pinned to (``cpus=0,1``; CPU 0 otherwise). Every variant's gateway runs at once, each on its own
+pinned to (``cpus=0,1``; CPU 0 otherwise), and ``exe``, the ``cortex-kernel`` to start (the one
+beside this interpreter otherwise): ``exe=<venv>/bin/cortex-kernel`` runs the gateway on another
+Python, such as a venv on the distribution's ``/usr/bin/python3``, the interpreter the RPMs
+install on (docs/performance.md, "The interpreter"). Every variant's gateway runs at once, each on its own
 port, and each round runs direct, then every anchor and variant in turn, the order rotating by
 one each round. The gateway's CPU counts all its processes (the supervisor and every worker
 with ``workers`` above 1).
@@ -311,6 +314,7 @@ class Variant:
     env: dict[str, str] = field(default_factory=dict)
     gateway: list[str] = field(default_factory=list)
     cpus: str = "0"
+    exe: str = EXE
 
     def config(self, port: int, upstream_port: int) -> str:
         """The gateway's ``cortex.toml``: listening on ``port``, the fake neuron its one node."""
@@ -330,6 +334,8 @@ class Variant:
                 variant.env[key] = value
             elif key == "cpus":
                 variant.cpus = value
+            elif key == "exe":
+                variant.exe = value
             else:
                 variant.gateway.append(f"{key} = {value}")
         return variant
@@ -474,7 +480,7 @@ async def scenario_run(
             config = workdir / f"cortex-{name}-{variant.name}.toml"
             config.write_text(variant.config(port, upstream_port))
             process = start(
-                [EXE, "--log-level", "warning", "serve", "--config", str(config)],
+                [variant.exe, "--log-level", "warning", "serve", "--config", str(config)],
                 variant.cpus,
                 workdir / f"gw-{name}-{variant.name}.log",
                 variant.env,
