@@ -48,7 +48,10 @@ started with ``--host``, ``--port`` and ``--worker-urls``, its static worker lis
 default policy). Both are benchmark-only tools, never project dependencies. A third,
 ``tcp-relay`` (``bench/tcp_relay.py``, no COMMAND needed), is the least a Python relay can do:
 the bytes, unparsed, from one socket to the other on uvloop, one Python call per read; its CPU is
-the floor of any proxy written in Python, as nginx's is of one in C::
+the floor of any proxy written in Python, as nginx's is of one in C. A fourth, ``http-relay``
+(``bench/http_relay.py``), adds HTTP/1.1 and nothing else: llhttp on both sides, pooled upstream
+connections, each piece of body framed again from the upstream's read callback, no ASGI and no
+task per request; between the two, it shows what HTTP costs and what the gateway adds above it::
 
     .venv/bin/python bench/gateway_overhead.py --rounds 3 --scenario plain \
         --anchor nginx --anchor vllm-router=<venv>/bin/vllm-router --variant gateway
@@ -342,12 +345,13 @@ class Variant:
 
 
 NGINX = "/usr/sbin/nginx"
-ANCHORS = ("nginx", "vllm-router", "tcp-relay")
+ANCHORS = ("nginx", "vllm-router", "tcp-relay", "http-relay")
 
 
 @dataclass
 class Anchor:
-    """Another proxy in front of the fake neuron (``nginx``, ``vllm-router`` or ``tcp-relay``),
+    """Another proxy in front of the fake neuron (``nginx``, ``vllm-router``, ``tcp-relay`` or
+    ``http-relay``),
     started by ``command``."""
 
     name: str
@@ -360,8 +364,8 @@ class Anchor:
             raise SystemExit(f"--anchor {text!r}: the anchors are {', '.join(ANCHORS)}")
         if not command and name == "nginx":
             command = NGINX
-        if not command and name == "tcp-relay":
-            command = shlex.join([sys.executable, str(HERE / "tcp_relay.py")])
+        if not command and name in ("tcp-relay", "http-relay"):
+            command = shlex.join([sys.executable, str(HERE / f"{name.replace('-', '_')}.py")])
         if not command:
             raise SystemExit(f"--anchor {name} needs =COMMAND: how to start it (its venv's vllm-router)")
         words = shlex.split(command)
@@ -374,7 +378,7 @@ class Anchor:
         if self.name == "vllm-router":
             upstream = f"http://127.0.0.1:{upstream_port}"
             return [*self.command, "--host", "127.0.0.1", "--port", str(port), "--worker-urls", upstream]
-        if self.name == "tcp-relay":
+        if self.name in ("tcp-relay", "http-relay"):
             return [*self.command, "--port", str(port), "--upstream", f"127.0.0.1:{upstream_port}"]
         prefix = workdir / f"nginx-{port}"
         prefix.mkdir(exist_ok=True)
