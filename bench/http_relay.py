@@ -16,12 +16,12 @@ everything the gateway adds on top of HTTP.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+from collections.abc import Callable
 from typing import cast
 
 import httptools
-import uvloop
+from relay_cli import run
 
 
 class Upstream(asyncio.Protocol):
@@ -120,24 +120,10 @@ class Relay:
         upstream.send(client, request)
 
 
-async def serve(port: int, host: str, upstream_port: int) -> None:
-    relay = Relay(host, upstream_port)
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: Client(relay), "127.0.0.1", port, backlog=1024)
-    async with server:
-        await server.serve_forever()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--upstream", required=True, help="HOST:PORT")
-    args = parser.parse_args()
-    host, _, upstream_port = args.upstream.rpartition(":")
-    uvloop.run(serve(args.port, host, int(upstream_port)))
+def _clients(host: str, port: int) -> Callable[[], asyncio.Protocol]:
+    relay = Relay(host, port)
+    return lambda: Client(relay)
 
 
 if __name__ == "__main__":
-    main()
+    run(__doc__ or "", _clients)

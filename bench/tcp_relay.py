@@ -12,11 +12,11 @@ in Python on uvloop sits on, as nginx's is for one written in C.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+from collections.abc import Callable
 from typing import cast
 
-import uvloop
+from relay_cli import run
 
 
 class Side(asyncio.Protocol):
@@ -75,24 +75,9 @@ class Client(Side):
         self.early.clear()
 
 
-async def serve(port: int, host: str, upstream_port: int) -> None:
-    server = await asyncio.get_running_loop().create_server(
-        lambda: Client(host, upstream_port), "127.0.0.1", port, backlog=1024
-    )
-    async with server:
-        await server.serve_forever()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--upstream", required=True, help="HOST:PORT")
-    args = parser.parse_args()
-    host, _, upstream_port = args.upstream.rpartition(":")
-    uvloop.run(serve(args.port, host, int(upstream_port)))
+def _clients(host: str, port: int) -> Callable[[], asyncio.Protocol]:
+    return lambda: Client(host, port)
 
 
 if __name__ == "__main__":
-    main()
+    run(__doc__ or "", _clients)
