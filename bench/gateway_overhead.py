@@ -15,8 +15,8 @@ into its configuration as given (``workers=2``), except ``cpus``, the CPU list t
 pinned to (``cpus=0,1``; CPU 0 otherwise), and ``exe``, the ``cortex-kernel`` to start (the one
 beside this interpreter otherwise): ``exe=<venv>/bin/cortex-kernel`` runs the gateway on another
 Python, such as a venv on the distribution's ``/usr/bin/python3``, the interpreter the RPMs
-install on (docs/performance.md, "The interpreter"). Every variant's gateway runs at once, each on its own
-port, and each round runs direct, then every anchor and variant in turn, the order rotating by
+install on (docs/performance.md, "The interpreter"). Every variant's gateway runs at once, each
+on its own port, and each round runs direct, then every anchor and variant in turn, the order rotating by
 one each round. The gateway's CPU counts all its processes (the supervisor and every worker
 with ``workers`` above 1).
 
@@ -345,14 +345,15 @@ class Variant:
 
 
 NGINX = "/usr/sbin/nginx"
-ANCHORS = ("nginx", "vllm-router", "tcp-relay", "http-relay")
+# The anchors written in Python, in this folder: started with this interpreter, no COMMAND needed.
+PYTHON_RELAYS = {"tcp-relay": "tcp_relay.py", "http-relay": "http_relay.py"}
+ANCHORS = ("nginx", "vllm-router", *PYTHON_RELAYS)
 
 
 @dataclass
 class Anchor:
     """Another proxy in front of the fake neuron (``nginx``, ``vllm-router``, ``tcp-relay`` or
-    ``http-relay``),
-    started by ``command``."""
+    ``http-relay``), started by ``command``."""
 
     name: str
     command: list[str]
@@ -364,8 +365,8 @@ class Anchor:
             raise SystemExit(f"--anchor {text!r}: the anchors are {', '.join(ANCHORS)}")
         if not command and name == "nginx":
             command = NGINX
-        if not command and name in ("tcp-relay", "http-relay"):
-            command = shlex.join([sys.executable, str(HERE / f"{name.replace('-', '_')}.py")])
+        if not command and name in PYTHON_RELAYS:
+            command = shlex.join([sys.executable, str(HERE / PYTHON_RELAYS[name])])
         if not command:
             raise SystemExit(f"--anchor {name} needs =COMMAND: how to start it (its venv's vllm-router)")
         words = shlex.split(command)
@@ -378,7 +379,7 @@ class Anchor:
         if self.name == "vllm-router":
             upstream = f"http://127.0.0.1:{upstream_port}"
             return [*self.command, "--host", "127.0.0.1", "--port", str(port), "--worker-urls", upstream]
-        if self.name in ("tcp-relay", "http-relay"):
+        if self.name in PYTHON_RELAYS:
             return [*self.command, "--port", str(port), "--upstream", f"127.0.0.1:{upstream_port}"]
         prefix = workdir / f"nginx-{port}"
         prefix.mkdir(exist_ok=True)
