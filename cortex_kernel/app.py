@@ -19,9 +19,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Scope
 
+from cortex_kernel.direct import DirectRoute
 from cortex_kernel.errors import CortexError, NotFound, openai_error_body, retry_headers
 from cortex_kernel.kernel import AppPart, Kernel, ListenerName
-from cortex_kernel.lanes import LaneFront, LaneKey, wrap_lane
+from cortex_kernel.lanes import LaneFront, LaneKey, watches, wrap_lane
 from cortex_kernel.plugins import ENV_BLOCK, PluginError
 from cortex_kernel.route_middleware import wrap_routes
 
@@ -126,6 +127,24 @@ def _lanes(parts: list[AppPart], middleware: list[Middleware]) -> dict[LaneKey, 
     return lanes
 
 
+def _direct(parts: list[AppPart], middleware: list[Middleware]) -> dict[LaneKey, DirectRoute]:
+    """Every part's direct routes that may be used: each must pair with a lane of its own part,
+    and is dropped (the lane serves everything) where another part's middleware watches its
+    path, since a direct route cannot run that middleware."""
+    direct: dict[LaneKey, DirectRoute] = {}
+    for part in parts:
+        others = [mw for other in parts if other is not part for mw in other.middleware]
+        for key, route in part.direct.items():
+            if key not in part.lanes:
+                raise PluginError(f"{part.name!r} has a direct route for {key[0]} {key[1]} but no lane there")
+            watchers = [getattr(mw.cls, "__name__", repr(mw.cls)) for mw in others if watches(mw, key[1])]
+            if watchers:
+                log.info("%s %s is served by its lane only: %s watches it", *key, ", ".join(watchers))
+                continue
+            direct[key] = route
+    return direct
+
+
 def create_app(kernel: Kernel, parts: list[AppPart] | None = None, listener: ListenerName = "api") -> ASGIApp:
     """Build the ASGI app for ``kernel.role`` and ``listener`` from plugin parts (or ``parts``):
     Starlette's, with the parts' lanes in front of it when there are any."""
@@ -154,4 +173,4 @@ def create_app(kernel: Kernel, parts: list[AppPart] | None = None, listener: Lis
         },
     )
     lanes = _lanes(parts, middleware)
-    return LaneFront(app, lanes) if lanes else app
+    return LaneFront(app, lanes, _direct(parts, middleware)) if lanes else app

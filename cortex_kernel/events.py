@@ -24,7 +24,8 @@ class RequestFinished(msgspec.Struct, kw_only=True, frozen=True):
     else the :class:`cortex_kernel.dialect.Dialect` plugin's ``name``). Times are seconds from the
     request's arrival. ``first_token_s`` is the first content byte of
     the reply (streamed or not); ``model`` is the concrete id (``unknown`` when the request named
-    no model the fleet knows, so labels stay bounded).
+    no model the fleet knows, so labels stay bounded). ``direct`` says the gateway answered it on
+    its direct path (:mod:`cortex_kernel.direct`: from the sockets' callbacks, no ASGI task).
     """
 
     dialect: str
@@ -43,6 +44,7 @@ class RequestFinished(msgspec.Struct, kw_only=True, frozen=True):
     completion_tokens: int | None = None
     cached_tokens: int | None = None
     inter_token_s: tuple[float, ...] = ()
+    direct: bool = False
 
 
 class ModelLoaded(msgspec.Struct, kw_only=True, frozen=True):

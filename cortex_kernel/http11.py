@@ -34,6 +34,7 @@ from urllib.parse import unquote
 import httptools
 
 from cortex_kernel.connection import LINGER_S
+from cortex_kernel.direct import MAX_DIRECT_BODY
 from cortex_kernel.http11_exchange import BODY_HIGH_WATER, Exchange
 from cortex_kernel.http_edge import (
     Refused,
@@ -325,6 +326,10 @@ class HttpConnection(asyncio.Protocol):
         self.head_partial = False
         self.parsing = exchange
         self.upgrade_body = parser.should_upgrade() and (self.chunked or self.content_length > 0)
+        # Only a small body of known length, with no 100-continue awaited, waits for a direct route.
+        direct = self.site.direct
+        if direct and self.content_length <= MAX_DIRECT_BODY and not (self.chunked or self.expect):
+            exchange.direct = None if self.upgrade_body else direct.get((scope["method"], scope["path"]))
         if self.running is None and not self.queue:
             self._start(exchange)
         else:
@@ -351,13 +356,40 @@ class HttpConnection(asyncio.Protocol):
         exchange.end()
         if not exchange.keep_alive:
             self.finished = True
+        if exchange.direct is not None and exchange is self.running:
+            self._offer(exchange)  # held for its direct route until now (_start)
 
     # -- the requests' turns -------------------------------------------------------------------
 
     def _start(self, exchange: Exchange) -> None:
         self.running = exchange
         self.body_deadline = self.loop.time() + self.site.limits.body_timeout_s
+        if exchange.direct is not None:
+            if exchange.body_done:
+                self._offer(exchange)
+            return  # held: offered when its body is in (on_message_complete)
         self.site.track(self.loop.create_task(exchange.run()))
+
+    def _offer(self, exchange: Exchange) -> None:
+        """Offer a whole request to its direct route (:mod:`cortex_kernel.direct`); the app
+        serves it if the route declines, or fails."""
+        route, exchange.direct = exchange.direct, None
+        assert route is not None
+        try:
+            taken = route(exchange)
+        except Exception:
+            log.exception("%s: the direct route for %s failed", self.site.name, exchange.scope["path"])
+            taken = False
+            if exchange.response_started:
+                exchange.abort_response()
+                return
+        if not taken:
+            self.run_app(exchange)
+
+    def run_app(self, exchange: Exchange) -> None:
+        """Serve ``exchange`` with the ASGI app (a direct route declined or handed it back)."""
+        if exchange is self.running and not self.closed and not self.lingering:
+            self.site.track(self.loop.create_task(exchange.run()))
 
     def response_done(self, exchange: Exchange) -> None:
         """The app sent the last of its response: next request, keep-alive, linger or close."""

@@ -11,18 +11,20 @@ instead of two), and ``100 Continue`` is written when the app first reads the bo
 the head arrives, so a request answered from its head alone (a 401, a 413) never invites its body.
 
 An exchange is also its request's ``cortex.splice`` extension (:mod:`cortex_kernel.splice`): a
-streamed body written from another protocol's read callback, with no task wake-up per piece.
+streamed body written from another protocol's read callback, with no task wake-up per piece; and
+the :class:`~cortex_kernel.direct.DirectExchange` a direct route answers with no task at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import Send
 
+from cortex_kernel.direct import DirectRoute
 from cortex_kernel.http11_framing import Framing, ResponseError, informational_head, response_head
 from cortex_kernel.splice import SPLICE
 
@@ -43,6 +45,7 @@ class Exchange:
         "body",
         "body_done",
         "connection",
+        "direct",
         "disconnected",
         "end_delivered",
         "expect_continue",
@@ -84,7 +87,8 @@ class Exchange:
         self.remaining = 0
         self.waiter: asyncio.Future[None] | None = None
         self.lost_callback: Callable[[], None] | None = None
-        scope["extensions"][SPLICE] = self  # taken out when the app returns: no cycle left behind
+        # The direct route this request is held for until its body is in (cortex_kernel.direct).
+        self.direct: DirectRoute | None = None
 
     # -- fed by the connection ---------------------------------------------------------------
 
@@ -116,6 +120,7 @@ class Exchange:
 
     async def run(self) -> None:
         connection = self.connection
+        self.scope["extensions"][SPLICE] = self  # taken out when the app returns: no cycle left behind
         try:
             await connection.site.app(self.scope, self.receive, self.send)
         except Exception:
@@ -174,22 +179,28 @@ class Exchange:
             elif connection.write_paused:
                 await connection.drain()
         elif kind == "http.response.start" and not self.response_started:
-            start = response_head(
-                int(message["status"]),
-                message.get("headers", ()),
-                self.connection.site.date.now(),
-                head_request=self.head_request,
-                http10=self.http10,
-                keep_alive=self.keep_alive,
-            )
-            self.response_started = True
-            self.expect_continue = False
-            self.keep_alive = start.keep_alive
-            self.framing = start.framing
-            self.remaining = start.length
-            self.head = start.data
+            self.start_response(int(message["status"]), message.get("headers", ()))
         else:
             raise ResponseError(f"unexpected ASGI message {kind!r} in this state of the response")
+
+    def start_response(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """The head of the response, held until its first body bytes (``send``'s start message)."""
+        if self.response_started:
+            raise ResponseError("the response has already begun")
+        start = response_head(
+            status,
+            headers,
+            self.connection.site.date.now(),
+            head_request=self.head_request,
+            http10=self.http10,
+            keep_alive=self.keep_alive,
+        )
+        self.response_started = True
+        self.expect_continue = False
+        self.keep_alive = start.keep_alive
+        self.framing = start.framing
+        self.remaining = start.length
+        self.head = start.data
 
     def _framed(self, body: bytes, more: bool) -> bytes:
         """``body`` as it goes on the wire (the held head before it), checked against its framing."""
@@ -246,3 +257,36 @@ class Exchange:
             callback()
             return
         self.lost_callback = callback
+
+    # -- the direct route's exchange (cortex_kernel.direct.DirectExchange) ---------------------
+
+    def request_body(self) -> bytes:
+        return bytes(self.body)
+
+    def finish_response(self, body: bytes = b"") -> None:
+        if self.disconnected or self.response_done:
+            return  # dropped, as send drops it
+        if not self.response_started:
+            raise ResponseError("the response ended before it began")
+        data = self._framed(body, False)
+        connection = self.connection
+        if data:
+            connection.write(data)
+        self.response_done = True
+        self.lost_callback = None
+        connection.response_done(self)
+
+    def to_app(self) -> None:
+        if self.response_started:
+            raise ResponseError("the response has begun: it cannot go to the app now")
+        self.lost_callback = None
+        if not self.disconnected:
+            self.connection.run_app(self)
+
+    def abort_response(self) -> None:
+        self.lost_callback = None
+        if not self.disconnected and not self.response_done:
+            if self.head is not None:  # as run() does: what the client had of it goes out first
+                self.connection.write(self.head)
+                self.head = None
+            self.connection.abandon(self)

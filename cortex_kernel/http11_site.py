@@ -11,23 +11,33 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from starlette.types import ASGIApp
 
 from cortex_kernel.config.schema import ConnectionLimits
+from cortex_kernel.direct import DirectRoute
 from cortex_kernel.http11 import HttpConnection
 from cortex_kernel.http11_framing import DateHeader
+from cortex_kernel.lanes import LaneKey
 
 
 class Site:
     """What every connection of one listener shares."""
 
     def __init__(
-        self, app: ASGIApp, state: dict[str, Any], limits: ConnectionLimits, cap: int, name: str
+        self,
+        app: ASGIApp,
+        state: dict[str, Any],
+        limits: ConnectionLimits,
+        cap: int,
+        name: str,
+        direct: Mapping[LaneKey, DirectRoute] | None = None,
     ) -> None:
         self.app = app
+        # The app's direct routes (cortex_kernel.direct), by (method, path); empty: none.
+        self.direct: dict[LaneKey, DirectRoute] = dict(direct or {})
         self.state = state
         self.limits = limits
         self.cap = cap

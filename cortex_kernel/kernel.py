@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from cortex_kernel.config.loader import LoadedConfig
+from cortex_kernel.direct import DirectRoute
 from cortex_kernel.drain import Drain
 from cortex_kernel.route_middleware import RouteMiddleware
 from cortex_kernel.stash import Stash
@@ -52,7 +53,9 @@ class AppPart:
     ``routes`` are mounted in plugin order; ``middleware`` wraps the whole app (outermost first);
     ``lanes`` are ASGI apps that answer one ``(method, path)`` each, in front of the router and
     Starlette's middleware, inside only the parts' middleware that watches that path
-    (:mod:`cortex_kernel.lanes`: the gateway's relay routes, its hot path); ``route_middleware``
+    (:mod:`cortex_kernel.lanes`: the gateway's relay routes, its hot path); ``direct`` pairs some
+    of those lanes with a direct route, called from the server's callbacks for the requests it
+    can answer at once (:mod:`cortex_kernel.direct`); ``route_middleware``
     wraps only the routes (any part's) under its path prefixes, for middleware that has no
     business with the other requests (:mod:`cortex_kernel.route_middleware`); ``lifespan`` is entered
     at start-up, in plugin order, and exited in reverse at shutdown, so a part can start background
@@ -65,6 +68,7 @@ class AppPart:
     routes: list[BaseRoute] = field(default_factory=list)
     middleware: list[Middleware] = field(default_factory=list)
     lanes: dict[tuple[str, str], ASGIApp] = field(default_factory=dict)
+    direct: dict[tuple[str, str], DirectRoute] = field(default_factory=dict)
     route_middleware: list[RouteMiddleware] = field(default_factory=list)
     lifespan: Lifespan | None = None
     listener: ListenerName = "api"

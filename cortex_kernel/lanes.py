@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cortex_kernel.direct import DirectRoute
+
 LaneKey = tuple[str, str]  # (method, path)
 
 
@@ -40,11 +42,21 @@ def wrap_lane(lane: ASGIApp, path: str, middleware: Sequence[Middleware]) -> ASG
 
 
 class LaneFront:
-    """The outermost ASGI app: a request a lane claims goes to that lane, the rest to ``app``."""
+    """The outermost ASGI app: a request a lane claims goes to that lane, the rest to ``app``.
 
-    def __init__(self, app: ASGIApp, lanes: Mapping[LaneKey, ASGIApp]) -> None:
+    ``direct`` holds the lanes' direct routes (:mod:`cortex_kernel.direct`) for a server that can
+    call them; an ASGI server never sees them, and the lanes answer everything there.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        lanes: Mapping[LaneKey, ASGIApp],
+        direct: Mapping[LaneKey, DirectRoute] | None = None,
+    ) -> None:
         self.app = app
         self.lanes = dict(lanes)
+        self.direct = dict(direct or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -53,3 +65,8 @@ class LaneFront:
                 await lane(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def direct_routes(app: ASGIApp) -> dict[LaneKey, DirectRoute]:
+    """The direct routes ``app`` offers its server: a :class:`LaneFront`'s, else none."""
+    return dict(app.direct) if isinstance(app, LaneFront) else {}

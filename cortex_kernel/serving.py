@@ -38,6 +38,7 @@ from cortex_kernel.connection import Connection
 from cortex_kernel.drain import Drain
 from cortex_kernel.event_loops import LoopFactory
 from cortex_kernel.http11_site import Site, serve_http11
+from cortex_kernel.lanes import direct_routes
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ async def _serve(listener: Listener, grace_s: float, stop: asyncio.Event) -> Non
     cap = connection_cap(limits, listener.name)
     sockets = [listener.sock] if listener.sock else config.create_sockets().insecure_sockets
     if server_of(listener) == "httptools":
-        site = Site(listener.app, state, limits, cap, listener.name)
+        site = Site(listener.app, state, limits, cap, listener.name, direct_routes(listener.app))
         try:
             await serve_http11(site, sockets, config.backlog, stop, config.graceful_timeout)
         finally:

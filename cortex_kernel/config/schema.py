@@ -55,6 +55,10 @@ class GatewaySection(ConfigBase):
     # cortex_kernel/http11.py; less CPU per request), or hypercorn's; both hold every connection
     # to [limits]. h2c is hypercorn's alone: a listener with limits.allow_h2c uses hypercorn.
     server: Literal["hypercorn", "httptools"] = "httptools"
+    # The relay's direct path (issue #17): on the httptools server, a relay request that can be
+    # sent to a ready replica at once is answered from the sockets' callbacks, with no ASGI task;
+    # false sends every request through the relay's ASGI lane (the path hypercorn always takes).
+    direct_relay: bool = True
 
 
 class EvictionSection(ConfigBase):

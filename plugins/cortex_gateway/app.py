@@ -24,8 +24,9 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from cortex_gateway.admin import Admin
-from cortex_gateway.auth import GatewayAuth
+from cortex_gateway.auth import ClientKeys, GatewayAuth
 from cortex_gateway.catalogue_view import merged_models, model_entry
+from cortex_gateway.direct_relay import DirectRelay
 from cortex_gateway.fleet import Fleet, Node
 from cortex_gateway.model_events import model_events
 from cortex_gateway.model_status import entry_status, listing, props_for
@@ -41,11 +42,13 @@ from cortex_kernel.catalogue_entry import CatalogueEntry
 from cortex_kernel.config.errors import ConfigError
 from cortex_kernel.config.schema import Catalogue, CortexConfig
 from cortex_kernel.dialect import Dialect, UpstreamReply
+from cortex_kernel.direct import DirectRoute
 from cortex_kernel.drain import Drain
 from cortex_kernel.errors import Overloaded
 from cortex_kernel.events import EventBus
 from cortex_kernel.eviction import Evictor
 from cortex_kernel.kernel import AppPart, Kernel
+from cortex_kernel.node_wire import REQUEST_CLASS_HEADER
 from cortex_kernel.plugins import PluginError
 from cortex_kernel.routing import RouteHints
 
@@ -308,4 +311,13 @@ def gateway_part(kernel: Kernel) -> AppPart:
     ]
     # In front of Starlette, inside the middleware that watches them (the console's capture does).
     lanes: dict[tuple[str, str], ASGIApp] = {("POST", p): RelayLane(relay(p)) for p in relayed}
-    return AppPart(name="gateway", routes=routes, middleware=middleware, lanes=lanes, lifespan=lifespan)
+    direct: dict[tuple[str, str], DirectRoute] = {}
+    if config.gateway.direct_relay:
+        keys = ClientKeys(config.auth)
+        routing = config.routing
+        named = (*routing.session_headers, REQUEST_CLASS_HEADER, routing.request_class_header)
+        hint_headers = frozenset(name.lower().encode("latin-1") for name in named)
+        direct = {("POST", p): DirectRelay(p, lambda: runtime.forwarder, keys, hint_headers) for p in relayed}
+    return AppPart(
+        name="gateway", routes=routes, middleware=middleware, lanes=lanes, direct=direct, lifespan=lifespan
+    )

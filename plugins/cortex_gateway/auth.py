@@ -44,6 +44,23 @@ def self_guarded(path: str) -> bool:
 OPENAI = "openai"  # the gateway's own routes speak OpenAI's dialect
 
 
+class ClientKeys:
+    """Whether a request to a client route may pass: any key will do unless ``require_api_key``,
+    and then a client or an admin key must be presented."""
+
+    def __init__(self, auth: AuthSection) -> None:
+        self.require = auth.require_api_key
+        self.clients = KeySet(auth.api_keys)
+        self.admins = KeySet(auth.admin_keys)
+
+    def accepts(self, key: str | None) -> bool:
+        return self.clients.accepts(key) or self.admins.accepts(key)
+
+    def admits(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Whether a client route lets a request with these (ASGI) headers through."""
+        return not self.require or self.accepts(presented_key(dict(headers)))
+
+
 class GatewayAuth:
     """Checks keys before any handler runs; per-request state stays inside ``__call__``."""
 
@@ -56,13 +73,10 @@ class GatewayAuth:
     ) -> None:
         self.app = app
         self.events = events or EventBus()
+        self.keys = ClientKeys(auth)
         self.require = auth.require_api_key
-        self.clients = KeySet(auth.api_keys)
-        self.admins = KeySet(auth.admin_keys)
+        self.admins = self.keys.admins
         self.dialects = tuple(dialects)
-
-    def _client(self, key: str | None) -> bool:
-        return self.clients.accepts(key) or self.admins.accepts(key)
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """The app's own awaitable where there is nothing to check (a tail call, not an ``await``:
@@ -87,7 +101,7 @@ class GatewayAuth:
                     error = Unauthorized("an admin key is required for /admin")
             elif (scope.get("client") or ("", 0))[0] not in LOOPBACK:
                 error = Forbidden("the admin API answers loopback clients only until admin_keys are set")
-        elif not self._client(presented_key(dict(scope["headers"]))):
+        elif not self.keys.accepts(presented_key(dict(scope["headers"]))):
             error = Unauthorized("missing or unknown API key")
         if error is not None:
             dialect, response = self.refusal(scope, error)

@@ -19,7 +19,9 @@ handles exactly that and nothing more:
 - pieces that arrived while the relay was busy are handed over joined, so a gateway under load
   writes fewer, larger chunks instead of queueing many small ones;
 - a relay that can write to its client synchronously (:meth:`NeuronResponse.divert`) gets each
-  read's pieces, joined, straight from ``data_received``: no future and no task step per piece.
+  read's pieces, joined, straight from ``data_received``: no future and no task step per piece;
+- a relay with no task at all (the gateway's direct route) sends with :meth:`NeuronPool.request_now`
+  and hears the head and the end through a :class:`ReplyWatcher`'s callbacks.
 
 The control plane (polls, loads, admin calls) stays on aiohttp, where convenience matters more
 than microseconds.
@@ -32,7 +34,7 @@ import collections
 import itertools
 import ssl
 from collections.abc import Callable
-from typing import cast
+from typing import Protocol, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -54,6 +56,21 @@ class NeuronHTTPError(ConnectionError):
 
 class NoResponse(NeuronHTTPError):
     """Failed before the first response byte: the request may be retried on another node."""
+
+
+class ReplyWatcher(Protocol):
+    """Told of a reply's head and end from the connection's callbacks, for a consumer with no
+    task to wait in (:meth:`NeuronResponse.watch`). Neither call may raise."""
+
+    def head(self) -> None:
+        """The status and headers are in (called while llhttp parses them: the body pieces of
+        the same read reach a sink set now)."""
+        ...
+
+    def ended(self, error: BaseException | None) -> None:
+        """The reply is complete (``None``), or failed with what :meth:`NeuronResponse.next_piece`
+        would raise, before or after its head; every piece went to the sink first."""
+        ...
 
 
 class Origin(msgspec.Struct, frozen=True):
@@ -122,6 +139,7 @@ class NeuronResponse:
         self._unframed = 0  # bytes read since the last body byte (the head's, before it)
         self._framing = "none"
         self._sink: Callable[[bytes], bool] | None = None
+        self._watcher: ReplyWatcher | None = None
         self._buffered = 0
         self._paused = False
         self._done = False
@@ -180,6 +198,17 @@ class NeuronResponse:
         finally:
             self._sink = None
 
+    def watch(self, watcher: ReplyWatcher) -> None:
+        """Tell ``watcher`` of the head and the end instead of waking a waiting task; the
+        consumer counts as waiting for bytes (a stall is counted) unless its sink is full."""
+        self._watcher = watcher
+        self._waiting_since = self._loop.time()
+
+    def set_sink(self, sink: Callable[[bytes], bool]) -> None:
+        """A watched reply's body, from now on: each read's pieces go to ``sink`` joined, as
+        :meth:`divert` hands them over (reading pauses while it returns false)."""
+        self._sink = sink
+
     def resume_diverted(self) -> None:
         """The diverted body's consumer can take more: read from the neuron again."""
         if self._paused:
@@ -211,6 +240,7 @@ class NeuronResponse:
         if self._closed:
             return
         self._closed = True
+        self._watcher = None
         if not self._done:
             self._finish()
             self._connection.abort()
@@ -251,7 +281,8 @@ class NeuronResponse:
         if self._done or self._stall is None:
             return
         now = self._loop.time()
-        busy = self._waiter is None or self._paused  # the consumer is behind, not the neuron
+        # The consumer is behind, not the neuron: busy elsewhere, or its sink full.
+        busy = (self._waiter is None and self._watcher is None) or self._paused
         since = now if busy else max(self._last_read, self._waiting_since)
         if now - since >= self._stall:
             self._fail(TimeoutError(f"no bytes from the neuron for {self._stall:g} s"))
@@ -279,6 +310,7 @@ class NeuronResponse:
                     while len(pieces) > held:
                         pieces.pop()  # never read: the reply ended with its head
                     raise NeuronHTTPError("the neuron sent a body where none was expected")
+                sink = self._sink  # a watcher may have set it at the head, in this read
                 if sink is not None:
                     self._hand_over(sink)
                 else:
@@ -393,6 +425,8 @@ class NeuronResponse:
             self.reusable = False
         self._head_done = True
         self._unframed = 0
+        if self._watcher is not None:
+            self._watcher.head()
         if self._head_only:  # llhttp, not told the request was HEAD, would wait for a body
             self._complete()
         self._wake()
@@ -402,6 +436,15 @@ class NeuronResponse:
         self._finish()
         self._connection.release(self)
         self._wake()
+        self._tell_end(None)
+
+    def _tell_end(self, error: BaseException | None) -> None:
+        watcher = self._watcher
+        if watcher is not None:
+            self._watcher = None
+            if self._pieces and self._sink is not None:
+                self._hand_over(self._sink)  # what arrived before a failure goes out first
+            watcher.ended(error)
 
     def _finish(self) -> None:
         self._done = True
@@ -420,11 +463,24 @@ class NeuronResponse:
         self.reusable = False
         self._finish()
         self._wake()
+        self._tell_end(error)
 
     def _reject(self, error: NeuronHTTPError) -> None:
         """The reply is not valid HTTP/1.1: fail it and drop the connection it came on."""
         self._fail(error)
         self._connection.abort()
+
+
+def _payload(origin: Origin, method: str, path: str, header_block: bytes, body: bytes) -> list[bytes]:
+    """A request's bytes: its head (``Host`` and ``Content-Length`` added) and its body."""
+    head = b"%s %s HTTP/1.1\r\nhost: %s\r\ncontent-length: %d\r\n%s\r\n" % (
+        method.encode("ascii"),
+        (origin.prefix + path).encode("ascii"),
+        origin.host_header,
+        len(body),
+        header_block,
+    )
+    return [head, body] if body else [head]
 
 
 def _tokens(value: str) -> list[str]:
@@ -547,14 +603,7 @@ class NeuronPool:
         (the caller may try another node), :class:`NeuronHTTPError` for a reply that is not
         HTTP, and :class:`TimeoutError` when the head stalls.
         """
-        head = b"%s %s HTTP/1.1\r\nhost: %s\r\ncontent-length: %d\r\n%s\r\n" % (
-            method.encode("ascii"),
-            (origin.prefix + path).encode("ascii"),
-            origin.host_header,
-            len(body),
-            header_block,
-        )
-        payload = [head, body] if body else [head]
+        payload = _payload(origin, method, path, header_block, body)
         aborted = self._aborted.get(origin)
         for attempt in range(2):
             await self._acquire(origin)
@@ -584,6 +633,34 @@ class NeuronPool:
                 raise
             return response
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def request_now(
+        self,
+        origin: Origin,
+        method: str,
+        path: str,
+        header_block: bytes,
+        body: bytes,
+        *,
+        stall_timeout_s: float | None,
+    ) -> NeuronResponse | None:
+        """:meth:`request` for a caller with no task: sent now on an idle pooled connection and
+        returned before any reply, or ``None`` (nothing sent) when no slot is free or no
+        connection is idle. The reply is followed with :meth:`NeuronResponse.watch`; a reused
+        connection the neuron had closed fails it with :class:`NoResponse`, which this does not
+        retry (the caller may send again through :meth:`request`)."""
+        busy = self._busy.get(origin, 0)
+        if busy >= self.max_busy:
+            return None
+        connection = self._take(origin)
+        if connection is None:
+            return None
+        self._busy[origin] = busy + 1
+        response = NeuronResponse(
+            connection, stall_timeout_s, method == "HEAD", on_done=lambda: self._release(origin)
+        )
+        connection.send(response, _payload(origin, method, path, header_block, body))
+        return response
 
     async def _acquire(self, origin: Origin) -> None:
         """Wait for one of the ``max_busy`` request slots towards ``origin``.

@@ -171,6 +171,10 @@ class Placement:
         profile = self.catalogue.get(model_id)
         return profile is not None and any(eligible(node, profile) for node in self.fleet)
 
+    def ready_node(self, model_id: str, hints: RouteHints | None = None) -> Node | None:
+        """The node :meth:`node_for_request` would pick now without waiting, if one is ready."""
+        return self._ready(model_id, frozenset(), hints)
+
     def _ready(self, model_id: str, exclude: frozenset[str], hints: RouteHints | None = None) -> Node | None:
         ready = [n for n in self.fleet.replicas(model_id) if n.name not in exclude]
         if self.routers is not None and ready and self.routers.asks(model_id, ready):

@@ -67,6 +67,19 @@ HOP_BY_HOP = frozenset(
 
 
 SSE_DONE = b"data: [DONE]\n\n"
+# Where a request the direct route tried first carries that attempt into the app (scope["state"]).
+FIRST_ATTEMPT = "cortex_gateway.first_attempt"
+
+
+class FirstAttempt(msgspec.Struct, frozen=True):
+    """What the direct route's attempt left for the lane to go on from: when the request began,
+    the node it tried, the nodes to avoid (one that failed before answering) and the failovers
+    counted so far."""
+
+    started: float
+    node: str
+    tried: frozenset[str] = frozenset()
+    failovers: int = 0
 
 
 class RoutingFields(msgspec.Struct):
@@ -162,7 +175,9 @@ class Forwarder:
         return "unknown"
 
     async def handle(self, request: Request, path: str) -> Response:
-        started = time.perf_counter()
+        state = request.scope.get("state")
+        first: FirstAttempt | None = state.get(FIRST_ATTEMPT) if state else None
+        started = first.started if first is not None else time.perf_counter()
         try:
             body = await receive_body(request.scope, request.receive, self.max_body_bytes)
             fields = routing_fields(body)
@@ -174,19 +189,21 @@ class Forwarder:
                 exc.status, exc.code
             )
             raise
-        hints = self._body_hints(fields) if self._wants_hints(model) else None
-        reply = await self.open(path, model, body, started=started, streamed=fields.stream, hints=hints)
+        hints = self.body_hints(fields) if self.wants_hints(model) else None
+        reply = await self.open(
+            path, model, body, started=started, streamed=fields.stream, hints=hints, first=first
+        )
         if fields.stream and reply.status == 200:
             return RelayStream(reply)
         # A whole JSON reply (or an error) is relayed in one piece: cheaper than a stream.
         payload = await reply.read()
         return Response(payload, status_code=reply.status, headers=dict(reply.headers))
 
-    def _wants_hints(self, model: str) -> bool:
+    def wants_hints(self, model: str) -> bool:
         routers = self.placement.routers
         return routers is not None and routers.wants_hints(model)
 
-    def _body_hints(self, fields: RoutingFields) -> RouteHints:
+    def body_hints(self, fields: RoutingFields) -> RouteHints:
         """The hints an OpenAI body carries; the prefix fingerprint only when it has no key."""
         key, user = body_key(fields.prompt_cache_key), body_key(fields.user)
         headers = self.hints.header_hints()
@@ -205,9 +222,11 @@ class Forwarder:
         started: float | None = None,
         streamed: bool = False,
         hints: RouteHints | None = None,
+        first: FirstAttempt | None = None,
     ) -> NeuronReply:
         """POST ``body`` to a node that serves ``model``, retrying another before the first byte;
-        ``hints`` (and the request's routing headers) go to the model's router."""
+        ``hints`` (and the request's routing headers) go to the model's router; ``first``, the
+        direct route's attempt that failed before the first byte, counts as the first try."""
         tap = RequestTap(
             self.events,
             dialect=dialect,
@@ -217,21 +236,31 @@ class Forwarder:
         )
         tap.streamed = streamed
         try:
-            hints = self.hints.resolve(hints, body if self._wants_hints(model) else None)
-            return await self._open(path, model, body, tap, hints)
+            hints = self.hints.resolve(hints, body if self.wants_hints(model) else None)
+            return await self._open(path, model, body, tap, hints, first)
         except CortexError as exc:
             tap.finish(exc.status, exc.code)
             raise
 
     async def _open(
-        self, path: str, model: str, body: bytes, tap: RequestTap, hints: RouteHints
+        self,
+        path: str,
+        model: str,
+        body: bytes,
+        tap: RequestTap,
+        hints: RouteHints,
+        first: FirstAttempt | None = None,
     ) -> NeuronReply:
         tried: set[str] = set()
-        header_block = self.header_block
-        if hints.request_class is not None:  # one of a fixed set of words: safe in a header
-            header_block += b"x-cortex-request-class: " + hints.request_class.encode() + b"\r\n"
+        attempts = range(self.max_attempts)
+        if first is not None:
+            tried.update(first.tried)
+            tap.node = first.node
+            tap.failovers = first.failovers
+            attempts = range(1 if first.failovers else 0, self.max_attempts)
+        header_block = self.header_block_for(hints)
         last_error: Exception | None = None
-        for attempt in range(self.max_attempts):
+        for attempt in attempts:
             waiting = time.perf_counter()
             node, cold = await self.placement.node_for_request(model, frozenset(tried), hints)
             tap.waited_s += time.perf_counter() - waiting
@@ -262,6 +291,13 @@ class Forwarder:
             return NeuronReply(node, model, upstream, tap, self.open_replies)
         raise UpstreamError(f"no node answered for {model!r}: {last_error}", code="upstream_unavailable")
 
+    def header_block_for(self, hints: RouteHints) -> bytes:
+        """The header lines sent to the neuron with a request that has ``hints``."""
+        if hints.request_class is None:
+            return self.header_block
+        # One of a fixed set of words: safe in a header.
+        return self.header_block + b"x-cortex-request-class: " + hints.request_class.encode() + b"\r\n"
+
     async def _gone(self, node: Node, model: str, upstream: NeuronResponse) -> None:
         """A node answered 404 for a model it held at the last poll: place the request again.
 
@@ -276,6 +312,10 @@ class Forwarder:
         finally:
             upstream.close()
             node.finished(model)
+        self.forget(node, model)
+
+    def forget(self, node: Node, model: str) -> None:
+        """``node`` answered 404 for ``model``: show it without the model until the next poll."""
         log.info("node %s no longer holds %s; placing the request again", node.name, model)
         current = node.models.get(model)
         if current is not None and current.state == "ready":
@@ -304,7 +344,7 @@ class RelayStream(Response):
         self.status_code = reply.status
         self.background = None
         self._reply = reply
-        self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
+        self.raw_headers = reply.raw_headers()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         reply = self._reply
@@ -363,13 +403,17 @@ class NeuronReply:
         if registry is not None:
             registry.add(self)
 
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """The headers relayed to the client, as an ASGI response carries them."""
+        return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+
     def interrupt(self, error: CortexError) -> None:
         """End the reply with ``error`` through the same path as a neuron lost mid-reply."""
         if self._open and self._interrupted is None:
             self._interrupted = error
             self._upstream.cut(error.message)
 
-    def _broken(self, exc: Exception) -> CortexError:
+    def broken(self, exc: BaseException) -> CortexError:
         if self._interrupted is not None:
             self._error = self._interrupted.code
             return self._interrupted
@@ -382,7 +426,7 @@ class NeuronReply:
         try:
             chunk = await self._upstream.next_piece()
         except (NeuronHTTPError, TimeoutError) as exc:
-            raise self._broken(exc) from exc
+            raise self.broken(exc) from exc
         if chunk is not None:
             self._tap.chunk(chunk)
         return chunk
@@ -428,7 +472,7 @@ class NeuronReply:
             try:
                 await self._upstream.divert(body.take)
             except (NeuronHTTPError, TimeoutError) as exc:
-                raise self._broken(exc) from exc
+                raise self.broken(exc) from exc
         except CortexError as exc:
             await self._end_with_error(exc, body.last, send)
             return
@@ -441,21 +485,33 @@ class NeuronReply:
         """End a relayed body that broke: an error event and a clean end where what was relayed
         ends on an SSE frame boundary, else ``exc`` raised (the connection is cut mid-body)."""
         self.close()
-        if not (self._sse and last.endswith(b"\n\n")):
+        frame = self.error_frame(exc, last)
+        if frame is None:
             raise exc
-        frame = b"data: " + openai_error_body(exc) + b"\n\n" + SSE_DONE
         await send({"type": "http.response.body", "body": frame, "more_body": False})
+
+    def error_frame(self, exc: CortexError, last: bytes) -> bytes | None:
+        """The last bytes of a stream that broke with ``exc`` after ``last``: an SSE error event
+        and ``[DONE]`` where ``last`` ends a frame, else ``None`` (only a cut can end it)."""
+        if not (self._sse and last.endswith(b"\n\n")):
+            return None
+        return b"data: " + openai_error_body(exc) + b"\n\n" + SSE_DONE
 
     async def read(self) -> bytes:
         try:
             payload = await self._upstream.read()
         except (NeuronHTTPError, TimeoutError) as exc:
-            raise self._broken(exc) from exc
+            raise self.broken(exc) from exc
         finally:
             self.close()
+        self.took(payload)
+        return payload
+
+    def took(self, payload: bytes) -> None:
+        """The whole body, read and relayed in one piece (the reply is closed): tap it, and end."""
+        self.close()
         self._tap.chunk(payload)
         self._tap.finish(self.status, self._error_code())
-        return payload
 
     def _error_code(self) -> str | None:
         if self._error is not None:

@@ -71,6 +71,7 @@ class RequestTap:
         self.cold_start = False
         self.failovers = 0
         self.streamed = False
+        self.direct = False  # answered on the direct path (cortex_gateway.direct_relay)
         self._first: float | None = None
         self._last = 0.0
         self._gaps: list[float] = []
@@ -112,5 +113,6 @@ class RequestTap:
                 completion_tokens=usage.completion_tokens if usage else None,
                 cached_tokens=cached,
                 inter_token_s=tuple(self._gaps) if self.streamed else (),
+                direct=self.direct,
             )
         )

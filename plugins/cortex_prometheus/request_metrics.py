@@ -40,7 +40,7 @@ class RequestMetrics:
     The families are :class:`FoldedCounter` and :class:`FoldedHistogram`: the same exposition as
     the client library's ``Counter`` and ``Histogram``, without a lock per increment (two and a
     linear bucket walk per observed value). The sink is fed on the event loop only, and one
-    finished request touches up to thirteen series.
+    finished request touches up to fourteen series.
     """
 
     def __init__(self, registry: CollectorRegistry, guards: Guards) -> None:
@@ -133,6 +133,13 @@ class RequestMetrics:
             PER_REQUEST,
             registry=registry,
         )
+        self.direct = FoldedCounter(
+            "cortex_direct_requests",
+            "Routed requests the gateway answered on its direct path, from the sockets' callbacks"
+            " with no ASGI task; the rest went through the relay's lane.",
+            PER_REQUEST,
+            registry=registry,
+        )
 
     def _per_model(self, labels: tuple[str, str, str]) -> _Series:
         """The children labelled by ``(model, node, dialect)`` alone, one lookup per request."""
@@ -187,6 +194,7 @@ class RequestMetrics:
             series.child(self.wait).observe(event.waited_s)
             series.child(self.cold_starts).inc(1 if event.cold_start else 0)
             series.child(self.failovers).inc(event.failovers)
+            series.child(self.direct).inc(1 if event.direct else 0)
         if failed:
             return
         self._tokens(series, event)

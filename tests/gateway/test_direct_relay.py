@@ -1,0 +1,357 @@
+"""The relay's direct path (``cortex_gateway.direct_relay``) against its lane, on the real server.
+
+Every test serves the real gateway app on the httptools server and talks to it over loopback:
+once through a gateway with ``[gateway] direct_relay`` on and once with it off, so the lane's
+answers (which the rest of the suite pins down) are the reference for the direct path's. The
+neuron is :class:`~tests.gateway.direct_fleet.RawNeuron`, which can send the broken replies a
+real one sends only by accident. What must match: the status, the headers (but ``date``), the
+framing, the body, and the ``RequestFinished`` event (but its timings and ``direct`` flag).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import openai
+
+from cortex_kernel.config.schema import AuthSection, CortexConfig, GatewaySection
+from cortex_kernel.events import RequestFinished
+from cortex_kernel.keys import key_digest
+from tests.gateway.direct_fleet import (
+    MODEL,
+    Action,
+    Client,
+    RawNeuron,
+    Reply,
+    delta,
+    garbage,
+    hang_up,
+    served_gateway,
+    sse,
+    stall,
+    stream,
+    usage_frame,
+    whole,
+)
+
+DONE = b"data: [DONE]\n\n"
+TIMINGS = {"duration_s", "first_token_s", "inter_token_s", "waited_s", "direct"}
+
+
+def chat(stream: bool = True, **extra: Any) -> dict[str, Any]:
+    return {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": stream, **extra}
+
+
+def config(direct: bool, **sections: Any) -> CortexConfig:
+    gateway = GatewaySection(direct_relay=direct, stream_stall_timeout_s=0.5)
+    return CortexConfig(gateway=gateway, **sections)
+
+
+def comparable(event: RequestFinished) -> dict[str, Any]:
+    fields: dict[str, Any] = msgspec.structs.asdict(event)
+    return {k: v for k, v in fields.items() if k not in TIMINGS}
+
+
+def wire(reply: Reply) -> tuple[int, dict[bytes, bytes], bytes, bool]:
+    return reply.status, {k: v for k, v in reply.headers.items() if k != b"date"}, reply.body, reply.chunked
+
+
+def completion(text: str) -> bytes:
+    return json.dumps(
+        {
+            "id": "c1",
+            "object": "chat.completion",
+            "created": 1,
+            "model": MODEL,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6},
+        }
+    ).encode()
+
+
+def openai_chunk(text: str | None, finish: str | None = None, usage: bool = False) -> bytes:
+    payload: dict[str, Any] = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": MODEL,
+        "choices": [] if usage else [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
+    }
+    if usage:
+        payload["usage"] = {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}
+    return sse(payload)
+
+
+# What each differential case queues on the neuron for one request, built afresh per gateway.
+CASES: dict[str, tuple[dict[str, Any], Callable[[], list[Action]]]] = {
+    "stream": (chat(), lambda: [stream(delta("a"), delta("b"), usage_frame(5, 2), DONE)]),
+    "whole": (chat(stream=False), lambda: [whole(completion("hello"))]),
+    "stream asked, error answered": (
+        chat(),
+        lambda: [whole(b'{"error":{"message":"too long","code":"context_length_exceeded"}}', 400)],
+    ),
+    "retry-after kept": (
+        chat(stream=False),
+        lambda: [whole(b'{"error":{"message":"busy","code":"queue_full"}}', 503, {"retry-after": "3"})],
+    ),
+    "neuron lost mid-stream on a frame boundary": (
+        chat(),
+        lambda: [stream(delta("a"), delta("b"), end=False)],
+    ),
+    "neuron lost mid-frame": (chat(), lambda: [stream(delta("a"), b'data: {"cut', end=False)]),
+    "whole reply cut": (chat(stream=False), lambda: [stream(b'{"id":', end=False)]),
+    "stale pooled connection": (chat(), lambda: [hang_up, stream(delta("again"), DONE)]),
+    "node failed before answering": (chat(), lambda: [garbage]),
+    "stream stalls": (chat(), lambda: [stall(delta("a"))]),
+    "404: the model left the node": (
+        chat(),
+        lambda: [
+            whole(b'{"error":{"message":"gone","code":"model_not_found"}}', 404),
+            stream(delta("b"), DONE),
+        ],
+    ),
+}
+
+
+async def run_case(client: Client, neuron: RawNeuron, name: str) -> Reply | str:
+    """One case after a warm-up request (so a pooled neuron connection is idle, as in steady
+    traffic): the reply, or how the connection ended when no whole reply came."""
+    await client.post(chat())  # the neuron's default reply
+    body, actions = CASES[name]
+    neuron.then(*actions())
+    try:
+        return await client.post(body)
+    except Exception as exc:
+        return type(exc).__name__
+
+
+async def test_direct_and_lane_answer_every_case_alike() -> None:
+    neuron = await RawNeuron().start()
+    results: dict[bool, dict[str, tuple[Reply | str, RequestFinished]]] = {}
+    try:
+        for direct in (True, False):
+            results[direct] = {}
+            async with served_gateway(neuron.url, config(direct)) as gateway:
+                for name in CASES:
+                    async with Client(gateway.port) as client:
+                        reply = await run_case(client, neuron, name)
+                    count = 2 * len(results[direct]) + 2
+                    await wait_for(lambda: len(gateway.finished()) == count)  # noqa: B023
+                    results[direct][name] = (reply, gateway.finished()[-1])
+    finally:
+        await neuron.stop()
+    for name in CASES:
+        (direct_reply, direct_event), (lane_reply, lane_event) = results[True][name], results[False][name]
+        if isinstance(lane_reply, Reply):
+            assert isinstance(direct_reply, Reply), name
+            assert wire(direct_reply) == wire(lane_reply), name
+        else:
+            assert direct_reply == lane_reply, name
+        assert comparable(direct_event) == comparable(lane_event), name
+        assert not lane_event.direct
+    # Taken directly unless the attempt failed before the first byte (then the lane answered).
+    handed_over = {"stale pooled connection", "node failed before answering", "404: the model left the node"}
+    assert {name for name in CASES if results[True][name][1].direct} == set(CASES) - handed_over
+    assert results[True]["stale pooled connection"][1].failovers == 0
+    assert results[True]["node failed before answering"][1].failovers == 1
+    assert results[True]["404: the model left the node"][1].failovers == 1
+
+
+def streamed(frames: list[bytes]) -> Callable[[], list[Action]]:
+    return lambda: [stream(*frames, DONE)]
+
+
+def answered(payload: bytes, status: int) -> Callable[[], list[Action]]:
+    return lambda: [whole(payload, status)]
+
+
+async def test_random_replies_are_relayed_alike() -> None:
+    """Random streams (frame counts, sizes, UTF-8) and whole replies (statuses, bodies)."""
+    rng = random.Random(17)
+    scripts: list[tuple[dict[str, Any], Callable[[], list[Action]]]] = []
+    for _ in range(24):
+        if rng.random() < 0.5:
+            frames = [
+                delta("".join(rng.choice('aé€𝄞 \n"') for _ in range(rng.randint(0, 40))))
+                for _ in range(rng.randint(0, 12))
+            ]
+            scripts.append((chat(), streamed(frames)))
+        else:
+            status = rng.choice([200, 200, 400, 422, 429, 500, 503])
+            payload = json.dumps({"n": rng.random(), "text": "x" * rng.randint(0, 3000)}).encode()
+            scripts.append((chat(stream=rng.random() < 0.5), answered(payload, status)))
+    neuron = await RawNeuron().start()
+    replies: dict[bool, list[tuple[Any, dict[str, Any]]]] = {}
+    try:
+        for direct in (True, False):
+            async with served_gateway(neuron.url, config(direct)) as gateway, Client(gateway.port) as client:
+                await client.post(chat())
+                got = []
+                for body, actions in scripts:
+                    neuron.then(*actions())
+                    got.append(wire(await client.post(body)))
+                await wait_for(lambda: len(gateway.finished()) == len(scripts) + 1)
+                events = gateway.finished()[1:]
+                if direct:
+                    assert all(event.direct for event in events)
+                replies[direct] = [
+                    (reply, comparable(event)) for reply, event in zip(got, events, strict=True)
+                ]
+    finally:
+        await neuron.stop()
+    assert replies[True] == replies[False]
+
+
+async def test_the_openai_sdk_streams_and_completes_on_the_direct_path() -> None:
+    neuron = await RawNeuron().start()
+    try:
+        async with served_gateway(neuron.url, config(True)) as gateway:
+            client = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
+            async with client:
+                for _ in range(3):
+                    neuron.then(
+                        stream(
+                            openai_chunk("Hel"),
+                            openai_chunk("lo", "stop"),
+                            openai_chunk(None, usage=True),
+                            DONE,
+                        )
+                    )
+                    pieces = [
+                        c.choices[0].delta.content or ""
+                        async for c in await client.chat.completions.create(
+                            model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True
+                        )
+                        if c.choices
+                    ]
+                    assert "".join(pieces) == "Hello"
+                    neuron.then(whole(completion("whole")))
+                    answer = await client.chat.completions.create(
+                        model=MODEL, messages=[{"role": "user", "content": "hi"}]
+                    )
+                    assert answer.choices[0].message.content == "whole"
+            await wait_for(lambda: len(gateway.finished()) == 6)
+            events = gateway.finished()
+    finally:
+        await neuron.stop()
+    assert all(e.status == 200 and e.node == "n1" for e in events)
+    assert sum(e.direct for e in events) >= 4  # all but the requests that opened a neuron connection
+    assert [e.completion_tokens for e in events] == [2] * 6
+    assert [json.loads(body)["model"] for body in neuron.chats] == [MODEL] * 6
+
+
+async def test_keys_and_routing_headers_are_honoured() -> None:
+    """A request the lane's middleware would refuse or route by a header is the lane's."""
+    auth = AuthSection(require_api_key=True, api_keys=[key_digest("client-key")])
+    neuron = await RawNeuron().start()
+    try:
+        async with (
+            served_gateway(neuron.url, config(True, auth=auth)) as gateway,
+            Client(gateway.port) as client,
+        ):
+            good = {"authorization": "Bearer client-key"}
+            await client.post(chat(), good)
+            refused = await client.post(chat(), {"authorization": "Bearer wrong"})
+            taken = await client.post(chat(), good)
+            sessioned = await client.post(chat(), {**good, "x-session-id": "s1"})
+            await wait_for(lambda: len(gateway.finished()) == 4)
+            events = gateway.finished()
+    finally:
+        await neuron.stop()
+    assert refused.status == 401 and json.loads(refused.body)["error"]["code"] == "invalid_api_key"
+    assert taken.status == sessioned.status == 200
+    assert [(e.status, e.direct) for e in events] == [(200, False), (401, False), (200, True), (200, False)]
+
+
+async def test_a_client_leaving_mid_stream_stops_the_generation() -> None:
+    frames = [delta(str(n)) for n in range(400)]
+
+    def paced() -> Action:
+        async def act(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            )
+            for frame in frames:
+                writer.write(b"%x\r\n%b\r\n" % (len(frame), frame))
+                await writer.drain()
+                await asyncio.sleep(0.01)
+            return False
+
+        return act
+
+    neuron = await RawNeuron().start()
+    try:
+        async with served_gateway(neuron.url, config(True)) as gateway:
+            async with Client(gateway.port) as client:
+                await client.post(chat())
+            neuron.then(paced())
+            reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+            body = json.dumps(chat()).encode()
+            writer.write(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: g\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n%b" % (len(body), body)
+            )
+            await reader.readuntil(b"data: ")  # the stream is flowing
+            writer.close()
+            await wait_for(lambda: neuron.hung_up >= 1 and len(gateway.finished()) == 2)
+            event = gateway.finished()[-1]
+    finally:
+        await neuron.stop()
+    assert event.direct and event.streamed and event.status == 200
+
+
+async def test_a_drain_ends_a_direct_stream_with_an_error_event() -> None:
+    """At the drain's cut-off an open stream ends with the shutdown error, as on the lane."""
+
+    def endless() -> Action:
+        async def act(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            )
+            try:
+                while True:
+                    frame = delta("x")
+                    writer.write(b"%x\r\n%b\r\n" % (len(frame), frame))
+                    await writer.drain()
+                    await asyncio.sleep(0.02)
+            except ConnectionError:
+                return False
+
+        return act
+
+    outcomes: dict[bool, tuple[Reply, RequestFinished]] = {}
+    neuron = await RawNeuron().start()
+    try:
+        for direct in (True, False):
+            async with served_gateway(neuron.url, config(direct)) as gateway, Client(gateway.port) as client:
+                await client.post(chat())
+                neuron.then(endless())
+                pending = asyncio.ensure_future(client.post(chat()))
+                await asyncio.sleep(0.2)
+                gateway.kernel.drain.begin(0.4)  # the cut-off comes 0.1 s before the grace ends
+                reply = await asyncio.wait_for(pending, 10)
+                await wait_for(lambda: len(gateway.finished()) == 2)
+                outcomes[direct] = (reply, gateway.finished()[-1])
+    finally:
+        await neuron.stop()
+    for reply, event in outcomes.values():
+        last = reply.body.rstrip(b"\n").split(b"\n\n")[-2]
+        assert json.loads(last.removeprefix(b"data: "))["error"]["code"] == "shutting_down"
+        assert reply.body.endswith(DONE) and event.error == "shutting_down"
+    assert outcomes[True][1].direct and not outcomes[False][1].direct
+    assert comparable(outcomes[True][1]) == comparable(outcomes[False][1])
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("timed out waiting")
+        await asyncio.sleep(0.01)
