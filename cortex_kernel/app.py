@@ -173,4 +173,5 @@ def create_app(kernel: Kernel, parts: list[AppPart] | None = None, listener: Lis
         },
     )
     lanes = _lanes(parts, middleware)
-    return LaneFront(app, lanes, _direct(parts, middleware)) if lanes else app
+    direct = _direct(parts, middleware)  # checked even where no part has a lane
+    return LaneFront(app, lanes, direct) if lanes else app

@@ -11,7 +11,8 @@ whatever callbacks it likes) or declines (returns false), and then the lane serv
 What the server guarantees, so a route can decline anything it does not handle itself:
 
 - it is offered only requests to its lane's ``(method, path)`` with a ``Content-Length`` body of
-  at most :data:`MAX_DIRECT_BODY` bytes, no ``Expect``, on HTTP/1.x; the rest go to the lane;
+  at most :data:`MAX_DIRECT_BODY` bytes and no ``Expect: 100-continue``, on HTTP/1.x; the rest
+  go to the lane;
 - it is offered the request once its body is complete, never mid-upload, and in order among
   pipelined requests;
 - a route is kept only where no other part's middleware watches its path (a console capture,

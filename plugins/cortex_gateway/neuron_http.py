@@ -240,7 +240,8 @@ class NeuronResponse:
         if self._closed:
             return
         self._closed = True
-        self._watcher = None
+        if self._watcher is not None:  # a watched reply's sink refers back to it: no cycle left
+            self._watcher = self._sink = None
         if not self._done:
             self._finish()
             self._connection.abort()
@@ -442,8 +443,9 @@ class NeuronResponse:
         watcher = self._watcher
         if watcher is not None:
             self._watcher = None
-            if self._pieces and self._sink is not None:
-                self._hand_over(self._sink)  # what arrived before a failure goes out first
+            sink, self._sink = self._sink, None  # it refers back to this reply: no cycle left
+            if self._pieces and sink is not None:
+                self._hand_over(sink)  # what arrived before a failure goes out first
             watcher.ended(error)
 
     def _finish(self) -> None:

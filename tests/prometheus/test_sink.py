@@ -66,6 +66,19 @@ def test_a_streamed_request_fills_every_request_family(sink: MetricsSink) -> Non
     assert value(got, "cortex_request_wait_seconds_sum", **at) == 0.25
     assert value(got, "cortex_cold_starts_total", **at) == 1
     assert value(got, "cortex_failovers_total", **at) == 1
+    assert value(got, "cortex_direct_requests_total", **at) == 0  # present at zero: the lane's
+
+
+def test_requests_on_the_direct_path_are_counted(sink: MetricsSink) -> None:
+    """A routed request answered from the sockets' callbacks counts; one the lane answered not."""
+    sink.handle(finished(direct=True))
+    sink.handle(finished(direct=True))
+    sink.handle(finished(direct=False))
+    sink.handle(finished(model="unknown", node=None, status=401, error="invalid_api_key"))
+    got = series(sink)
+    at = {"model": "m", "node": "n1", "dialect": "openai"}
+    assert value(got, "cortex_direct_requests_total", **at) == 2
+    assert value(got, "cortex_requests_total", **at, endpoint="chat", status="2xx") == 3
 
 
 def test_failures_are_counted_by_reason_and_kept_out_of_latency_and_tokens(sink: MetricsSink) -> None:
