@@ -102,10 +102,11 @@ class DirectRelay:
         hints = forwarder.hints.resolve(
             forwarder.body_hints(fields) if wants else None, body if wants else None
         )
-        node = placement.ready_node(model, hints)
+        pool = forwarder.pool
+        node = placement.ready_node(model, hints, lambda node: pool.can_send_now(node.origin))
         if node is None:
             return False
-        upstream = forwarder.pool.request_now(
+        upstream = pool.request_now(
             node.origin,
             "POST",
             self.path,

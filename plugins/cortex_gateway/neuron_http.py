@@ -715,6 +715,22 @@ class NeuronPool:
     def lost(self, connection: _Connection) -> None:
         self._open.discard(connection)
 
+    def can_send_now(self, origin: Origin) -> bool:
+        """Whether :meth:`request_now` would send to ``origin`` now: a free request slot and an
+        idle connection (closed and expired ones are dropped on the way)."""
+        if self._busy.get(origin, 0) >= self.max_busy:
+            return False
+        idle = self._idle.get(origin)
+        while idle:
+            connection = idle[-1]
+            fresh = connection.loop.time() - connection.idle_since <= self.idle_timeout_s
+            if fresh and not connection.closed:
+                return True
+            idle.pop()
+            if not connection.closed:
+                connection.abort()
+        return False
+
     def _take(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
         while idle:

@@ -171,12 +171,22 @@ class Placement:
         profile = self.catalogue.get(model_id)
         return profile is not None and any(eligible(node, profile) for node in self.fleet)
 
-    def ready_node(self, model_id: str, hints: RouteHints | None = None) -> Node | None:
-        """The node :meth:`node_for_request` would pick now without waiting, if one is ready."""
-        return self._ready(model_id, frozenset(), hints)
+    def ready_node(
+        self, model_id: str, hints: RouteHints | None, usable: Callable[[Node], bool]
+    ) -> Node | None:
+        """The node :meth:`node_for_request` would pick now without waiting, if a replica is
+        ready and every ready one is ``usable``; ``None`` (no router asked) otherwise, so a
+        caller that would then place the request again never has it chosen twice."""
+        ready = self.fleet.replicas(model_id)
+        if not ready or not all(usable(node) for node in ready):
+            return None
+        return self._pick(model_id, ready, hints)
 
     def _ready(self, model_id: str, exclude: frozenset[str], hints: RouteHints | None = None) -> Node | None:
         ready = [n for n in self.fleet.replicas(model_id) if n.name not in exclude]
+        return self._pick(model_id, ready, hints)
+
+    def _pick(self, model_id: str, ready: list[Node], hints: RouteHints | None) -> Node | None:
         if self.routers is not None and ready and self.routers.asks(model_id, ready):
             return self.routers.choose(model_id, ready, hints, self.events)
         if len(ready) < 2:

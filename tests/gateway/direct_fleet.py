@@ -234,19 +234,27 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def served_gateway(
-    neuron_url: str, config: CortexConfig | None = None, extra: tuple[tuple[str, Any], ...] = ()
+    neuron_url: str | dict[str, str],
+    config: CortexConfig | None = None,
+    extra: tuple[tuple[str, Any], ...] = (),
+    tables: dict[str, Any] | None = None,
 ) -> AsyncIterator[Served]:
-    """The gateway app over the one neuron at ``neuron_url`` (``config``'s other settings kept),
-    served on a free loopback port by the httptools server until the block ends."""
+    """The gateway app over the neuron at ``neuron_url`` (``n1``), or the neurons named in it,
+    with ``config``'s other settings and the plugin ``tables`` (``{"console": {...}}``), served on
+    a free loopback port by the httptools server until the block ends; ``extra`` plugins too."""
     import msgspec
 
     from cortex_kernel.app import create_app
     from cortex_kernel.config.schema import NeuronEndpoint
 
     base = config or CortexConfig()
-    value = msgspec.structs.replace(base, neurons=[NeuronEndpoint(name="n1", endpoint=neuron_url)])
+    urls = {"n1": neuron_url} if isinstance(neuron_url, str) else neuron_url
+    neurons = [NeuronEndpoint(name=name, endpoint=url) for name, url in urls.items()]
+    value = msgspec.structs.replace(base, neurons=neurons)
     catalogue = Catalogue(models=[ModelProfile(id=MODEL, harness="scripted", min_devices=0)])
-    loaded = LoadedConfig(kind="cortex", value=value, path=None, sources={}, catalogue=catalogue)
+    loaded = LoadedConfig(
+        kind="cortex", value=value, path=None, sources={}, catalogue=catalogue, tables=dict(tables or {})
+    )
     recorder = Recorder()
     pm = build_plugin_manager(
         load_entrypoints=False,

@@ -13,14 +13,16 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
+import h11
 import msgspec
 import openai
 
-from cortex_kernel.config.schema import AuthSection, CortexConfig, GatewaySection
-from cortex_kernel.events import RequestFinished
+from cortex_kernel.config.schema import AuthSection, CortexConfig, GatewaySection, RoutingSection
+from cortex_kernel.events import RequestFinished, RoutingDecided
 from cortex_kernel.keys import key_digest
 from tests.gateway.direct_fleet import (
     MODEL,
@@ -268,6 +270,147 @@ async def test_keys_and_routing_headers_are_honoured() -> None:
     assert refused.status == 401 and json.loads(refused.body)["error"]["code"] == "invalid_api_key"
     assert taken.status == sessioned.status == 200
     assert [(e.status, e.direct) for e in events] == [(200, False), (401, False), (200, True), (200, False)]
+
+
+async def test_a_router_decides_each_request_once() -> None:
+    """With two replicas and a session router, a request is taken only when both nodes can be
+    sent to at once, so one the direct path declines is never routed twice; the same key keeps
+    its node on either path."""
+    import cortex_routers.plugin
+
+    neurons = [await RawNeuron().start(), await RawNeuron().start()]
+    routing = RoutingSection(strategy="affinity")
+    try:
+        urls = {"n1": neurons[0].url, "n2": neurons[1].url}
+        extra = (("routers", cortex_routers.plugin),)
+        async with served_gateway(urls, config(True, routing=routing), extra) as gateway:
+            keys = [f"session-{n % 6}" for n in range(36)]
+            async with Client(gateway.port) as first, Client(gateway.port) as second:
+                for n in range(0, len(keys), 2):
+                    await asyncio.gather(
+                        first.post(chat(prompt_cache_key=keys[n])),
+                        second.post(chat(prompt_cache_key=keys[n + 1])),
+                    )
+            await wait_for(lambda: len(gateway.finished()) == len(keys))
+            events = gateway.recorder.events
+    finally:
+        for neuron in neurons:
+            await neuron.stop()
+    finished = [e for e in events if isinstance(e, RequestFinished)]
+    decided = [e for e in events if isinstance(e, RoutingDecided)]
+    assert len(decided) == len(keys)  # one decision per request, whichever path took it
+    assert any(e.direct for e in finished) and not all(e.direct for e in finished)
+    node_of: dict[str, set[str]] = {}
+    sent = [
+        (json.loads(body)["prompt_cache_key"], name)
+        for name, n in zip(("n1", "n2"), neurons, strict=True)
+        for body in n.chats
+    ]
+    for key, name in sent:
+        node_of.setdefault(key, set()).add(name)
+    assert all(len(nodes) == 1 for nodes in node_of.values()), node_of
+    assert {name for nodes in node_of.values() for name in nodes} == {"n1", "n2"}
+
+
+async def test_a_console_capturing_chats_keeps_them_on_the_lane() -> None:
+    """The console's capture watches the chat route, and a direct route cannot run it: with
+    capture on, every chat goes through the lane and is captured."""
+    import cortex_console.plugin
+
+    neuron = await RawNeuron().start()
+    try:
+        extra = (("console", cortex_console.plugin),)
+        tables = {"console": {"capture": True}}
+        async with served_gateway(neuron.url, config(True), extra, tables) as gateway:
+            async with Client(gateway.port) as client:
+                for _ in range(3):
+                    assert (await client.post(chat())).status == 200
+            await wait_for(lambda: len(gateway.finished()) == 3)
+            events = gateway.finished()
+    finally:
+        await neuron.stop()
+    assert [e.direct for e in events] == [False, False, False]
+
+
+async def test_a_body_over_the_limit_is_refused_by_the_lane() -> None:
+    neuron = await RawNeuron().start()
+    try:
+        limited = CortexConfig(gateway=GatewaySection(max_body_bytes=1000))
+        async with served_gateway(neuron.url, limited) as gateway, Client(gateway.port) as client:
+            await client.post(chat())
+            refused = await client.post(chat(padding="x" * 2000))
+            taken = await client.post(chat(padding="x" * 500))
+            await wait_for(lambda: len(gateway.finished()) == 3)
+            events = gateway.finished()
+    finally:
+        await neuron.stop()
+    assert refused.status == 413 and taken.status == 200
+    assert [(e.status, e.direct) for e in events] == [(200, False), (413, False), (200, True)]
+
+
+async def test_a_slow_client_pauses_the_neuron_and_loses_nothing() -> None:
+    """A client that stops reading: the gateway stops reading the neuron (whose writes then
+    block) instead of buffering the generation, and the whole body arrives once it reads."""
+    frames = [delta("y" * 24000 + str(n)) for n in range(2000)]  # about 48 MB, past any socket buffer
+    progress = {"written": 0}
+
+    def flood() -> Action:
+        async def act(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            )
+            for frame in frames:
+                writer.write(b"%x\r\n%b\r\n" % (len(frame), frame))
+                await writer.drain()
+                progress["written"] += len(frame)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            return True
+
+        return act
+
+    neuron = await RawNeuron().start()
+    try:
+        async with served_gateway(neuron.url, config(True)) as gateway:
+            async with Client(gateway.port) as client:
+                await client.post(chat())
+            neuron.then(flood())
+            reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port, limit=2**16)
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            body = json.dumps(chat()).encode()
+            writer.write(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: g\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n%b" % (len(body), body)
+            )
+            transport = cast(asyncio.Transport, writer.transport)
+            transport.pause_reading()  # the client stops reading
+            await asyncio.sleep(1.0)
+            stalled_at = progress["written"]
+            await asyncio.sleep(0.5)
+            assert progress["written"] == stalled_at  # the neuron is held back, not drained into memory
+            assert stalled_at < len(b"".join(frames)) // 2
+            transport.resume_reading()
+            received = h11.Connection(h11.CLIENT)
+            received.send(h11.Request(method="POST", target="/", headers=[("host", "g")]))
+            received.send(h11.EndOfMessage())
+            data = bytearray()
+            while True:
+                got = received.next_event()
+                if got is h11.NEED_DATA:
+                    received.receive_data(await asyncio.wait_for(reader.read(2**20), 20))
+                elif isinstance(got, h11.Data):
+                    data += got.data
+                elif isinstance(got, h11.EndOfMessage):
+                    break
+            writer.close()
+            await wait_for(lambda: len(gateway.finished()) == 2)
+            event = gateway.finished()[-1]
+    finally:
+        await neuron.stop()
+    assert bytes(data) == b"".join(frames)
+    assert event.direct and event.status == 200
 
 
 async def test_a_client_leaving_mid_stream_stops_the_generation() -> None:
