@@ -373,17 +373,7 @@ async def test_a_slow_client_pauses_the_neuron_and_loses_nothing() -> None:
     neuron = await RawNeuron().start()
     try:
         async with served_gateway(neuron.url, config(True)) as gateway:
-            async with Client(gateway.port) as client:
-                await client.post(chat())
-            neuron.then(flood())
-            reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port, limit=2**16)
-            sock = writer.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-            body = json.dumps(chat()).encode()
-            writer.write(
-                b"POST /v1/chat/completions HTTP/1.1\r\nhost: g\r\ncontent-type: application/json\r\n"
-                b"content-length: %d\r\n\r\n%b" % (len(body), body)
-            )
+            reader, writer = await stream_after_warm_up(gateway.port, neuron, flood())
             transport = cast(asyncio.Transport, writer.transport)
             transport.pause_reading()  # the client stops reading
             await asyncio.sleep(1.0)
@@ -432,15 +422,7 @@ async def test_a_client_leaving_mid_stream_stops_the_generation() -> None:
     neuron = await RawNeuron().start()
     try:
         async with served_gateway(neuron.url, config(True)) as gateway:
-            async with Client(gateway.port) as client:
-                await client.post(chat())
-            neuron.then(paced())
-            reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-            body = json.dumps(chat()).encode()
-            writer.write(
-                b"POST /v1/chat/completions HTTP/1.1\r\nhost: g\r\ncontent-type: application/json\r\n"
-                b"content-length: %d\r\n\r\n%b" % (len(body), body)
-            )
+            reader, writer = await stream_after_warm_up(gateway.port, neuron, paced())
             await reader.readuntil(b"data: ")  # the stream is flowing
             writer.close()
             await wait_for(lambda: neuron.hung_up >= 1 and len(gateway.finished()) == 2)
@@ -490,6 +472,24 @@ async def test_a_drain_ends_a_direct_stream_with_an_error_event() -> None:
         assert reply.body.endswith(DONE) and event.error == "shutting_down"
     assert outcomes[True][1].direct and not outcomes[False][1].direct
     assert comparable(outcomes[True][1]) == comparable(outcomes[False][1])
+
+
+async def stream_after_warm_up(
+    port: int, neuron: RawNeuron, action: Action
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw connection (a small receive buffer) that has sent a streamed chat the neuron answers
+    with ``action``, after a warm-up request that left a neuron connection in the pool."""
+    async with Client(port) as client:
+        await client.post(chat())
+    neuron.then(action)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**16)
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    body = json.dumps(chat()).encode()
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: g\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%b" % (len(body), body)
+    )
+    return reader, writer
 
 
 async def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
