@@ -149,6 +149,8 @@ class DirectCall:
         "node",
         "parts",
         "reply",
+        "settled",
+        "started",
         "streamed",
         "tap",
         "upstream",
@@ -177,10 +179,24 @@ class DirectCall:
         self.gone = False  # the node answered 404: the model left it
         self.client_gone = False
         self.answered = False  # a response of our own was given (an error at the head)
+        self.started = False  # the client's response has begun
+        self.settled = False  # the in-flight count was given back before a reply took it over
 
     # -- the neuron's side (ReplyWatcher) ----------------------------------------------------
 
     def head(self) -> None:
+        try:
+            self._head()
+        except Exception as exc:  # a watcher must not raise into the neuron's parser
+            self._failed(exc)
+
+    def ended(self, error: BaseException | None) -> None:
+        try:
+            self._ended(error)
+        except Exception as exc:  # nor into its connection's read callback
+            self._failed(exc)
+
+    def _head(self) -> None:
         upstream = self.upstream
         status = upstream.status
         if status == 404 and self.forwarder.max_attempts > 1:
@@ -196,6 +212,7 @@ class DirectCall:
         self.tap.streamed = True
         try:
             self.exchange.start_response(status, reply.raw_headers())
+            self.started = True
         except ResponseError as exc:
             self._internal(exc)
             return
@@ -204,7 +221,7 @@ class DirectCall:
         if self.client_gone:
             reply.close()
 
-    def ended(self, error: BaseException | None) -> None:
+    def _ended(self, error: BaseException | None) -> None:
         reply = self.reply
         if reply is None:
             self._to_lane(error)
@@ -254,6 +271,7 @@ class DirectCall:
             headers.append((b"content-length", b"%d" % len(payload)))
         try:
             self.exchange.start_response(status, headers)
+            self.started = True
         except ResponseError as exc:
             self._internal(exc)
             return
@@ -266,15 +284,39 @@ class DirectCall:
     def _internal(self, exc: Exception) -> None:
         """A neuron head no response may carry: logged, and a 500 as the lane's app would give."""
         log.error("node %s sent a head that cannot be relayed: %s", self.node.name, exc)
+        self.tap.finish(500, "internal_error")  # what the client gets, not what the neuron sent
         if self.reply is not None:
             self.reply.close()
         internal = CortexError("internal error; see the daemon log", code="internal_error")
         self._rendered(error_response(internal))
 
+    def _failed(self, exc: Exception) -> None:
+        """A bug of ours while answering: logged; the neuron's reply closed and the client's
+        answered with a 500 if it has not begun, else cut, so neither waits for ever."""
+        log.error("the direct relay of a request to %s failed", self.node.name, exc_info=exc)
+        self.tap.finish(500, "internal_error")  # unless it has already been told how it ended
+        if self.reply is not None:
+            self.reply.close()
+        else:
+            self.upstream.close()
+            self._node_done()
+        if self.started:
+            self.exchange.abort_response()
+        else:
+            internal = CortexError("internal error; see the daemon log", code="internal_error")
+            self._rendered(error_response(internal))
+
+    def _node_done(self) -> None:
+        """The request no longer counts in flight on its node (before a reply took it over)."""
+        if not self.settled:
+            self.settled = True
+            self.node.finished(self.model)
+
     def _rendered(self, response: Response) -> None:
         exchange = self.exchange
         self.answered = True
         exchange.start_response(response.status_code, response.raw_headers)
+        self.started = True
         exchange.finish_response(bytes(response.body))
 
     # -- before the first byte ---------------------------------------------------------------
@@ -282,7 +324,7 @@ class DirectCall:
     def _to_lane(self, error: BaseException | None) -> None:
         """The attempt failed before the reply began: the lane serves the request from here."""
         node, model, tap = self.node, self.model, self.tap
-        node.finished(model)
+        self._node_done()
         tried: frozenset[str] = frozenset()
         failovers = 0
         if self.gone:

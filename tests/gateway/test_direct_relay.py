@@ -20,7 +20,9 @@ from typing import Any, cast
 import h11
 import msgspec
 import openai
+import pytest
 
+from cortex_gateway.proxy import NeuronReply
 from cortex_kernel.config.schema import AuthSection, CortexConfig, GatewaySection, RoutingSection
 from cortex_kernel.events import RequestFinished, RoutingDecided
 from cortex_kernel.keys import key_digest
@@ -472,6 +474,34 @@ async def test_a_drain_ends_a_direct_stream_with_an_error_event() -> None:
         assert reply.body.endswith(DONE) and event.error == "shutting_down"
     assert outcomes[True][1].direct and not outcomes[False][1].direct
     assert comparable(outcomes[True][1]) == comparable(outcomes[False][1])
+
+
+async def test_a_bug_while_answering_is_a_500_not_a_hung_client(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Should the direct relay fail while answering, the client gets a 500 (or a cut, once its
+    response began), the failure is logged and counted, and the gateway serves on."""
+    neuron = await RawNeuron().start()
+    try:
+        async with served_gateway(neuron.url, config(True)) as gateway, Client(gateway.port) as client:
+            await client.post(chat())
+
+            def broken(self: NeuronReply) -> list[tuple[bytes, bytes]]:
+                raise RuntimeError("a bug")
+
+            with monkeypatch.context() as patch:
+                patch.setattr(NeuronReply, "raw_headers", broken)
+                failed = await client.post(chat())
+            after = await client.post(chat())
+            await wait_for(lambda: len(gateway.finished()) == 3)
+            events = gateway.finished()
+    finally:
+        await neuron.stop()
+    assert failed.status == 500 and json.loads(failed.body)["error"]["code"] == "internal_error"
+    assert after.status == 200
+    assert [(e.status, e.error) for e in events][1:] == [(500, "internal_error"), (200, None)]
+    assert events[1].direct  # the failed neuron connection was dropped: the next one went by the lane
+    assert "the direct relay of a request to n1 failed" in caplog.text
 
 
 async def stream_after_warm_up(
