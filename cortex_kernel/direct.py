@@ -47,7 +47,8 @@ class DirectExchange(Splice, Protocol):
 
     @property
     def scope(self) -> dict[str, Any]:
-        """The request's ASGI scope, as its lane would see it (read it; do not keep it)."""
+        """The request's ASGI scope, as its lane would see it; what a route puts in its
+        ``state`` before :meth:`to_app` reaches the lane (do not keep the scope)."""
         ...
 
     def request_body(self) -> bytes:
