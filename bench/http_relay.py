@@ -32,7 +32,6 @@ class Upstream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.client: Client | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.chunked = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)

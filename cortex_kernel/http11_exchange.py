@@ -138,10 +138,7 @@ class Exchange:
             except ResponseError:
                 connection.abandon(self)
             return
-        if self.head is not None:  # a head with no body message: out with it, as hypercorn's
-            connection.write(self.head)
-            self.head = None
-        connection.abandon(self)  # the response was begun: only closing the connection can end it
+        self.abort_response()  # the response was begun: only closing the connection can end it
 
     async def receive(self) -> MutableMapping[str, Any]:
         if self.expect_continue:
@@ -167,16 +164,14 @@ class Exchange:
             return  # the client is gone: dropped, as hypercorn drops it
         kind = message["type"]
         if kind == "http.response.body" and self.response_started and not self.response_done:
-            more = message.get("more_body", False)
-            data = self._framed(message.get("body", b""), more)
+            if not message.get("more_body", False):
+                self.finish_response(message.get("body", b""))
+                return
+            data = self._framed(message.get("body", b""), True)
             connection = self.connection
             if data:
                 connection.write(data)
-            if not more:
-                self.response_done = True
-                self._wake()
-                connection.response_done(self)
-            elif connection.write_paused:
+            if connection.write_paused:
                 await connection.drain()
         elif kind == "http.response.start" and not self.response_started:
             self.start_response(int(message["status"]), message.get("headers", ()))
@@ -274,6 +269,7 @@ class Exchange:
             connection.write(data)
         self.response_done = True
         self.lost_callback = None
+        self._wake()
         connection.response_done(self)
 
     def to_app(self) -> None:
@@ -286,7 +282,7 @@ class Exchange:
     def abort_response(self) -> None:
         self.lost_callback = None
         if not self.disconnected and not self.response_done:
-            if self.head is not None:  # as run() does: what the client had of it goes out first
+            if self.head is not None:  # a head with no body yet: out with it, as hypercorn's
                 self.connection.write(self.head)
                 self.head = None
             self.connection.abandon(self)

@@ -69,4 +69,4 @@ class LaneFront:
 
 def direct_routes(app: ASGIApp) -> dict[LaneKey, DirectRoute]:
     """The direct routes ``app`` offers its server: a :class:`LaneFront`'s, else none."""
-    return dict(app.direct) if isinstance(app, LaneFront) else {}
+    return app.direct if isinstance(app, LaneFront) else {}

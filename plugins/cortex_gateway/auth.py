@@ -74,8 +74,6 @@ class GatewayAuth:
         self.app = app
         self.events = events or EventBus()
         self.keys = ClientKeys(auth)
-        self.require = auth.require_api_key
-        self.admins = self.keys.admins
         self.dialects = tuple(dialects)
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
@@ -86,7 +84,7 @@ class GatewayAuth:
             return self.app(scope, receive, send)
         path: str = scope["path"]
         admin = path.startswith("/admin")
-        if not admin and not self.require:  # any key will do: nothing to look at (the hot path)
+        if not admin and not self.keys.require:  # any key will do: nothing to look at (the hot path)
             return self.app(scope, receive, send)
         return self._checked(scope, receive, send, path, admin)
 
@@ -96,8 +94,8 @@ class GatewayAuth:
         if admin:
             if (why := cross_site(scope)) is not None:
                 error = Forbidden(why, code="cross_site")
-            elif self.admins:
-                if not self.admins.accepts(presented_key(dict(scope["headers"]))):
+            elif self.keys.admins:
+                if not self.keys.admins.accepts(presented_key(dict(scope["headers"]))):
                     error = Unauthorized("an admin key is required for /admin")
             elif (scope.get("client") or ("", 0))[0] not in LOOPBACK:
                 error = Forbidden("the admin API answers loopback clients only until admin_keys are set")

@@ -22,7 +22,6 @@ measurements behind this path are in ``docs/performance.md`` (issue #17).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
 from starlette.responses import Response
@@ -35,8 +34,6 @@ from cortex_gateway.proxy import (
     FirstAttempt,
     Forwarder,
     NeuronReply,
-    routing_fields,
-    with_model,
 )
 from cortex_gateway.spliced_body import SplicedBody
 from cortex_gateway.tap import RequestTap
@@ -90,20 +87,15 @@ class DirectRelay:
         body = exchange.request_body()
         if len(body) > forwarder.max_body_bytes:
             return False
-        placement = forwarder.placement
         try:
-            fields = routing_fields(body)
-            model = forwarder.catalogue.resolve(fields.model, placement.is_ready, placement.can_place)
-            if model != fields.model:
-                body = with_model(body, model)
+            fields, model, body = forwarder.routed(body)
         except CortexError:
             return False  # rendered by the lane
-        wants = forwarder.wants_hints(model)
-        hints = forwarder.hints.resolve(
-            forwarder.body_hints(fields) if wants else None, body if wants else None
+        hints = forwarder.resolved_hints(
+            model, forwarder.body_hints(fields) if forwarder.wants_hints(model) else None, body
         )
         pool = forwarder.pool
-        node = placement.ready_node(model, hints, lambda node: pool.can_send_now(node.origin))
+        node = forwarder.placement.ready_node(model, hints, lambda node: pool.can_send_now(node.origin))
         if node is None:
             return False
         upstream = pool.request_now(
@@ -116,17 +108,9 @@ class DirectRelay:
         )
         if upstream is None:
             return False
-        node.in_flight[model] = node.in_flight.get(model, 0) + 1
-        node.last_routed[model] = time.time()
-        tap = RequestTap(
-            forwarder.events,
-            dialect="openai",
-            endpoint=self.path,
-            model=forwarder.label(model),
-            started=time.perf_counter(),
-        )
+        forwarder.sending(node, model)
+        tap = forwarder.new_tap(self.path, model, started=None, streamed=fields.stream)
         tap.node = node.name
-        tap.streamed = fields.stream
         tap.direct = True
         call = DirectCall(forwarder, exchange, node, model, upstream, tap, fields.stream)
         upstream.watch(call)
@@ -139,7 +123,6 @@ class DirectCall:
     :class:`~cortex_gateway.neuron_http.ReplyWatcher`)."""
 
     __slots__ = (
-        "answered",
         "body",
         "client_gone",
         "exchange",
@@ -178,7 +161,6 @@ class DirectCall:
         self.parts: list[bytes] = []  # a whole reply's pieces
         self.gone = False  # the node answered 404: the model left it
         self.client_gone = False
-        self.answered = False  # a response of our own was given (an error at the head)
         self.started = False  # the client's response has begun
         self.settled = False  # the in-flight count was given back before a reply took it over
 
@@ -213,8 +195,8 @@ class DirectCall:
         try:
             self.exchange.start_response(status, reply.raw_headers())
             self.started = True
-        except ResponseError as exc:
-            self._internal(exc)
+        except ResponseError as exc:  # a neuron head no response may carry
+            self._failed(exc)
             return
         body = self.body = SplicedBody(self.exchange, self.tap.chunk, upstream)
         upstream.set_sink(body.take)
@@ -227,8 +209,8 @@ class DirectCall:
             self._to_lane(error)
         elif self.body is not None:
             self._end_stream(reply, self.body, error)
-        elif self.answered:
-            return  # answered already (an internal error at the head)
+        elif self.started:
+            return  # a whole reply's response begins only here: this one was an error at the head
         elif error is None:
             payload = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
             reply.took(payload)
@@ -272,27 +254,18 @@ class DirectCall:
         try:
             self.exchange.start_response(status, headers)
             self.started = True
-        except ResponseError as exc:
-            self._internal(exc)
+        except ResponseError as exc:  # a neuron head no response may carry
+            self._failed(exc)
             return
         self.exchange.finish_response(payload)
 
     def _error(self, error: CortexError) -> None:
-        response = error_response(error)
-        self._rendered(response)
-
-    def _internal(self, exc: Exception) -> None:
-        """A neuron head no response may carry: logged, and a 500 as the lane's app would give."""
-        log.error("node %s sent a head that cannot be relayed: %s", self.node.name, exc)
-        self.tap.finish(500, "internal_error")  # what the client gets, not what the neuron sent
-        if self.reply is not None:
-            self.reply.close()
-        internal = CortexError("internal error; see the daemon log", code="internal_error")
-        self._rendered(error_response(internal))
+        self._rendered(error_response(error))
 
     def _failed(self, exc: Exception) -> None:
-        """A bug of ours while answering: logged; the neuron's reply closed and the client's
-        answered with a 500 if it has not begun, else cut, so neither waits for ever."""
+        """A response we cannot give (a bug of ours, or a neuron head no response may carry):
+        logged; the neuron's reply closed and the client's answered with a 500 if it has not
+        begun, else cut, so neither waits for ever."""
         log.error("the direct relay of a request to %s failed", self.node.name, exc_info=exc)
         self.tap.finish(500, "internal_error")  # unless it has already been told how it ended
         if self.reply is not None:
@@ -314,7 +287,6 @@ class DirectCall:
 
     def _rendered(self, response: Response) -> None:
         exchange = self.exchange
-        self.answered = True
         exchange.start_response(response.status_code, response.raw_headers)
         self.started = True
         exchange.finish_response(bytes(response.body))

@@ -620,10 +620,7 @@ class NeuronPool:
             except BaseException:
                 self._release(origin)
                 raise
-            response = NeuronResponse(
-                connection, stall_timeout_s, method == "HEAD", on_done=lambda: self._release(origin)
-            )
-            connection.send(response, payload)
+            response = self._send(connection, method, payload, stall_timeout_s)
             try:
                 await response.wait_head()
             except NoResponse:
@@ -658,10 +655,19 @@ class NeuronPool:
         if connection is None:
             return None
         self._busy[origin] = busy + 1
+        return self._send(
+            connection, method, _payload(origin, method, path, header_block, body), stall_timeout_s
+        )
+
+    def _send(
+        self, connection: _Connection, method: str, payload: list[bytes], stall_timeout_s: float | None
+    ) -> NeuronResponse:
+        """Send ``payload`` on ``connection`` (its slot taken); the reply gives the slot back."""
+        origin = connection.origin
         response = NeuronResponse(
             connection, stall_timeout_s, method == "HEAD", on_done=lambda: self._release(origin)
         )
-        connection.send(response, _payload(origin, method, path, header_block, body))
+        connection.send(response, payload)
         return response
 
     async def _acquire(self, origin: Origin) -> None:
@@ -718,29 +724,26 @@ class NeuronPool:
     def can_send_now(self, origin: Origin) -> bool:
         """Whether :meth:`request_now` would send to ``origin`` now: a free request slot and an
         idle connection (closed and expired ones are dropped on the way)."""
-        if self._busy.get(origin, 0) >= self.max_busy:
-            return False
+        return self._busy.get(origin, 0) < self.max_busy and self._usable_idle(origin) is not None
+
+    def _take(self, origin: Origin) -> _Connection | None:
+        idle = self._usable_idle(origin)
+        return idle.pop() if idle else None
+
+    def _usable_idle(self, origin: Origin) -> list[_Connection] | None:
+        """``origin``'s idle connections, the closed and expired ones at the newest end dropped
+        so that the last can be used; ``None`` when none can."""
         idle = self._idle.get(origin)
         while idle:
             connection = idle[-1]
-            fresh = connection.loop.time() - connection.idle_since <= self.idle_timeout_s
-            if fresh and not connection.closed:
-                return True
+            if (
+                not connection.closed
+                and connection.loop.time() - connection.idle_since <= self.idle_timeout_s
+            ):
+                return idle
             idle.pop()
             if not connection.closed:
-                connection.abort()
-        return False
-
-    def _take(self, origin: Origin) -> _Connection | None:
-        idle = self._idle.get(origin)
-        while idle:
-            connection = idle.pop()
-            if connection.closed:
-                continue
-            if connection.loop.time() - connection.idle_since > self.idle_timeout_s:
-                connection.abort()
-                continue
-            return connection
+                connection.abort()  # expired
         return None
 
     async def _connect(self, origin: Origin) -> _Connection:

@@ -180,10 +180,7 @@ class Forwarder:
         started = first.started if first is not None else time.perf_counter()
         try:
             body = await receive_body(request.scope, request.receive, self.max_body_bytes)
-            fields = routing_fields(body)
-            model = self.catalogue.resolve(fields.model, self.placement.is_ready, self.placement.can_place)
-            if model != fields.model:
-                body = with_model(body, model)
+            fields, model, body = self.routed(body)
         except CortexError as exc:
             RequestTap(self.events, dialect="openai", endpoint=path, model="unknown", started=started).finish(
                 exc.status, exc.code
@@ -198,6 +195,40 @@ class Forwarder:
         # A whole JSON reply (or an error) is relayed in one piece: cheaper than a stream.
         payload = await reply.read()
         return Response(payload, status_code=reply.status, headers=dict(reply.headers))
+
+    def routed(self, body: bytes) -> tuple[RoutingFields, str, bytes]:
+        """An OpenAI body's routing fields, the model it resolves to, and the body to send (its
+        ``model`` rewritten where the client named an alias); a :class:`CortexError` for a body
+        the gateway refuses."""
+        fields = routing_fields(body)
+        model = self.catalogue.resolve(fields.model, self.placement.is_ready, self.placement.can_place)
+        return fields, model, (with_model(body, model) if model != fields.model else body)
+
+    def resolved_hints(self, model: str, hints: RouteHints | None, body: bytes) -> RouteHints:
+        """``hints`` with the request's routing headers, and a prompt fingerprint from ``body``
+        where the model's router reads one and nothing else keys the request."""
+        return self.hints.resolve(hints, body if self.wants_hints(model) else None)
+
+    def new_tap(
+        self, path: str, model: str, *, dialect: str = "openai", started: float | None, streamed: bool
+    ) -> RequestTap:
+        """The tap of a request for ``model`` (labelled as the metrics label it)."""
+        tap = RequestTap(
+            self.events,
+            dialect=dialect,
+            endpoint=path,
+            model=self.label(model),
+            started=started if started is not None else time.perf_counter(),
+        )
+        tap.streamed = streamed
+        return tap
+
+    @staticmethod
+    def sending(node: Node, model: str) -> None:
+        """Count a request in flight on ``node`` from before it leaves, so a drain or a replica
+        choice between polls never misses one in transit (``node.finished`` gives it back)."""
+        node.in_flight[model] = node.in_flight.get(model, 0) + 1
+        node.last_routed[model] = time.time()
 
     def wants_hints(self, model: str) -> bool:
         routers = self.placement.routers
@@ -227,17 +258,9 @@ class Forwarder:
         """POST ``body`` to a node that serves ``model``, retrying another before the first byte;
         ``hints`` (and the request's routing headers) go to the model's router; ``first``, the
         direct route's attempt that failed before the first byte, counts as the first try."""
-        tap = RequestTap(
-            self.events,
-            dialect=dialect,
-            endpoint=path,
-            model=self.label(model),
-            started=started if started is not None else time.perf_counter(),
-        )
-        tap.streamed = streamed
+        tap = self.new_tap(path, model, dialect=dialect, started=started, streamed=streamed)
         try:
-            hints = self.hints.resolve(hints, body if self.wants_hints(model) else None)
-            return await self._open(path, model, body, tap, hints, first)
+            return await self._open(path, model, body, tap, self.resolved_hints(model, hints, body), first)
         except CortexError as exc:
             tap.finish(exc.status, exc.code)
             raise
@@ -266,9 +289,7 @@ class Forwarder:
             tap.waited_s += time.perf_counter() - waiting
             tap.cold_start = tap.cold_start or cold
             tap.node = node.name
-            # Counted from before the request leaves, so a drain never misses a request in transit.
-            node.in_flight[model] = node.in_flight.get(model, 0) + 1
-            node.last_routed[model] = time.time()
+            self.sending(node, model)
             try:
                 upstream = await self.pool.request(
                     node.origin, "POST", path, header_block, body, stall_timeout_s=self.stall

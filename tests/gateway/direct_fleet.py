@@ -39,6 +39,9 @@ MODEL = "scripted"
 Action = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
 
 
+SSE_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
 def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
@@ -114,9 +117,7 @@ def stall(*frames: bytes) -> Action:
     """A stream that sends ``frames`` and then nothing, until the gateway gives up on it."""
 
     async def act(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        writer.write(
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-        )
+        writer.write(SSE_HEAD)
         for frame in frames:
             writer.write(chunk(frame))
         await writer.drain()

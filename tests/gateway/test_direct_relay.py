@@ -28,10 +28,12 @@ from cortex_kernel.events import RequestFinished, RoutingDecided
 from cortex_kernel.keys import key_digest
 from tests.gateway.direct_fleet import (
     MODEL,
+    SSE_HEAD,
     Action,
     Client,
     RawNeuron,
     Reply,
+    chunk,
     delta,
     garbage,
     hang_up,
@@ -359,11 +361,9 @@ async def test_a_slow_client_pauses_the_neuron_and_loses_nothing() -> None:
     def flood() -> Action:
         async def act(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
             writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
-            writer.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-            )
+            writer.write(SSE_HEAD)
             for frame in frames:
-                writer.write(b"%x\r\n%b\r\n" % (len(frame), frame))
+                writer.write(chunk(frame))
                 await writer.drain()
                 progress["written"] += len(frame)
             writer.write(b"0\r\n\r\n")
@@ -410,11 +410,9 @@ async def test_a_client_leaving_mid_stream_stops_the_generation() -> None:
 
     def paced() -> Action:
         async def act(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-            writer.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-            )
+            writer.write(SSE_HEAD)
             for frame in frames:
-                writer.write(b"%x\r\n%b\r\n" % (len(frame), frame))
+                writer.write(chunk(frame))
                 await writer.drain()
                 await asyncio.sleep(0.01)
             return False
@@ -439,13 +437,11 @@ async def test_a_drain_ends_a_direct_stream_with_an_error_event() -> None:
 
     def endless() -> Action:
         async def act(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-            writer.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-            )
+            writer.write(SSE_HEAD)
             try:
                 while True:
                     frame = delta("x")
-                    writer.write(b"%x\r\n%b\r\n" % (len(frame), frame))
+                    writer.write(chunk(frame))
                     await writer.drain()
                     await asyncio.sleep(0.02)
             except ConnectionError:
