@@ -319,12 +319,10 @@ class Client:
     async def post(self, body: dict[str, Any] | bytes, headers: dict[str, str] | None = None) -> Reply:
         assert self.reader is not None and self.writer is not None
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        fields = [
-            ("host", "gateway"),
-            ("content-type", "application/json"),
-            ("content-length", str(len(data))),
-        ]
-        fields += list((headers or {}).items())
+        extra = headers or {}
+        fields = [("host", "gateway"), ("content-length", str(len(data)))]
+        fields += [("content-type", "application/json")] if "content-type" not in extra else []
+        fields += list(extra.items())
         if self.h11.our_state is h11.DONE:
             self.h11.start_next_cycle()
         self.writer.write(

@@ -215,6 +215,56 @@ async def test_random_replies_are_relayed_alike() -> None:
     assert replies[True] == replies[False]
 
 
+BAD_REQUESTS: dict[str, tuple[bytes, dict[str, str], int, str]] = {
+    "malformed JSON": (b'{"model": "scripted", ', {}, 400, "invalid_json"),
+    "no model": (b'{"messages": []}', {}, 400, "missing_model"),
+    "a model that is not a string": (b'{"model": 5}', {}, 422, "invalid_request_error"),
+    "an unknown model": (b'{"model": "nope", "messages": []}', {}, 404, "model_not_found"),
+    "not JSON": (
+        b"model=scripted",
+        {"content-type": "application/x-www-form-urlencoded"},
+        415,
+        "unsupported_media_type",
+    ),
+    "nested past any decoder": (
+        b'{"model": "scripted", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        {},
+        400,
+        "invalid_json",
+    ),
+}
+
+
+async def test_bad_requests_are_refused_by_the_lane_in_its_envelope() -> None:
+    """Malformed, incomplete, mistyped, unknown, non-JSON and hostile bodies are declined by the
+    direct route and refused by the lane exactly as with the path off; a body over the direct
+    path's 256 KiB is the lane's and still served."""
+    neuron = await RawNeuron().start()
+    got: dict[bool, list[tuple[int, Any, RequestFinished]]] = {}
+    try:
+        for direct in (True, False):
+            async with served_gateway(neuron.url, config(direct)) as gateway, Client(gateway.port) as client:
+                await client.post(chat())
+                replies = [await client.post(body, headers) for body, headers, _, _ in BAD_REQUESTS.values()]
+                large = await client.post(chat(padding="x" * (300 * 1024)))
+                await wait_for(lambda: len(gateway.finished()) == len(BAD_REQUESTS) + 2)
+                events = gateway.finished()[1:]
+                got[direct] = [(r.status, r.body, e) for r, e in zip([*replies, large], events, strict=True)]
+    finally:
+        await neuron.stop()
+    for (status, body, event), (name, (_, _, expected, code)) in zip(
+        got[True], BAD_REQUESTS.items(), strict=False
+    ):
+        assert status == expected, name
+        error = json.loads(body)["error"]
+        assert code in (error["code"], error["type"]), name
+        assert not event.direct and event.status == expected, name
+    assert got[True][-1][0] == 200 and not got[True][-1][2].direct  # over 256 KiB: the lane's
+    assert [(s, b, comparable(e)) for s, b, e in got[True]] == [
+        (s, b, comparable(e)) for s, b, e in got[False]
+    ]
+
+
 async def test_the_openai_sdk_streams_and_completes_on_the_direct_path() -> None:
     neuron = await RawNeuron().start()
     try:
