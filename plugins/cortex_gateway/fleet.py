@@ -61,6 +61,9 @@ class Node:
     # Lifecycle changes the gateway made here itself (a sleep, wake, load or unload answered):
     # a poll whose reads began before one may show the model as it was, and must not undo it.
     own_changes: int = 0
+    # Models this gateway is putting to sleep here now: shown asleep (not routed to), but their
+    # device memory is taken until the neuron says the weights have left.
+    dozing: set[str] = field(default_factory=set)
     # Placements waiting for room here (cortex_gateway.room_wait), woken by :meth:`changed` in
     # the order they began waiting (a dict: a set's order would vary from run to run).
     room_waiters: dict[asyncio.Future[Node | None], None] = field(default_factory=dict)

@@ -47,7 +47,7 @@ class NodeLost(CortexError):
 # What a neuron answers when its own count disagrees with a gateway's plan (another gateway
 # placed there, has requests on the victim, or unloaded what this one would wake): re-read that
 # node and plan again.
-REPLAN_CODES = frozenset({"over_budget", "model_busy", "model_not_loaded"})
+REPLAN_CODES = frozenset({"over_budget", "model_busy", "model_not_loaded", "room_taken"})
 
 
 def refusal(node: Node, retry_after: str | None, raw: bytes) -> Conflict:
@@ -213,7 +213,7 @@ class Placement:
         otherwise the GPUs' (or, on CPU hosts, RAM's) free memory minus loads still starting.
         """
         if node.budget_bytes is not None:  # a sleeping model holds host RAM, not the budget
-            awake = (m for m, model in node.models.items() if model.state != "sleeping")
+            awake = (m for m, model in node.models.items() if model.state != "sleeping" or m in node.dozing)
             return node.budget_bytes - sum(self.declared_bytes(node, m) for m in awake)
         measured = node.device_free_bytes if node.device_free_bytes is not None else node.available_bytes
         if measured is None:
@@ -229,7 +229,7 @@ class Placement:
                 memory_bytes=self.declared_bytes(node, model_id),
                 last_used=node.last_used(model_id),
                 priority=profile.residency_priority if (profile := self.catalogue.get(model_id)) else 100,
-                busy=not assume_idle and (node.busy(model_id) or model.state != "ready"),
+                busy=not assume_idle and self._busy(node, model_id, model.state),
                 pinned_here=bool(profile and node.name in profile.pinned_on),
                 can_sleep=self.residency.can_sleep(profile),
                 shielded=self.residency.shielded(node, model_id, incoming),
@@ -238,15 +238,25 @@ class Placement:
             if model.state != "sleeping"
         )
 
+    def _busy(self, node: Node, model_id: str, state: str) -> bool:
+        """Not a victim now: requests on it, a move under way, or requests on their way to it."""
+        return node.busy(model_id) or state != "ready" or self.residency.settling(node, model_id)
+
     # -- placement -----------------------------------------------------------------------------
 
     def plan(
         self, profile: ModelProfile, exclude: frozenset[str] = frozenset()
     ) -> list[tuple[Node, list[Victim]]]:
         """Where ``profile`` could load, best first: free fits (by name), then fits after eviction
-        (those that would evict the model that just evicted it last, then fewest victims, fewest
-        unloads, then name). Each entry names the residents to put to sleep or unload first."""
-        fits: list[tuple[tuple[int, int, int, int, str], Node, list[Victim]]] = []
+        (nodes where another evicting placement is at work last, since this one would queue
+        behind it and find its room gone; those that would evict the model that just evicted it
+        last; then fewest victims, fewest unloads, victims used longest ago, then name). Each entry
+        names the residents to put to sleep or unload first.
+
+        Least recent use breaks ties across nodes as the evictor breaks them within one: by
+        name, every cold load went to the first node, and the models asleep there were the ones
+        whose wakes waited most."""
+        fits: list[tuple[tuple[int, bool, int, int, int, float, str], Node, list[Victim]]] = []
         for node in self.fleet:
             if node.name in exclude or not eligible(node, profile):
                 continue
@@ -255,8 +265,15 @@ class Placement:
                 continue
             reverses = any(self.residency.shielded(node, v.id, profile.id) for v in victims)
             unloads = sum(v.action == "unload" for v in victims)
-            fits.append(((min(len(victims), 1), reverses, len(victims), unloads, node.name), node, victims))
+            recent = max((node.last_used(v.id) or 0.0 for v in victims), default=0.0)
+            key = (min(len(victims), 1), self._queues(node, victims), reverses, len(victims), unloads, recent)
+            fits.append(((*key, node.name), node, victims))
         return [(node, victims) for _, node, victims in sorted(fits, key=lambda item: item[0])]
+
+    def _queues(self, node: Node, victims: list[Victim]) -> bool:
+        """Whether a plan evicting ``victims`` on ``node`` would wait behind another placement
+        evicting there now (evicting placements on a node run one at a time)."""
+        return bool(victims) and self.residency.placing(node)
 
     def room_on(self, node: Node, profile: ModelProfile, assume_idle: bool = False) -> list[Victim] | None:
         """What to move out of ``node`` for ``profile`` to fit its devices ([] when it fits
@@ -309,6 +326,7 @@ class Placement:
                         node, self.residency.make_room_and_place(node, victims, profile)
                     )
                     self.cold_starts += not woke
+                    self.residency.awaited(node, profile.id)
                     return node
                 except NodeLost as exc:
                     log.warning("placing %s on %s abandoned: %s", profile.id, node.name, exc.message)
@@ -352,7 +370,7 @@ class Placement:
             if node.name not in exclude and (victims := self.room_on(node, profile)) is not None
         ]
         if asleep:
-            return sorted(asleep, key=lambda plan: (len(plan[1]), plan[0].name))
+            return sorted(asleep, key=lambda plan: (self._queues(*plan), len(plan[1]), plan[0].name))
         return [
             (node, victims)
             for node, victims in self.plan(profile, exclude)

@@ -127,7 +127,8 @@ class Poller:
             counts = live.get(entry.id)  # /health's live counts win over the /models entry's
             node.models[entry.id] = NodeModel(
                 id=entry.id,
-                state=entry.state,
+                # Still "ready" on the neuron while the gateway puts it to sleep, but refused there.
+                state="sleeping" if entry.id in node.dozing and entry.state == "ready" else entry.state,
                 in_flight=counts.in_flight if counts else entry.in_flight,
                 queued=counts.queued if counts else entry.queued,
                 context_length=entry.context_length,

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Reason = Literal["requested", "evicted", "idle"]
+# How long a model just loaded or woken counts as busy (see ``Residency.settling``).
+SETTLE_S = 1.0
 
 
 class Residency:
@@ -53,6 +55,9 @@ class Residency:
         self._evicted: dict[tuple[str, str], tuple[str, float]] = {}
         # (node, model) → when this gateway first saw it resident (idle since, if never used).
         self._seen: dict[tuple[str, str], float] = {}
+        # (node, model) → when a placement for waiting requests last made it ready there
+        # (monotonic and wall clock).
+        self._awaited: dict[tuple[str, str], tuple[float, float]] = {}
         self._node_locks: dict[str, asyncio.Lock] = {}
         self._wakes: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._ttl_task: asyncio.Task[None] | None = None
@@ -101,6 +106,31 @@ class Residency:
         )
         return node.host_budget_bytes - asleep
 
+    def settling(self, node: Node, model_id: str) -> bool:
+        """``model_id`` was loaded or woken on ``node`` for waiting requests a moment ago and no
+        request has been sent to it since: they are on their way, so it counts as busy (never a
+        victim) until the first arrives, for at most ``SETTLE_S``.
+
+        Without this, a placement that waited for room on the same node runs between the wake
+        and those requests, finds the model idle and puts it back to sleep; the neuron then
+        refuses the requests, they wake it again, and two or three models can take turns so
+        on one node without serving anything."""
+        placed = self._awaited.get((node.name, model_id))
+        if placed is None or time.monotonic() - placed[0] >= SETTLE_S:
+            return False
+        # Once a request has been sent to it, its in-flight count speaks for it.
+        return node.last_routed.get(model_id, 0.0) < placed[1]
+
+    def awaited(self, node: Node, model_id: str) -> None:
+        """A placement for waiting requests made ``model_id`` ready on ``node`` (see
+        :meth:`settling`; an operator's load or a scale-out has no requests on their way)."""
+        self._awaited[(node.name, model_id)] = (time.monotonic(), time.time())
+
+    def placing(self, node: Node) -> bool:
+        """An evicting placement is at work on ``node`` now (a plan there would queue behind it)."""
+        lock = self._node_locks.get(node.name)
+        return lock is not None and lock.locked()
+
     def shielded(self, node: Node, resident: str, incoming: str) -> bool:
         """``resident`` evicted ``incoming`` from ``node`` within the hysteresis window."""
         return self._reversal_wait(node, resident, incoming) > 0
@@ -130,7 +160,16 @@ class Residency:
         if not victims:
             return await self._place(node, profile)
         lock = self._node_locks.setdefault(node.name, asyncio.Lock())
+        contended = lock.locked()
         async with lock:
+            if contended:
+                # Planned from a view another placement here has changed since: plan again.
+                fresh = self.placement.room_on(node, profile)
+                if fresh is None:
+                    raise Conflict(f"node {node.name}: room taken by another placement", code="room_taken")
+                victims = fresh
+                if not victims:
+                    return await self._place(node, profile)
             unloads = [v for v in victims if v.action == "unload"]
             wait = max((self._reversal_wait(node, v.id, profile.id) for v in unloads), default=0.0)
             if wait > 0:
@@ -185,9 +224,25 @@ class Residency:
         """Ask ``node`` to put ``model_id`` to sleep; the model shows ``sleeping`` afterwards."""
         placement = self.placement
         log.info("putting %s to sleep on %s (%s)", model_id, node.name, reason)
-        await self._call(node, "/models/sleep", model_id, "sleep")
-        node.own_changes += 1
+        # Shown asleep from the moment it is asked to sleep: the neuron refuses requests while
+        # the weights move out, so none is routed to it meanwhile (one that arrives wakes it).
         current = node.models.get(model_id)
+        was = current.state if current is not None else "ready"
+        if current is not None:
+            current.state = "sleeping"
+        node.own_changes += 1
+        node.dozing.add(model_id)
+        try:
+            await self._call(node, "/models/sleep", model_id, "sleep")
+        except BaseException:
+            current = node.models.get(model_id)  # refused: as it was (a poll may have replaced it)
+            if current is not None and current.state == "sleeping":
+                current.state = was
+            raise
+        finally:
+            node.dozing.discard(model_id)
+        node.own_changes += 1
+        current = node.models.get(model_id)  # a poll meanwhile may have replaced the record
         if current is not None:
             current.state = "sleeping"
         self.sleeps += 1

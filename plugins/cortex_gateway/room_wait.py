@@ -185,6 +185,7 @@ class RoomWait:
                 await placement.reread(node)
             return None
         self.waits_won += 1
+        placement.residency.awaited(node, profile.id)
         return node
 
     def _asleep(self, profile: ModelProfile, exclude: frozenset[str]) -> list[Node]:
@@ -194,9 +195,29 @@ class RoomWait:
         """A node where ``profile`` sleeps that can make room for it now, and its victims."""
         for node in self._asleep(profile, exclude):
             victims = self.placement.room_on(node, profile)
-            if victims is not None:
+            if victims is not None and not self._outranked(profile, node):
                 return node, victims
         return None
+
+    def _outranked(self, profile: ModelProfile, node: Node) -> bool:
+        """Another placement waiting for room on ``node`` has more requests waiting on it and
+        could take the room now: it goes first. Otherwise whichever placement the change woke
+        first took the room, and a burst's dozens of requests could wait behind one request
+        each of two or three models that happened to sleep there too."""
+        mine = self._joined.get(profile.id, 0)
+        for other in self._waiting:
+            if other == profile.id or self._joined.get(other, 0) <= mine:
+                continue
+            model = node.models.get(other)
+            other_profile = self.placement.catalogue.get(other)
+            if (
+                model is not None
+                and model.state == "sleeping"
+                and other_profile is not None
+                and self.placement.room_on(node, other_profile) is not None
+            ):
+                return True
+        return False
 
     def _settled(self, task: asyncio.Task[Node]) -> None:
         self._background.discard(task)

@@ -77,6 +77,9 @@ class ModelRecord:
     # weights out, so a second sleep must wait for the first rather than answer at once (a wake
     # it let through would run before the weights had left, and leave a model without them).
     transition: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Being put to sleep now: still "ready" (see ``transition``), but no new request may start,
+    # since the weights are leaving the device under it.
+    dozing: bool = False
 
     @property
     def counted_bytes(self) -> int:
@@ -181,7 +184,7 @@ class ModelRegistry:
             raise NotFound(f"model {model_id!r} does not exist on this neuron", code="model_not_found")
         if record.state == "loading":
             raise Overloaded(f"model {model_id!r} is loading", code="model_loading", retry_after=2)
-        if record.state == "sleeping":
+        if record.state == "sleeping" or record.dozing:
             raise Overloaded(
                 f"model {model_id!r} is asleep; wake it first", code="model_sleeping", retry_after=2
             )
@@ -502,7 +505,11 @@ class ModelRegistry:
                 code="host_over_budget",
             )
         started = time.monotonic()
-        await harness.sleep(model_id)
+        record.dozing = True
+        try:
+            await harness.sleep(model_id)
+        finally:
+            record.dozing = False
         record.state = "sleeping"
         seconds = time.monotonic() - started
         self._notify(record, "slept", seconds)
