@@ -24,6 +24,15 @@ take, per model size (linear in weights between the ends of those ranges):
     32B fp8      38 GB                                60 s       3.0 s      3.0 s       3 s
     70B awq      46 GB                                100 s      6.0 s      6.0 s       4 s
 
+The simulated neuron keeps the real one's rules where they decide who waits: a load or wake of a
+model already loading or waking joins it, and a model already there is joined before its budget
+is checked; a sleep of a sleeping model answers at once; one sleep or wake of a model at a time;
+a move goes on if the caller leaves; and a request for a model that is not ready (asleep, being
+put to sleep, unloading, gone) is refused. A refused request is placed again once the move is
+done (the ``moved`` column; the real gateway relays the neuron's 503 and SDK clients retry it).
+Before 2026-12-07 the stand-in let a request run on a model being put to sleep or unloaded, so
+two models could hold one GPU at once; docs/performance.md has the figures from before and after.
+
 Trace: Zipf(s=1.1) popularity over ``--models`` models (sizes drawn 50% 8B, 25% 14B, 15% 32B,
 10% 70B), Poisson arrivals whose rate follows a diurnal sine (±60%), bursts (a random model gets
 20x its rate for 60 s every ~10 min) and popularity drift (the ranking rotates every 20 min).
@@ -117,6 +126,10 @@ class SimModel:
     size: str
     gate: AdmissionGate
     last_used: float | None = None
+    # Set when a load or wake in progress ends (the neuron's callers join it, as here).
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+    # Being put to sleep: still "ready" in reports, but requests are refused (as the neuron does).
+    dozing: bool = False
 
     def busy(self) -> bool:
         """Requests running or queued, as the neuron's ``model_busy`` checks count them."""
@@ -178,17 +191,25 @@ class SimNeuron:
             current = self.models.get(model_id)
             if current is not None and current.state == "sleeping":
                 return await self.call("/models/wake", {"model": model_id})
-            if self.device_reserved() + SIZES[size][0] * GB > NODE_DEVICE_GB * GB:
-                return 409, {"error": {"code": "over_budget", "message": "over budget"}}
+            # As the neuron: a model already there is joined before the budget is checked.
+            if current is not None and current.dozing:
+                await current.settled.wait()
+                return await self.call(path, body)
             if current is not None and current.state == "ready":
                 return 200, {"id": model_id, "state": "ready", "memory_bytes": SIZES[size][0] * GB}
-            if current is not None:  # loading, waking or unloading: come back later
+            if current is not None and current.state in ("loading", "waking"):  # joined, as the neuron does
+                await current.settled.wait()
+                return await self.call(path, body)
+            if current is not None:  # unloading: come back later
                 return 503, {"error": {"code": f"model_{current.state}", "message": "busy"}}
+            if self.device_reserved() + SIZES[size][0] * GB > NODE_DEVICE_GB * GB:
+                return 409, {"error": {"code": "over_budget", "message": "over budget"}}
             record = self.models[model_id] = SimModel(state="loading", size=size, gate=self.gate())
             await self.clock.sleep(SIZES[size][1])
             if self.models.get(model_id) is not record:
                 return 409, {"error": {"code": "load_cancelled", "message": "unloaded meanwhile"}}
             record.state = "ready"
+            record.settled.set()
             self.loads += 1
             return 200, {"id": model_id, "state": "ready", "memory_bytes": SIZES[size][0] * GB}
         model = self.models.get(body["model"])
@@ -200,27 +221,45 @@ class SimNeuron:
             if model.busy():
                 return 409, {"error": {"code": "model_busy", "message": "busy"}}
             model.state = "unloading"
+            model.settled.clear()
             await self.clock.sleep(SIZES[model.size][4])
             if self.models.get(body["model"]) is model:
                 del self.models[body["model"]]
+            model.settled.set()  # a load it cancelled: whoever joined it tries again
             return 200, {"state": "absent"}
         if path == "/models/sleep":
+            if model.dozing:
+                await model.settled.wait()
+                return await self.call(path, body)
+            if model.state == "sleeping":  # the neuron answers at once, as here
+                return 200, {"state": "sleeping"}
             if model.busy():
                 return 503, {"error": {"code": "model_busy", "message": "busy"}}
             if self.host_budget and self.host_reserved() + SIZES[model.size][0] * GB > NODE_HOST_GB * GB:
                 return 409, {"error": {"code": "host_over_budget", "message": "host full"}}
+            model.dozing = True
+            model.settled.clear()
             await self.clock.sleep(SIZES[model.size][3])
-            model.state = "sleeping"
+            model.state, model.dozing = "sleeping", False
+            model.settled.set()
             self.sleeps += 1
             return 200, {"state": "sleeping"}
         if path == "/models/wake":
+            if model.dozing:  # as the neuron: one sleep or wake at a time, in turn
+                await model.settled.wait()
+                return await self.call(path, body)
             if model.state == "ready":
                 return 200, {"state": "ready"}
+            if model.state in ("loading", "waking"):  # joined, as the neuron does
+                await model.settled.wait()
+                return await self.call(path, body)
             if self.device_reserved() + SIZES[model.size][0] * GB > NODE_DEVICE_GB * GB:
                 return 409, {"error": {"code": "over_budget", "message": "over budget"}}
             model.state = "waking"
+            model.settled.clear()
             await self.clock.sleep(SIZES[model.size][2])
             model.state = "ready"
+            model.settled.set()
             self.wakes += 1
             return 200, {"state": "ready"}
         return 404, {"error": {"code": "not_found", "message": path}}
@@ -339,7 +378,8 @@ class SimSession:
     @asynccontextmanager
     async def post(self, url: str, json: Any = None, **_: Any) -> AsyncIterator[_Reply]:
         neuron, path = self._split(url)
-        status, body = await neuron.call(path, json or {})
+        # A neuron carries a move through when its caller leaves (a cancelled placement).
+        status, body = await asyncio.shield(asyncio.ensure_future(neuron.call(path, json or {})))
         yield _Reply(status, body)
 
 
@@ -527,6 +567,7 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
     by_placement: dict[tuple[str, float], list[float]] = {}
     idle_nodes: list[int] = []
     failed = 0
+    bounced = 0  # counted requests a neuron refused because the model had left (placed again)
     # Per counted request admitted: how long it queued at the neuron for a slot (0 if none);
     # and how many were answered 503 by the neuron's admission (queue full, or queued too long).
     queue_waits: list[float] = []
@@ -546,7 +587,7 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
             poll_costs.append(time.perf_counter() - began)
 
     async def one(arrival: float, model: str) -> None:
-        nonlocal failed, overloaded
+        nonlocal failed, overloaded, bounced
         counted = arrival >= warm_up
         asleep = {n for n, sim in neurons.items() if (m := sim.models.get(model)) and m.state == "sleeping"}
         if args.explain:  # read-only: nothing here may change what the gateway does
@@ -557,17 +598,28 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
         began, began_cpu = time.perf_counter(), time.thread_time()
         t0 = clock.now()
         retries = 0
+        refusals = 0
         while True:
             try:
                 node, waited = await placement.node_for_request(model)
-                break
             except CortexError as exc:
                 if retries == args.client_retries:
                     failed += counted
                     return
                 await clock.sleep(sdk_retry_delay(exc.retry_after, retries))
                 retries += 1
-        if retries:  # a client that retried a 503 waited from its first try to its answer
+                continue
+            sim = neurons[node.name].models.get(model)
+            if sim is not None and sim.state == "ready" and not sim.dozing:
+                break
+            # The neuron refuses a model that is not ready (put to sleep or unloaded since the
+            # gateway chose it): the gateway places the request again (``Forwarder``).
+            refusals += 1
+            bounced += counted
+            if sim is not None and (sim.dozing or sim.state in ("unloading", "loading", "waking")):
+                await sim.settled.wait()  # its 503 says so: placed again once the move is done
+            await poller.poll_node(node)
+        if retries or refusals:  # it waited from its first try to its answer
             waited = True
         elif not waited:
             decisions.append(time.perf_counter() - began)
@@ -579,9 +631,6 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
                 elsewhere = ", asleep elsewhere" if asleep - {node.name} else ""
                 served.append((clock.now() - t0, how + elsewhere))
                 by_placement.setdefault((model, placing_since.get(model, t0)), []).append(clock.now() - t0)
-        sim = neurons[node.name].models.get(model)
-        if sim is None:
-            return
         # As the gateway's proxy counts a request: from before it leaves until its reply ends.
         node.in_flight[model] = node.in_flight.get(model, 0) + 1
         node.last_routed[model] = clock.wall()
@@ -652,6 +701,7 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
         "queued": sum(1 for q in queue_waits if q > 0),
         "queue_p99": percentile(queue_waits, 0.99),
         "overloaded": overloaded,
+        "bounced": bounced,
         "waited": len(waited),
         "wait_p50": percentile(waited, 0.5),
         "wait_p99": percentile(waits, 0.99),
@@ -709,7 +759,7 @@ def main() -> None:
         f"{'policy':<15} {'nodes':>5} {'reqs':>6} {'fail':>4} {'cold':>5} {'wakes':>5} {'thrash':>6} "
         f"{'waited':>6} {'wait p50 s':>10} {'wait p99 s':>10} {'decide p50 ms':>13} {'decide p99 ms':>13} "
         f"{'cpu p99 ms':>10} "
-        f"{'poll ms':>8} {'scale':>5} {'queued':>6} {'queue p99 s':>11} {'q503':>4}"
+        f"{'poll ms':>8} {'scale':>5} {'queued':>6} {'queue p99 s':>11} {'q503':>4} {'moved':>5}"
     )
     print(header)
     for nodes in args.nodes:
@@ -724,7 +774,7 @@ def main() -> None:
                 f"{r['wait_p99']:>10.2f} {r['decide_p50_ms']:>13.3f} {r['decide_p99_ms']:>13.3f} "
                 f"{r['decide_cpu_p99_ms']:>10.3f} "
                 f"{r['poll_ms']:>8.2f} {r['scale_outs']:>5} {r['queued']:>6} {r['queue_p99']:>11.2f} "
-                f"{r['overloaded']:>4}",
+                f"{r['overloaded']:>4} {r['bounced']:>5}",
                 flush=True,
             )
 
