@@ -24,6 +24,7 @@ from cortex_gateway.residency import Residency
 from cortex_kernel.config.schema import Catalogue, ModelProfile, ResidencySection
 from cortex_kernel.errors import Overloaded
 from tests.gateway.reply_double import ReplyDouble
+from tests.gateway.scripted_server import eventually
 
 MODEL_MB = 600  # two never fit one 1000 MiB node
 
@@ -91,15 +92,6 @@ def _placement(nodes: list[Node], double: BudgetNeuronDouble, *models: str) -> P
     )
 
 
-async def _until(condition: Any, what: str) -> None:
-    """Let the event loop run until ``condition()`` holds (generous: a fault, not a speed test)."""
-    for _ in range(10_000):
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError(f"never happened: {what}")
-
-
 async def test_two_placements_at_once_take_two_nodes_and_the_neuron_refuses_neither() -> None:
     """Both used to plan the first node by name: the second queued behind the first's eviction,
     then put the first's victim to sleep again and had its load refused before it re-planned."""
@@ -131,7 +123,7 @@ async def test_a_placement_queued_behind_another_on_its_node_plans_again_there()
     placement = _placement([only], double, "a", "b", "old")
 
     first = asyncio.ensure_future(placement.node_for_request("a"))
-    await _until(lambda: placement.residency.placing(only), "the first placement evicting on n1")
+    await eventually(lambda: placement.residency.placing(only), within_s=30)
     second = asyncio.ensure_future(placement.node_for_request("b"))
     await asyncio.sleep(0.01)
     double.sleeps.set()
@@ -171,7 +163,7 @@ async def test_a_model_being_put_to_sleep_is_not_routed_to_and_its_memory_still_
     placement = _placement([home], double, "model", "other")
 
     sleeping = asyncio.ensure_future(placement.residency.sleep_on(home, "model"))
-    await _until(lambda: home.models["model"].state == "sleeping", "the model shown asleep")
+    await eventually(lambda: home.models["model"].state == "sleeping", within_s=30)
 
     assert placement.fleet.replicas("model") == []  # no request goes to it meanwhile
     assert placement.free_bytes(home) == (1000 - MODEL_MB) * MIB  # and its room is not free yet
