@@ -65,12 +65,12 @@ class ModelUnloaded(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class ModelSlept(msgspec.Struct, kw_only=True, frozen=True):
-    """A model put to sleep on a node: to make room (``evicted``), after its idle TTL, or by an
-    operator."""
+    """A model put to sleep on a node: to make room (``evicted``), after its idle TTL, by an
+    operator (``requested``), or as a copy an operator's warm-up loaded (``warm_up``)."""
 
     node: str
     model: str
-    reason: Literal["requested", "evicted", "idle"]
+    reason: Literal["requested", "evicted", "idle", "warm_up"]
     strategy: str | None = None
 
 

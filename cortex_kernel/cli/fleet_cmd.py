@@ -1,4 +1,5 @@
-"""Commands that inspect and steer a running gateway: ``status``, ``models``, ``load``, ``unload``."""
+"""Commands that inspect and steer a running gateway: ``status``, ``models``, ``load``, ``unload``,
+``warm-up``."""
 
 from __future__ import annotations
 
@@ -175,3 +176,27 @@ def unload(model: str, node: str | None, endpoint: str, admin_key: str | None) -
     body = {"model": model, "node": node}
     reply = request_json("POST", f"{endpoint}/admin/models/unload", body, token=admin_key)
     click.echo(f"{model}: {reply.get('state', 'unloaded')}")
+
+
+@click.command("warm-up")
+@click.option("--node", "nodes", multiple=True, help="Warm only this node (repeatable); default: every node.")
+@click.option(
+    "--reserve-mb",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Host RAM to keep free on each node for the sleeps of later evictions.",
+)
+@endpoint_option
+@admin_key_option
+def warm_up(nodes: tuple[str, ...], reserve_mb: int, endpoint: str, admin_key: str | None) -> None:
+    """Fill each node's host RAM with sleeping copies of the catalogue's models, so that a
+    request wakes a copy in seconds instead of a cold load. Run it before opening traffic: each
+    copy is a cold load that holds the node's GPUs while it runs."""
+    body: dict[str, Any] = {"reserve_mb": reserve_mb}
+    if nodes:
+        body["nodes"] = list(nodes)
+    reply = request_json("POST", f"{endpoint}/admin/warm-up", body, token=admin_key, timeout=3600)
+    for entry in reply.get("nodes", []):
+        slept = entry.get("slept") or []
+        click.echo(f"{entry.get('node')}: {len(slept)} asleep ({', '.join(slept) or 'none'})")

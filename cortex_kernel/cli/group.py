@@ -98,6 +98,7 @@ def build_cli() -> click.Group:
         fleet_cmd.models,
         fleet_cmd.load,
         fleet_cmd.unload,
+        fleet_cmd.warm_up,
         plugins_cmd.plugins,
         config_cmd.config,
     ):

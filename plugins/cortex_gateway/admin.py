@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from cortex_gateway.fleet import Fleet, Node
 from cortex_gateway.placement import Placement, eligible
+from cortex_gateway.warm_up import warm_up
 from cortex_kernel.bodies import decode_body
 from cortex_kernel.config.schema import Catalogue, ModelProfile
 from cortex_kernel.errors import BadRequest, CortexError, NotFound, Overloaded
@@ -28,6 +29,14 @@ class ModelOnNode(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class Drain(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     drain: bool = True
+
+
+class WarmUp(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /admin/warm-up``: which nodes (all when absent), and how much of each node's host
+    budget to keep free for the sleeps of later evictions."""
+
+    nodes: list[str] | None = None
+    reserve_mb: int = msgspec.field(default=0)
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -164,6 +173,17 @@ class Admin:
         model = self._model_on(node, request.path_params["model"])
         await self.placement.residency.wake_on(node, model)
         return _json({"model": model, "node": node.name, "state": "ready"})
+
+    async def warm_up(self, request: Request) -> Response:
+        """Warm the sleep tier (``cortex_gateway.warm_up``); answers once every node is done,
+        with the copies each now holds asleep."""
+        body = await decode_body(request, WarmUp) if await request.body() else WarmUp()
+        if body.reserve_mb < 0:
+            raise BadRequest("reserve_mb must be 0 or more", code="invalid_request", param="reserve_mb")
+        names = body.nodes if body.nodes is not None else list(self.fleet.nodes)
+        nodes = [self._node(name) for name in dict.fromkeys(names)]
+        slept = await warm_up(self.placement, nodes, body.reserve_mb * 1024 * 1024)
+        return _json({"nodes": [{"node": name, "slept": models} for name, models in slept.items()]})
 
     async def drain(self, request: Request) -> Response:
         node = self._node(request.path_params["name"])

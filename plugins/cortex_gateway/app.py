@@ -296,6 +296,7 @@ def gateway_part(kernel: Kernel) -> AppPart:
         Route("/admin/models/load", admin("load"), methods=["POST"]),
         Route("/admin/models/unload", admin("unload"), methods=["POST"]),
         Route("/admin/nodes/{name}/drain", admin("drain"), methods=["POST"]),
+        Route("/admin/warm-up", admin("warm_up"), methods=["POST"]),
         Route("/admin/nodes/{name}/models/{model}/sleep", admin("sleep"), methods=["POST"]),
         Route("/admin/nodes/{name}/models/{model}/wake", admin("wake"), methods=["POST"]),
     ]

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from cortex_gateway.placement import Placement
 
 log = logging.getLogger(__name__)
-Reason = Literal["requested", "evicted", "idle"]
+Reason = Literal["requested", "evicted", "idle", "warm_up"]
 # How long a model just loaded or woken counts as busy (see ``Residency.settling``).
 SETTLE_S = 1.0
 

@@ -16,7 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from cortex_kernel.cli import build_cli
+from cortex_kernel.cli.context import CliState
 from tests.daemons import Daemon, admin_fleet, endless_stream, http_json
 from tests.gateway import tiny_fleet
 
@@ -247,3 +250,62 @@ def test_a_model_gone_behind_the_gateways_back_is_a_404_for_admin_sleep_and_wake
     status, body, _ = tiny_fleet.ask(gateway, "a")
     assert status == 200, body
     assert _states(neuron) == {"a": "ready"}
+
+
+def test_a_warm_up_leaves_sleeping_copies_on_every_node_and_a_request_wakes_one(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
+    """``POST /admin/warm-up`` loads and puts to sleep the catalogue's models on each node as far
+    as its host budget allows; a request then wakes a copy where it sleeps, with no cold load."""
+    budget = "memory_budget_mb = 100\nhost_memory_budget_mb = 300\n"  # one awake, four asleep
+    neurons = {"n1": start_neuron(budget), "n2": start_neuron(budget)}
+    gateway = start_gateway(
+        neurons, catalogue_extra=tiny_fleet.catalogue(tiny_chat_model, {"a": "", "b": "", "c": ""})
+    )
+
+    status, body, _ = http_json("POST", f"{gateway.url}/admin/warm-up", {"reserve_mb": 0}, timeout=600)
+
+    assert status == 200, body
+    slept = {entry["node"]: entry["slept"] for entry in body["nodes"]}
+    assert sorted(slept) == ["n1", "n2"]
+    assert all(sorted(models) == ["a", "b", "c", "tiny-chat"] for models in slept.values())
+    assert slept["n1"] != slept["n2"]  # each node takes the catalogue in its own turn
+    for neuron in neurons.values():
+        _wait_states(neuron, {m: "sleeping" for m in ("a", "b", "c", "tiny-chat")})
+    gateway_metrics = _fleet_metrics_url(gateway)
+    assert _metric(gateway_metrics, "cortex_model_sleeps_total", reason="warm_up") == 8
+
+    assert tiny_fleet.ask(gateway, "b")[0] == 200
+    woken = [name for name, neuron in neurons.items() if _states(neuron)["b"] == "ready"]
+    assert len(woken) == 1
+    metrics = f"{neurons[woken[0]].url}/metrics"
+    assert _metric(metrics, "cortex_neuron_wake_duration_seconds_count", model="b") == 1
+    # The warm-up's load, and no other:
+    assert _metric(metrics, "cortex_neuron_load_duration_seconds_count", model="b", result="ok") == 1
+    assert admin_fleet(gateway)["cold_starts"] == 0
+
+    # Again, from the CLI: every node already holds every model, so there is nothing to do.
+    cli = CliRunner().invoke(
+        build_cli(), ["warm-up", "-e", gateway.url], obj=CliState(environ={}), catch_exceptions=False
+    )
+    assert cli.exit_code == 0, cli.output
+    assert cli.output.splitlines() == ["n1: 0 asleep (none)", "n2: 0 asleep (none)"]
+
+
+def test_a_warm_up_with_bad_input_is_a_clear_4xx(
+    start_neuron: Callable[..., Daemon], start_gateway: Callable[..., Daemon], tiny_chat_model: Path
+) -> None:
+    neuron = start_neuron("memory_budget_mb = 100\nhost_memory_budget_mb = 200\n")
+    gateway = start_gateway({"n1": neuron}, catalogue_extra=tiny_fleet.catalogue(tiny_chat_model, {"a": ""}))
+    for body, status, code in (
+        ({"nodes": ["n1", "nope"]}, 404, "node_not_found"),
+        ({"reserve_mb": -1}, 400, "invalid_request"),
+        ({"reserve_mb": "lots"}, 422, "invalid_type"),
+        ({"node": "n1"}, 422, "invalid_type"),
+    ):
+        got, reply, _ = http_json("POST", f"{gateway.url}/admin/warm-up", body)
+        assert got == status, (body, reply)
+        assert reply["error"]["message"]
+        if code is not None:
+            assert reply["error"]["code"] == code, (body, reply)
+    assert _states(neuron) == {}  # nothing was loaded by a refused warm-up
