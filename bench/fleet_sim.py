@@ -89,6 +89,7 @@ import cortex_gateway.fleet
 import cortex_gateway.placement
 import cortex_gateway.poller
 import cortex_gateway.residency
+import cortex_gateway.warm_up
 from cortex_evictors.strategies import LeastRecentlyUsed, Priority
 from cortex_gateway.fleet import Fleet, Node
 from cortex_gateway.placement import Placement
@@ -527,6 +528,16 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
     started = time.perf_counter()
     await poller.poll_once()
     poll_costs.append(time.perf_counter() - started)
+    # ``--warm-up``: an operator's warm-up of the sleep tier before traffic (``POST
+    # /admin/warm-up``), on the virtual clock; the trace starts when it is done, and its loads
+    # are reported apart from the trace's.
+    warm_copies, warm_s = 0, 0.0
+    if args.warm_up is not None and policy.sleep:
+        slept = await cortex_gateway.warm_up.warm_up(placement, list(fleet), int(args.warm_up * GB))
+        await poller.poll_once()
+        warm_copies, warm_s = sum(len(m) for m in slept.values()), clock.now()
+    warm_loads = sum(n.loads for n in neurons.values())
+    warm_wakes = sum(n.wakes for n in neurons.values())
     residency.start()
     decisions: list[float] = []
     plan = placement.plan
@@ -649,7 +660,7 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
     poll_task = asyncio.get_running_loop().create_task(poll_forever())
     tasks: list[asyncio.Task[None]] = []
     for arrival, model in arrivals:
-        delay = arrival - clock.now()
+        delay = arrival + warm_s - clock.now()
         if delay > 0:
             await clock.sleep(delay)
         tasks.append(asyncio.get_running_loop().create_task(one(arrival, model)))
@@ -694,8 +705,10 @@ async def run(policy: Policy, nodes: int, args: argparse.Namespace) -> dict[str,
         "nodes": nodes,
         "requests": sum(1 for arrival, _ in arrivals if arrival >= warm_up),
         "failed": failed,
-        "cold_loads": sum(n.loads for n in neurons.values()),
-        "wakes": sum(n.wakes for n in neurons.values()),
+        "cold_loads": sum(n.loads for n in neurons.values()) - warm_loads,
+        "wakes": sum(n.wakes for n in neurons.values()) - warm_wakes,
+        "warm_copies": warm_copies,
+        "warm_s": warm_s,
         "thrash": residency.thrash_events,
         "scale_outs": residency.scale_outs,
         "queued": sum(1 for q in queue_waits if q > 0),
@@ -751,6 +764,12 @@ def main() -> None:
         default=AdmissionSection().max_in_flight,
         help="[admission] max_in_flight",
     )
+    parser.add_argument(
+        "--warm-up",
+        type=float,
+        metavar="GB",
+        help="before the trace, warm the sleep tier (POST /admin/warm-up) keeping GB of host RAM free",
+    )
     parser.add_argument("--max-replicas", type=int, help="every model's max_replicas (overrides --catalogue)")
     args = parser.parse_args()
     if args.quick:
@@ -768,6 +787,8 @@ def main() -> None:
                 r = runner.run(run(policy, nodes, args))
             for module in GATEWAY_MODULES:
                 module.time = time  # type: ignore[attr-defined]
+            if r["warm_copies"]:
+                print(f"  warm-up: {r['warm_copies']} sleeping copies in {r['warm_s']:.0f} simulated s")
             print(
                 f"{r['policy']:<15} {r['nodes']:>5} {r['requests']:>6} {r['failed']:>4} {r['cold_loads']:>5} "
                 f"{r['wakes']:>5} {r['thrash']:>6} {r['waited']:>6} {r['wait_p50']:>10.2f} "
