@@ -5,8 +5,9 @@ seconds to minutes. The sleep tier leaves a copy only where a model has run, so 
 request often finds its only copy behind a busy resident. An operator who opens a fleet (or
 brings a node back) can spend the GPUs' idle time first: each node loads models one at a time
 and puts each to sleep, until its host RAM holds as many as fit, short of a reserve kept for
-the sleeps of later evictions. Each node takes the catalogue in its own rotation, so the copies
-of every model spread over the fleet rather than piling the same few models on every node.
+the sleeps of later evictions. Each node takes the catalogue from its own starting point, spread
+evenly round it, so every model gets about as many copies rather than the first few models one
+on every node.
 
 It is an operator's action (``POST /admin/warm-up``): every copy is a cold load that holds the
 node's devices while it runs, which a request arriving meanwhile would wait behind. Nodes with a
@@ -42,11 +43,11 @@ async def warm_up(placement: Placement, nodes: list[Node], reserve_bytes: int) -
     its host budget; returns, per node, the models put to sleep there (in order)."""
     profiles = [p for p in placement.catalogue.models if placement.residency.can_sleep(p)]
     everyone = [node.name for node in placement.fleet]
+    # Node i of n starts i/n of the way round the catalogue: every model is as near the start
+    # of some node's turn as any other, so each gets about as many copies.
+    starts = {name: i * len(profiles) // len(everyone) for i, name in enumerate(everyone)}
     results = await asyncio.gather(
-        *(
-            _warm_node(placement, node, _rotated(profiles, everyone.index(node.name)), reserve_bytes)
-            for node in nodes
-        )
+        *(_warm_node(placement, node, _rotated(profiles, starts[node.name]), reserve_bytes) for node in nodes)
     )
     return {node.name: slept for node, slept in zip(nodes, results, strict=True)}
 
