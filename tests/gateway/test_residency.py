@@ -1,4 +1,5 @@
-"""Residency across real neurons: the sleep tier, idle TTLs, anti-thrash hysteresis, admin sleep/wake.
+"""Residency across real neurons: the sleep tier, idle TTLs, anti-thrash hysteresis, admin sleep/wake
+and the warm-up.
 
 Every neuron has a ``memory_budget_mb`` that holds one model and every model a declared
 ``vram_mb``, so each placement is deterministic. Waits are on observable state (the neuron's
