@@ -13,13 +13,15 @@ from starlette.responses import Response
 from cortex_gateway.fleet import Fleet, Node
 from cortex_gateway.placement import Placement, eligible
 from cortex_gateway.warm_up import warm_up
-from cortex_kernel.bodies import decode_body
+from cortex_kernel.bodies import decode_body, decode_json, read_body
 from cortex_kernel.config.schema import Catalogue, ModelProfile
 from cortex_kernel.errors import BadRequest, CortexError, NotFound, Overloaded
 from cortex_kernel.eviction import Victim
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
+# An admin body is a few fields; anything near this size is not one.
+ADMIN_BODY_BYTES = 64 * 1024
 
 
 class ModelOnNode(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -177,7 +179,8 @@ class Admin:
     async def warm_up(self, request: Request) -> Response:
         """Warm the sleep tier (``cortex_gateway.warm_up``); answers once every node is done,
         with the copies each now holds asleep."""
-        body = await decode_body(request, WarmUp) if await request.body() else WarmUp()
+        raw = await read_body(request, ADMIN_BODY_BYTES)  # an empty body: every node, no reserve
+        body = decode_json(raw, WarmUp) if raw else WarmUp()
         if body.reserve_mb < 0:
             raise BadRequest("reserve_mb must be 0 or more", code="invalid_request", param="reserve_mb")
         names = body.nodes if body.nodes is not None else list(self.fleet.nodes)

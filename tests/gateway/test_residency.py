@@ -12,6 +12,7 @@ import json
 import re
 import socket
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -309,4 +310,25 @@ def test_a_warm_up_with_bad_input_is_a_clear_4xx(
         assert reply["error"]["message"]
         if code is not None:
             assert reply["error"]["code"] == code, (body, reply)
+    nested = b"[" * 20_000 + b"]" * 20_000
+    for raw, content_type, status, code in (
+        (b'{"reserve_mb": ', "application/json", 400, "invalid_json"),  # malformed
+        (nested, "application/json", 422, "invalid_type"),  # hostile: refused at its first "["
+        (b"reserve_mb=1", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+        (
+            b'{"nodes": ["' + b"n" * 200_000 + b'"]}',
+            "application/json",
+            413,
+            "request_too_large",
+        ),  # oversized
+    ):
+        request = urllib.request.Request(f"{gateway.url}/admin/warm-up", data=raw, method="POST")
+        request.add_header("content-type", content_type)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        reply = json.loads(refused.value.read())
+        assert refused.value.code == status, (raw[:40], reply)
+        assert reply["error"]["message"]
+        if code is not None:
+            assert reply["error"]["code"] == code, (raw[:40], reply)
     assert _states(neuron) == {}  # nothing was loaded by a refused warm-up
